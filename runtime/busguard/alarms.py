@@ -1,0 +1,130 @@
+"""One alarm model for every block: conditions in, edges out.
+
+A block reports the alarm *conditions* that hold in this scan; the :class:`AlarmTable` turns
+them into raise and clear *edges*, so an alarm is logged and published once when it starts and
+once when it ends, never once per scan. Latching alarms stay active after their condition goes
+until an operator acknowledges them; acknowledging never clears a condition that still holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from types import MappingProxyType
+from typing import Any
+
+
+class Severity(IntEnum):
+    """Priority of an alarm; the word is what the fault log prints (`grep -i critical`)."""
+
+    INFO = 0
+    WARNING = 1
+    MINOR = 2
+    MAJOR = 3
+    CRITICAL = 4
+
+    @property
+    def word(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class AlarmCondition:
+    """An alarm condition a block sees in one scan.
+
+    ``key`` is unique within the block; ``code`` is the stable, greppable code (the seed's
+    ``0x02``, ``errno 110``, ``0xCF``, or a busguard code such as ``BG-THD``).
+    """
+
+    key: str
+    severity: Severity
+    code: str
+    message: str
+    device: str = ""
+    values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    latch: bool = False
+
+
+@dataclass
+class AlarmState:
+    """An alarm the table knows about (active, or latched waiting for acknowledgement)."""
+
+    id: str
+    block: str
+    condition: AlarmCondition
+    raised_utc: float
+    active: bool = True
+    acked: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.condition
+        return {"id": self.id, "block": self.block, "key": c.key, "severity": c.severity.word,
+                "code": c.code, "message": c.message, "device": c.device,
+                "values": dict(c.values), "latch": c.latch, "raised_utc": self.raised_utc,
+                "active": self.active, "acked": self.acked}
+
+
+@dataclass(frozen=True)
+class AlarmEdge:
+    """A change of an alarm: ``raised`` or ``cleared``."""
+
+    kind: str
+    alarm: AlarmState
+    t_utc: float
+
+
+class AlarmTable:
+    """All alarms of a runtime; updated by the scan, read by publishers and the fault log."""
+
+    def __init__(self) -> None:
+        self.alarms: dict[str, AlarmState] = {}
+
+    def update(self, block: str, conditions: Iterable[AlarmCondition],
+               t_utc: float) -> list[AlarmEdge]:
+        """Replace ``block``'s current conditions; return the edges that produces."""
+        edges: list[AlarmEdge] = []
+        seen: set[str] = set()
+        for cond in conditions:
+            aid = f"{block}:{cond.key}"
+            seen.add(aid)
+            state = self.alarms.get(aid)
+            if state is None:
+                state = AlarmState(aid, block, cond, t_utc)
+                self.alarms[aid] = state
+                edges.append(AlarmEdge("raised", state, t_utc))
+            else:
+                state.condition = cond
+                if not state.active:
+                    state.active = True
+                    state.acked = False
+                    state.raised_utc = t_utc
+                    edges.append(AlarmEdge("raised", state, t_utc))
+        prefix = f"{block}:"
+        for aid in [a for a in self.alarms if a.startswith(prefix) and a not in seen]:
+            state = self.alarms[aid]
+            if state.condition.latch and not state.acked:
+                state.active = False  # condition gone, kept until acknowledged
+                continue
+            del self.alarms[aid]
+            edges.append(AlarmEdge("cleared", state, t_utc))
+        return edges
+
+    def acknowledge(self, t_utc: float, alarm_id: str | None = None) -> list[AlarmEdge]:
+        """Acknowledge one alarm or all; latched alarms whose condition is gone clear now."""
+        edges = []
+        for aid in list(self.alarms):
+            if alarm_id is not None and aid != alarm_id:
+                continue
+            state = self.alarms[aid]
+            state.acked = True
+            if not state.active:
+                del self.alarms[aid]
+                edges.append(AlarmEdge("cleared", state, t_utc))
+        return edges
+
+    def active(self) -> list[AlarmState]:
+        return list(self.alarms.values())
+
+    def count(self) -> int:
+        return len(self.alarms)

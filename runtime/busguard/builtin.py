@@ -1,0 +1,14 @@
+"""The runtime's own plugin: registered through the ``busguard`` entry point ("core"),
+exactly like a third party's, so built-ins have no private path into the runtime."""
+
+from __future__ import annotations
+
+from busguard import hookimpl
+from busguard.drivers_memory import MemoryBreaker, MemoryMeter, MemoryOutput, MemoryProbe
+from busguard.registry import TypeRegistry
+
+
+@hookimpl
+def busguard_register_types(registry: TypeRegistry) -> None:
+    for cls in (MemoryMeter, MemoryProbe, MemoryBreaker, MemoryOutput):
+        registry.add_driver(cls)

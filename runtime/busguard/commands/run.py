@@ -1,0 +1,73 @@
+"""`busguard run [SITE]`: run the scan cycle until Ctrl-C / SIGTERM (or --duration)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from busguard.commands import default_site
+from busguard.runtime import Runtime
+
+log = logging.getLogger("busguard.run")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the scan cycle", description=(
+        "Load SITE (default ./site.toml), start drivers and publishers, and scan every "
+        "[scan] period_ms until Ctrl-C or SIGTERM. Prints scan statistics periodically and "
+        "at exit."))
+    p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
+    p.add_argument("--record", metavar="FILE", help="record every scanned input snapshot "
+                   "and the outputs to FILE (JSON Lines) for `busguard replay`")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--cycles", type=int, metavar="N", help="stop after N scans")
+    p.add_argument("--stats-every", type=float, default=10.0, metavar="S",
+                   help="log scan statistics every S seconds (0: only at exit)")
+    p.add_argument("--json", action="store_true", help="print final statistics as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rt = Runtime.from_file(default_site(args.site))
+    stop_reason = {"why": "end"}
+
+    def _stop(signum: int, _frame: object) -> None:
+        stop_reason["why"] = signal.Signals(signum).name
+        rt.request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
+    timers: list[threading.Timer] = []
+    if args.duration:
+        t = threading.Timer(args.duration, rt.request_stop)
+        t.daemon = True
+        timers.append(t)
+    rt.start(record=args.record)
+    for t in timers:
+        t.start()
+    if args.stats_every > 0:
+        _start_stats_logger(rt, args.stats_every)
+    try:
+        rt.run(max_cycles=args.cycles)
+    finally:
+        for t in timers:
+            t.cancel()
+        rt.stop()
+    st = rt.stats.snapshot()
+    if args.json:
+        print(json.dumps({"stopped_by": stop_reason["why"], **st.as_dict()}))
+    else:
+        print(f"busguard: stopped ({stop_reason['why']}): {st.line()}", file=sys.stdout)
+    return 0
+
+
+def _start_stats_logger(rt: Runtime, every_s: float) -> None:
+    def loop() -> None:
+        while not rt.loop.stop_event.wait(every_s):
+            log.info("scan %s; alarms active %d", rt.stats.snapshot().line(), rt.alarms.count())
+
+    threading.Thread(target=loop, name="busguard-stats", daemon=True).start()

@@ -1,0 +1,94 @@
+"""The whole contract between busguard and its plugins.
+
+Hooks register *types*; site.toml creates the *objects*. The scan calls blocks and drivers
+directly, in site.toml order, never through hook call order (pluggy calls hooks last-registered
+first and entry points load in arbitrary order). The other hooks are for observers: they are
+called from the runtime, after the fact, and an observer that raises is logged, not fatal.
+
+Implement hooks with ``from busguard import hookimpl`` and expose the module (or object) under
+the ``busguard`` entry-point group of your distribution. See docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from busguard import PROJECT
+
+if TYPE_CHECKING:
+    from busguard.alarms import AlarmEdge
+    from busguard.registry import TypeRegistry
+    from busguard.runtime import Runtime
+    from busguard.scan import CycleResult
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+@hookspec
+def busguard_register_types(registry: TypeRegistry) -> None:
+    """Register block, driver, publisher and shared-section types.
+
+    Called once when a plugin manager is built, before site.toml is read, so the types'
+    parameter schemas validate the file.
+
+    :param registry: call ``registry.add_block(cls)``, ``registry.add_driver(cls)``,
+        ``registry.add_publisher(cls)`` or ``registry.add_section(name, params)``.
+    """
+
+
+@hookspec
+def busguard_startup(runtime: Runtime) -> None:
+    """Called once the site is built, before publishers and drivers start and before the
+    first scan. Retained state is restored here, so the DCIM sees last known values at once.
+
+    :param runtime: the running :class:`busguard.runtime.Runtime` (site, image, alarms).
+    """
+
+
+@hookspec
+def busguard_scan_complete(runtime: Runtime, result: CycleResult) -> None:
+    """Called after every scan cycle, from the scan thread. Must return at once.
+
+    :param runtime: the running runtime.
+    :param result: the cycle's number, time, outputs and alarm edges.
+    """
+
+
+@hookspec
+def busguard_alarm_raised(runtime: Runtime, edge: AlarmEdge) -> None:
+    """Called once when an alarm starts (not once per scan).
+
+    :param runtime: the running runtime.
+    :param edge: the raise edge; ``edge.alarm`` holds block, code, severity, message, values.
+    """
+
+
+@hookspec
+def busguard_alarm_cleared(runtime: Runtime, edge: AlarmEdge) -> None:
+    """Called once when an alarm ends (its condition went and, if latching, was acknowledged).
+
+    :param runtime: the running runtime.
+    :param edge: the clear edge.
+    """
+
+
+@hookspec
+def busguard_fault(runtime: Runtime, source: str, error: BaseException,
+                   details: dict[str, Any]) -> None:
+    """Called when a block or driver faults (raised an exception); the scan goes on.
+
+    :param runtime: the running runtime.
+    :param source: the block or driver name.
+    :param error: the exception.
+    :param details: what was isolated and forced (e.g. fail-safe outputs).
+    """
+
+
+@hookspec
+def busguard_shutdown(runtime: Runtime) -> None:
+    """Called once on a clean stop, after the last scan and before drivers stop.
+
+    :param runtime: the runtime that is stopping.
+    """

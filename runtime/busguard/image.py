@@ -1,0 +1,209 @@
+"""The process image: every point's value, quality and timestamps at fixed offsets.
+
+Drivers write into the live image from any thread; the scan takes one consistent
+:class:`Snapshot` at the start of each cycle. Values, qualities and stamps are kept in flat
+arrays indexed by point (not a dict of objects) so a snapshot is a handful of array copies under
+one short lock, and the same layout can move to shared memory, the retained-state file and a
+pre-encoded Modbus map.
+
+Each point also keeps the min and max written since the last snapshot, so a spike that comes and
+goes between two scans (a training job starting on thousands of GPUs) is not lost.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+
+from busguard.clock import Clock
+
+NAN = math.nan
+
+
+class Quality(IntEnum):
+    """Quality of a point value; the numeric codes are also what the Modbus map serves."""
+
+    GOOD = 0
+    STALE = 1
+    BAD = 2
+    NOT_CONNECTED = 3
+
+    @property
+    def word(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    """A point a driver or block declares: its name, unit and how old it may get."""
+
+    name: str
+    source: str
+    unit: str = ""
+    max_age_s: float = math.inf
+    doc: str = ""
+    retained: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PointValue:
+    """One point as the scan sees it."""
+
+    name: str
+    value: float
+    quality: Quality
+    t_mono: float
+    t_utc: float
+    source: str
+    vmin: float = NAN
+    vmax: float = NAN
+
+    @property
+    def good(self) -> bool:
+        return self.quality is Quality.GOOD
+
+
+class ProcessImage:
+    """The live input image. Thread-safe for writers; snapshots are consistent."""
+
+    def __init__(self, specs: Iterable[PointSpec], clock: Clock) -> None:
+        self.specs: tuple[PointSpec, ...] = tuple(specs)
+        self.index: dict[str, int] = {}
+        for i, spec in enumerate(self.specs):
+            if spec.name in self.index:
+                raise ValueError(f"point {spec.name!r} declared twice")
+            self.index[spec.name] = i
+        n = len(self.specs)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.values = array("d", [NAN]) * n
+        self.quality = array("B", [Quality.NOT_CONNECTED]) * n
+        self.t_mono = array("d", [-math.inf]) * n
+        self.t_utc = array("d", [0.0]) * n
+        self.vmin = array("d", [NAN]) * n
+        self.vmax = array("d", [NAN]) * n
+        self.max_age = array("d", [s.max_age_s for s in self.specs])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.index
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def write(self, name: str, value: float, quality: Quality = Quality.GOOD,
+              t_mono: float | None = None, t_utc: float | None = None) -> None:
+        """Store one reading (value with its quality and the time it was taken)."""
+        self.write_many(((name, value, quality),), t_mono, t_utc)
+
+    def write_many(self, items: Iterable[tuple[str, float, Quality]],
+                   t_mono: float | None = None, t_utc: float | None = None) -> None:
+        """Store several readings taken at the same instant, atomically for the scan."""
+        tm = self._clock.monotonic() if t_mono is None else t_mono
+        tw = self._clock.wall() if t_utc is None else t_utc
+        idx = self.index
+        with self._lock:
+            for name, value, q in items:
+                i = idx[name]
+                v = float(value)
+                self.quality[i] = q
+                self.t_mono[i] = tm
+                self.t_utc[i] = tw
+                if q is Quality.GOOD or q == 0:
+                    self.values[i] = v
+                    lo, hi = self.vmin[i], self.vmax[i]
+                    if not (lo <= v):  # NaN-safe: first value of the window
+                        self.vmin[i] = v
+                    if not (hi >= v):
+                        self.vmax[i] = v
+
+    def set_quality(self, names: Iterable[str], quality: Quality,
+                    t_mono: float | None = None) -> None:
+        """Mark points (e.g. all of a device that stopped answering) without a new value.
+
+        The last value is kept so operators see what it was; the quality says it is not current.
+        """
+        tm = self._clock.monotonic() if t_mono is None else t_mono
+        with self._lock:
+            for name in names:
+                i = self.index[name]
+                self.quality[i] = quality
+                self.t_mono[i] = tm
+
+    def restore(self, name: str, value: float, t_utc: float) -> None:
+        """Load a retained value after a restart: served at once, marked stale."""
+        with self._lock:
+            i = self.index[name]
+            self.values[i] = value
+            self.quality[i] = Quality.STALE
+            self.t_utc[i] = t_utc
+
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        """A consistent copy for one scan; starts a new min/max window."""
+        now = self._clock.monotonic() if now is None else now
+        n = len(self.specs)
+        with self._lock:
+            values = self.values[:]
+            quality = self.quality[:]
+            t_mono = self.t_mono[:]
+            t_utc = self.t_utc[:]
+            vmin = self.vmin[:]
+            vmax = self.vmax[:]
+            nan_row = array("d", [NAN]) * n
+            self.vmin = nan_row
+            self.vmax = nan_row[:]
+        max_age = self.max_age
+        for i in range(n):
+            if quality[i] == 0 and now - t_mono[i] > max_age[i]:
+                quality[i] = Quality.STALE
+        return Snapshot(self.specs, self.index, now, values, quality, t_mono, t_utc, vmin, vmax)
+
+
+class Snapshot(Mapping[str, PointValue]):
+    """The frozen input image of one scan cycle, read by blocks."""
+
+    __slots__ = ("index", "now", "quality", "specs", "t_mono", "t_utc", "values", "vmax", "vmin")
+
+    def __init__(self, specs: tuple[PointSpec, ...], index: Mapping[str, int], now: float,
+                 values: array, quality: array, t_mono: array, t_utc: array,
+                 vmin: array, vmax: array) -> None:
+        self.specs = specs
+        self.index = index
+        self.now = now
+        self.values = values
+        self.quality = quality
+        self.t_mono = t_mono
+        self.t_utc = t_utc
+        self.vmin = vmin
+        self.vmax = vmax
+
+    def __getitem__(self, name: str) -> PointValue:
+        i = self.index[name]
+        return PointValue(name, self.values[i], Quality(self.quality[i]), self.t_mono[i],
+                          self.t_utc[i], self.specs[i].source, self.vmin[i], self.vmax[i])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def value(self, name: str, default: float = NAN) -> float:
+        """The value if the point is good, else ``default``."""
+        i = self.index[name]
+        return self.values[i] if self.quality[i] == 0 else default
+
+    def peak(self, name: str) -> float:
+        """Highest value written since the previous scan (the value itself if none was)."""
+        i = self.index[name]
+        hi = self.vmax[i]
+        return self.values[i] if math.isnan(hi) else max(hi, self.values[i])
+
+    def is_good(self, name: str) -> bool:
+        return self.quality[self.index[name]] == 0
+
+    def age_s(self, name: str) -> float:
+        return self.now - self.t_mono[self.index[name]]

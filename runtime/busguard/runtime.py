@@ -1,0 +1,273 @@
+"""The runtime: builds a site's objects, starts the I/O, runs the scan, stops cleanly.
+
+Order of a start (OpenPLC's cycle order, with retained state first):
+1. types from plugins, site.toml validated, blocks and drivers built, the image laid out;
+2. ``busguard_startup`` observers run (retained state is restored here, before anything serves);
+3. publishers start (the DCIM sees last known values at once, marked stale), then drivers;
+4. the scan loop: snapshot, blocks in site.toml order, output image applied, observers told.
+A stop forces every output to its fail-safe value, applies it, tells observers, then stops
+drivers and publishers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from busguard import __version__
+from busguard.alarms import AlarmTable
+from busguard.block import Block
+from busguard.clock import Clock, MonotonicClock
+from busguard.config.site import SiteConfig, load_site
+from busguard.driver import Driver, DriverContext
+from busguard.errors import ConfigError, ConfigProblem
+from busguard.image import PointSpec, ProcessImage, Quality
+from busguard.plugins import build_plugin_manager, collect_types
+from busguard.publisher import Publisher
+from busguard.record import Recorder
+from busguard.registry import TypeRegistry
+from busguard.scan import ACK_POINT, RESET_FAULTS_POINT, CycleResult, ScanEngine, ScanLoop
+from busguard.stats import LatenessRecorder, ScanStats
+
+log = logging.getLogger("busguard.runtime")
+
+SYSTEM_POINTS = ("scan.cycles", "scan.overruns", "scan.lateness_p50_ms", "scan.lateness_p99_ms",
+                 "scan.lateness_max_ms")
+STATS_EVERY_S = 1.0
+
+
+def core_points() -> list[PointSpec]:
+    """Points every runtime has: scan statistics and the core command counters."""
+    pts = [PointSpec(n, source="runtime", retained=False) for n in SYSTEM_POINTS]
+    pts.append(PointSpec(ACK_POINT, source="command", doc="change to acknowledge all alarms"))
+    pts.append(PointSpec(RESET_FAULTS_POINT, source="command",
+                         doc="change to re-enable faulted blocks"))
+    return pts
+
+
+def load_types(disabled: Iterable[str] = (), extra: Iterable[object] = ()
+               ) -> tuple[pluggy.PluginManager, TypeRegistry]:
+    pm = build_plugin_manager(disabled=disabled, extra=extra)
+    return pm, collect_types(pm)
+
+
+def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
+    """Instantiate the site's blocks in file order; construction problems become ConfigErrors."""
+    blocks = []
+    problems = []
+    for bc in site.blocks:
+        try:
+            blocks.append(registry.blocks[bc.type].from_config(bc, site))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return blocks
+
+
+def check_site(path: str | Path, extra: Iterable[object] = ()) -> SiteConfig:
+    """Validate a site file fully (types, references, block construction); no I/O started."""
+    _pm, registry = load_types(extra=extra)
+    site = load_site(path, registry)
+    if site.disabled_plugins:  # reload without the disabled ones, then validate again
+        _pm, registry = load_types(disabled=site.disabled_plugins, extra=extra)
+        site = load_site(path, registry)
+    blocks = build_blocks(site, registry)
+    _layout(site, blocks)
+    try:
+        ScanEngine(blocks)
+    except ValueError as exc:
+        raise ConfigError([ConfigProblem(site.file, "block", str(exc))]) from exc
+    return site
+
+
+def _layout(site: SiteConfig, blocks: list[Block]) -> list[PointSpec]:
+    specs = list(core_points()) + list(site.points)
+    seen = {s.name for s in specs}
+    problems = []
+    for b in blocks:
+        for spec in b.points():
+            if spec.name in seen:
+                problems.append(ConfigProblem(site.file, f"block[{b.name}]",
+                                              f"point {spec.name!r} declared twice"))
+            seen.add(spec.name)
+            specs.append(spec)
+        for name in b.inputs():
+            if name not in seen:
+                problems.append(ConfigProblem(site.file, f"block[{b.name}]",
+                                              f"reads input point {name!r} that no device "
+                                              f"or block declares"))
+    if problems:
+        raise ConfigError(problems)
+    return specs
+
+
+class Runtime:
+    """One running site. Build with :meth:`from_file` or :meth:`from_site`."""
+
+    def __init__(self, site: SiteConfig, pm: pluggy.PluginManager, registry: TypeRegistry,
+                 clock: Clock | None = None) -> None:
+        self.site = site
+        self.pm = pm
+        self.registry = registry
+        self.clock: Clock = clock or MonotonicClock()
+        self.blocks = build_blocks(site, registry)
+        self.image = ProcessImage(_layout(site, self.blocks), self.clock)
+        self.alarms = AlarmTable()
+        self.engine = ScanEngine(self.blocks, self.alarms)
+        self.drivers: list[Driver] = [
+            registry.drivers[d.kind][d.driver](d, site) for d in site.devices]
+        self.publishers: list[Publisher] = [
+            registry.publishers[name](cfg, site) for name, cfg in site.publishers.items()]
+        self.stats = LatenessRecorder(site.scan.stats_window, site.scan.period_ms)
+        self.loop = ScanLoop(self._cycle, site.scan.period_s, self.clock, self.stats)
+        self.recorder: Recorder | None = None
+        self.state = "built"
+        self.started_utc = self.clock.wall()
+        self.last_result: CycleResult | None = None
+        self.restored = False
+        self._consumers = [(d, d.consumes()) for d in self.drivers if d.consumes()]
+        self._stats_every = max(1, round(STATS_EVERY_S / site.scan.period_s))
+        self._io_loop: asyncio.AbstractEventLoop | None = None
+        self._io_thread: threading.Thread | None = None
+        self.driver_ctx: DriverContext | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path, clock: Clock | None = None,
+                  extra: Iterable[object] = ()) -> Runtime:
+        pm, registry = load_types(extra=extra)
+        site = load_site(path, registry)
+        if site.disabled_plugins:
+            pm, registry = load_types(disabled=site.disabled_plugins, extra=extra)
+            site = load_site(path, registry)
+        return cls(site, pm, registry, clock)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, record: str | Path | None = None) -> None:
+        """Restore retained state, start publishers and drivers. Returns promptly."""
+        self._io_loop = asyncio.new_event_loop()
+        self._io_thread = threading.Thread(target=self._io_loop.run_forever,
+                                           name="busguard-io", daemon=True)
+        self._io_thread.start()
+        self.pm.hook.busguard_startup(runtime=self)
+        for pub in self.publishers:
+            pub.start(self)
+        self.driver_ctx = DriverContext(self.image, self.clock, self._io_loop, self.site)
+        for drv in self.drivers:
+            drv.start(self.driver_ctx)
+        if record is not None:
+            self.recorder = Recorder(record, self.recording_header())
+        self.state = "running"
+        log.info("started site %s (%d devices, %d blocks, %d points, period %g ms)",
+                 self.site.name, len(self.drivers), len(self.blocks), len(self.image),
+                 self.site.scan.period_ms)
+
+    def run(self, max_cycles: int | None = None) -> int:
+        """Run the scan loop in the calling thread until :meth:`request_stop`."""
+        return self.loop.run(max_cycles=max_cycles)
+
+    def request_stop(self) -> None:
+        """Ask the scan loop to end after the current cycle (safe from signal handlers)."""
+        self.loop.stop()
+
+    def stop(self) -> None:
+        """Fail-safe outputs applied, observers told, I/O stopped. Idempotent."""
+        if self.state == "stopped":
+            return
+        self.state = "stopping"
+        failsafe = dict(self.engine.failsafe)
+        self._apply(failsafe)
+        try:
+            self.pm.hook.busguard_shutdown(runtime=self)
+        except Exception:
+            log.exception("a shutdown observer failed")
+        for drv in self.drivers:
+            try:
+                drv.stop()
+            except Exception:
+                log.exception("driver %s failed to stop cleanly", drv.name)
+        for pub in self.publishers:
+            try:
+                pub.stop()
+            except Exception:
+                log.exception("publisher %s failed to stop cleanly", pub.section)
+        if self.recorder is not None:
+            self.recorder.close()
+        if self._io_loop is not None:
+            self._io_loop.call_soon_threadsafe(self._io_loop.stop)
+            if self._io_thread is not None:
+                self._io_thread.join(timeout=5)
+            if not self._io_loop.is_running():
+                self._io_loop.close()
+        self.state = "stopped"
+
+    # -- the cycle -------------------------------------------------------------------------
+    def _cycle(self, now: float, lateness: float) -> CycleResult:
+        snap = self.image.snapshot(now)
+        result = self.engine.step(snap, self.clock.wall())
+        result.lateness_s = lateness
+        self._apply(result.outputs)
+        if self.recorder is not None:
+            self.recorder.add(result.cycle, snap, result.t_utc, result.outputs)
+        for pub in self.publishers:
+            pub.on_scan(result)
+        hook = self.pm.hook
+        for name, exc in result.faults:
+            self._observe(hook.busguard_fault, runtime=self, source=name, error=exc,
+                          details={"forced": {o: self.engine.failsafe[o] for o in
+                                              next(b for b in self.blocks
+                                                   if b.name == name).outputs()}})
+        for edge in result.edges:
+            fn = hook.busguard_alarm_raised if edge.kind == "raised" else \
+                hook.busguard_alarm_cleared
+            self._observe(fn, runtime=self, edge=edge)
+        self._observe(hook.busguard_scan_complete, runtime=self, result=result)
+        if result.cycle % self._stats_every == 0:
+            self._publish_stats()
+        self.last_result = result
+        return result
+
+    def _observe(self, hook: Any, **kwargs: Any) -> None:
+        try:
+            hook(**kwargs)
+        except Exception:  # an observer never stops the scan
+            log.exception("observer of %s failed", getattr(hook, "name", hook))
+
+    def _apply(self, outputs: Mapping[str, float]) -> None:
+        for drv, _names in self._consumers:
+            try:
+                drv.apply(outputs)
+            except Exception:
+                log.exception("driver %s failed to take outputs", drv.name)
+
+    def _publish_stats(self) -> ScanStats:
+        st = self.stats.snapshot()
+        self.image.write_many([
+            ("scan.cycles", st.cycles, Quality.GOOD),
+            ("scan.overruns", st.overruns, Quality.GOOD),
+            ("scan.lateness_p50_ms", st.lateness_p50_ms, Quality.GOOD),
+            ("scan.lateness_p99_ms", st.lateness_p99_ms, Quality.GOOD),
+            ("scan.lateness_max_ms", st.lateness_max_ms, Quality.GOOD),
+        ])
+        return st
+
+    # -- views -----------------------------------------------------------------------------
+    def recording_header(self) -> dict[str, Any]:
+        return {"busguard": __version__, "site_file": str(Path(self.site.file).resolve()),
+                "config_hash": self.site.config_hash, "period_ms": self.site.scan.period_ms,
+                "points": [s.name for s in self.image.specs],
+                "sources": [s.source for s in self.image.specs],
+                "blocks": [b.name for b in self.blocks]}
+
+    def status(self) -> dict[str, Any]:
+        return {"site": self.site.name, "state": self.state, "restored": self.restored,
+                "scan": self.stats.snapshot().as_dict(),
+                "alarms": [a.as_dict() for a in self.alarms.active()],
+                "faulted_blocks": dict(self.engine.faulted),
+                "drivers": {d.name: d.stats() for d in self.drivers}}
