@@ -110,7 +110,8 @@ def read_recording(path: str | Path) -> tuple[dict[str, Any], Iterator[RecordedC
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         fh.close()
         raise RecordingError(f"{p}: line 1: format is not {FORMAT!r}")
-    specs = tuple(PointSpec(n, source=s) for n, s in zip(header["points"], header["sources"]))
+    specs = tuple(PointSpec(n, source=s)
+                  for n, s in zip(header["points"], header["sources"], strict=True))
     index = {s.name: i for i, s in enumerate(specs)}
 
     def cycles() -> Iterator[RecordedCycle]:

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from busguard.config.site import load_site
 from busguard.errors import RecordingError
 from busguard.record import read_recording
 from busguard.runtime import build_blocks, load_types
-from busguard.config.site import load_site
 from busguard.scan import ScanEngine
 
 

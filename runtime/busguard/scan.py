@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from busguard.alarms import AlarmCondition, AlarmEdge, AlarmTable, Severity
@@ -130,33 +130,42 @@ class ScanLoop:
         self.stop_event = threading.Event()
         self.t0 = 0.0
         self.slot = 0
+        self.begun = False
 
     def deadline(self) -> float:
         return self.t0 + self.slot * self.period_s
 
-    def run(self, max_cycles: int | None = None, on_idle: Callable[[], None] | None = None) -> int:
-        """Run until :meth:`stop` (or ``max_cycles``); returns the cycles run."""
-        clock = self.clock
-        self.t0 = clock.monotonic()
+    def begin(self) -> None:
+        """Put the first deadline at now: slot k is due at ``t0 + k * period``."""
+        self.t0 = self.clock.monotonic()
         self.slot = 0
+        self.begun = True
+
+    def step_once(self) -> None:
+        """Wait for the next deadline, run one cycle, account for overruns."""
+        clock = self.clock
+        deadline = self.deadline()
+        clock.sleep_until(deadline)
+        start = clock.monotonic()
+        lateness = start - deadline
+        self.stats.add(lateness)
+        self.cycle(start, lateness)
+        self.slot += 1
+        end = clock.monotonic()
+        next_deadline = self.deadline()
+        if end > next_deadline:
+            missed = int((end - next_deadline) // self.period_s) + 1
+            self.stats.overrun(missed)
+            self.slot += missed  # stay on the grid: skip the slots we could not meet
+
+    def run(self, max_cycles: int | None = None) -> int:
+        """Run until :meth:`stop` (or ``max_cycles``); returns the cycles run."""
+        if not self.begun:
+            self.begin()
         ran = 0
         while not self.stop_event.is_set() and (max_cycles is None or ran < max_cycles):
-            deadline = self.deadline()
-            clock.sleep_until(deadline)
-            start = clock.monotonic()
-            lateness = start - deadline
-            self.stats.add(lateness)
-            self.cycle(start, lateness)
+            self.step_once()
             ran += 1
-            self.slot += 1
-            end = clock.monotonic()
-            next_deadline = self.deadline()
-            if end > next_deadline:
-                missed = int((end - next_deadline) // self.period_s) + 1
-                self.stats.overrun(missed)
-                self.slot += missed  # stay on the grid: skip the slots we could not meet
-            if on_idle is not None:
-                on_idle()
         return ran
 
     def stop(self) -> None:

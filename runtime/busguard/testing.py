@@ -26,26 +26,22 @@ MINIMAL_SITE = '[site]\nname = "test"\n'
 
 def run_scans(rt: Runtime, n: int,
               between: Callable[[Runtime, int], None] | None = None) -> list[CycleResult]:
-    """Run ``n`` scan cycles of a runtime on its (fake) clock; returns each cycle's result."""
+    """Run ``n`` scan cycles of a runtime on its (fake) clock; returns each cycle's result.
+
+    Successive calls continue on the same deadline grid, so tests can interleave input
+    changes and scans.
+    """
+    loop = rt.loop
+    if not loop.begun:
+        loop.begin()
     results: list[CycleResult] = []
     for i in range(n):
         if between is not None:
             between(rt, i)
-        rt.run(max_cycles=1) if rt.loop.slot == 0 else _one_more(rt)
+        loop.step_once()
         assert rt.last_result is not None
         results.append(rt.last_result)
     return results
-
-
-def _one_more(rt: Runtime) -> None:
-    # keep the deadline grid across calls: continue from the current slot
-    loop = rt.loop
-    deadline = loop.deadline()
-    rt.clock.sleep_until(deadline)
-    start = rt.clock.monotonic()
-    loop.stats.add(start - deadline)
-    rt._cycle(start, start - deadline)
-    loop.slot += 1
 
 
 @pytest.fixture

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"summary": summary}))
     else:
         note = "" if report.site_hash_matches else " (site file differs from the recorded one)"
-        print(f"replayed {report.cycles} cycles: "
-              f"{'outputs identical to the live run' if ok else f'{len(report.mismatches)} cycles differ, first at cycle {report.mismatches[0]}'}"
-              f"{note}")
+        verdict = ("outputs identical to the live run" if ok else
+                   f"{len(report.mismatches)} cycles differ, first at cycle "
+                   f"{report.mismatches[0]}")
+        print(f"replayed {report.cycles} cycles: {verdict}{note}")
     return 0 if ok else 1

@@ -169,12 +169,12 @@ class Section:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
             self.problem(name, f"got {value!r}; expected {p.describe()}{hint}")
             return _BAD
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if (p.minval is not None and value < p.minval) or (
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric and ((p.minval is not None and value < p.minval) or (
                 p.maxval is not None and value > p.maxval) or (
-                p.above is not None and value <= p.above):
-                self.problem(name, f"got {value!r}; expected {p.describe()}")
-                return _BAD
+                p.above is not None and value <= p.above)):
+            self.problem(name, f"got {value!r}; expected {p.describe()}")
+            return _BAD
         if p.type is str and p.ref is not None:
             self.references.append(Reference(p.ref, value, self.key(name)))
         return value
