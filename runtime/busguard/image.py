@@ -39,7 +39,12 @@ class Quality(IntEnum):
 
 @dataclass(frozen=True)
 class PointSpec:
-    """A point a driver or block declares: its name, unit and how old it may get."""
+    """A point a driver or block declares: its name, unit and how old it may get.
+
+    ``command`` points are written from outside (the DCIM, through the northbound command
+    area) within ``[minval, maxval]``; they enter the image like any input, so they are
+    recorded and replayed with the rest.
+    """
 
     name: str
     source: str
@@ -47,6 +52,9 @@ class PointSpec:
     max_age_s: float = math.inf
     doc: str = ""
     retained: bool = True
+    command: bool = False
+    minval: float = -math.inf
+    maxval: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,9 +45,10 @@ STATS_EVERY_S = 1.0
 def core_points() -> list[PointSpec]:
     """Points every runtime has: scan statistics and the core command counters."""
     pts = [PointSpec(n, source="runtime", retained=False) for n in SYSTEM_POINTS]
-    pts.append(PointSpec(ACK_POINT, source="command", doc="change to acknowledge all alarms"))
-    pts.append(PointSpec(RESET_FAULTS_POINT, source="command",
-                         doc="change to re-enable faulted blocks"))
+    pts.append(PointSpec(ACK_POINT, source="command", command=True, minval=0, maxval=65535,
+                         doc="change (e.g. increment) to acknowledge all alarms"))
+    pts.append(PointSpec(RESET_FAULTS_POINT, source="command", command=True, minval=0,
+                         maxval=65535, doc="change (e.g. increment) to re-enable faulted blocks"))
     return pts
 
 
