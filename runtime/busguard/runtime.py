@@ -62,11 +62,20 @@ def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
     """Instantiate the site's blocks in file order; construction problems become ConfigErrors."""
     blocks = []
     problems = []
+    owners: dict[str, str] = {}
     for bc in site.blocks:
         try:
-            blocks.append(registry.blocks[bc.type].from_config(bc, site))
+            block = registry.blocks[bc.type].from_config(bc, site)
         except ConfigError as exc:
             problems.extend(exc.problems)
+            continue
+        blocks.append(block)
+        for out in block.outputs():
+            if out in owners:
+                problems.append(ConfigProblem(site.file, bc.path, f"output {out!r} is already "
+                                              f"written by block {owners[out]!r}; an output has "
+                                              f"one writer"))
+            owners.setdefault(out, bc.name)
     if problems:
         raise ConfigError(problems)
     return blocks
@@ -81,10 +90,6 @@ def check_site(path: str | Path, extra: Iterable[object] = ()) -> SiteConfig:
         site = load_site(path, registry)
     blocks = build_blocks(site, registry)
     _layout(site, blocks)
-    try:
-        ScanEngine(blocks)
-    except ValueError as exc:
-        raise ConfigError([ConfigProblem(site.file, "block", str(exc))]) from exc
     return site
 
 

@@ -25,6 +25,7 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
+_PLURAL = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
 _TYPE_WORDS = {bool: "a boolean (true/false)", int: "an integer", float: "a number",
                str: "a string", list: "a list", dict: "a table"}
 
@@ -56,7 +57,7 @@ class Param:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         what = _TYPE_WORDS.get(self.type, self.type.__name__)
         if self.type is list and self.item is not None:
-            what = f"a list of {_TYPE_WORDS.get(self.item, self.item.__name__)}s"
+            what = f"a list of {_PLURAL.get(self.item, self.item.__name__)}"
         bounds = []
         if self.minval is not None:
             bounds.append(f">= {_num(self.minval)}")
@@ -149,6 +150,7 @@ class Section:
                     return _BAD
                 out.append(got)
             return tuple(out)
+        shown = value
         if p.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if p.type is dict:
@@ -173,7 +175,7 @@ class Section:
         if numeric and ((p.minval is not None and value < p.minval) or (
                 p.maxval is not None and value > p.maxval) or (
                 p.above is not None and value <= p.above)):
-            self.problem(name, f"got {value!r}; expected {p.describe()}")
+            self.problem(name, f"got {shown!r}; expected {p.describe()}")
             return _BAD
         if p.type is str and p.ref is not None:
             self.references.append(Reference(p.ref, value, self.key(name)))
