@@ -98,6 +98,7 @@ class ScanEngine:
                     self.outputs[out] = self.failsafe[out]
                 edges.extend(self.alarms.update(block.name, [self._fault_alarm(block)], t_utc))
                 result.faults.append((block.name, exc))
+        result.outputs = dict(self.outputs)  # this cycle's output image, not a live view
         return result
 
     def _fault_alarm(self, block: Block) -> AlarmCondition:
