@@ -77,7 +77,7 @@ def test_replay_reproduces_the_live_outputs(make_runtime, run_scans, tmp_path):
 
 
 def test_replay_detects_a_changed_logic(make_runtime, run_scans, tmp_path):
-    site, rec_path, _live = record(make_runtime, run_scans, tmp_path)
+    _site, rec_path, _live = record(make_runtime, run_scans, tmp_path)
     changed = tmp_path / "changed.toml"
     changed.write_text(SITE.replace("high = 5.0", "high = 4.0"))
     report, steps = replay(rec_path, changed)
