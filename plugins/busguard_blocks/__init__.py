@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from busguard import hookimpl
 from busguard.registry import TypeRegistry
+from busguard_blocks.shunt_trip import ShuntTrip
 from busguard_blocks.threshold import ThresholdAlarm
+
+# Every built-in block type, in the order docs/blocks.md lists them.
+BLOCKS = (ShuntTrip, ThresholdAlarm)
 
 
 @hookimpl
 def busguard_register_types(registry: TypeRegistry) -> None:
-    for cls in (ThresholdAlarm,):
+    for cls in BLOCKS:
         registry.add_block(cls)

@@ -1,0 +1,161 @@
+"""Small pieces the built-in blocks share: UTC time from a snapshot, input checks, timers.
+
+Everything here is pure (a function of the snapshot, ``now`` and the caller's own state), so
+blocks built on it stay replayable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from busguard.alarms import AlarmCondition, Severity
+from busguard.image import Quality, Snapshot
+
+SEVERITIES = tuple(s.word for s in Severity)
+
+
+def wall_utc(snap: Snapshot, now: float, prefer: Iterable[str] = ()) -> float:
+    """The UTC time of this scan, derived from the snapshot alone (no clock read).
+
+    Every point write carries a monotonic and a UTC stamp taken together, so
+    ``t_utc + (now - t_mono)`` of the most recently written point is the scan's UTC time.
+    Points in ``prefer`` (e.g. the input that caused a trip) are tried first, which saves
+    scanning the whole image. Returns NaN when nothing was ever written.
+    """
+    for name in prefer:
+        i = snap.index.get(name)
+        if i is not None and snap.t_utc[i] > 0.0 and math.isfinite(snap.t_mono[i]) \
+                and snap.t_mono[i] <= now:
+            return snap.t_utc[i] + (now - snap.t_mono[i])
+    best = -math.inf
+    best_i = -1
+    t_mono = snap.t_mono
+    for i in range(len(t_mono)):
+        tm = t_mono[i]
+        if tm > best and snap.t_utc[i] > 0.0 and tm <= now:
+            best = tm
+            best_i = i
+    if best_i < 0:
+        return math.nan
+    return snap.t_utc[best_i] + (now - best)
+
+
+def iso_utc(t: float) -> str:
+    """``2026-01-01T00:00:00.000Z`` for a UTC epoch time ('' when unknown)."""
+    if not math.isfinite(t):
+        return ""
+    whole = math.floor(t)
+    ms = round((t - whole) * 1000)
+    if ms == 1000:
+        whole, ms = whole + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{ms:03d}Z"
+
+
+def lost_inputs(snap: Snapshot, points: Iterable[str]) -> dict[str, str]:
+    """Points that are not good, with their quality word (stale, bad, not-connected)."""
+    out = {}
+    for p in points:
+        q = snap.quality[snap.index[p]]
+        if q != Quality.GOOD:
+            out[p] = Quality(q).word
+    return out
+
+
+def input_alarm(lost: dict[str, str], what: str, device: str = "",
+                severity: Severity = Severity.WARNING) -> AlarmCondition:
+    """One ``BG-INPUT`` alarm naming every lost input and what the block does about it."""
+    listed = ", ".join(f"{p} {q}" for p, q in sorted(lost.items()))
+    return AlarmCondition("input", severity, "BG-INPUT", f"input lost: {listed}; {what}",
+                          device=device, values={"lost": dict(sorted(lost.items()))})
+
+
+def rnd(x: float, nd: int = 3) -> float | None:
+    """A value rounded for alarm records (None for NaN, so the record stays valid JSON)."""
+    if x is None or not math.isfinite(x):
+        return None
+    return round(float(x), nd)
+
+
+@dataclass
+class OnDelay:
+    """True once ``cond`` has held for ``delay_s`` (a TON timer on the scan's clock)."""
+
+    delay_s: float
+    since: float | None = None
+
+    def update(self, cond: bool, now: float) -> bool:
+        if not cond:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        return now - self.since >= self.delay_s
+
+    def elapsed(self, now: float) -> float:
+        return 0.0 if self.since is None else now - self.since
+
+
+@dataclass
+class HighLimit:
+    """A high limit with an on-delay and hysteresis: raises above ``limit`` after ``delay_s``,
+    clears once the value is back at or below ``limit - hysteresis``."""
+
+    limit: float
+    hysteresis: float = 0.0
+    delay_s: float = 0.0
+    active: bool = False
+
+    def __post_init__(self) -> None:
+        self._timer = OnDelay(self.delay_s)
+
+    def update(self, value: float, now: float) -> bool:
+        if self.active:
+            if value <= self.limit - self.hysteresis:
+                self.active = False
+                self._timer.since = None
+        elif self._timer.update(value > self.limit, now):
+            self.active = True
+        return self.active
+
+
+@dataclass
+class LowLimit:
+    """Mirror of :class:`HighLimit` for values that must stay above a limit."""
+
+    limit: float
+    hysteresis: float = 0.0
+    delay_s: float = 0.0
+    active: bool = False
+
+    def __post_init__(self) -> None:
+        self._timer = OnDelay(self.delay_s)
+
+    def update(self, value: float, now: float) -> bool:
+        if self.active:
+            if value >= self.limit + self.hysteresis:
+                self.active = False
+                self._timer.since = None
+        elif self._timer.update(value < self.limit, now):
+            self.active = True
+        return self.active
+
+
+class CommandCounter:
+    """A command point is a counter: a change to a new good value fires once.
+
+    The first good value seen is the baseline (a restart never replays an old command).
+    """
+
+    def __init__(self, point: str) -> None:
+        self.point = point
+        self.last: float | None = None
+
+    def fired(self, snap: Snapshot) -> bool:
+        if self.point not in snap.index or not snap.is_good(self.point):
+            return False
+        value = snap.values[snap.index[self.point]]
+        last, self.last = self.last, value
+        return last is not None and value != last
