@@ -1,0 +1,321 @@
+"""Serving simulated meters over Modbus: the simulator's only module that uses pymodbus.
+
+- :class:`TcpMeterServer`: one pymodbus ``ModbusTcpServer`` per ``modbus_tcp`` meter.
+- :class:`RtuLineServer`: one RTU slave per RS-485 line, on a pty pair (``os.openpty``), with a
+  symlink at the line's port path so the runtime opens it like a real ``/dev/ttyUSB0``; it
+  answers every unit id on that line, one request at a time, after the time the bytes would
+  take on the wire at the line's baud rate. It uses pymodbus's RTU framer and request PDUs.
+
+pymodbus 3.12+ copies the datastore it is handed, so values are not pushed into a datastore:
+:class:`_SimContext` subclasses ``ModbusServerContext`` and answers every read from the
+:class:`SimUnit`, which encodes the model's current values with the meter's profile
+(:meth:`busguard.modbus.profiles.PointDef.encode`). Reads of addresses the profile does not
+map get exception 0x02 (illegal data address), as a real meter would.
+
+Fault knobs (per unit, from the model at each request): latency, drop (no reply at all),
+exception 0x02 on mapped addresses, garbage frames (a corrupted reply: a CRC error on RTU,
+random bytes on TCP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import tty
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pymodbus.constants import ExcCodes
+from pymodbus.datastore import ModbusServerContext
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import DecodePDU, ExceptionResponse
+from pymodbus.server import ModbusTcpServer
+
+from busguard.modbus.profiles import Profile
+from busguard.sim.scenarios import NO_FAULTS, CommFaults
+
+log = logging.getLogger("busguard.sim.serve")
+
+FC_TABLE = {3: "holding", 4: "input"}
+ValuesSource = Callable[[], tuple[Mapping[str, float], CommFaults]]
+
+
+@dataclass
+class UnitStats:
+    requests: int = 0
+    answered: int = 0
+    dropped: int = 0
+    exceptions: int = 0
+    garbage: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class SimUnit:
+    """One simulated Modbus unit: a profile, a source of values and faults, counters."""
+
+    def __init__(self, name: str, unit_id: int, profile: Profile, source: ValuesSource,
+                 seed: int = 1) -> None:
+        self.name = name
+        self.unit_id = unit_id
+        self.profile = profile
+        self.source = source
+        self.stats = UnitStats()
+        self.rng = random.Random(f"{seed}/{name}")  # fault decisions: reproducible per seed
+
+    def registers(self, values: Mapping[str, float]) -> dict[tuple[str, int], int]:
+        regs: dict[tuple[str, int], int] = {}
+        for p in self.profile.points:
+            v = values.get(p.name)
+            if v is None:
+                continue
+            for k, word in enumerate(p.encode(v)):
+                regs[(p.function, p.address + k)] = word
+        return regs
+
+    def decide(self, faults: CommFaults) -> str:
+        """What happens to this request: 'ok', 'drop', 'exception' or 'garbage'."""
+        if not faults.any:
+            return "ok"
+        r = self.rng.random() * 100.0
+        if r < faults.drop_pct:
+            return "drop"
+        r -= faults.drop_pct
+        if r < faults.exception_pct:
+            return "exception"
+        r -= faults.exception_pct
+        return "garbage" if r < faults.garbage_pct else "ok"
+
+    def read(self, func_code: int, address: int, count: int) -> list[int] | ExcCodes:
+        """The registers of one read, from the model's values now, or exception 0x02."""
+        table = FC_TABLE.get(func_code)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        values, _faults = self.source()
+        regs = self.registers(values)
+        out = []
+        for a in range(address, address + count):
+            word = regs.get((table, a))
+            if word is None:
+                return ExcCodes.ILLEGAL_ADDRESS
+            out.append(word)
+        return out
+
+    async def handle(self, func_code: int, address: int, count: int
+                     ) -> tuple[str, list[int] | ExcCodes]:
+        """Apply the fault knobs to one read: (decision, registers or exception code)."""
+        self.stats.requests += 1
+        _values, faults = self.source()
+        decision = self.decide(faults)
+        if faults.latency_ms > 0:
+            await asyncio.sleep(faults.latency_ms / 1000.0)
+        if decision == "drop":
+            self.stats.dropped += 1
+            return decision, ExcCodes.GATEWAY_NO_RESPONSE
+        if decision == "exception":
+            self.stats.exceptions += 1
+            return decision, ExcCodes.ILLEGAL_ADDRESS
+        res = self.read(func_code, address, count)
+        if isinstance(res, ExcCodes):
+            self.stats.exceptions += 1
+        elif decision == "garbage":
+            self.stats.garbage += 1
+        else:
+            self.stats.answered += 1
+        return decision, res
+
+
+class _SimContext(ModbusServerContext):
+    """A server context whose reads come from :class:`SimUnit` objects (no datastore copy).
+
+    ``any_id``: a TCP meter answers whatever unit id it is asked as (most do).
+    """
+
+    def __init__(self, units: Mapping[int, SimUnit], any_id: bool = False) -> None:
+        # Deliberately not calling super().__init__: no datastore, no deprecation warning.
+        # pymodbus's base server uses a ModbusServerContext as is when old_simulator is set.
+        self.units = dict(units)
+        self.any_id = any_id
+        self.old_simulator = True
+        self.simdevices = []
+        self.garbage_next = False
+
+    def device_ids(self) -> list[int]:
+        return list(self.units)
+
+    def unit(self, device_id: int) -> SimUnit:
+        if device_id in self.units:
+            return self.units[device_id]
+        if self.any_id and self.units:
+            return next(iter(self.units.values()))
+        raise NoSuchIdException(f"no unit {device_id}")
+
+    async def async_getValues(self, device_id: int, func_code: int, address: int,
+                              count: int = 1) -> list[int] | list[bool] | ExcCodes:
+        unit = self.unit(device_id)
+        decision, res = await unit.handle(func_code, address, count)
+        if decision == "drop":  # with ignore_missing_devices the server sends nothing
+            raise NoSuchIdException(f"unit {device_id}: reply dropped (fault knob)")
+        self.garbage_next = decision == "garbage"
+        return res
+
+    async def async_setValues(self, device_id: int, func_code: int, address: int,
+                              values: object) -> ExcCodes | None:
+        self.unit(device_id)
+        return ExcCodes.ILLEGAL_FUNCTION  # simulated meters are read-only
+
+
+class TcpMeterServer:
+    """A meter on ``host:port`` (port 0: an ephemeral port, see :attr:`port`)."""
+
+    def __init__(self, unit: SimUnit, host: str, port: int) -> None:
+        self.unit = unit
+        self.host = host
+        self.port = port
+        self.context = _SimContext({unit.unit_id: unit}, any_id=True)
+        self.server: ModbusTcpServer | None = None
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if sending and self.context.garbage_next:
+            self.context.garbage_next = False
+            return bytes(self.unit.rng.getrandbits(8) for _ in data)
+        return data
+
+    async def start(self) -> None:
+        self.server = ModbusTcpServer(self.context, address=(self.host, self.port),
+                                      ignore_missing_devices=True, trace_packet=self._trace)
+        await self.server.serve_forever(background=True)
+        sockets = getattr(self.server.transport, "sockets", None)
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.shutdown()
+            self.server = None
+
+
+class RtuLineServer:
+    """All units of one RS-485 line, as an RTU slave on the master side of a pty pair."""
+
+    def __init__(self, name: str, link: Path, units: Mapping[int, SimUnit],
+                 baudrate: int = 19200) -> None:
+        self.name = name
+        self.link = Path(link)
+        self.context = _SimContext(units)
+        self.baudrate = baudrate
+        self.framer = FramerRTU(DecodePDU(True))
+        self.master = self.slave = -1
+        self.slave_path = ""
+        self.buffer = b""
+        self.frames_in = self.crc_errors_in = 0
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def _wire_s(self, nbytes: int) -> float:
+        return nbytes * 11.0 / self.baudrate  # 1 start + 8 data + parity/stop bits
+
+    async def start(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)  # no echo, no line discipline: bytes as on a serial line
+        os.set_blocking(self.master, False)
+        self.slave_path = os.ttyname(self.slave)
+        self.link.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.link.unlink()
+        self.link.symlink_to(self.slave_path)
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        loop.add_reader(self.master, self._readable)
+        self._task = loop.create_task(self._serve(), name=f"rtu-{self.name}")
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.master, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO: nobody holds the slave side (we do, so only at shutdown)
+            return
+        self.buffer += data
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _serve(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # a frame is complete once the line has been quiet for 3.5 characters
+            await asyncio.sleep(max(0.002, self._wire_s(4)))
+            while self.buffer:
+                data, self.buffer = self.buffer, b""
+                try:
+                    used, pdu = self.framer.handleFrame(data, 0, 0)
+                except Exception:  # an undecodable request: a real slave stays silent
+                    self.crc_errors_in += 1
+                    break
+                if pdu is None:
+                    if used == 0 and len(data) < 256:
+                        self.buffer = data + self.buffer  # incomplete: wait for more bytes
+                    else:
+                        self.crc_errors_in += 1
+                    break
+                self.buffer = data[used:] + self.buffer
+                self.frames_in += 1
+                await self._answer(pdu, len(data[:used]))
+
+    async def _answer(self, pdu: object, req_len: int) -> None:
+        dev_id = pdu.dev_id  # type: ignore[attr-defined]
+        if dev_id not in self.context.units:
+            return  # another slave's address (or broadcast): stay silent
+        try:
+            response = await pdu.datastore_update(self.context, dev_id)  # type: ignore[attr-defined]
+        except NoSuchIdException:
+            return  # dropped reply
+        except Exception:
+            log.exception("RTU line %s: unit %d could not answer", self.name, dev_id)
+            response = ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)  # type: ignore[attr-defined]
+        response.dev_id = dev_id
+        response.transaction_id = 0
+        frame = bytearray(self.framer.buildFrame(response))
+        if self.context.garbage_next:
+            self.context.garbage_next = False
+            unit = self.context.units[dev_id]
+            pos = unit.rng.randrange(1, len(frame))
+            frame[pos] ^= unit.rng.randrange(1, 256)  # one corrupted byte: a CRC error
+        await asyncio.sleep(self._wire_s(len(frame)))
+        try:
+            os.write(self.master, bytes(frame))
+        except (BlockingIOError, OSError):
+            log.debug("RTU line %s: reply to unit %d not written (nobody reading)", self.name,
+                      dev_id)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self.master >= 0:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.master)
+            for fd in (self.master, self.slave):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self.master = self.slave = -1
+        with contextlib.suppress(FileNotFoundError):
+            if self.link.is_symlink():
+                self.link.unlink()
+
+
+def stats_of(units: Mapping[str, SimUnit]) -> dict[str, dict[str, int]]:
+    return {name: u.stats.as_dict() for name, u in units.items()}
+
+
+__all__ = ["NO_FAULTS", "RtuLineServer", "SimUnit", "TcpMeterServer", "stats_of"]
