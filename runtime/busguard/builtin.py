@@ -5,6 +5,13 @@ from __future__ import annotations
 
 from busguard import hookimpl
 from busguard.drivers_memory import MemoryBreaker, MemoryMeter, MemoryOutput, MemoryProbe
+from busguard.faultlog import (  # noqa: F401  (the fault log's observer hooks)
+    faultlog_alarm_cleared,
+    faultlog_alarm_raised,
+    faultlog_fault,
+    faultlog_shutdown,
+    faultlog_startup,
+)
 from busguard.registry import TypeRegistry
 
 

@@ -1,0 +1,238 @@
+"""The fault log: one greppable line per alarm raise, alarm clear and block/driver fault.
+
+Path: ``[paths] fault_log`` of site.toml (packaged: /var/log/power/distribution_fault.log).
+A line is::
+
+    2026-01-01T00:00:05.100Z critical raised code=0xCF device=bb1 alarm=st:trip \
+        msg="breaker-trip: cb1 shunt trip latched: Thermal-Critical (0xCF) ..." values={...}
+
+UTC ISO time, the severity word (``critical`` for trips and thermal critical, so
+``grep -i critical`` isolates them), raised/cleared/fault, the stable code, the device, the
+alarm id, the message and the values as compact JSON. Never one line per scan: the alarm
+table makes edges, and this observer writes one line per edge.
+
+Rotation-safe: the file is opened in append mode (O_APPEND), so logrotate's ``copytruncate``
+works (the next line lands at the new end, no hole), and :meth:`FaultLog.reopen` (the service
+calls it on SIGHUP, see :func:`reopen`) closes and reopens the path after a rename rotation.
+Lines are written by a background thread: the scan only queues a string.
+
+This module is a built-in observer plugin: its hooks are exposed by the "core" entry point
+(:mod:`busguard.builtin`), exactly like a third party's would be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from busguard import hookimpl
+
+if TYPE_CHECKING:
+    from busguard.alarms import AlarmEdge
+    from busguard.runtime import Runtime
+
+log = logging.getLogger("busguard.faultlog")
+
+_ATTR = "_busguard_fault_log"
+
+# Stable codes of the seed and what an operator greps for; blocks use these codes.
+SEED_CODES = {
+    "0x02": "Modbus exception 0x02, 0x80 (Illegal Data Address): the register does not exist "
+            "in the meter firmware; check the vendor register map / meter profile",
+    "errno 110": "Connection Timeout (Errno 110): packet-loss or a downstream network failure; "
+                 "check the RJ45 jack on the PIU and the edge switch",
+    "0xCF": "Thermal-Critical (0xCF): busbar temperature at or above 90 C; emergency state",
+    "BG-TRIP-*": "breaker-trip causes (overcurrent, ground fault, LED trip, input loss)",
+}
+
+
+def iso(t: float) -> str:
+    """UTC ISO 8601 with milliseconds and a Z."""
+    if not math.isfinite(t):
+        t = 0.0
+    whole = math.floor(t)
+    ms = min(999, round((t - whole) * 1000))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{ms:03d}Z"
+
+
+def _field(value: str) -> str:
+    return value if value and not any(c in value for c in ' "=') else json.dumps(value)
+
+
+def format_edge(edge: AlarmEdge) -> str:
+    """The one line for an alarm raise or clear."""
+    a = edge.alarm
+    c = a.condition
+    values = json.dumps(dict(c.values), sort_keys=True, separators=(",", ":"), default=str)
+    return (f"{iso(edge.t_utc)} {c.severity.word} {edge.kind} code={_field(c.code)} "
+            f"device={_field(c.device or a.block)} alarm={_field(a.id)} "
+            f"msg={json.dumps(c.message)} values={values}")
+
+
+def format_fault(t_utc: float, source: str, error: BaseException, details: dict[str, Any]
+                 ) -> str:
+    """The one line for a block or driver fault (``busguard_fault``)."""
+    text = f"{type(error).__name__}: {error}"
+    values = json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
+    return (f"{iso(t_utc)} major fault code=BG-FAULT device={_field(source)} "
+            f"alarm={_field(source + ':fault')} msg={json.dumps(text)} values={values}")
+
+
+class FaultLog:
+    """An append-only, rotation-safe line log with a background writer."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lines = 0
+        self.errors = 0
+        self._fh: IO[str] | None = None
+        self._q: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+
+    # -- API used by the hooks and the service ---------------------------------------------
+    def write(self, line: str) -> None:
+        """Queue one line (returns at once; the writer thread does the I/O)."""
+        if self._closed:
+            return
+        self._ensure_thread()
+        self._q.put(("line", line))
+
+    def reopen(self) -> None:
+        """Close and reopen the path (after logrotate renamed it; call on SIGHUP)."""
+        if self._closed:
+            return
+        self._ensure_thread()
+        self._q.put(("reopen", None))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued line is on disk (tests, shutdown). True if it was."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._q.put(("flush", done))
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._q.put(("close", None))
+            self._thread.join(timeout=5)
+
+    # -- the writer thread -------------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                t = threading.Thread(target=self._run, name="busguard-faultlog", daemon=True)
+                t.start()
+                self._thread = t
+
+    def _open(self) -> IO[str] | None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # append mode: O_APPEND keeps lines at the end after a copytruncate
+            return open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            self.errors += 1
+            if self.errors == 1 or self.errors % 1000 == 0:
+                log.error("fault log %s cannot be opened: %s (lines dropped: %d)", self.path,
+                          exc.strerror, self.errors)
+            return None
+
+    def _run(self) -> None:
+        while True:
+            kind, arg = self._q.get()
+            if kind == "line":
+                if self._fh is None:
+                    self._fh = self._open()
+                if self._fh is not None:
+                    try:
+                        self._fh.write(arg + "\n")
+                        self._fh.flush()
+                        self.lines += 1
+                    except OSError as exc:
+                        self.errors += 1
+                        log.error("fault log %s write failed: %s", self.path, exc)
+                        self._drop_fh()
+            elif kind == "reopen":
+                self._drop_fh()
+                self._fh = self._open()
+            elif kind == "flush":
+                if self._fh is not None:
+                    with contextlib.suppress(OSError):
+                        os.fsync(self._fh.fileno())
+                arg.set()
+            elif kind == "close":
+                self._drop_fh()
+                return
+
+    def _drop_fh(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+
+
+def get_fault_log(runtime: Runtime) -> FaultLog:
+    """The runtime's fault log (created on first use, at ``site.fault_log``)."""
+    fl = runtime.__dict__.get(_ATTR)
+    if fl is None:
+        fl = FaultLog(runtime.site.fault_log)
+        runtime.__dict__[_ATTR] = fl
+    return fl
+
+
+def reopen(runtime: Runtime) -> None:
+    """Reopen the runtime's fault log: what the service does on SIGHUP after logrotate."""
+    fl = runtime.__dict__.get(_ATTR)
+    if fl is not None:
+        fl.reopen()
+
+
+# -- hooks (exposed by the "core" entry point through busguard.builtin) -------------------------
+@hookimpl(specname="busguard_startup")
+def faultlog_startup(runtime: Runtime) -> None:
+    fl = get_fault_log(runtime)
+    fl.reopen()  # open now, so a permission problem shows at start, not at the first alarm
+
+
+@hookimpl(specname="busguard_alarm_raised")
+def faultlog_alarm_raised(runtime: Runtime, edge: AlarmEdge) -> None:
+    get_fault_log(runtime).write(format_edge(edge))
+
+
+@hookimpl(specname="busguard_alarm_cleared")
+def faultlog_alarm_cleared(runtime: Runtime, edge: AlarmEdge) -> None:
+    get_fault_log(runtime).write(format_edge(edge))
+
+
+@hookimpl(specname="busguard_fault")
+def faultlog_fault(runtime: Runtime, source: str, error: BaseException,
+                   details: dict[str, Any]) -> None:
+    get_fault_log(runtime).write(format_fault(runtime.clock.wall(), source, error, details))
+
+
+@hookimpl(specname="busguard_shutdown")
+def faultlog_shutdown(runtime: Runtime) -> None:
+    fl = runtime.__dict__.get(_ATTR)
+    if fl is not None:
+        fl.flush()
+        fl.close()
+        del runtime.__dict__[_ATTR]
+
+
+HOOKS = (faultlog_startup, faultlog_alarm_raised, faultlog_alarm_cleared, faultlog_fault,
+         faultlog_shutdown)
