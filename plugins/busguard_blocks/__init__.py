@@ -8,10 +8,11 @@ from __future__ import annotations
 from busguard import hookimpl
 from busguard.registry import TypeRegistry
 from busguard_blocks.shunt_trip import ShuntTrip
+from busguard_blocks.thermal_interlock import ThermalInterlock
 from busguard_blocks.threshold import ThresholdAlarm
 
 # Every built-in block type, in the order docs/blocks.md lists them.
-BLOCKS = (ShuntTrip, ThresholdAlarm)
+BLOCKS = (ShuntTrip, ThermalInterlock, ThresholdAlarm)
 
 
 @hookimpl

@@ -1,0 +1,146 @@
+"""thermal_interlock: levels with hysteresis, rate of rise, disagreement, time to trip."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from blocktrace import QUIET, run_trace, site
+from busguard.image import Quality
+from busguard_blocks.thermal_interlock import time_to_trip_s
+
+DEVICES = """
+[[probe]]
+name = "bb1"
+driver = "memory"
+poll_ms = 1000
+points = ["temp_c"]
+[[probe]]
+name = "bb2"
+driver = "memory"
+poll_ms = 1000
+points = ["temp_c"]
+"""
+
+BLOCK = """
+[[block]]
+name = "th"
+type = "thermal_interlock"
+probes = ["bb1", "bb2"]
+output = "relay.critical"
+rate_window_s = 20.0
+{extra}
+"""
+
+
+def trace(make_runtime, tmp_path, rows, extra="", **kw):
+    return run_trace(make_runtime, tmp_path,
+                     site(BLOCK.format(extra=extra), DEVICES, period_ms=1000), rows, **kw)
+
+
+def level(view):
+    for word in ("trip", "alarm", "warn"):
+        if f"th:{word}" in view.alarms:
+            return word
+    return "ok"
+
+
+# temperatures of bb1 (bb2 stays at 50) scan by scan, and the level seen after each scan
+LEVEL_CASES = [
+    ("rising through every level",
+     [60, 70, 79.9, 80, 90], ["ok", "warn", "warn", "alarm", "trip"]),
+    ("hysteresis: stays until 2 C below",
+     [91, 89, 88.5, 87.9, 78.5, 77.9, 68.1, 67.9], ["trip", "trip", "trip", "alarm", "alarm",
+                                                    "warn", "warn", "ok"]),
+    ("chatter at the limit makes one raise", [70, 69.5, 70.2, 69.0, 70.0],
+     ["warn"] * 5),
+]
+
+
+@pytest.mark.parametrize(("temps", "levels"), [c[1:] for c in LEVEL_CASES],
+                         ids=[c[0] for c in LEVEL_CASES])
+def test_levels(make_runtime, tmp_path, temps, levels):
+    rows = [{"bb1.temp_c": t, "bb2.temp_c": 50 if t < 60 else t - 1} for t in temps]
+    _rt, views = trace(make_runtime, tmp_path, rows, extra="disagreement_c = 0.0")
+    assert [level(v) for v in views] == levels
+    assert [v.outputs["relay.critical"] for v in views] == [
+        1.0 if lv == "trip" else 0.0 for lv in levels]
+    raises = [e for v in views for e in v.edges if e.startswith("raised th:warn")]
+    assert len(raises) <= 1 + sum(1 for a, b in itertools.pairwise(levels)
+                                  if a != "warn" and b == "warn")
+
+
+def test_trip_level_is_thermal_critical_0xcf(make_runtime, tmp_path):
+    _rt, views = trace(make_runtime, tmp_path, [{"bb1.temp_c": 91, "bb2.temp_c": 90.5}])
+    alarm = views[0].alarms["th:trip"]
+    assert alarm["code"] == "0xCF" and alarm["severity"] == "critical"
+    assert "Thermal-Critical (0xCF)" in alarm["message"] and alarm["device"] == "bb1"
+
+
+def test_rate_of_rise_and_time_to_trip(make_runtime, tmp_path):
+    # 0.2 C/s = 12 C/min from 60 C: T_inf = 60 + 900 * 0.2 = 240 C
+    rows = [{"bb1.temp_c": 60 + 0.2 * i, "bb2.temp_c": 60 + 0.2 * i} for i in range(25)]
+    _rt, views = trace(make_runtime, tmp_path, rows)
+    assert "th:rate" not in views[5].alarms  # window not filled yet
+    last = views[-1]
+    assert last.alarms["th:rate"]["values"]["rate_c_per_min"] == pytest.approx(12.0, abs=0.01)
+    temp = 60 + 0.2 * 24
+    expected = time_to_trip_s(temp, 0.2, 90.0, 900.0)
+    assert last.outputs["th.time_to_trip_s"] == pytest.approx(expected, rel=1e-6)
+    assert 100 < expected < 600 and "th:ttt" in last.alarms
+
+
+def test_steady_temperature_has_no_estimate(make_runtime, tmp_path):
+    rows = [{"bb1.temp_c": 75, "bb2.temp_c": 75}] * 15
+    _rt, views = trace(make_runtime, tmp_path, rows)
+    assert views[-1].outputs["th.time_to_trip_s"] == -1.0
+    assert "th:ttt" not in views[-1].alarms and "th:rate" not in views[-1].alarms
+
+
+@pytest.mark.parametrize(("temp", "slope", "expected"), [
+    (90.0, 0.0, 0.0), (80.0, 0.0, -1.0), (80.0, -0.1, -1.0),
+    (80.0, 0.01, -1.0),  # heads for 89 C: never trips
+    (80.0, 0.1, 900 * math.log(90 / 80)),
+])
+def test_time_to_trip_model(temp, slope, expected):
+    assert time_to_trip_s(temp, slope, 90.0, 900.0) == pytest.approx(expected)
+
+
+def test_probe_disagreement(make_runtime, tmp_path):
+    rows = [{"bb1.temp_c": 50, "bb2.temp_c": 55}, {"bb1.temp_c": 50, "bb2.temp_c": 61},
+            {"bb1.temp_c": 50, "bb2.temp_c": 59.5}, {"bb1.temp_c": 50, "bb2.temp_c": 58.5}]
+    _rt, views = trace(make_runtime, tmp_path, rows)
+    assert ["th:disagree" in v.alarms for v in views] == [False, True, True, False]
+
+
+def test_lost_probe_judged_on_the_other(make_runtime, tmp_path):
+    rows = [{"bb1.temp_c": 85, "bb2.temp_c": 85}, {"bb1.temp_c": (95, Quality.BAD)}]
+    _rt, views = trace(make_runtime, tmp_path, rows)
+    assert level(views[-1]) == "alarm"  # the bad 95 C reading is ignored
+    assert views[-1].alarms["th:input"]["values"]["lost"] == {"bb1.temp_c": "bad"}
+
+
+def test_all_probes_lost_holds_the_trip(make_runtime, tmp_path):
+    rows = [{"bb1.temp_c": 92, "bb2.temp_c": 91}, {"bb1.temp_c": QUIET, "bb2.temp_c": QUIET},
+            {"dt": 5}, {"dt": 5}]
+    _rt, views = trace(make_runtime, tmp_path, rows)
+    assert [v.outputs["relay.critical"] for v in views] == [1, 1, 1, 1]
+    assert "th:input" in views[-1].alarms and "th:trip" in views[-1].alarms
+    assert views[-1].outputs["th.time_to_trip_s"] == -1.0
+
+
+def test_all_probes_lost_never_trips_by_default(make_runtime, tmp_path):
+    rows = [{"bb1.temp_c": 50, "bb2.temp_c": 50}, {"bb1.temp_c": QUIET, "bb2.temp_c": QUIET},
+            {"dt": 10}]
+    _rt, views = trace(make_runtime, tmp_path, rows)
+    assert views[-1].outputs["relay.critical"] == 0 and level(views[-1]) == "ok"
+    _rt, views = trace(make_runtime, tmp_path, rows, extra='on_input_loss = "trip"')
+    assert views[-1].outputs["relay.critical"] == 1
+
+
+def test_level_survives_restart(make_runtime, tmp_path):
+    _rt, views = trace(make_runtime, tmp_path, [{"bb1.temp_c": 89, "bb2.temp_c": 89}],
+                       restore={"th": {"level": 3}}, check_replay=False)
+    assert level(views[0]) == "trip"  # 89 C is within the 2 C hysteresis of 90 C
