@@ -12,6 +12,7 @@ from busguard.faultlog import (  # noqa: F401  (the fault log's observer hooks)
     faultlog_shutdown,
     faultlog_startup,
 )
+from busguard.modbus.driver import register_types as register_modbus
 from busguard.registry import TypeRegistry
 
 
@@ -19,3 +20,4 @@ from busguard.registry import TypeRegistry
 def busguard_register_types(registry: TypeRegistry) -> None:
     for cls in (MemoryMeter, MemoryProbe, MemoryBreaker, MemoryOutput):
         registry.add_driver(cls)
+    register_modbus(registry)  # modbus_tcp (default meter), modbus_rtu, modbus_write

@@ -1,0 +1,516 @@
+"""Meter drivers ``modbus_tcp`` (the default meter driver) and ``modbus_rtu``.
+
+Each meter polls on its own schedule as a task on the runtime's asyncio loop: its profile's
+points are read in planned blocks, decoded (type, word order, scale), calibrated and written to
+the image with the per-device ``comm_*`` health points. Faults (see docs/meters.md):
+
+- exception response (e.g. 0x02 Illegal Data Address): that block's points BAD, logged once
+  with device, address and profile; the block backs off on its own, the rest keep polling;
+- timeout (errno 110), refused/reset connection, CRC/framing error: packet loss (CRC errors
+  are counted separately as ``comm_error_pct``); after ``loss_limit`` lost requests in a row
+  the device's points go NOT_CONNECTED and the device is polled on an exponential backoff,
+  so a dead device on an RS-485 line takes little bus time and the others keep their rate;
+- any answer again: points GOOD, backoff reset, a one-line recovery log. No restart needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from busguard.config.params import Param
+from busguard.config.site import DeviceConfig, SiteConfig
+from busguard.driver import Driver, DriverContext
+from busguard.errors import ConfigError, ConfigProblem
+from busguard.image import PointSpec, Quality
+from busguard.modbus import calibration as calib
+from busguard.modbus.commstats import EXCEPTION, OK, TIMEOUT, CommStats
+from busguard.modbus.planner import MAX_REGISTERS, ReadBlock, plan_reads
+from busguard.modbus.profiles import Profile, load_profile
+from busguard.modbus.transport import CommError, ExceptionReply, RtuLine, TcpLink, exception_name
+
+log = logging.getLogger("busguard.modbus")
+
+COMM_POINTS = ("comm_ok", "comm_latency_p50_ms", "comm_latency_p99_ms", "comm_loss_pct",
+               "comm_error_pct", "comm_poll_ms")
+COMM_UNITS = {"comm_latency_p50_ms": "ms", "comm_latency_p99_ms": "ms", "comm_loss_pct": "%",
+              "comm_error_pct": "%", "comm_poll_ms": "ms"}
+LATENCY_FACTOR = 3.0  # the seed: poll period at least 3x the measured latency
+
+COMMON_PARAMS: dict[str, Param] = {
+    "unit": Param(int, default=1, minval=0, maxval=247, doc="Modbus unit (slave) id"),
+    "profile": Param(str, default="generic-pqm",
+                     doc="bundled profile name or path to a profile .toml"),
+    "points": Param(list, item=str, default=(), doc="profile points to read (default: all)"),
+    "retries": Param(int, default=1, minval=0, maxval=10,
+                     doc="immediate retries of a request that got no answer"),
+    "backoff_ms": Param(float, default=1000.0, minval=10.0, unit="ms",
+                        doc="first backoff of a dead device or a failing block"),
+    "backoff_max_ms": Param(float, default=30000.0, minval=10.0, unit="ms",
+                            doc="longest backoff (doubles from backoff_ms)"),
+    "loss_limit": Param(int, default=3, minval=1, maxval=1000,
+                        doc="lost requests in a row before the points go not-connected"),
+    "max_gap": Param(int, default=8, minval=0, maxval=MAX_REGISTERS - 1,
+                     doc="unused registers a merged read may span"),
+    "max_registers": Param(int, default=MAX_REGISTERS, minval=2, maxval=MAX_REGISTERS,
+                           doc="largest read (also capped by the profile)"),
+    "ct_ratio": Param(float, default=1.0, above=0.0,
+                      doc="CT ratio applied to the profile's ct points"),
+    "calibration": Param(dict, default={},
+                         doc="per point { gain, offset, ct_ratio }; calibration.toml wins"),
+}
+RS485_PARAMS = {
+    "port": Param(str, doc="serial device, e.g. /dev/ttyUSB0 (relative: to site.toml)"),
+    "baudrate": Param(int, default=19200, choices=(1200, 2400, 4800, 9600, 19200, 38400,
+                                                    57600, 115200)),
+    "parity": Param(str, default="E", choices=("N", "E", "O")),
+    "stopbits": Param(int, default=1, choices=(1, 2)),
+    "bytesize": Param(int, default=8, choices=(7, 8)),
+    "timeout_ms": Param(float, default=200.0, minval=1.0, maxval=60000.0, unit="ms",
+                        doc="default answer timeout of devices on the line"),
+}
+MODBUS_PARAMS = {
+    "max_concurrent": Param(int, default=64, minval=1, maxval=4096,
+                            doc="requests in flight at once over all Modbus devices"),
+}
+
+
+class Gate:
+    """The global cap on requests in flight (``[modbus] max_concurrent``); one per runtime."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._sem: asyncio.Semaphore | None = None
+
+    @property
+    def sem(self) -> asyncio.Semaphore:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.limit)
+        return self._sem
+
+
+@dataclass
+class BlockState:
+    code: int = 0            # last exception code, 0 when the block reads fine
+    retry_at: float = 0.0
+    delay_s: float = 0.0
+
+
+def _load(config: DeviceConfig, site: SiteConfig) -> Profile:
+    name = config.params["profile"]
+    try:
+        return load_profile(name, site.base_dir)
+    except ConfigError as exc:
+        if exc.problems and exc.problems[0].key == "(profile)":
+            raise ConfigError([ConfigProblem(config.file, f"{config.path}.profile",
+                                             exc.problems[0].message)]) from exc
+        raise
+
+
+class ModbusMeter(Driver):
+    """Shared by ``modbus_tcp`` and ``modbus_rtu``; subclasses make the link."""
+
+    kind = "meter"
+    default_poll_ms = 1000.0
+
+    @classmethod
+    def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
+        profile = _load(config, site)
+        problems = cls.check(config, site, profile)
+        if problems:
+            raise ConfigError(problems)
+        p = config.params
+        max_age = config.poll_s * site.scan.stale_after_polls
+        specs = [PointSpec(f"{config.name}.{pd.name}", source=config.name, unit=pd.unit,
+                           max_age_s=max_age, doc=pd.doc or pd.name)
+                 for pd in cls.selected(profile, p)]
+        comm_age = (max(config.poll_ms, p["backoff_max_ms"]) / 1e3 + 60.0) * 3
+        specs += [PointSpec(f"{config.name}.{n}", source=config.name, unit=COMM_UNITS.get(n, ""),
+                            max_age_s=comm_age, retained=False, doc="link health") for n in
+                  COMM_POINTS]
+        return specs
+
+    @staticmethod
+    def selected(profile: Profile, params: Mapping[str, Any]) -> list:
+        names = params["points"] or profile.names
+        return [profile.point(n) for n in names if n in profile]
+
+    @classmethod
+    def check(cls, config: DeviceConfig, site: SiteConfig, profile: Profile
+              ) -> list[ConfigProblem]:
+        p = config.params
+        out = []
+        key = config.path
+        for i, n in enumerate(p["points"] or ()):
+            if n not in profile:
+                out.append(ConfigProblem(config.file, f"{key}.points[{i}]",
+                                         f"no point {n!r} in profile {profile.name!r}; known: "
+                                         f"{', '.join(profile.names)}"))
+        for k, msg in calib.check_entries(p["calibration"] or {}, set(profile.names)):
+            out.append(ConfigProblem(config.file, f"{key}.calibration.{k}", msg))
+        if p["backoff_max_ms"] < p["backoff_ms"]:
+            out.append(ConfigProblem(config.file, f"{key}.backoff_max_ms",
+                                     f"got {p['backoff_max_ms']:g}; expected >= backoff_ms "
+                                     f"({p['backoff_ms']:g})"))
+        return out
+
+    def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
+        super().__init__(config, site)
+        p = config.params
+        self.p = p
+        self.profile = load_profile(p["profile"], site.base_dir)
+        self.points = self.selected(self.profile, p)
+        self.plan: list[ReadBlock] = plan_reads(
+            self.points, p["max_gap"], min(p["max_registers"], self.profile.max_registers))
+        self.full = {pd.name: f"{self.name}.{pd.name}" for pd in self.points}
+        self.unit = p["unit"]
+        self.comm = CommStats()
+        self.blocks = [BlockState() for _ in self.plan]
+        self.down = False
+        self.latency_warned = False
+        self.link: Any = None
+        self.ctx: DriverContext | None = None
+        self._future: concurrent.futures.Future | None = None
+        self._cal: dict[str, calib.Cal] = {}
+        self._cal_version = -1
+        self._cal_file: calib.CalibrationFile | None = None
+        self._gate: Gate | None = None
+        self._backoff_s = 0.0
+        self.last_error = ""
+
+    # -- to override -------------------------------------------------------------------------
+    def make_link(self, ctx: DriverContext) -> Any:
+        raise NotImplementedError
+
+    def release_link(self) -> None:
+        if self.link is not None:
+            self.link.close()
+
+    @property
+    def timeout_s(self) -> float:
+        return self.p["timeout_ms"] / 1e3
+
+    def where(self) -> str:
+        return self.link.describe() if self.link is not None else "?"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, ctx: DriverContext) -> None:
+        self.ctx = ctx
+        quiet_pymodbus()
+        limit = (ctx.site.sections.get("modbus") or {}).get("max_concurrent") or 64
+        self._gate = ctx.shared("modbus.gate", lambda: Gate(int(limit)))
+        path = ctx.site.state_dir / calib.FILE_NAME
+        self._cal_file = ctx.shared(f"modbus.calibration:{path}",
+                                    lambda: calib.CalibrationFile(path))
+        self.link = self.make_link(ctx)
+        self._future = asyncio.run_coroutine_threadsafe(self._run(), ctx.loop)
+
+    def stop(self) -> None:
+        fut, self._future = self._future, None
+        if fut is None or self.ctx is None:
+            return
+        loop = self.ctx.loop
+        if loop.is_running():
+            loop.call_soon_threadsafe(fut.cancel)
+            concurrent.futures.wait([fut], timeout=2.0)
+            done = asyncio.run_coroutine_threadsafe(self._close(), loop)
+            with contextlib.suppress(Exception):
+                done.result(timeout=2.0)
+        else:
+            fut.cancel()
+
+    async def _close(self) -> None:
+        self.release_link()
+
+    # -- the poll loop -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.config.poll_s
+        next_due = loop.time()
+        while True:
+            delay = next_due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.comm.late_s.append(max(0.0, loop.time() - next_due))
+            try:
+                await self._poll_once(loop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end the polling for good
+                log.exception("%s: poll failed", self.name)
+            self.comm.polls += 1
+            end = loop.time()
+            if self.down:
+                self._backoff_s = min(max(self._backoff_s * 2, self.p["backoff_ms"] / 1e3),
+                                      self.p["backoff_max_ms"] / 1e3)
+                next_due = end + self._backoff_s
+                continue
+            self._backoff_s = 0.0
+            next_due += period
+            if next_due < end:  # the previous poll overran: those slots are missed
+                missed = int((end - next_due) // period) + 1
+                self.comm.missed_polls += missed
+                next_due += missed * period
+
+    def _calibration(self) -> dict[str, calib.Cal]:
+        assert self._cal_file is not None
+        version = self._cal_file.refresh()
+        if version != self._cal_version:
+            self._cal_version = version
+            self._cal = calib.effective([(pd.name, pd.ct) for pd in self.points],
+                                        self.p["ct_ratio"], self.p["calibration"] or {},
+                                        self._cal_file.for_meter(self.name))
+        return self._cal
+
+    async def _poll_once(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.ctx is not None and self._gate is not None
+        image = self.ctx.image
+        cal = self._calibration()
+        now = loop.time()
+        items: list[tuple[str, float, Quality]] = []
+        answered = False
+        lost = False
+        poll_latency = 0.0
+        for i, block in enumerate(self.plan):
+            st = self.blocks[i]
+            if st.code and st.retry_at > now:
+                continue
+            outcome = await self._read_block(block)
+            if isinstance(outcome, CommError):
+                lost = True
+                break
+            answered = True
+            if isinstance(outcome, ExceptionReply):
+                self._block_exception(i, block, outcome, now)
+                continue
+            regs, latency = outcome
+            poll_latency += latency
+            if st.code:
+                log.info("%s: %s answer again (unit %d, profile %s); points GOOD", self.name,
+                         block.describe(), self.unit, self.profile.name)
+            self.blocks[i] = BlockState()
+            for pd in block.points:
+                value = cal[pd.name].apply(pd.decode(block.slice(regs, pd)), pd.ct)
+                q = Quality.GOOD if math.isfinite(value) else Quality.BAD
+                items.append((self.full[pd.name], value, q))
+        if items:
+            image.write_many(items)
+        if answered and not lost:
+            self.comm.poll_s.append(poll_latency)
+        self._link_state(answered, lost)
+        self._write_comm(answered and not lost)
+        self._latency_check()
+
+    async def _read_block(self, block: ReadBlock) -> Any:
+        assert self._gate is not None
+        err: CommError | None = None
+        for _attempt in range(self.p["retries"] + 1):
+            try:
+                regs, latency = await self.link.request(
+                    "read", self.unit, block.function, block.address, block.count,
+                    self.timeout_s, self._gate.sem)
+            except ExceptionReply as exc:
+                if exc.code in (0x0A, 0x0B):  # gateway: the device behind it did not answer
+                    err = CommError(TIMEOUT, f"gateway answered {exc}")
+                    self._lost(err)
+                    continue
+                self.comm.record(EXCEPTION)
+                return exc
+            except CommError as exc:
+                err = exc
+                self._lost(exc)
+                if self.comm.consecutive_lost >= self.p["loss_limit"] and self.down:
+                    break  # already known dead: one probe per backoff is enough
+                continue
+            self.comm.record(OK, latency)
+            return regs, latency
+        return err
+
+    def _lost(self, exc: CommError) -> None:
+        self.comm.record(exc.kind)
+        self.last_error = str(exc)
+        if self.comm.consecutive_lost == 1 and not self.down:
+            log.info("%s: %s (unit %d, profile %s); counted as packet loss", self.name, exc,
+                     self.unit, self.profile.name)
+
+    def _block_exception(self, i: int, block: ReadBlock, exc: ExceptionReply, now: float
+                         ) -> None:
+        assert self.ctx is not None
+        st = self.blocks[i]
+        first = st.code != exc.code
+        st.code = exc.code
+        st.delay_s = min(max(st.delay_s * 2, self.p["backoff_ms"] / 1e3),
+                         self.p["backoff_max_ms"] / 1e3)
+        st.retry_at = now + st.delay_s
+        self.ctx.image.set_quality([self.full[pd.name] for pd in block.points], Quality.BAD)
+        if first:
+            regs = f"{block.address}..{block.end - 1}"
+            documented = ""
+            if self.profile.address_base:
+                base = self.profile.address_base
+                documented = f" (documented registers {block.address + base}.." \
+                             f"{block.end - 1 + base})"
+            log.warning(
+                "%s: 0x80 (%s): exception code 0x%02X to function 0x%02X (response 0x%02X) "
+                "reading %s registers at address %s%s, unit %d, profile %s (%s); points %s "
+                "BAD; block backed off %.3g s", self.name, exception_name(exc.code), exc.code,
+                exc.function, exc.function | 0x80, block.function, regs, documented, self.unit,
+                self.profile.name, self.profile.file, ", ".join(p.name for p in block.points),
+                st.delay_s)
+
+    def _link_state(self, answered: bool, lost: bool) -> None:
+        assert self.ctx is not None
+        if answered and self.down:
+            self.down = False
+            log.warning("%s: answering again at %s (unit %d) after %d lost requests; points "
+                        "GOOD", self.name, self.where(), self.unit, self.comm.counts[TIMEOUT])
+            bad = [self.full[pd.name] for i, b in enumerate(self.plan) if self.blocks[i].code
+                   for pd in b.points]
+            if bad:
+                self.ctx.image.set_quality(bad, Quality.BAD)
+        elif lost and not answered and not self.down and \
+                self.comm.consecutive_lost >= self.p["loss_limit"]:
+            self.down = True
+            self.ctx.image.set_quality(list(self.full.values()), Quality.NOT_CONNECTED)
+            log.warning("%s: %d requests in a row lost at %s (unit %d, profile %s), last: %s; "
+                        "points NOT_CONNECTED; retrying with backoff from %g ms", self.name,
+                        self.comm.consecutive_lost, self.where(), self.unit, self.profile.name,
+                        self.last_error, self.p["backoff_ms"])
+
+    def _write_comm(self, ok: bool) -> None:
+        assert self.ctx is not None
+        c = self.comm
+        n = self.name
+        self.ctx.image.write_many([
+            (f"{n}.comm_ok", 1.0 if ok else 0.0, Quality.GOOD),
+            (f"{n}.comm_latency_p50_ms", _nan0(c.latency_ms(50)), Quality.GOOD),
+            (f"{n}.comm_latency_p99_ms", _nan0(c.latency_ms(99)), Quality.GOOD),
+            (f"{n}.comm_loss_pct", c.loss_pct(), Quality.GOOD),
+            (f"{n}.comm_error_pct", c.error_pct(), Quality.GOOD),
+            (f"{n}.comm_poll_ms", self.config.poll_ms, Quality.GOOD),
+        ])
+
+    def _latency_check(self) -> None:
+        if self.latency_warned or len(self.comm.poll_s) < 10:
+            return
+        p50 = self.comm.poll_latency_ms(50)
+        if self.config.poll_ms < LATENCY_FACTOR * p50:
+            self.latency_warned = True
+            log.warning("%s: poll period %g ms is under %gx the measured latency (p50 %.1f ms "
+                        "per poll at %s); requests will back up: set poll_ms >= %.0f",
+                        self.name, self.config.poll_ms, LATENCY_FACTOR, p50, self.where(),
+                        math.ceil(LATENCY_FACTOR * p50))
+
+    def stats(self) -> dict[str, Any]:
+        d = self.comm.as_dict()
+        d.update({"state": "not-connected" if self.down else "ok", "link": self.where()
+                  if self.link is not None else "", "profile": self.profile.name,
+                  "unit": self.unit, "poll_ms": self.config.poll_ms,
+                  "reads_per_poll": len(self.plan), "latency_warning": self.latency_warned,
+                  "bad_blocks": {b.describe(): f"0x{self.blocks[i].code:02X}"
+                                 for i, b in enumerate(self.plan) if self.blocks[i].code},
+                  "last_error": self.last_error,
+                  "reconnects": getattr(self.link, "reconnects", 0)})
+        d["late_p99_ms"] = _nan0(self.comm.late_ms(99))
+        return d
+
+
+def quiet_pymodbus() -> None:
+    """pymodbus logs every timeout at ERROR; the driver logs one line per event instead.
+    Left alone when an operator set the "pymodbus" logger's level explicitly."""
+    lg = logging.getLogger("pymodbus")
+    if lg.level == logging.NOTSET:
+        lg.setLevel(logging.CRITICAL)
+
+
+def _nan0(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
+
+
+class ModbusTcpMeter(ModbusMeter):
+    type_name = "modbus_tcp"
+    params: ClassVar[Mapping[str, Param]] = {
+        "host": Param(str, doc="meter IP address or host name"),
+        "port": Param(int, default=502, minval=1, maxval=65535),
+        "timeout_ms": Param(float, default=1000.0, minval=1.0, maxval=60000.0, unit="ms",
+                            doc="answer timeout of one request"),
+        "max_in_flight": Param(int, default=1, minval=1, maxval=16,
+                               doc="requests in flight to this device (one connection each)"),
+        **COMMON_PARAMS,
+    }
+
+    def make_link(self, ctx: DriverContext) -> TcpLink:
+        return TcpLink(self.p["host"], self.p["port"], self.p["max_in_flight"])
+
+
+class ModbusRtuMeter(ModbusMeter):
+    type_name = "modbus_rtu"
+    params: ClassVar[Mapping[str, Param]] = {
+        "line": Param(str, doc="name of an [[rs485]] entry"),
+        "timeout_ms": Param(float, default=0.0, minval=0.0, maxval=60000.0, unit="ms",
+                            doc="answer timeout; 0 = the line's timeout_ms"),
+        **COMMON_PARAMS,
+    }
+
+    @classmethod
+    def check(cls, config: DeviceConfig, site: SiteConfig, profile: Profile
+              ) -> list[ConfigProblem]:
+        out = super().check(config, site, profile)
+        if line_config(site, config.params["line"]) is None:
+            names = [str(e.get("name")) for e in site.sections.get("rs485", ())]
+            out.append(ConfigProblem(config.file, f"{config.path}.line",
+                                     f"no [[rs485]] line named {config.params['line']!r}; "
+                                     + (f"known: {', '.join(names)}" if names else
+                                        "the site declares no [[rs485]] lines")))
+        return out
+
+    @property
+    def timeout_s(self) -> float:
+        t = self.p["timeout_ms"]
+        if not t:
+            cfg = line_config(self.site, self.p["line"]) or {}
+            t = cfg.get("timeout_ms", 200.0)
+        return t / 1e3
+
+    def make_link(self, ctx: DriverContext) -> RtuLine:
+        return shared_line(ctx, self.p["line"])
+
+    def release_link(self) -> None:
+        if self.link is not None:
+            self.link.release()
+
+
+def line_config(site: SiteConfig, name: str) -> Mapping[str, Any] | None:
+    for entry in site.sections.get("rs485", ()):
+        if entry.get("name") == name:
+            return entry
+    return None
+
+
+def shared_line(ctx: DriverContext, name: str) -> RtuLine:
+    """The one :class:`RtuLine` object for the port of [[rs485]] entry ``name``."""
+    cfg = line_config(ctx.site, name)
+    if cfg is None:
+        raise ConfigError([ConfigProblem(ctx.site.file, "rs485", f"no line named {name!r}")])
+    port = str(ctx.site.resolve(cfg["port"])) if "://" not in cfg["port"] else cfg["port"]
+    line: RtuLine = ctx.shared(f"modbus.rs485:{port}", lambda: RtuLine(cfg, port))
+    line.acquire()
+    return line
+
+
+def register_types(registry: Any) -> None:
+    """Register the Modbus driver types and their shared tables (called from builtin)."""
+    from busguard.modbus.write import ModbusWrite
+
+    registry.add_driver(ModbusTcpMeter, default=True)
+    registry.add_driver(ModbusRtuMeter)
+    registry.add_driver(ModbusWrite)
+    registry.add_section("rs485", RS485_PARAMS, many=True, keyed=True,
+                         doc="RS-485 lines shared by modbus_rtu devices")
+    registry.add_section("modbus", MODBUS_PARAMS, doc="Modbus client settings")
