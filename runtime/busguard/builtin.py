@@ -14,6 +14,7 @@ from busguard.faultlog import (  # noqa: F401  (the fault log's observer hooks)
 )
 from busguard.modbus.driver import register_types as register_modbus
 from busguard.registry import TypeRegistry
+from busguard.service import SERVICE_PARAMS
 
 
 @hookimpl
@@ -21,3 +22,5 @@ def busguard_register_types(registry: TypeRegistry) -> None:
     for cls in (MemoryMeter, MemoryProbe, MemoryBreaker, MemoryOutput):
         registry.add_driver(cls)
     register_modbus(registry)  # modbus_tcp (default meter), modbus_rtu, modbus_write
+    registry.add_section("service", SERVICE_PARAMS, doc="systemd service: watchdog, status, "
+                         "real-time priority")

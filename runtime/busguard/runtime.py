@@ -182,13 +182,17 @@ class Runtime:
         """Ask the scan loop to end after the current cycle (safe from signal handlers)."""
         self.loop.stop()
 
-    def stop(self) -> None:
-        """Fail-safe outputs applied, observers told, I/O stopped. Idempotent."""
+    def stop(self, failsafe: bool = True) -> None:
+        """Fail-safe outputs applied, observers told, I/O stopped. Idempotent.
+
+        ``failsafe=False`` (a reload handing over to a new runtime) leaves the outputs as the
+        last scan set them.
+        """
         if self.state == "stopped":
             return
         self.state = "stopping"
-        failsafe = dict(self.engine.failsafe)
-        self._apply(failsafe)
+        if failsafe:
+            self._apply(dict(self.engine.failsafe))
         try:
             self.pm.hook.busguard_shutdown(runtime=self)
         except Exception:

@@ -10,7 +10,9 @@ import sys
 import threading
 
 from busguard.commands import default_site
+from busguard.reload import Reloader
 from busguard.runtime import Runtime
+from busguard.service import Service, clear_realtime
 
 log = logging.getLogger("busguard.run")
 
@@ -18,8 +20,10 @@ log = logging.getLogger("busguard.run")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the scan cycle", description=(
         "Load SITE (default ./site.toml), start drivers and publishers, and scan every "
-        "[scan] period_ms until Ctrl-C or SIGTERM. Prints scan statistics periodically and "
-        "at exit."))
+        "[scan] period_ms until Ctrl-C or SIGTERM (outputs to fail-safe, then exit). SIGHUP "
+        "reloads SITE: a file that fails `busguard check` is refused and the running site "
+        "goes on; a good one takes over without a trip through fail-safe. Under systemd "
+        "(Type=notify) it reports READY=1, STATUS= and watchdog pings."))
     p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
     p.add_argument("--record", metavar="FILE", help="record every scanned input snapshot "
                    "and the outputs to FILE (JSON Lines) for `busguard replay`")
@@ -32,30 +36,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rt = Runtime.from_file(default_site(args.site))
+    path = default_site(args.site)
+    service = Service()  # systemd notify/watchdog/status; inert outside systemd
+    rt = Runtime.from_file(path, extra=[service])
+    reloader = Reloader(path, rt, extra=[service], service=service)
     stop_reason = {"why": "end"}
 
     def _stop(signum: int, _frame: object) -> None:
         stop_reason["why"] = signal.Signals(signum).name
-        rt.request_stop()
+        reloader.request_stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
+    signal.signal(signal.SIGHUP, lambda _s, _f: reloader.request_reload())
     timers: list[threading.Timer] = []
     if args.duration:
-        t = threading.Timer(args.duration, rt.request_stop)
+        t = threading.Timer(args.duration, reloader.request_stop)
         t.daemon = True
         timers.append(t)
     rt.start(record=args.record)
     for t in timers:
         t.start()
     if args.stats_every > 0:
-        _start_stats_logger(rt, args.stats_every)
+        _start_stats_logger(reloader, args.stats_every)
     try:
-        rt.run(max_cycles=args.cycles)
+        reloader.run(max_cycles=args.cycles)
     finally:
         for t in timers:
             t.cancel()
+        rt = reloader.current
+        clear_realtime()
+        service.reloading = False  # a SIGTERM during a reload is a real stop
         rt.stop()
     st = rt.stats.snapshot()
     if args.json:
@@ -65,9 +76,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_stats_logger(rt: Runtime, every_s: float) -> None:
+def _start_stats_logger(reloader: Reloader, every_s: float) -> None:
+    stopped = threading.Event()
+
     def loop() -> None:
-        while not rt.loop.stop_event.wait(every_s):
+        while not stopped.wait(every_s) and not reloader.terminating:
+            rt = reloader.current
             log.info("scan %s; alarms active %d", rt.stats.snapshot().line(), rt.alarms.count())
 
     threading.Thread(target=loop, name="busguard-stats", daemon=True).start()
