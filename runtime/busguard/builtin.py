@@ -12,9 +12,11 @@ from busguard.faultlog import (  # noqa: F401  (the fault log's observer hooks)
     faultlog_shutdown,
     faultlog_startup,
 )
+from busguard.gpio.drivers import register_types as register_gpio
 from busguard.modbus.driver import register_types as register_modbus
 from busguard.registry import TypeRegistry
 from busguard.service import SERVICE_PARAMS
+from busguard.w1.driver import register_types as register_w1
 
 
 @hookimpl
@@ -22,5 +24,7 @@ def busguard_register_types(registry: TypeRegistry) -> None:
     for cls in (MemoryMeter, MemoryProbe, MemoryBreaker, MemoryOutput):
         registry.add_driver(cls)
     register_modbus(registry)  # modbus_tcp (default meter), modbus_rtu, modbus_write
+    register_w1(registry)  # w1 (default probe), [onewire]
+    register_gpio(registry)  # gpio (default breaker), gpio_relay, [gpio]
     registry.add_section("service", SERVICE_PARAMS, doc="systemd service: watchdog, status, "
                          "real-time priority")

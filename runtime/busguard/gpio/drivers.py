@@ -1,0 +1,298 @@
+"""GPIO drivers: the breaker driver ``gpio`` (LED in, shunt trip out) and ``gpio_relay``.
+
+Both register their lines with the site's one :class:`GpioService` (one I/O thread), built
+from the shared ``[gpio]`` table on first use. ``apply`` only stores the wish; writes happen
+in the GPIO thread (on change, every ``refresh_ms``, each read back and verified).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from busguard.config.params import Param
+from busguard.config.site import DeviceConfig, SiteConfig
+from busguard.driver import Driver, DriverContext
+from busguard.errors import ConfigError, ConfigProblem, DriverError
+from busguard.gpio.backends import make_backend
+from busguard.gpio.led import LedDecoder, LedReading, LedTiming
+from busguard.gpio.service import GpioService, OutputChannel
+from busguard.image import PointSpec, ProcessImage, Quality
+
+log = logging.getLogger("busguard.gpio")
+
+SERVICE_KEY = "gpio.service"
+DEFAULT_PATTERNS = {"solid": "overcurrent trip", "2-blink": "ground fault"}
+PUBLISH_S = 0.2  # the LED point is rewritten at least this often (keeps it fresh)
+LED_MAX_AGE_S = 1.0
+_PATTERN_RE = re.compile(r"^(off|solid|([0-9]+)-blink)$")
+
+
+def gpio_service(ctx: DriverContext) -> GpioService:
+    """The site's GPIO service (built from [gpio] on first use, shared by all GPIO drivers)."""
+    site = ctx.site
+
+    def build() -> GpioService:
+        section = site.sections.get("gpio", {})
+        return GpioService(make_backend(section, site.resolve))
+
+    svc = ctx.shared(SERVICE_KEY, build)
+    assert isinstance(svc, GpioService)
+    return svc
+
+
+def _line_param(doc: str, required: bool = True) -> Param:
+    return Param(int, minval=0, maxval=1023, doc=doc, **({} if required else {"default": None}))
+
+
+class GpioBreaker(Driver):
+    """A breaker seen through its handle LED (and tripped through its shunt-trip coil)."""
+
+    type_name = "gpio"
+    kind = "breaker"
+    default_poll_ms = 10.0
+    params: ClassVar[Mapping[str, Param]] = {
+        "led_line": _line_param("GPIO line (chip offset / BCM number) of the LED sensor"),
+        "led_active_low": Param(bool, default=False, doc="the LED input reads low when lit"),
+        "sample_ms": Param(float, default=10.0, minval=1.0, maxval=200.0, unit="ms",
+                           doc="LED sampling period (in the GPIO thread)"),
+        "patterns": Param(dict, default=DEFAULT_PATTERNS,
+                          doc="pattern -> meaning: keys 'off', 'solid' or 'N-blink'"),
+        "shunt_trip_line": _line_param("GPIO line driving the shunt-trip coil relay",
+                                       required=False),
+        "shunt_trip_active_low": Param(bool, default=False),
+        "shunt_refresh_ms": Param(float, default=1000.0, minval=10.0, maxval=60_000.0,
+                                  unit="ms", doc="rewrite and read back the shunt-trip line"),
+        "rating_a": Param(float, default=None, above=0.0, unit="A",
+                          doc="rated ampacity of the breaker / busway run (load alarms)"),
+        "glitch_ms": Param(float, default=30.0, minval=0.0, unit="ms"),
+        "pulse_max_ms": Param(float, default=700.0, above=0.0, unit="ms",
+                              doc="longest lit time of one blink"),
+        "gap_max_ms": Param(float, default=700.0, above=0.0, unit="ms",
+                            doc="longest dark time between blinks of a group"),
+        "group_gap_ms": Param(float, default=1000.0, above=0.0, unit="ms",
+                              doc="shortest dark time between blink groups"),
+        "solid_ms": Param(float, default=1500.0, above=0.0, unit="ms",
+                          doc="lit this long without a break: solid"),
+        "off_ms": Param(float, default=3000.0, above=0.0, unit="ms",
+                        doc="dark this long: off"),
+        "confirm_groups": Param(int, default=2, minval=1, maxval=5,
+                                doc="equal blink groups in a row before N-blink is reported"),
+        "max_blinks": Param(int, default=9, minval=2, maxval=20),
+    }
+
+    @staticmethod
+    def timing(p: Mapping[str, Any]) -> LedTiming:
+        return LedTiming(glitch_s=p["glitch_ms"] / 1000, pulse_max_s=p["pulse_max_ms"] / 1000,
+                         gap_max_s=p["gap_max_ms"] / 1000, group_gap_s=p["group_gap_ms"] / 1000,
+                         solid_s=p["solid_ms"] / 1000, off_s=p["off_ms"] / 1000,
+                         confirm_groups=p["confirm_groups"], max_blinks=p["max_blinks"])
+
+    @classmethod
+    def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
+        p = config.params
+        problems = [ConfigProblem(config.file, f"{config.path}.{key}", msg) for key, msg in
+                    cls._check(p)]
+        if problems:
+            raise ConfigError(problems)
+        pts = [PointSpec(f"{config.name}.led", source=config.name, max_age_s=LED_MAX_AGE_S,
+                         doc="LED pattern: 0 off, 1 solid (overcurrent trip), 2 two-blink "
+                             "(ground fault), N N-blink; BAD when unclassifiable")]
+        if p["shunt_trip_line"] is not None:
+            pts.append(PointSpec(f"{config.name}.shunt_trip_state", source=config.name,
+                                 max_age_s=3 * p["shunt_refresh_ms"] / 1000, retained=False,
+                                 doc="shunt-trip line as read back (BAD: differs from command)"))
+        return pts
+
+    @classmethod
+    def _check(cls, p: Mapping[str, Any]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for key, meaning in dict(p["patterns"]).items():
+            m = _PATTERN_RE.match(str(key))
+            if not m:
+                out.append((f"patterns.{key}", "unknown pattern; expected 'off', 'solid' or "
+                            "'N-blink' (N from 2 to max_blinks), e.g. '2-blink'"))
+            elif m.group(2) and not 2 <= int(m.group(2)) <= p["max_blinks"]:
+                out.append((f"patterns.{key}", f"N-blink needs 2 <= N <= max_blinks "
+                            f"({p['max_blinks']}); a single blink has no code ('1' is solid)"))
+            if not isinstance(meaning, str):
+                out.append((f"patterns.{key}", f"got {meaning!r}; expected a string meaning"))
+        out += [("led_timing", msg) for msg in cls.timing(p).problems()]
+        if p["shunt_trip_line"] is not None and p["shunt_trip_line"] == p["led_line"]:
+            out.append(("shunt_trip_line", f"got {p['shunt_trip_line']}; it is also the "
+                        f"led_line"))
+        return out
+
+    def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
+        super().__init__(config, site)
+        p = config.params
+        self.patterns = {str(k): str(v) for k, v in dict(p["patterns"]).items()}
+        self.decoder = LedDecoder(self.timing(p))
+        self.led_point = f"{self.name}.led"
+        self.shunt_output = f"{self.name}.shunt_trip"
+        self.state_point = f"{self.name}.shunt_trip_state"
+        self.reading: LedReading = self.decoder.last
+        self._image: ProcessImage | None = None
+        self._service: GpioService | None = None
+        self._chan: OutputChannel | None = None
+        self._last_pub = -1e18
+        self._pub_code: int | str | None = "unset"
+        self.samples = 0
+        self.read_errors = 0
+        self.changes = 0
+
+    def meaning(self, reading: LedReading) -> str:
+        return self.patterns.get(reading.label, "")
+
+    def consumes(self) -> tuple[str, ...]:
+        return (self.shunt_output,) if self.config.params["shunt_trip_line"] is not None else ()
+
+    def start(self, ctx: DriverContext) -> None:
+        p = self.config.params
+        self._image = ctx.image
+        svc = gpio_service(ctx)
+        try:
+            svc.add_input(self.name, p["led_line"], p["led_active_low"], p["sample_ms"] / 1000,
+                          self._on_sample)
+            if p["shunt_trip_line"] is not None:
+                self._chan = svc.add_output(self.name, self.shunt_output, p["shunt_trip_line"],
+                                            p["shunt_trip_active_low"],
+                                            p["shunt_refresh_ms"] / 1000, self._on_output)
+        except ValueError as exc:  # the line is already used by another device
+            raise DriverError(f"{self.config.path}: {exc}") from exc
+        self._service = svc
+        svc.start()
+
+    def _on_sample(self, t: float, level: int | None) -> None:
+        img = self._image
+        if img is None:
+            return
+        if level is None:
+            self.read_errors += 1
+            img.set_quality((self.led_point,), Quality.NOT_CONNECTED)
+            return
+        self.samples += 1
+        self.decoder.feed(t, level)
+        reading = self.decoder.classify(t)
+        if reading != self.reading:
+            self.changes += 1
+            what = self.meaning(reading)
+            log.info("%s: LED shows %s%s%s", self.name, reading.label,
+                     f" ({what})" if what else "", f": {reading.why}" if reading.why else "")
+            self.reading = reading
+        if reading.kind == "pending":
+            return
+        code = reading.code
+        if code == self._pub_code and t - self._last_pub < PUBLISH_S:
+            return
+        self._pub_code, self._last_pub = code, t
+        if code is None:
+            img.set_quality((self.led_point,), Quality.BAD)
+        else:
+            img.write(self.led_point, float(code), Quality.GOOD)
+
+    def _on_output(self, chan: OutputChannel) -> None:
+        if self._image is None:
+            return
+        if chan.readback is not None and chan.quality is not Quality.NOT_CONNECTED:
+            self._image.write(self.state_point, float(chan.readback), chan.quality)
+        else:
+            self._image.set_quality((self.state_point,), chan.quality)
+
+    def apply(self, outputs: Mapping[str, float]) -> None:
+        if self._chan is not None and self._service is not None and \
+                self.shunt_output in outputs:
+            self._service.set_output(self._chan, outputs[self.shunt_output])
+
+    def stop(self) -> None:
+        if self._service is not None:
+            self._service.remove_owner(self.name)
+            self._service = None
+
+    def stats(self) -> dict[str, Any]:
+        r = self.reading
+        out: dict[str, Any] = {"led": r.label, "led_code": r.code, "meaning": self.meaning(r),
+                               "samples": self.samples, "read_errors": self.read_errors,
+                               "pattern_changes": self.changes,
+                               "rating_a": self.config.params["rating_a"]}
+        if r.why:
+            out["why"] = r.why
+        if self._chan is not None:
+            out["shunt_trip"] = self._chan.stats()
+        return out
+
+
+class GpioRelay(Driver):
+    """One output (e.g. ``relay.alarm``) on one GPIO line, with read-back verification."""
+
+    type_name = "gpio_relay"
+    kind = "output"
+    params: ClassVar[Mapping[str, Param]] = {
+        "line": _line_param("GPIO line (chip offset / BCM number) driving the relay"),
+        "output": Param(str, doc="output name this relay shows, e.g. 'relay.alarm'"),
+        "active_low": Param(bool, default=False, doc="the relay energises on a low level"),
+        "refresh_ms": Param(float, default=1000.0, minval=10.0, maxval=60_000.0, unit="ms",
+                            doc="rewrite and read back the line this often"),
+    }
+
+    @classmethod
+    def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
+        return [PointSpec(f"{config.name}.state", source=config.name, retained=False,
+                          max_age_s=3 * config.params["refresh_ms"] / 1000,
+                          doc="relay line as read back; BAD when it differs from the command")]
+
+    def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
+        super().__init__(config, site)
+        self.output = str(config.params["output"])
+        self.state_point = f"{self.name}.state"
+        self._image: ProcessImage | None = None
+        self._service: GpioService | None = None
+        self._chan: OutputChannel | None = None
+
+    def consumes(self) -> tuple[str, ...]:
+        return (self.output,)
+
+    def start(self, ctx: DriverContext) -> None:
+        p = self.config.params
+        self._image = ctx.image
+        svc = gpio_service(ctx)
+        try:
+            self._chan = svc.add_output(self.name, self.output, p["line"], p["active_low"],
+                                        p["refresh_ms"] / 1000, self._on_output)
+        except ValueError as exc:
+            raise DriverError(f"{self.config.path}: {exc}") from exc
+        self._service = svc
+        svc.start()
+
+    def _on_output(self, chan: OutputChannel) -> None:
+        if self._image is None:
+            return
+        if chan.readback is not None and chan.quality is not Quality.NOT_CONNECTED:
+            self._image.write(self.state_point, float(chan.readback), chan.quality)
+        else:
+            self._image.set_quality((self.state_point,), chan.quality)
+
+    def apply(self, outputs: Mapping[str, float]) -> None:
+        if self._chan is not None and self._service is not None and self.output in outputs:
+            self._service.set_output(self._chan, outputs[self.output])
+
+    def stop(self) -> None:
+        if self._service is not None:
+            self._service.remove_owner(self.name)
+            self._service = None
+
+    def stats(self) -> dict[str, Any]:
+        return self._chan.stats() if self._chan is not None else {"line": self.config.params[
+            "line"], "quality": "not-connected"}
+
+
+def register_types(registry: Any) -> None:
+    """Breaker ``gpio`` (the default breaker driver), output ``gpio_relay``, table [gpio]."""
+    from busguard.gpio.backends import GPIO_SECTION_PARAMS
+
+    registry.add_driver(GpioBreaker, default=True)
+    registry.add_driver(GpioRelay)
+    registry.add_section("gpio", GPIO_SECTION_PARAMS,
+                         doc="GPIO backend for breaker LEDs and relays: backend, chip, mock_dir")
