@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from busguard import hookimpl
 from busguard.registry import TypeRegistry
+from busguard_blocks.power_quality import PowerQuality
 from busguard_blocks.shunt_trip import ShuntTrip
 from busguard_blocks.thermal_interlock import ThermalInterlock
 from busguard_blocks.threshold import ThresholdAlarm
 
 # Every built-in block type, in the order docs/blocks.md lists them.
-BLOCKS = (ShuntTrip, ThermalInterlock, ThresholdAlarm)
+BLOCKS = (ShuntTrip, ThermalInterlock, PowerQuality, ThresholdAlarm)
 
 
 @hookimpl
