@@ -219,3 +219,29 @@ class SlaveThread:
         for fd in self._fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def wait_until(pred, timeout: float = 8.0, what: str = "condition"):
+    """Poll ``pred`` until it is true (bounded: fails the test after ``timeout`` s)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def serve_profile(unit: Unit, profile, values: dict[str, float]) -> None:
+    """Load ``values`` (point name -> engineering value) into a unit using ``profile``."""
+    for name, v in values.items():
+        p = profile.point(name)
+        unit.set(p.address, p.encode(v), p.function)
+
+
+def point(rt, name: str) -> tuple[float, int]:
+    """(value, quality) of a point in a runtime's live image."""
+    i = rt.image.index[name]
+    return rt.image.values[i], rt.image.quality[i]

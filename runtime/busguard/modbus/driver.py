@@ -177,6 +177,7 @@ class ModbusMeter(Driver):
         self.link: Any = None
         self.ctx: DriverContext | None = None
         self._future: concurrent.futures.Future | None = None
+        self._task: asyncio.Task | None = None
         self._cal: dict[str, calib.Cal] = {}
         self._cal_version = -1
         self._cal_file: calib.CalibrationFile | None = None
@@ -216,20 +217,28 @@ class ModbusMeter(Driver):
         if fut is None or self.ctx is None:
             return
         loop = self.ctx.loop
-        if loop.is_running():
-            loop.call_soon_threadsafe(fut.cancel)
-            concurrent.futures.wait([fut], timeout=2.0)
-            done = asyncio.run_coroutine_threadsafe(self._close(), loop)
+        if loop.is_running():  # cancel the task and let it unwind on its loop, bounded
+            done = asyncio.run_coroutine_threadsafe(self._shutdown(fut), loop)
             with contextlib.suppress(Exception):
-                done.result(timeout=2.0)
+                done.result(timeout=3.0)
         else:
             fut.cancel()
+
+    async def _shutdown(self, fut: concurrent.futures.Future) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        fut.cancel()
+        await self._close()
 
     async def _close(self) -> None:
         self.release_link()
 
     # -- the poll loop -----------------------------------------------------------------------
     async def _run(self) -> None:
+        self._task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         period = self.config.poll_s
         next_due = loop.time()

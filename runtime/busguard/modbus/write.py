@@ -97,6 +97,7 @@ class ModbusWrite(Driver):
         self._queued = math.nan
         self._event: asyncio.Event | None = None
         self._future: concurrent.futures.Future | None = None
+        self._task: asyncio.Task | None = None
         self.ctx: DriverContext | None = None
         self.link: Any = None
         self._gate: Gate | None = None
@@ -130,6 +131,7 @@ class ModbusWrite(Driver):
             self._event.set()
 
     async def _run(self) -> None:
+        self._task = asyncio.current_task()
         self._event = asyncio.Event()
         if not math.isnan(self._queued):
             self._desired = self._queued
@@ -211,12 +213,21 @@ class ModbusWrite(Driver):
         if fut is None or self.ctx is None:
             return
         loop = self.ctx.loop
-        if loop.is_running():
-            loop.call_soon_threadsafe(fut.cancel)
-            concurrent.futures.wait([fut], timeout=2.0)
-            done = asyncio.run_coroutine_threadsafe(self._close(), loop)
+        if loop.is_running():  # cancel the task and let it unwind on its loop, bounded
+            done = asyncio.run_coroutine_threadsafe(self._shutdown(fut), loop)
             with contextlib.suppress(Exception):
-                done.result(timeout=2.0)
+                done.result(timeout=3.0)
+        else:
+            fut.cancel()
+
+    async def _shutdown(self, fut: concurrent.futures.Future) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        fut.cancel()
+        await self._close()
 
     async def _close(self) -> None:
         if self.link is not None:

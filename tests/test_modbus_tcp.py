@@ -1,0 +1,231 @@
+"""Modbus TCP meters against a real slave on 127.0.0.1: decode, calibration, faults, stats."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pytest
+
+from busguard.image import Quality
+from busguard.modbus import load_profile
+from modbus_slave import SlaveThread, point, serve_profile, wait_until
+
+GEN = load_profile("generic-pqm")
+VALUES = {p.name: 100.0 + i for i, p in enumerate(GEN.points)}
+
+
+@pytest.fixture
+def slave():
+    s = SlaveThread()
+    yield s
+    s.stop()
+
+
+def site(port: int, extra: str = "", name: str = "m1", tmp: str = "",
+         timeout_ms: int = 150) -> str:
+    paths = f'[paths]\nstate_dir = "{tmp}"\n' if tmp else ""
+    return (f'[site]\nname = "t"\n{paths}\n[[meter]]\nname = "{name}"\nhost = "127.0.0.1"\n'
+            f'port = {port}\npoll_ms = 50\ntimeout_ms = {timeout_ms}\nbackoff_ms = 50\n'
+            f'backoff_max_ms = 200\n{extra}\n')
+
+
+def good(rt, name):
+    v, q = point(rt, name)
+    return v if q == Quality.GOOD else None
+
+
+def test_values_decoded_with_comm_points(slave, make_runtime, tmp_path):
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), GEN, VALUES)
+    rt = make_runtime(site(port, tmp=str(tmp_path)), start=True)
+    wait_until(lambda: good(rt, "m1.residual_current_ma") is not None, what="first poll")
+    for name, v in VALUES.items():
+        assert point(rt, f"m1.{name}") == (pytest.approx(v), Quality.GOOD)
+    wait_until(lambda: rt.drivers[0].stats()["polls"] >= 3)
+    assert good(rt, "m1.comm_ok") == 1.0
+    assert good(rt, "m1.comm_poll_ms") == 50.0
+    assert good(rt, "m1.comm_loss_pct") == 0.0 and good(rt, "m1.comm_error_pct") == 0.0
+    assert good(rt, "m1.comm_latency_p50_ms") > 0
+    st = rt.drivers[0].stats()
+    assert st["reads_per_poll"] == 2 and st["state"] == "ok"
+    assert st["latency_p99_ms"] >= st["latency_p50_ms"] > 0
+
+
+def test_word_order_scale_and_int_types_from_a_site_profile(slave, make_runtime, tmp_path):
+    prof_path = tmp_path / "mine.toml"
+    prof_path.write_text('[profile]\nname = "mine"\nword_order = "CDAB"\n'
+                         '[points.current_l1_a]\naddress = 0\nunit = "A"\n'
+                         '[points.energy_kwh]\naddress = 2\ntype = "uint32"\nscale = 0.01\n'
+                         'word_order = "DCBA"\n'
+                         '[points.temp_c]\naddress = 4\ntype = "int16"\nscale = 0.1\n'
+                         '[points.power_kw]\naddress = 0\ntype = "int32"\nfunction = "input"\n'
+                         'word_order = "BADC"\nunit = "kW"\n', encoding="utf-8")
+    prof = load_profile(str(prof_path))
+    port = slave.serve_tcp()
+    values = {"current_l1_a": 412.5, "energy_kwh": 123456.78, "temp_c": -12.3,
+              "power_kw": -250}
+    serve_profile(slave.unit(3), prof, values)
+    rt = make_runtime(site(port, 'unit = 3\nprofile = "mine.toml"', tmp=str(tmp_path)),
+                      start=True)
+    wait_until(lambda: good(rt, "m1.power_kw") is not None)
+    for name, v in values.items():
+        assert good(rt, f"m1.{name}") == pytest.approx(v, abs=1e-6)
+
+
+def test_calibration_site_then_file_reloaded_on_change(slave, make_runtime, tmp_path):
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), GEN, VALUES)
+    state = tmp_path / "state"
+    state.mkdir()
+    extra = ('ct_ratio = 2.0\ncalibration = { current_l1_a = { gain = 1.5, offset = 1.0 }, '
+             'voltage_l1_n_v = { offset = -0.5 } }')
+    rt = make_runtime(site(port, extra, tmp=str(state)), start=True)
+    i1, v1 = VALUES["current_l1_a"], VALUES["voltage_l1_n_v"]
+    wait_until(lambda: good(rt, "m1.current_l1_a") == pytest.approx(i1 * 2 * 1.5 + 1.0))
+    assert good(rt, "m1.voltage_l1_n_v") == pytest.approx(v1 - 0.5)  # not a ct point
+    assert good(rt, "m1.current_l2_a") == pytest.approx(VALUES["current_l2_a"] * 2)
+    cal = state / "calibration.toml"
+    cal.write_text('[meter."m1"]\ncurrent_l1_a = { gain = 1.002, offset = 0.0, updated_utc = '
+                   '"2026-01-01T00:00:00Z" }\n', encoding="utf-8")
+    wait_until(lambda: good(rt, "m1.current_l1_a") == pytest.approx(i1 * 2 * 1.002),
+               what="calibration file applied")
+    cal.write_text('[meter."m1"]\ncurrent_l1_a = { gain = 0.5, ct_ratio = 1.0 }\n',
+                   encoding="utf-8")
+    st = cal.stat()
+    os.utime(cal, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    wait_until(lambda: good(rt, "m1.current_l1_a") == pytest.approx(i1 * 0.5 + 1.0),
+               what="calibration file reloaded")
+
+
+def test_exception_0x02_marks_block_bad_logs_once_backs_off_and_recovers(
+        slave, make_runtime, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="busguard.modbus")
+    port = slave.serve_tcp()
+    unit = slave.unit(1)
+    serve_profile(unit, GEN, VALUES)
+    unit.exceptions = [(4, 100, 103, 0x02)]  # the input-register block does not exist
+    rt = make_runtime(site(port, tmp=str(tmp_path)), start=True)
+    wait_until(lambda: point(rt, "m1.temp_c")[1] == Quality.BAD, what="block BAD")
+    wait_until(lambda: rt.drivers[0].stats()["exception_count"] >= 3, what="block retried")
+    assert good(rt, "m1.current_l1_a") == VALUES["current_l1_a"]  # other block fine
+    assert point(rt, "m1.residual_current_ma")[1] == Quality.BAD
+    assert good(rt, "m1.comm_ok") == 1.0  # the device answers
+    st = rt.drivers[0].stats()
+    assert st["bad_blocks"] == {"input registers 100..103": "0x02"}
+    assert st["ok_count"] > st["exception_count"]  # backed off: fewer tries than polls
+    msgs = [r.getMessage() for r in caplog.records if "Illegal Data Address" in r.getMessage()]
+    assert len(msgs) == 1
+    assert "m1: 0x80 (Illegal Data Address): exception code 0x02 to function 0x04 " \
+           "(response 0x84) reading input registers at address 100..103, unit 1, profile " \
+           "generic-pqm" in msgs[0]
+    assert "temp_c, residual_current_ma BAD" in msgs[0]
+    unit.exceptions = []
+    wait_until(lambda: good(rt, "m1.temp_c") == VALUES["temp_c"], what="block recovered")
+    assert rt.drivers[0].stats()["bad_blocks"] == {}
+
+
+def test_pm5000_exception_log_names_documented_registers(slave, make_runtime, tmp_path,
+                                                         caplog):
+    caplog.set_level(logging.INFO, logger="busguard.modbus")
+    pm = load_profile("pm5000")
+    port = slave.serve_tcp()
+    unit = slave.unit(1)
+    serve_profile(unit, pm, {p.name: 1.0 for p in pm.points})
+    unit.exceptions = [(3, 21299, 21400, 0x02)]  # a PM5100 has no THD block
+    rt = make_runtime(site(port, 'profile = "pm5000"', tmp=str(tmp_path)), start=True)
+    wait_until(lambda: point(rt, "m1.thd_v_l1_pct")[1] == Quality.BAD)
+    wait_until(lambda: good(rt, "m1.current_l1_a") == 1.0)
+    msg = next(r.getMessage() for r in caplog.records if "exception code 0x02" in r.getMessage())
+    assert "(documented registers 21300.." in msg and "profile pm5000" in msg
+
+
+def test_timeout_counts_as_loss_then_not_connected_then_recovers(slave, make_runtime, tmp_path,
+                                                                 caplog):
+    caplog.set_level(logging.INFO, logger="busguard.modbus")
+    port = slave.serve_tcp()
+    unit = slave.unit(1)
+    serve_profile(unit, GEN, VALUES)
+    rt = make_runtime(site(port, "loss_limit = 3\nretries = 0", tmp=str(tmp_path)), start=True)
+    wait_until(lambda: good(rt, "m1.current_l1_a") is not None)
+    unit.dead = True
+    wait_until(lambda: point(rt, "m1.current_l1_a")[1] == Quality.NOT_CONNECTED,
+               what="NOT_CONNECTED")
+    st = rt.drivers[0].stats()
+    assert st["state"] == "not-connected" and st["timeout_count"] >= 3
+    assert point(rt, "m1.current_l1_a")[0] == VALUES["current_l1_a"]  # last value kept
+    assert good(rt, "m1.comm_ok") == 0.0
+    assert good(rt, "m1.comm_loss_pct") > 0
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Connection Timeout (Errno 110)" in text and "points NOT_CONNECTED" in text
+    unit.dead = False
+    wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="recovery")
+    wait_until(lambda: good(rt, "m1.comm_ok") == 1.0)
+    assert rt.drivers[0].stats()["state"] == "ok"
+    assert "answering again" in "\n".join(r.getMessage() for r in caplog.records)
+
+
+def test_disconnect_and_reconnect(slave, make_runtime, tmp_path):
+    port = slave.serve_tcp()
+    unit = slave.unit(1)
+    serve_profile(unit, GEN, VALUES)
+    rt = make_runtime(site(port, "loss_limit = 2", tmp=str(tmp_path)), start=True)
+    wait_until(lambda: good(rt, "m1.current_l1_a") is not None)
+    before = unit.requests
+    slave.drop_connections()  # the meter resets the connection: reconnect at once
+    wait_until(lambda: unit.requests > before + 4, what="polling after reconnect")
+    assert rt.drivers[0].stats()["reconnects"] >= 2
+    slave.close_servers()  # the meter goes away: refused
+    wait_until(lambda: point(rt, "m1.current_l1_a")[1] == Quality.NOT_CONNECTED)
+    assert rt.drivers[0].stats()["disconnect_count"] >= 2
+    unit.holding[GEN.point("current_l1_a").address] = GEN.encode("current_l1_a", 7.0)[0]
+    unit.holding[GEN.point("current_l1_a").address + 1] = GEN.encode("current_l1_a", 7.0)[1]
+    slave.serve_tcp(port)  # back on the same port
+    wait_until(lambda: good(rt, "m1.current_l1_a") == 7.0, what="reconnected by itself")
+
+
+def test_garbage_answer_is_not_a_value(slave, make_runtime, tmp_path):
+    port = slave.serve_tcp()
+    unit = slave.unit(1)
+    serve_profile(unit, GEN, VALUES)
+    rt = make_runtime(site(port, "loss_limit = 2", tmp=str(tmp_path)), start=True)
+    wait_until(lambda: good(rt, "m1.current_l1_a") is not None)
+    unit.garbage = True
+    wait_until(lambda: good(rt, "m1.comm_ok") == 0.0, what="garbage noticed")
+    unit.garbage = False
+    wait_until(lambda: good(rt, "m1.comm_ok") == 1.0, what="recovered from garbage")
+    assert good(rt, "m1.current_l1_a") == VALUES["current_l1_a"]
+
+
+def test_slow_device_warns_when_poll_under_3x_latency(slave, make_runtime, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="busguard.modbus")
+    port = slave.serve_tcp()
+    unit = slave.unit(1)
+    serve_profile(unit, GEN, VALUES)
+    unit.delay_s = 0.03  # two reads per poll: >= 60 ms per poll against a 50 ms period
+    rt = make_runtime(site(port, tmp=str(tmp_path), timeout_ms=500), start=True)
+    wait_until(lambda: rt.drivers[0].stats()["latency_warning"], what="latency warning")
+    msgs = [r.getMessage() for r in caplog.records if "3x the measured latency" in
+            r.getMessage()]
+    assert len(msgs) == 1 and "poll period 50 ms" in msgs[0]
+
+
+def test_max_in_flight_uses_parallel_connections(slave, make_runtime, tmp_path):
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), GEN, VALUES)
+    rt = make_runtime(site(port, "max_in_flight = 2\nmax_gap = 0\nmax_registers = 8",
+                           tmp=str(tmp_path)), start=True)
+    wait_until(lambda: good(rt, "m1.residual_current_ma") is not None)
+    wait_until(lambda: rt.drivers[0].stats()["reconnects"] == 2, what="two connections")
+    assert rt.drivers[0].stats()["reads_per_poll"] == 7
+
+
+def test_stop_is_prompt_with_a_dead_device(slave, make_runtime, tmp_path):
+    port = slave.serve_tcp()
+    slave.unit(1).dead = True
+    rt = make_runtime(site(port, tmp=str(tmp_path), timeout_ms=2000), start=True)
+    wait_until(lambda: slave.unit(1).requests == 0 and rt.drivers[0].stats()["polls"] == 0)
+    t0 = time.monotonic()
+    rt.stop()
+    assert rt.state == "stopped" and time.monotonic() - t0 < 10  # bounded, not a timing claim
