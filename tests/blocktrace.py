@@ -3,10 +3,12 @@
 A trace is a list of rows, one row per scan. Each row sets input values (kept, and written
 again every scan, until changed), ``QUIET`` (the point stops being written and goes stale by
 age), ``(value, Quality.BAD)`` (the driver reports a bad reading), and ``dt`` (seconds to
-advance the fake clock before the scan, default one period). The trace runs live through a
-real :class:`busguard.runtime.Runtime` (memory driver, fake clock, ``--record``), then the
-recording is replayed through :func:`busguard.replay.replay`; :func:`run_trace` checks the
-replay gives exactly the live outputs and alarm edges, and returns what each scan showed.
+advance the fake clock before the scan, default one period), or a list of values (written in
+turn between two scans: a spike the scan only sees through the image's min/max). The trace
+runs live through a real :class:`busguard.runtime.Runtime` (memory driver, fake clock,
+``--record``), then the recording is replayed through :func:`busguard.replay.replay`;
+:func:`run_trace` checks the replay gives exactly the live outputs and alarm edges, and returns
+what each scan showed.
 """
 
 from __future__ import annotations
@@ -59,9 +61,13 @@ def run_trace(make_runtime: Callable[..., Runtime], tmp_path: Path, site: str,
         if dt:
             clock.advance(dt)  # type: ignore[attr-defined]
         items = []
-        for name, value in current.items():
+        for name, value in list(current.items()):
             if value is QUIET:
                 continue
+            if isinstance(value, list):  # several writes between two scans (a spike)
+                for v in value[:-1]:
+                    rt.image.write(name, float(v))
+                value = current[name] = value[-1]
             if isinstance(value, tuple):
                 items.append((name, float(value[0]), value[1]))
             else:

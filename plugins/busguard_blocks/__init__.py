@@ -11,9 +11,10 @@ from busguard_blocks.power_quality import PowerQuality
 from busguard_blocks.shunt_trip import ShuntTrip
 from busguard_blocks.thermal_interlock import ThermalInterlock
 from busguard_blocks.threshold import ThresholdAlarm
+from busguard_blocks.transient_events import TransientEvents
 
 # Every built-in block type, in the order docs/blocks.md lists them.
-BLOCKS = (ShuntTrip, ThermalInterlock, PowerQuality, ThresholdAlarm)
+BLOCKS = (ShuntTrip, ThermalInterlock, PowerQuality, TransientEvents, ThresholdAlarm)
 
 
 @hookimpl
