@@ -1,0 +1,44 @@
+"""What every measurement gets: run length, a work folder, the parts available, helpers to
+start helper processes and the measured runtime."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from busguard.bench.procs import Child
+from busguard.bench.sites import SiteSpec
+from busguard.registry import TypeRegistry
+
+
+@dataclass
+class Bench:
+    quick: bool
+    workdir: Path
+    registry: TypeRegistry
+    parts: dict[str, bool]
+    target_args: Sequence[str] = ()  # levers for the measured runtime (see bench.target)
+    meters_backend: str = "sim"
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
+    children: list[Child] = field(default_factory=list)
+
+    def seconds(self, full: float, quick: float) -> float:
+        return quick if self.quick else full
+
+    def child(self, module: str, args: Sequence[str], name: str, **kw: Any) -> Child:
+        c = Child(f"busguard.bench.{module}", [str(a) for a in args], self.workdir, name, **kw)
+        self.children.append(c)
+        return c
+
+    def target(self, spec: SiteSpec, name: str, extra_args: Sequence[str] = ()) -> Child:
+        """The measured runtime (bench.target) on a site written from ``spec``."""
+        site = spec.write(self.workdir / name / "site.toml")
+        return self.child("target", [str(site), *self.target_args, *extra_args], name,
+                          ready_timeout_s=60.0)
+
+    def close_all(self) -> None:
+        while self.children:
+            self.children.pop().close()

@@ -1,0 +1,109 @@
+"""Runs the measurements, prints the table, writes the JSON.
+
+Each measurement is a module of this package with ``KEYS`` (the figures it produces, e.g.
+``("1-scan", "6-resources")``), ``NEEDS`` (parts of busguard it cannot run without) and
+``run(bench) -> list[Measurement]``. A measurement whose part is missing is reported as
+skipped with the reason; one that fails is reported with its error; the others still run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from busguard import __version__
+from busguard.bench.context import Bench
+from busguard.bench.result import Measurement, table
+from busguard.bench.sites import parts
+from busguard.runtime import load_types
+
+MODULES = ("scan", "polling", "northbound", "io_latency", "restart")
+PART_WHO = {"modbus_tcp": "the modbus_tcp meter driver (Field I/O, issue 3)",
+            "w1": "the w1 probe driver (Field I/O, issue 3)",
+            "modbus_server": "the [modbus_server] northbound publisher (issue 5)",
+            "threshold_alarm": "the threshold_alarm block",
+            "shunt_trip": "the shunt_trip block (issue 4)"}
+
+
+def machine() -> dict[str, Any]:
+    import pymodbus
+
+    info: dict[str, Any] = {"busguard": __version__, "python": platform.python_version(),
+                            "pymodbus": pymodbus.__version__, "kernel": platform.release(),
+                            "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+                            "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            key, _, val = line.partition(":")
+            if key.strip() in ("Model name", "Hypervisor vendor", "CPU(s)", "CPU MHz"):
+                info[key.strip().lower().replace(" ", "_").replace("(s)", "s")] = val.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def run(selected: Sequence[str] = MODULES, quick: bool = False,
+        json_path: str | Path | None = None, target_args: Sequence[str] = (),
+        meters_backend: str = "sim", keep_workdir: bool = False,
+        out: Any = None) -> list[Measurement]:
+    out = out or sys.stdout
+    _pm, registry = load_types()
+    have = parts(registry)
+    workdir = Path(tempfile.mkdtemp(prefix="busguard-bench-"))
+    bench = Bench(quick=quick, workdir=workdir, registry=registry, parts=have,
+                  target_args=tuple(target_args), meters_backend=meters_backend)
+    results: list[Measurement] = []
+    t_start = time.monotonic()
+    try:
+        for name in selected:
+            try:
+                mod = importlib.import_module(f"busguard.bench.{name}")
+            except ImportError as exc:
+                results.append(Measurement(name, name, error=f"cannot load: {exc}"))
+                continue
+            missing = [p for p in getattr(mod, "NEEDS", ()) if not have.get(p)]
+            t0 = time.monotonic()
+            if missing:
+                why = "skipped: needs " + "; ".join(PART_WHO.get(p, p) for p in missing)
+                found = [Measurement(k, t, skipped=why) for k, t in mod.KEYS]
+            else:
+                bench.log(f"bench: {name} ...")
+                try:
+                    found = mod.run(bench)
+                except Exception as exc:  # one broken measurement does not hide the others
+                    found = [Measurement(k, t, error=f"{type(exc).__name__}: {exc}")
+                             for k, t in mod.KEYS]
+                finally:
+                    bench.close_all()
+            for m in found:
+                m.seconds = time.monotonic() - t0
+            results.extend(found)
+    finally:
+        bench.close_all()
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report = {"machine": machine(), "quick": quick, "target_args": list(target_args),
+              "meters_backend": meters_backend, "parts": have,
+              "seconds": round(time.monotonic() - t_start, 1),
+              "measurements": [m.as_dict() for m in results]}
+    mode = "quick (smoke) run: figures are indicative only" if quick else "full run"
+    mi = report["machine"]
+    print(f"busguard bench, {mode}; {mi.get('cpus')} CPUs {mi.get('model_name', '')}, "
+          f"Linux {mi['kernel']}, Python {mi['python']}, pymodbus {mi['pymodbus']}", file=out)
+    if target_args:
+        print(f"levers on the measured runtime: {' '.join(target_args)}", file=out)
+    print(table(results), file=out)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return results

@@ -1,0 +1,52 @@
+"""`busguard bench`: measure the runtime beside baselines run in the same invocation."""
+
+from __future__ import annotations
+
+import argparse
+
+from busguard.bench import runner
+from busguard.bench.result import ERROR, MISS
+
+LEVERS = ("--switch-interval-ms", "--fifo", "--gc-freeze")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure scan determinism, polling, northbound, "
+                       "input-to-output and restart times", description=(
+        "Run the measurements of docs/benchmarks.md, each beside a baseline measured in the "
+        "same run, and print a table with the floor each figure must reach (PASS/MISS). "
+        "Load generators and the measured runtime run in separate processes. A full run "
+        "takes several minutes; --quick runs each measurement for a few seconds (a smoke "
+        "test: its figures are indicative only). Exit 0 when every judged figure passes, "
+        "1 when one misses or a measurement fails."))
+    p.add_argument("--quick", action="store_true", help="short runs (seconds, not minutes)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.add_argument("--only", metavar="NAME", action="append", choices=runner.MODULES,
+                   help=f"run only this measurement (repeatable): "
+                        f"{', '.join(runner.MODULES)}")
+    p.add_argument("--meters", choices=("sim", "raw"), default="sim",
+                   help="meter servers for the scan and input-to-output loads: the "
+                        "simulator's pymodbus servers (default) or the bench's minimal "
+                        "responder; polling throughput always uses the minimal responder")
+    p.add_argument("--switch-interval-ms", type=float, metavar="MS",
+                   help="lever: the measured runtime's GIL switch interval")
+    p.add_argument("--fifo", type=int, metavar="PRIO",
+                   help="lever: SCHED_FIFO priority for the measured runtime's scan thread")
+    p.add_argument("--gc-freeze", action="store_true",
+                   help="lever: gc.freeze() start-up objects in the measured runtime")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (sites, logs)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    levers: list[str] = []
+    if args.switch_interval_ms:
+        levers += ["--switch-interval-ms", str(args.switch_interval_ms)]
+    if args.fifo:
+        levers += ["--fifo", str(args.fifo)]
+    if args.gc_freeze:
+        levers.append("--gc-freeze")
+    results = runner.run(args.only or runner.MODULES, quick=args.quick, json_path=args.json,
+                         target_args=levers, meters_backend=args.meters,
+                         keep_workdir=args.keep)
+    return 1 if any(m.status in (MISS, ERROR) for m in results) else 0
