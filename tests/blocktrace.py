@@ -13,6 +13,7 @@ what each scan showed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +47,11 @@ def run_trace(make_runtime: Callable[..., Runtime], tmp_path: Path, site: str,
               rows: Sequence[Mapping[str, Any]], restore: Mapping[str, Any] | None = None,
               check_replay: bool = True) -> tuple[Runtime, list[View]]:
     rt = make_runtime(site)
-    for block in rt.blocks:
-        if restore and block.name in restore:
-            block.restore(restore[block.name])
     recording = tmp_path / f"trace-{id(rt)}.jsonl"
     rt.start(record=recording)
+    for block in rt.blocks:  # after start: as the retained-state observer would
+        if restore and block.name in restore:
+            block.restore(restore[block.name])
     current: dict[str, Any] = {}
     views: list[View] = []
     clock = rt.clock
@@ -85,12 +86,18 @@ def run_trace(make_runtime: Callable[..., Runtime], tmp_path: Path, site: str,
         assert len(replayed) == len(views)
         for view, step in zip(views, replayed, strict=True):
             assert step.outputs == view.outputs, f"cycle {view.cycle}: replay differs"
-            assert step.edges == view.edges, f"cycle {view.cycle}: replay edges differ"
+            assert step.edges == view.edges, f"cycle {view.cycle}: replay edges differ: " \
+                f"{step.edges} != {view.edges}"
         assert report.mismatches == []
     return rt, views
 
 
+_SITES = itertools.count()
+
+
 def site(blocks: str, devices: str, period_ms: float = 100.0) -> str:
-    """A test site: ``devices`` and ``blocks`` are TOML fragments."""
+    """A test site: ``devices`` and ``blocks`` are TOML fragments. Each site gets its own
+    state_dir, so no trace restores what another one retained."""
     return (f'[site]\nname = "trace"\n[scan]\nperiod_ms = {period_ms}\n'
-            f'[paths]\nfault_log = "fault.log"\nstate_dir = "state"\n{devices}\n{blocks}\n')
+            f'[paths]\nfault_log = "fault.log"\nstate_dir = "state-{next(_SITES)}"\n'
+            f'{devices}\n{blocks}\n')

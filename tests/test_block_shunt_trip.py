@@ -206,12 +206,13 @@ def test_curves(curve, multiple, tms, expected):
 
 
 def test_inverse_curve_trips_later_at_lower_current(make_runtime, tmp_path):
-    text = site(BLOCK.format(extra='curve = "iec-very-inverse"\ntime_multiplier = 0.05')
-                .replace("delay_s = 0.5", "delay_s = 0.0"), DEVICES)
+    def text():
+        return site(BLOCK.format(extra='curve = "iec-very-inverse"\ntime_multiplier = 0.05')
+                    .replace("delay_s = 0.5", "delay_s = 0.0"), DEVICES)
     # 3x pickup: 0.05 * 13.5 / 2 = 0.3375 s; 1.5x: 0.05 * 13.5 / 0.5 = 1.35 s
-    _rt, fast = run_trace(make_runtime, tmp_path, text,
+    _rt, fast = run_trace(make_runtime, tmp_path, text(),
                           [NORMAL, {"m1.current_l1_a": 3000}, *[{}] * 5])
-    _rt, slow = run_trace(make_runtime, tmp_path, text,
+    _rt, slow = run_trace(make_runtime, tmp_path, text(),
                           [NORMAL, {"m1.current_l1_a": 1500}, *[{}] * 15])
     first = [v.outputs[TRIP] for v in fast].index(1)
     first_slow = [v.outputs[TRIP] for v in slow].index(1)

@@ -8,13 +8,15 @@ from __future__ import annotations
 from busguard import hookimpl
 from busguard.registry import TypeRegistry
 from busguard_blocks.power_quality import PowerQuality
+from busguard_blocks.predictive_cooling import PredictiveCooling
 from busguard_blocks.shunt_trip import ShuntTrip
 from busguard_blocks.thermal_interlock import ThermalInterlock
 from busguard_blocks.threshold import ThresholdAlarm
 from busguard_blocks.transient_events import TransientEvents
 
 # Every built-in block type, in the order docs/blocks.md lists them.
-BLOCKS = (ShuntTrip, ThermalInterlock, PowerQuality, TransientEvents, ThresholdAlarm)
+BLOCKS = (ShuntTrip, ThermalInterlock, PowerQuality, TransientEvents, PredictiveCooling,
+          ThresholdAlarm)
 
 
 @hookimpl
