@@ -1,0 +1,223 @@
+"""`busguard demo [SITE]`: the simulator and the runtime on one site, with a live view.
+
+The simulator runs as a child process (``busguard simulate ... --json``), not as threads of
+this one: the meters are other machines in real life, and a simulator serving dozens of
+meters in this process would share the GIL with the scan and distort the very lateness
+figures the view shows. The child is started in its own session (a terminal Ctrl-C reaches
+only the demo, which then stops the runtime first, outputs to fail-safe, and the simulator
+second) and watches its stdin: if the demo dies without cleaning up, the pipe closes and the
+simulator exits by itself, so no process is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from busguard.commands import default_site
+from busguard.errors import BusguardError
+from busguard.runtime import Runtime, check_site
+from busguard.sim.scenarios import SCENARIOS
+from busguard.view import LiveView, LogTail
+
+log = logging.getLogger("busguard.demo")
+
+READY_TIMEOUT_S = 20.0
+ANSWER_TIMEOUT_S = 10.0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="simulator + runtime + live view on one site",
+                       description=(
+        "Start `busguard simulate` on SITE (default ./site.toml) in a child process, wait "
+        "until its meters answer, then run the scan on the same site with a live terminal "
+        "view (plain periodic lines when stdout is not a terminal). Ctrl-C stops both."))
+    p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
+    p.add_argument("--scenario", default="normal", choices=list(SCENARIOS),
+                   help="simulator scenario (see `busguard simulate --help`)")
+    p.add_argument("--speed", type=float, default=1.0, metavar="X",
+                   help="simulator model seconds per wall second")
+    p.add_argument("--seed", type=int, default=1, metavar="N")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--refresh", type=float, default=None, metavar="S",
+                   help="view refresh period (default 0.5 s on a terminal, 5 s otherwise)")
+    p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
+    p.set_defaults(func=run)
+
+
+def _read_ready(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
+    """The simulator's JSON ready line (read in a thread so a silent child cannot hang us)."""
+    box: dict[str, Any] = {}
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        box["line"] = line
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    t.join(timeout)
+    line = box.get("line", b"")
+    if not line:
+        raise BusguardError("the simulator did not become ready "
+                            f"(exit code {proc.poll()}); see its log")
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise BusguardError(f"unexpected first line from the simulator: {line!r}") from exc
+
+
+def modbus_answers(host: str, port: int, address: int = 0, function: int = 3,
+                   timeout: float = 1.0) -> bool:
+    """One Modbus TCP read; True when the meter answers (values or an exception reply)."""
+    req = struct.pack(">HHHBBHH", 1, 0, 6, 1, function, address, 2)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(req)
+            head = s.recv(9)
+    except OSError:
+        return False
+    return len(head) >= 8 and head[:2] == b"\x00\x01" and head[7] in (function, function | 0x80)
+
+
+def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float) -> list[str]:
+    """Wait until each TCP meter answers a read and each RTU link exists; returns the silent."""
+    from busguard.modbus.profiles import load_profile
+
+    first: dict[str, tuple[int, int]] = {}
+    for dev in site.devices_of("meter"):
+        if dev.name in ready.get("tcp", {}):
+            try:
+                prof = load_profile(str(dev.params.get("profile", "generic-pqm")), site.base_dir)
+                p = prof.points[0]
+                first[dev.name] = (p.address, 3 if p.function == "holding" else 4)
+            except Exception:
+                first[dev.name] = (0, 3)
+    pending = dict(ready.get("tcp", {}))
+    links = dict(ready.get("rtu", {}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, (host, port) in list(pending.items()):
+            addr, fc = first.get(name, (0, 3))
+            if modbus_answers(host, port, addr, fc):
+                del pending[name]
+        for name, link in list(links.items()):
+            if os.path.exists(link):
+                del links[name]
+        if not pending and not links:
+            return []
+        time.sleep(0.1)
+    return sorted(pending) + sorted(links)
+
+
+def _stop_child(proc: subprocess.Popen, timeout: float = 5.0) -> int:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    for f in (proc.stdin, proc.stdout):
+        with contextlib.suppress(Exception):
+            if f is not None:
+                f.close()
+    return proc.returncode
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(default_site(args.site))
+    site = check_site(path)  # a config error stops us before anything starts (exit 2)
+    tty = sys.stdout.isatty() and not args.plain
+    log_dir = site.fault_log.parent
+    log_dir.mkdir(parents=True, exist_ok=True)
+    sim_log = log_dir / "demo-simulator.log"
+    tail = LogTail()
+    root = logging.getLogger()
+    root.addHandler(tail)
+    if tty:  # log lines would tear the live view: send them to a file, show the last few
+        handler = logging.FileHandler(log_dir / "demo-runtime.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                               "%(message)s"))
+        for h in list(root.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                root.removeHandler(h)
+        root.addHandler(handler)
+    cmd = [sys.executable, "-m", "busguard.cli", "simulate", str(path), "--json",
+           "--scenario", args.scenario, "--speed", str(args.speed), "--seed", str(args.seed),
+           "--exit-on-stdin-eof"]
+    with open(sim_log, "ab") as errf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=errf, start_new_session=True)
+    stop = threading.Event()
+    why = {"reason": "end"}
+
+    def _stop(signum: int, _frame: object) -> None:
+        why["reason"] = signal.Signals(signum).name
+        stop.set()
+        if rt is not None:
+            rt.request_stop()
+
+    rt: Runtime | None = None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
+    view_thread = None
+    try:
+        ready = _read_ready(proc, READY_TIMEOUT_S)
+        print(f"busguard demo: simulator ready ({len(ready.get('tcp', {}))} TCP meters, "
+              f"{len(ready.get('rtu', {}))} RS-485 lines, scenario {ready.get('scenario')}); "
+              f"waiting for the meters to answer...", flush=True)
+        silent = wait_for_meters(ready, site, ANSWER_TIMEOUT_S)
+        if silent:
+            raise BusguardError(f"simulated devices not answering: {', '.join(silent)}")
+        if stop.is_set():
+            return 0
+        rt = Runtime.from_file(path)
+        rt.start()
+        t0 = time.monotonic()
+
+        def extra() -> str:
+            sim_t = (time.monotonic() - t0) * args.speed
+            alive = "running" if proc.poll() is None else f"EXITED ({proc.returncode})"
+            return (f"simulator {alive}: scenario {args.scenario} x{args.speed:g}, "
+                    f"model t~{sim_t:.0f} s")
+
+        view = LiveView(rt, tty=tty, title=f"demo: scenario {args.scenario}", extra=extra,
+                        log_tail=tail if tty else None)
+        every = args.refresh if args.refresh else (0.5 if tty else 5.0)
+        view_thread = view.start(stop, every)
+        if args.duration:
+            timer = threading.Timer(args.duration, lambda: (stop.set(), rt and
+                                                            rt.request_stop()))
+            timer.daemon = True
+            timer.start()
+        if stop.is_set():
+            rt.request_stop()
+        rt.run()
+    finally:
+        stop.set()
+        if view_thread is not None:
+            view_thread.join(timeout=5)
+        if rt is not None:
+            rt.stop()
+        code = _stop_child(proc)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+    st = rt.stats.snapshot()
+    print(f"busguard demo: stopped ({why['reason']}); simulator exit {code}; {st.line()}",
+          flush=True)
+    return 0
