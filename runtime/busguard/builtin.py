@@ -14,7 +14,10 @@ from busguard.faultlog import (  # noqa: F401  (the fault log's observer hooks)
 )
 from busguard.gpio.drivers import register_types as register_gpio
 from busguard.modbus.driver import register_types as register_modbus
+from busguard.northbound.publisher import ModbusServerPublisher
 from busguard.registry import TypeRegistry
+from busguard.retained import PARAMS as RETAINED_PARAMS
+from busguard.retained import retained_startup  # noqa: F401  (restore/save retained state)
 from busguard.service import SERVICE_PARAMS
 from busguard.w1.driver import register_types as register_w1
 
@@ -26,5 +29,7 @@ def busguard_register_types(registry: TypeRegistry) -> None:
     register_modbus(registry)  # modbus_tcp (default meter), modbus_rtu, modbus_write
     register_w1(registry)  # w1 (default probe), [onewire]
     register_gpio(registry)  # gpio (default breaker), gpio_relay, [gpio]
+    registry.add_publisher(ModbusServerPublisher)  # [modbus_server]: the DCIM's map
+    registry.add_section("retained", RETAINED_PARAMS, doc="retained state across restarts")
     registry.add_section("service", SERVICE_PARAMS, doc="systemd service: watchdog, status, "
                          "real-time priority")

@@ -4,7 +4,9 @@ point, so any project that installs busguard gets them).
 - ``fake_clock``: a :class:`busguard.clock.FakeClock`.
 - ``site_file(text)``: writes a site.toml into the test's tmp folder and returns its path.
 - ``make_runtime(text_or_path, extra=())``: a built (not started) :class:`Runtime` on the fake
-  clock; ``extra`` registers plugin objects directly.
+  clock; ``extra`` registers plugin objects directly. Each made runtime starts fresh: retained
+  state (``{state_dir}/retained.json``) is neither restored nor saved unless
+  ``retained=True`` (tests of restarts).
 - ``run_scans(rt, n, between=None)``: runs ``n`` scans on the fake clock (no sleeping);
   ``between(rt, i)`` runs before scan ``i`` to drive inputs.
 Tests never sleep to wait for the scan: they advance the fake clock.
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from busguard.clock import FakeClock
+from busguard.retained import PLUGIN_NAME as RETAINED_PLUGIN
 from busguard.runtime import Runtime
 from busguard.scan import CycleResult
 
@@ -65,11 +68,14 @@ def site_file(tmp_path: Path) -> Callable[[str], Path]:
 def make_runtime(tmp_path: Path, fake_clock: FakeClock) -> Iterator[Callable[..., Runtime]]:
     made: list[Runtime] = []
 
-    def make(site: str | Path, extra: Iterable[object] = (), start: bool = False) -> Runtime:
+    def make(site: str | Path, extra: Iterable[object] = (), start: bool = False,
+             retained: bool = False) -> Runtime:
         path = Path(site) if isinstance(site, Path) else tmp_path / f"rt{len(made)}.toml"
         if not isinstance(site, Path):
             path.write_text(site, encoding="utf-8")
         rt = Runtime.from_file(path, clock=fake_clock, extra=extra)
+        if not retained:
+            rt.pm.set_blocked(RETAINED_PLUGIN)
         made.append(rt)
         if start:
             rt.start()

@@ -1,0 +1,134 @@
+"""Who may connect, who may write, and how much: the northbound server's access policy.
+
+- ``allow``: client networks (CIDRs) that may connect; everyone else is closed at accept,
+  before any TLS handshake or Modbus byte. An empty list means loopback only.
+- ``write_allow``: the smaller set that may write the command area; other clients get
+  exception 0x01 (illegal function) for any write.
+- connection caps: in total and per client address, so one host (even an allowed one) cannot
+  hold every slot; new connections over a cap are closed at once.
+- a per-client request rate (token bucket shared by the client's connections): over the rate
+  the server stops reading that connection until tokens return (TCP back-pressure), so a noisy
+  poller slows itself down instead of starving the others.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
+                                 ipaddress.ip_network("::1/128"))
+
+
+def parse_networks(items: Iterable[str]) -> tuple[Network, ...]:
+    """CIDR strings to networks; a bare address means that host. Raises ValueError."""
+    return tuple(ipaddress.ip_network(s.strip(), strict=False) for s in items)
+
+
+def _addr(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        a = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        return a.ipv4_mapped
+    return a
+
+
+def contains(nets: Iterable[Network], host: str) -> bool:
+    a = _addr(host)
+    return a is not None and any(a.version == n.version and a in n for n in nets)
+
+
+def inside(inner: Network, outer: Iterable[Network]) -> bool:
+    return any(inner.version == o.version and inner.subnet_of(o) for o in outer)  # type: ignore[arg-type]
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    burst: float
+    tokens: float = 0.0
+    stamp: float = 0.0
+
+    def take(self, now: float) -> float:
+        """Take one token; returns 0.0 when allowed now, else seconds until it would be."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0.0 else -self.tokens / self.rate
+
+
+@dataclass
+class Policy:
+    allow: tuple[Network, ...]
+    write_allow: tuple[Network, ...]
+    max_connections: int = 16
+    max_connections_per_client: int = 4
+    idle_timeout_s: float = 60.0
+    max_requests_per_s: float = 50.0
+
+    def may_connect(self, host: str) -> bool:
+        return contains(self.allow or LOOPBACK, host)
+
+    def may_write(self, host: str) -> bool:
+        return contains(self.write_allow, host)
+
+
+@dataclass
+class Counters:
+    accepted: int = 0
+    refused_allowlist: int = 0
+    refused_cap: int = 0
+    closed_idle: int = 0
+    tls_failed: int = 0
+    requests: int = 0
+    reads: int = 0
+    writes: int = 0
+    write_refused: int = 0
+    exceptions: int = 0
+    throttled: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Clients:
+    """Connections per client address and their shared rate buckets (I/O thread only)."""
+
+    policy: Policy
+    per_client: dict[str, int] = field(default_factory=dict)
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    total: int = 0
+
+    def admit(self, host: str) -> str:
+        """'' when ``host`` may open one more connection, else the reason it may not."""
+        if not self.policy.may_connect(host):
+            return "allowlist"
+        if self.total >= self.policy.max_connections:
+            return "cap"
+        if self.per_client.get(host, 0) >= self.policy.max_connections_per_client:
+            return "cap"
+        self.total += 1
+        self.per_client[host] = self.per_client.get(host, 0) + 1
+        return ""
+
+    def release(self, host: str) -> None:
+        self.total = max(0, self.total - 1)
+        n = self.per_client.get(host, 0) - 1
+        if n > 0:
+            self.per_client[host] = n
+        else:
+            self.per_client.pop(host, None)
+            self.buckets.pop(host, None)
+
+    def bucket(self, host: str, now: float) -> TokenBucket:
+        b = self.buckets.get(host)
+        if b is None:
+            rate = self.policy.max_requests_per_s
+            burst = max(1.0, rate)
+            b = self.buckets[host] = TokenBucket(rate, burst, burst, now)
+        return b

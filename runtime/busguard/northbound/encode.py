@@ -1,0 +1,211 @@
+"""One scan becomes one immutable register image.
+
+The scan thread only captures a :class:`Frame` (references to the scan's frozen snapshot plus
+small copies: outputs, alarm summary); the encoding to registers happens off the scan thread,
+at most once per scan and only when a client reads. Each Modbus request is answered from one
+``bytes`` image, so a read never mixes two scans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from busguard.image import Snapshot
+from busguard.northbound import mapdef as md
+
+_F = struct.Struct(">f")
+_REC = struct.Struct(">fHH")
+_H = struct.Struct(">H")
+_I = struct.Struct(">I")
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+@dataclass(frozen=True)
+class AlarmInfo:
+    block: str
+    device: str
+    severity: int
+    active: bool
+    acked: bool
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What one scan leaves for the northbound view (captured on the scan thread)."""
+
+    cycle: int
+    t_utc: float
+    snapshot: Snapshot
+    outputs: Mapping[str, float]
+    alarms: tuple[AlarmInfo, ...]
+    faulted: frozenset[str]
+    latched: frozenset[str]
+    overruns: int
+    state: str
+    started_utc: float
+    last_good_utc: float
+    retained_status: str = "disabled"
+    starts: int = 0
+
+
+def alarm_bits(alarms: tuple[AlarmInfo, ...]) -> int:
+    bits = 0
+    for a in alarms:
+        if a.active:
+            bits |= 1
+        else:
+            bits |= 1 << 6
+        bits |= 1 << (1 + max(0, min(4, a.severity)))
+        if not a.acked:
+            bits |= 1 << 7
+    return bits
+
+
+def f32(v: float) -> float:
+    """A double as float32 can hold it (overflow to +-inf, not an exception)."""
+    if v != v or -_FLOAT32_MAX <= v <= _FLOAT32_MAX:
+        return v
+    return math.copysign(math.inf, v)
+
+
+def u32(v: float) -> int:
+    if v != v or v <= 0:
+        return 0
+    return int(min(v, 0xFFFFFFFF))
+
+
+class Encoder:
+    """Encodes frames for one :class:`RegisterMap` over one image layout."""
+
+    def __init__(self, regmap: md.RegisterMap, index: Mapping[str, int], period_ms: float,
+                 config_hash: str) -> None:
+        self.map = regmap
+        self.index = dict(index)
+        tpl = bytearray(2 * regmap.size)
+        _H.pack_into(tpl, 0, md.MAGIC)
+        _H.pack_into(tpl, 2, md.MAP_VERSION)
+        _H.pack_into(tpl, 40, min(0xFFFF, round(period_ms)))
+        with contextlib.suppress(ValueError):
+            tpl[44:52] = bytes.fromhex(config_hash[:16]).ljust(8, b"\0")
+        for i, area in enumerate(md.AREAS):
+            off = 2 * (md.DIRECTORY_OFFSET + 3 * i)
+            _H.pack_into(tpl, off, regmap.bases.get(area, 0))
+            _H.pack_into(tpl, off + 2, regmap.counts.get(area, 0))
+            _H.pack_into(tpl, off + 4, regmap.strides.get(area, 0))
+        for label, addr in regmap.names:
+            raw = label.encode("ascii", "replace")[: 2 * md.NAME_WORDS]
+            tpl[2 * addr: 2 * addr + len(raw)] = raw
+        self.devices = []
+        for d in regmap.devices:
+            slots = [(2 * r.address, self.index[r.name]) for r in d.points if r is not None]
+            _H.pack_into(tpl, 2 * d.address, d.ordinal)
+            _H.pack_into(tpl, 2 * d.address + 8, len(slots))
+            for j, r in enumerate(d.points):  # undeclared: NaN, not connected, age max
+                if r is None:
+                    a = 2 * (d.address + md.DEVICE_HEADER_WORDS + j * md.POINT_WORDS)
+                    _REC.pack_into(tpl, a, math.nan, 3, md.AGE_MAX_MS)
+            self.devices.append((d, slots))
+        self.extras = [(2 * r.address, self.index[r.name]) for r in regmap.extras]
+        self.commands = [(2 * c.address, self.index[c.name]) for c in regmap.commands]
+        self.outputs = [(2 * r.address, r.name, regmap.output_owner[r.name])
+                        for r in regmap.outputs]
+        self.alarm_blocks = [(2 * a, b) for b, a in regmap.alarm_blocks]
+        self.template = bytes(tpl)
+        self.p99_index = self.index.get("scan.lateness_p99_ms")
+
+    def encode(self, frame: Frame | None) -> bytes:
+        """The register image of one frame (the template alone before the first)."""
+        if frame is None:
+            return self.template
+        buf = bytearray(self.template)
+        snap = frame.snapshot
+        vals, qual, tmono, tutc, now = snap.values, snap.quality, snap.t_mono, snap.t_utc, \
+            snap.now
+        t_utc = frame.t_utc
+        ninf = -math.inf
+        rec = _REC.pack_into
+        max_age = md.AGE_MAX_MS
+        restored_total = 0
+
+        def put(off: int, i: int) -> tuple[int, bool]:
+            v = vals[i]
+            q = qual[i]
+            t = tmono[i]
+            restored = False
+            if t == ninf:
+                age = (t_utc - tutc[i]) * 1000.0 if tutc[i] > 0 else max_age
+                restored = v == v
+            else:
+                age = (now - t) * 1000.0
+            age = max_age if not age < max_age else (int(age) if age > 0 else 0)
+            rec(buf, off, f32(v), q, age)
+            return q, restored
+
+        by_device: dict[str, list[AlarmInfo]] = {}
+        by_block: dict[str, list[AlarmInfo]] = {}
+        unacked = 0
+        highest = 0
+        for a in frame.alarms:
+            by_device.setdefault(a.device, []).append(a)
+            by_block.setdefault(a.block, []).append(a)
+            unacked += not a.acked
+            highest = max(highest, a.severity + 1)
+        for d, slots in self.devices:
+            worst = 0
+            restored_here = 0
+            for off, i in slots:
+                q, restored = put(off, i)
+                worst = max(worst, q)
+                restored_here += restored
+            restored_total += restored_here
+            flags = 0
+            if d.kind == "breaker":
+                if frame.outputs.get(f"{d.name}.shunt_trip", 0.0) >= 0.5:
+                    flags |= 1
+                if d.name in frame.latched:
+                    flags |= 2
+            if restored_here:
+                flags |= 4
+            base = 2 * d.address
+            _H.pack_into(buf, base + 2, worst if slots else 3)
+            _H.pack_into(buf, base + 4, alarm_bits(tuple(by_device.get(d.name, ()))))
+            _H.pack_into(buf, base + 6, flags)
+        for off, i in self.extras:
+            _q, restored = put(off, i)
+            restored_total += restored
+        for off, i in self.commands:
+            v = vals[i]
+            _F.pack_into(buf, off, f32(v))
+            _I.pack_into(buf, off + 4, u32(v))
+        for off, name, owner in self.outputs:
+            v = frame.outputs.get(name, math.nan)
+            q = 2 if owner in frame.faulted else (0 if frame.cycle > 0 else 1)
+            rec(buf, off, f32(v), q, 0)
+        for off, block in self.alarm_blocks:
+            mine = tuple(by_block.get(block, ()))
+            bits = alarm_bits(mine) | ((1 << 8) if block in frame.faulted else 0)
+            _H.pack_into(buf, off, bits)
+            _H.pack_into(buf, off + 2, min(len(mine), 0xFFFF))
+        # header
+        _H.pack_into(buf, 4, md.RUNTIME_STATES.get(frame.state, 0))
+        _H.pack_into(buf, 6, md.ORIGIN_RESTORED if restored_total else md.ORIGIN_LIVE)
+        _H.pack_into(buf, 8, md.RETAINED_STATUS.get(frame.retained_status, 4))
+        _H.pack_into(buf, 10, min(restored_total, 0xFFFF))
+        _I.pack_into(buf, 12, frame.cycle & 0xFFFFFFFF)
+        _I.pack_into(buf, 16, frame.overruns & 0xFFFFFFFF)
+        p99 = vals[self.p99_index] if self.p99_index is not None else math.nan
+        _F.pack_into(buf, 20, f32(p99))
+        _I.pack_into(buf, 24, u32(t_utc - frame.started_utc))
+        _I.pack_into(buf, 28, u32(frame.last_good_utc))
+        _H.pack_into(buf, 32, min(len(frame.alarms), 0xFFFF))
+        _H.pack_into(buf, 34, min(unacked, 0xFFFF))
+        _H.pack_into(buf, 36, highest)
+        _H.pack_into(buf, 38, len(frame.faulted))
+        _H.pack_into(buf, 42, min(frame.starts, 0xFFFF))
+        _I.pack_into(buf, 52, u32(t_utc))
+        _H.pack_into(buf, 56, alarm_bits(frame.alarms) | ((1 << 8) if frame.faulted else 0))
+        return bytes(buf)

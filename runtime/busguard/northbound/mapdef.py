@@ -1,0 +1,372 @@
+"""The DCIM's Modbus register map, defined once, here; docs and tools are generated from it.
+
+The layout rules are code (versioned by :data:`MAP_VERSION`); the concrete addresses follow
+from a site's declared points and block outputs, so a new meter, probe, breaker, block output
+or command point appears in the map without touching this module.
+
+Registers are 16-bit holding registers (function 3), also readable as input registers
+(function 4), addressed 0-based as in the Modbus PDU (mbpoll: ``-0``, or add 1). 32-bit values
+are big-endian with the high word first ("ABCD"; mbpoll: ``-B``).
+
+Areas, in address order, each starting on a multiple of :data:`AREA_ALIGN`:
+
+- header (64 words at 0): map version, runtime state, RESTORED/LIVE flag, cycle count...;
+  words 32..55 are a directory of the other areas (base, count, stride);
+- one block per meter, probe and breaker at a fixed stride per kind: an 8-word device header
+  (status, alarm bits, flags) then one 4-word point record per standard quantity;
+- outputs (4-word records), alarm words per logic block (2 words), the command area (4-word
+  records, the only writable registers), extra points (4-word records: system points and
+  quantities outside the standard lists) and a name table (16 words per record, ASCII).
+
+A point record is: float32 value (2 words, NaN when never read), quality code (0 good,
+1 stale, 2 bad, 3 not connected) and age in ms at the scan that built the image (saturates at
+65535).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+MAP_VERSION = 1
+MAGIC = 0x4247  # "BG"
+AREA_ALIGN = 1000
+HEADER_WORDS = 64
+DEVICE_HEADER_WORDS = 8
+POINT_WORDS = 4
+ALARM_WORDS = 2
+COMMAND_WORDS = 4
+NAME_WORDS = 16
+AGE_MAX_MS = 0xFFFF
+MAX_READ = 125
+
+METER_QUANTITIES = (
+    "voltage_l1_n_v", "voltage_l2_n_v", "voltage_l3_n_v", "voltage_l1_l2_v", "voltage_l2_l3_v",
+    "voltage_l3_l1_v", "current_l1_a", "current_l2_a", "current_l3_a", "current_n_a",
+    "power_kw", "apparent_power_kva", "power_factor", "frequency_hz", "thd_v_l1_pct",
+    "thd_v_l2_pct", "thd_v_l3_pct", "thd_i_l1_pct", "thd_i_l2_pct", "thd_i_l3_pct",
+    "energy_kwh", "temp_c", "residual_current_ma",
+    "comm_ok", "comm_latency_p50_ms", "comm_latency_p99_ms", "comm_loss_pct", "comm_error_pct",
+    "comm_poll_ms",
+)
+STANDARD: dict[str, tuple[str, ...]] = {
+    "meter": METER_QUANTITIES,
+    "probe": ("temp_c",),
+    "breaker": ("led",),
+}
+STRIDE = {"meter": 128, "probe": 16, "breaker": 16}
+DEVICE_KINDS = ("meter", "probe", "breaker")
+
+RUNTIME_STATES = {"built": 0, "running": 1, "stopping": 2, "stopped": 3}
+ORIGIN_LIVE, ORIGIN_RESTORED = 0, 1
+RETAINED_STATUS = {"loaded": 0, "none": 1, "corrupt": 2, "disabled": 3, "error": 4}
+QUALITY_WORDS = {0: "good", 1: "stale", 2: "bad", 3: "not-connected"}
+
+# alarm bitfield (device header word 2, alarm area word 0, header word 28)
+ALARM_BITS = (
+    (0, "active", "an alarm condition holds now"),
+    (1, "info", "an info alarm is active or latched"),
+    (2, "warning", "a warning alarm is active or latched"),
+    (3, "minor", "a minor alarm is active or latched"),
+    (4, "major", "a major alarm is active or latched"),
+    (5, "critical", "a critical alarm is active or latched"),
+    (6, "latched", "a latched alarm waits for acknowledgement (its condition is gone)"),
+    (7, "unacked", "an alarm is not acknowledged yet"),
+    (8, "faulted", "a block faulted (outputs forced to fail-safe)"),
+)
+# device flags (device header word 3)
+DEVICE_FLAGS = (
+    (0, "shunt_trip", "breakers: the shunt-trip output is commanding a trip"),
+    (1, "trip_latched", "breakers: the trip is latched until reset ({breaker}.cmd_reset)"),
+    (2, "restored", "some values come from retained state (not read since restart)"),
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One documented register or register group."""
+
+    address: int
+    words: int
+    type: str  # uint16, uint32, float32, ascii, bits16
+    name: str
+    description: str
+    unit: str = ""
+    access: str = "R"
+    area: str = "header"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"address": self.address, "words": self.words, "type": self.type,
+                "name": self.name, "description": self.description, "unit": self.unit,
+                "access": self.access, "area": self.area}
+
+
+# (offset, words, type, name, description, unit)
+HEADER_FIELDS: tuple[tuple[int, int, str, str, str, str], ...] = (
+    (0, 1, "uint16", "magic", "0x4247 ('BG'): this is a busguard map", ""),
+    (1, 1, "uint16", "map_version", f"layout version of this map ({MAP_VERSION})", ""),
+    (2, 1, "uint16", "runtime_state", "0 built/starting, 1 running, 2 stopping, 3 stopped", ""),
+    (3, 1, "uint16", "data_origin", "0 LIVE: every value was read since start; 1 RESTORED: "
+     "some values still come from retained state (served stale)", ""),
+    (4, 1, "uint16", "retained_status", "0 loaded, 1 no state file (cold start), 2 corrupt "
+     "file set aside, 3 retained state disabled, 4 last save failed", ""),
+    (5, 1, "uint16", "points_restored", "points still showing retained (not re-read) values",
+     ""),
+    (6, 2, "uint32", "cycle_count", "scan cycles since start", ""),
+    (8, 2, "uint32", "overruns", "scan periods missed since start", ""),
+    (10, 2, "float32", "scan_lateness_p99_ms", "99th percentile scan start lateness", "ms"),
+    (12, 2, "uint32", "uptime_s", "seconds since the runtime started", "s"),
+    (14, 2, "uint32", "last_good_scan_utc", "UTC time (epoch s) of the last scan with no "
+     "faulted block", "s"),
+    (16, 1, "uint16", "active_alarms", "alarms in the table (active or latched)", ""),
+    (17, 1, "uint16", "unacked_alarms", "alarms not acknowledged", ""),
+    (18, 1, "uint16", "highest_severity", "0 none, 1 info, 2 warning, 3 minor, 4 major, "
+     "5 critical", ""),
+    (19, 1, "uint16", "faulted_blocks", "blocks faulted (outputs forced to fail-safe)", ""),
+    (20, 1, "uint16", "scan_period_ms", "configured scan period", "ms"),
+    (21, 1, "uint16", "starts", "runtime starts recorded in the retained state", ""),
+    (22, 4, "bytes8", "config_hash", "first 8 bytes of the SHA-256 of site.toml", ""),
+    (26, 2, "uint32", "image_utc", "UTC time (epoch s) of the scan that built this image", "s"),
+    (28, 1, "bits16", "alarm_summary", "alarm bitfield over all alarms (see Alarm bits)", ""),
+)
+DIRECTORY_OFFSET = 32
+AREAS = ("meter", "probe", "breaker", "output", "alarm", "command", "extra", "name")
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    name: str  # image point name
+    address: int
+    unit: str = ""
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceBlock:
+    kind: str
+    name: str
+    ordinal: int
+    address: int
+    points: tuple[PointRecord | None, ...]  # per STANDARD[kind] slot; None if not declared
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    name: str
+    address: int
+    minval: float
+    maxval: float
+    doc: str = ""
+
+
+@dataclass
+class RegisterMap:
+    """The concrete map of one site: every area's base and every record's address."""
+
+    devices: list[DeviceBlock] = field(default_factory=list)
+    outputs: list[PointRecord] = field(default_factory=list)
+    output_owner: dict[str, str] = field(default_factory=dict)
+    alarm_blocks: list[tuple[str, int]] = field(default_factory=list)
+    commands: list[CommandRecord] = field(default_factory=list)
+    extras: list[PointRecord] = field(default_factory=list)
+    names: list[tuple[str, int]] = field(default_factory=list)
+    bases: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    strides: dict[str, int] = field(default_factory=dict)
+    size: int = HEADER_WORDS
+
+    # -- building --------------------------------------------------------------------------
+    @classmethod
+    def build(cls, points: Sequence[PointSpecLike], devices: Iterable[tuple[str, str]],
+              block_outputs: Sequence[tuple[str, Sequence[str]]]) -> RegisterMap:
+        """Lay out the map.
+
+        :param points: the image's point specs, in image order (name, unit, doc, command,
+            minval, maxval attributes).
+        :param devices: (kind, name) of every device, in site order.
+        :param block_outputs: (block name, its output names), in scan order.
+        """
+        m = cls()
+        by_name = {p.name: p for p in points}
+        placed: set[str] = set()
+        addr = _align(HEADER_WORDS)
+        for kind in DEVICE_KINDS:
+            names = [n for k, n in devices if k == kind]
+            m.bases[kind], m.counts[kind], m.strides[kind] = addr, len(names), STRIDE[kind]
+            for i, dev in enumerate(names):
+                base = addr + i * STRIDE[kind]
+                recs: list[PointRecord | None] = []
+                for j, q in enumerate(STANDARD[kind]):
+                    pname = f"{dev}.{q}"
+                    spec = by_name.get(pname)
+                    if spec is None or spec.command:
+                        recs.append(None)
+                        continue
+                    placed.add(pname)
+                    recs.append(PointRecord(pname, base + DEVICE_HEADER_WORDS + j * POINT_WORDS,
+                                            spec.unit, spec.doc))
+                m.devices.append(DeviceBlock(kind, dev, i, base, tuple(recs)))
+            addr = _align(addr + len(names) * STRIDE[kind])
+        m.bases["output"], m.strides["output"] = addr, POINT_WORDS
+        for block, outs in block_outputs:
+            for out in outs:
+                m.outputs.append(PointRecord(out, addr + len(m.outputs) * POINT_WORDS))
+                m.output_owner[out] = block
+        m.counts["output"] = len(m.outputs)
+        addr = _align(addr + len(m.outputs) * POINT_WORDS)
+        m.bases["alarm"], m.strides["alarm"] = addr, ALARM_WORDS
+        for i, (block, _outs) in enumerate(block_outputs):
+            m.alarm_blocks.append((block, addr + i * ALARM_WORDS))
+        m.counts["alarm"] = len(m.alarm_blocks)
+        addr = _align(addr + len(m.alarm_blocks) * ALARM_WORDS)
+        m.bases["command"], m.strides["command"] = addr, COMMAND_WORDS
+        for p in points:
+            if p.command:
+                m.commands.append(CommandRecord(p.name, addr + len(m.commands) * COMMAND_WORDS,
+                                                p.minval, p.maxval, p.doc))
+                placed.add(p.name)
+        m.counts["command"] = len(m.commands)
+        addr = _align(addr + len(m.commands) * COMMAND_WORDS)
+        m.bases["extra"], m.strides["extra"] = addr, POINT_WORDS
+        for p in points:
+            if p.name not in placed:
+                m.extras.append(PointRecord(p.name, addr + len(m.extras) * POINT_WORDS,
+                                            p.unit, p.doc))
+        m.counts["extra"] = len(m.extras)
+        addr = _align(addr + len(m.extras) * POINT_WORDS)
+        m.bases["name"], m.strides["name"] = addr, NAME_WORDS
+        labels = ([d.name for d in m.devices] + [o.name for o in m.outputs]
+                  + [b for b, _ in m.alarm_blocks] + [c.name for c in m.commands]
+                  + [e.name for e in m.extras])
+        m.names = [(label, addr + i * NAME_WORDS) for i, label in enumerate(labels)]
+        m.counts["name"] = len(m.names)
+        m.size = addr + len(m.names) * NAME_WORDS
+        if m.size > 0x10000:
+            raise ValueError(f"the register map needs {m.size} registers; Modbus addresses "
+                             f"end at 65535 (too many devices or points for one map)")
+        return m
+
+    # -- lookups ---------------------------------------------------------------------------
+    def command_at(self, address: int) -> tuple[CommandRecord, int] | None:
+        """The command record holding ``address`` and the word offset inside it."""
+        base = self.bases["command"]
+        i, off = divmod(address - base, COMMAND_WORDS)
+        if address < base or i >= len(self.commands):
+            return None
+        return self.commands[i], off
+
+    def record_of(self, point: str) -> PointRecord | None:
+        for d in self.devices:
+            for r in d.points:
+                if r is not None and r.name == point:
+                    return r
+        for r in (*self.outputs, *self.extras):
+            if r.name == point:
+                return r
+        return None
+
+    # -- documentation ---------------------------------------------------------------------
+    def fields(self) -> list[Field]:
+        """Every register group, in address order, for docs and `busguard map`."""
+        out = [Field(o, w, t, n, d, u) for o, w, t, n, d, u in HEADER_FIELDS]
+        for i, area in enumerate(AREAS):
+            a = DIRECTORY_OFFSET + 3 * i
+            out.append(Field(a, 1, "uint16", f"dir.{area}.base", f"first register of the "
+                             f"{area} area", ""))
+            out.append(Field(a + 1, 1, "uint16", f"dir.{area}.count", f"records in the {area} "
+                             f"area", ""))
+            out.append(Field(a + 2, 1, "uint16", f"dir.{area}.stride", f"words per {area} "
+                             f"record", ""))
+        for d in self.devices:
+            area = d.kind
+            b = d.address
+            out.append(Field(b, 1, "uint16", f"{d.name}.ordinal", f"{d.kind} number "
+                             f"{d.ordinal} (0-based); name in the name table", "", "R", area))
+            out.append(Field(b + 1, 1, "uint16", f"{d.name}.status", "worst quality of the "
+                             "device's points (0 good .. 3 not connected)", "", "R", area))
+            out.append(Field(b + 2, 1, "bits16", f"{d.name}.alarms", "alarm bitfield of the "
+                             "alarms naming this device", "", "R", area))
+            out.append(Field(b + 3, 1, "bits16", f"{d.name}.flags", "device flags (see Device "
+                             "flags)", "", "R", area))
+            out.append(Field(b + 4, 1, "uint16", f"{d.name}.points", "points the device "
+                             "declares in this block", "", "R", area))
+            for j, q in enumerate(STANDARD[d.kind]):
+                rec = d.points[j]
+                a = b + DEVICE_HEADER_WORDS + j * POINT_WORDS
+                note = "" if rec is not None else " (not declared: NaN, not connected)"
+                out.extend(_point_fields(a, f"{d.name}.{q}", _unit_of(q) + note, area))
+        for r in self.outputs:
+            out.extend(_point_fields(r.address, r.name, f"output of block "
+                                     f"{self.output_owner[r.name]}; quality 0 computed, "
+                                     f"1 not yet computed, 2 forced to fail-safe", "output"))
+        for block, a in self.alarm_blocks:
+            out.append(Field(a, 1, "bits16", f"{block}.alarms", "alarm bitfield of the "
+                             "block's alarms", "", "R", "alarm"))
+            out.append(Field(a + 1, 1, "uint16", f"{block}.alarm_count", "alarms of the block "
+                             "in the table", "", "R", "alarm"))
+        for c in self.commands:
+            rng = f"[{_num(c.minval)}, {_num(c.maxval)}]"
+            out.append(Field(c.address, 2, "float32", c.name, f"{c.doc or 'command'}; "
+                             f"valid {rng}", "", "RW", "command"))
+            out.append(Field(c.address + 2, 2, "uint32", f"{c.name}:u32", f"the same value "
+                             f"as an unsigned integer (FC6 may write the low word alone); "
+                             f"valid {rng}", "", "RW", "command"))
+        for r in self.extras:
+            out.extend(_point_fields(r.address, r.name, r.doc or r.unit, "extra"))
+        for label, a in self.names:
+            out.append(Field(a, NAME_WORDS, "ascii", f"name:{label}", f"name of the record "
+                             f"({NAME_WORDS * 2} ASCII chars, NUL padded)", "", "R", "name"))
+        return out
+
+
+class PointSpecLike:  # typing helper: the attributes RegisterMap.build reads
+    name: str
+    unit: str
+    doc: str
+    command: bool
+    minval: float
+    maxval: float
+
+
+def _point_fields(a: int, name: str, note: str, area: str) -> list[Field]:
+    return [Field(a, 2, "float32", name, note, "", "R", area),
+            Field(a + 2, 1, "uint16", f"{name}:quality", "0 good, 1 stale, 2 bad, "
+                  "3 not connected", "", "R", area),
+            Field(a + 3, 1, "uint16", f"{name}:age_ms", "age at the image's scan, "
+                  "saturates at 65535", "ms", "R", area)]
+
+
+def _unit_of(q: str) -> str:
+    for suffix, unit in (("_v", "V"), ("_a", "A"), ("_kw", "kW"), ("_kva", "kVA"),
+                         ("_hz", "Hz"), ("_pct", "%"), ("_kwh", "kWh"), ("_c", "degC"),
+                         ("_ma", "mA"), ("_ms", "ms")):
+        if q.endswith(suffix):
+            return unit
+    return ""
+
+
+def _align(addr: int) -> int:
+    return -(-addr // AREA_ALIGN) * AREA_ALIGN
+
+
+def _num(x: float) -> str:
+    if x in (float("inf"), float("-inf")):
+        return "inf" if x > 0 else "-inf"
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def from_runtime_parts(specs: Sequence[object], devices: Iterable[tuple[str, str]],
+                       blocks: Iterable[object]) -> RegisterMap:
+    """Build from a runtime's image specs, site devices and blocks (``name``, ``outputs()``)."""
+    outs = [(b.name, tuple(b.outputs())) for b in blocks]  # type: ignore[attr-defined]
+    return RegisterMap.build(specs, devices, outs)  # type: ignore[arg-type]
+
+
+def for_runtime(rt: object) -> RegisterMap:
+    """The map of a built :class:`busguard.runtime.Runtime`."""
+    devices = [(d.kind, d.name) for d in rt.site.devices]  # type: ignore[attr-defined]
+    return from_runtime_parts(rt.image.specs, devices, rt.blocks)  # type: ignore[attr-defined]
+
+
+def mapping_summary(m: RegisterMap) -> Mapping[str, tuple[int, int, int]]:
+    return {a: (m.bases.get(a, 0), m.counts.get(a, 0), m.strides.get(a, 0)) for a in AREAS}

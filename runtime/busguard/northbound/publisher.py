@@ -1,0 +1,251 @@
+"""``[modbus_server]``: the DCIM's Modbus map, served with access control (see docs/northbound.md).
+
+The scan thread only captures a :class:`Frame` per cycle (``on_scan`` returns at once); a
+read encodes the newest frame once and swaps the immutable image in. Writes are command-point
+writes into the process image (``ProcessImage.write``), so they are scanned, recorded and
+replayed like any input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import struct
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pymodbus.constants import ExcCodes
+
+from busguard.config.params import Param, Section
+from busguard.errors import ConfigError, ConfigProblem
+from busguard.image import Quality
+from busguard.northbound import access, mapdef
+from busguard.northbound.encode import AlarmInfo, Encoder, Frame
+from busguard.northbound.server import Endpoint, NorthboundServer
+from busguard.publisher import Publisher
+
+if TYPE_CHECKING:
+    from busguard.config.site import PublisherConfig, SiteConfig
+    from busguard.runtime import Runtime
+    from busguard.scan import CycleResult
+
+log = logging.getLogger("busguard.northbound")
+
+TLS_PARAMS: Mapping[str, Param] = {
+    "cert": Param(str, doc="server certificate (PEM), relative to the site file"),
+    "key": Param(str, doc="server private key (PEM)"),
+    "ca": Param(str, default="", doc="CA (PEM) that signs the clients' certificates"),
+    "port": Param(int, default=802, minval=0, maxval=65535, doc="Modbus/TCP Security port"),
+    "require_client_cert": Param(bool, default=True,
+                                 doc="refuse clients without a certificate signed by `ca`"),
+    "only": Param(bool, default=False, doc="serve TLS only (no plain Modbus/TCP on `port`)"),
+}
+ALARM_REFRESH_CYCLES = 10
+_EMPTY: frozenset[str] = frozenset()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ModbusServerPublisher(Publisher):
+    """Serves the register map over Modbus/TCP (and Modbus/TCP Security)."""
+
+    section = "modbus_server"
+    doc = "the DCIM's Modbus TCP server (register map, allowlists, TLS)"
+    params: ClassVar[Mapping[str, Param]] = {
+        "host": Param(str, default="127.0.0.1", doc="address to listen on; any address other "
+                      "than loopback needs `allow`"),
+        "port": Param(int, default=502, minval=0, maxval=65535, doc="Modbus/TCP port (0: any "
+                      "free port)"),
+        "allow": Param(list, item=str, default=(), doc="CIDRs that may connect; empty: "
+                       "loopback only"),
+        "write_allow": Param(list, item=str, default=(), doc="CIDRs that may write the "
+                             "command area (inside `allow`); empty: nobody"),
+        "max_connections": Param(int, default=16, minval=1, maxval=1024),
+        "max_connections_per_client": Param(int, default=4, minval=1, maxval=1024),
+        "idle_timeout_s": Param(float, default=60.0, minval=0.05, maxval=86400.0, unit="s"),
+        "max_requests_per_s": Param(float, default=50.0, minval=0.1, maxval=100000.0,
+                                    doc="per client address, over all its connections"),
+        "tls": Param(dict, default={}, doc="Modbus/TCP Security: {cert, key, ca, port = 802}"),
+    }
+
+    def __init__(self, config: PublisherConfig, site: SiteConfig) -> None:
+        super().__init__(config, site)
+        p = config.params
+        problems: list[ConfigProblem] = []
+        sec = Section(config.file, self.section, p, problems)
+
+        def nets(name: str) -> tuple[access.Network, ...]:
+            try:
+                return access.parse_networks(p[name] or ())
+            except ValueError as exc:
+                sec.problem(name, f"{exc}; expected CIDRs such as '10.0.5.10/32'")
+                return ()
+
+        allow, write_allow = nets("allow"), nets("write_allow")
+        for n in write_allow:
+            if not access.inside(n, allow or access.LOOPBACK):
+                sec.problem("write_allow", f"{n} is not inside `allow` "
+                            f"({', '.join(map(str, allow)) or 'loopback only'}); writers must "
+                            f"also be allowed to connect")
+        self.policy = access.Policy(allow, write_allow, p["max_connections"],
+                                    p["max_connections_per_client"], p["idle_timeout_s"],
+                                    p["max_requests_per_s"])
+        self.host = p["host"]
+        if not allow and not _is_loopback(self.host):
+            log.warning("modbus_server: host %s but no `allow` list: serving 127.0.0.1 only "
+                        "until the allowlist is set", self.host)
+            self.host = "127.0.0.1"
+        self.tls: dict[str, Any] | None = None
+        if p["tls"]:
+            ts = Section(config.file, f"{self.section}.tls", p["tls"], problems)
+            tv = ts.read(TLS_PARAMS)
+            ts.finish()
+            if tv.get("require_client_cert") and not tv.get("ca"):
+                ts.problem("ca", "missing: client certificates are required "
+                           "(require_client_cert = true) and need the CA that signs them")
+            for key in ("cert", "key", "ca"):
+                if tv.get(key) and not site.resolve(tv[key]).is_file():
+                    ts.problem(key, f"no such file: {site.resolve(tv[key])}")
+            self.tls = tv
+        if problems:
+            raise ConfigError(problems)
+        self.runtime: Runtime | None = None
+        self.server: NorthboundServer | None = None
+        self.map: mapdef.RegisterMap | None = None
+        self.encoder: Encoder | None = None
+        self._frame: Frame | None = None
+        self._encoded: tuple[Frame | None, bytes] = (None, b"")
+        self._lock = threading.Lock()
+        self._alarms: tuple[AlarmInfo, ...] = ()
+        self._latched: frozenset[str] = _EMPTY
+        self._alarm_cycle = -ALARM_REFRESH_CYCLES
+        self._last_good = 0.0
+        self._retained: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def endpoints(self) -> list[Endpoint]:
+        eps = []
+        if not (self.tls and self.tls["only"]):
+            eps.append(Endpoint(self.host, int(self.config.params["port"])))
+        if self.tls:
+            from busguard.northbound.tls import server_context
+
+            r = self.site.resolve
+            ctx = server_context(r(self.tls["cert"]), r(self.tls["key"]),
+                                 r(self.tls["ca"]) if self.tls["ca"] else None,
+                                 self.tls["require_client_cert"])
+            eps.append(Endpoint(self.host, int(self.tls["port"]), ctx))
+        return eps
+
+    def start(self, runtime: Runtime) -> None:
+        from busguard.retained import PLUGIN_NAME
+
+        self.runtime = runtime
+        self.map = mapdef.for_runtime(runtime)
+        self.encoder = Encoder(self.map, runtime.image.index, runtime.site.scan.period_ms,
+                               runtime.site.config_hash)
+        self._retained = runtime.pm.get_plugin(PLUGIN_NAME)
+        self._frame = self._capture(0, runtime.clock.wall(), runtime.image.snapshot(),
+                                    runtime.engine.outputs, "built")
+        self.server = NorthboundServer(self, self.policy, self.endpoints(),
+                                       handshake_timeout_s=10.0)
+        self.server.start()
+        log.info("modbus_server: serving the register map (map v%d, %d registers) on %s",
+                 mapdef.MAP_VERSION, self.map.size, ", ".join(
+                     f"{k} {h}:{p}" for k, h, p in self.server.bound))
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def status(self) -> dict[str, Any]:
+        return self.server.status() if self.server else {}
+
+    # -- scan thread -----------------------------------------------------------------------
+    def on_scan(self, result: CycleResult) -> None:
+        rt = self.runtime
+        if rt is None:
+            return
+        self._frame = self._capture(result.cycle, result.t_utc, result.snapshot,
+                                    result.outputs, rt.state, bool(result.edges))
+
+    def _capture(self, cycle: int, t_utc: float, snap: Any, outputs: Mapping[str, float],
+                 state: str, edges: bool = True) -> Frame:
+        rt = self.runtime
+        assert rt is not None
+        if edges or cycle - self._alarm_cycle >= ALARM_REFRESH_CYCLES:
+            self._alarm_cycle = cycle
+            self._alarms = tuple(
+                AlarmInfo(a.block, a.condition.device, int(a.condition.severity), a.active,
+                          a.acked) for a in rt.alarms.alarms.values())
+            latched = set()
+            for b in rt.blocks:
+                br = getattr(b, "p", {}).get("breaker")
+                if br and b.name not in rt.engine.faulted:
+                    try:
+                        if b.state().get("latched"):
+                            latched.add(br)
+                    except Exception:  # a block's state() is its business; never the scan's
+                        log.debug("state() of block %s failed", b.name, exc_info=True)
+            self._latched = frozenset(latched)
+        faulted = frozenset(rt.engine.faulted) if rt.engine.faulted else _EMPTY
+        if cycle and not faulted:
+            self._last_good = t_utc
+        ret = self._retained
+        return Frame(cycle, t_utc, snap, dict(outputs), self._alarms, faulted, self._latched,
+                     rt.stats.overruns, state, rt.started_utc, self._last_good,
+                     getattr(ret, "status", "disabled"), getattr(ret, "starts", 0))
+
+    # -- server side (northbound thread) ----------------------------------------------------
+    def image(self) -> bytes:
+        frame = self._frame
+        enc = self._encoded
+        if enc[0] is frame:
+            return enc[1]
+        with self._lock:
+            if self._encoded[0] is not frame:
+                assert self.encoder is not None
+                self._encoded = (frame, self.encoder.encode(frame))
+            return self._encoded[1]
+
+    def write(self, func_code: int, address: int, values: Sequence[int],
+              client: str) -> ExcCodes | None:
+        """Validate a write into the command area and apply it to the image."""
+        assert self.map is not None and self.runtime is not None
+        items: list[tuple[mapdef.CommandRecord, float]] = []
+        if func_code == 6:
+            hit = self.map.command_at(address)
+            if hit is None or hit[1] != 3:
+                return ExcCodes.ILLEGAL_ADDRESS
+            items.append((hit[0], float(values[0])))
+        else:
+            if not values or len(values) % 2:
+                return ExcCodes.ILLEGAL_ADDRESS
+            for k in range(0, len(values), 2):
+                hit = self.map.command_at(address + k)
+                if hit is None or hit[1] not in (0, 2):
+                    return ExcCodes.ILLEGAL_ADDRESS
+                raw = ((values[k] & 0xFFFF) << 16) | (values[k + 1] & 0xFFFF)
+                v = struct.unpack(">f", raw.to_bytes(4, "big"))[0] if hit[1] == 0 \
+                    else float(raw)
+                items.append((hit[0], v))
+        for rec, v in items:
+            if not math.isfinite(v) or v < rec.minval or v > rec.maxval:
+                log.warning("northbound: refused write from %s: %s = %r outside [%g, %g]",
+                            client, rec.name, v, rec.minval, rec.maxval)
+                return ExcCodes.ILLEGAL_VALUE
+        self.runtime.image.write_many([(rec.name, v, Quality.GOOD) for rec, v in items])
+        for rec, v in items:
+            log.info("northbound: %s wrote %s = %r", client, rec.name, v)
+        return None
+

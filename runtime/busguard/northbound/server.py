@@ -1,0 +1,375 @@
+"""The northbound Modbus/TCP (and Modbus/TCP Security) server, built on pymodbus's server.
+
+pymodbus (3.16) gives the framing, PDU decoding and the function codes' datastore logic; it
+has no client filter or connection cap and copies an ordinary datastore it is handed. So:
+
+- the datastore is :class:`MapContext`, a ``ModbusServerContext`` pymodbus serves as is (the
+  "old simulator" path of ``ModbusBaseServer``): its ``async_getValues`` answers from the
+  current immutable register image, its ``async_setValues`` validates command writes;
+- each connection gets a :class:`GuardedHandler` (pymodbus's ``ServerRequestHandler``) that
+  decodes every frame in a segment, answers in order, refuses functions and writes by policy
+  and applies the client's rate bucket;
+- the listening sockets and the accept loop are ours: a client outside the allowlist or over
+  a connection cap is closed at accept (RST), before any TLS handshake or Modbus byte.
+
+Everything runs on a dedicated event loop thread ("busguard-northbound"), apart from the
+drivers' I/O loop and the scan thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pymodbus.constants import ExcCodes
+from pymodbus.datastore import ModbusServerContext
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+
+from busguard.errors import BusguardError
+from busguard.northbound.access import Clients, Counters, Policy
+
+log = logging.getLogger("busguard.northbound")
+
+READ_FCS = frozenset({3, 4})
+WRITE_FCS = frozenset({6, 16, 23})
+ALLOWED_FCS = READ_FCS | WRITE_FCS
+
+
+class ImageSource(Protocol):
+    def image(self) -> bytes: ...
+
+    def write(self, func_code: int, address: int, values: Sequence[int],
+              client: str) -> ExcCodes | None: ...
+
+
+class MapContext(ModbusServerContext):
+    """Serves the register image; pymodbus keeps this object (it copies only SimDevices)."""
+
+    def __init__(self, source: ImageSource) -> None:  # no super(): no device tables to copy
+        self.old_simulator = True
+        self.simdevices = []
+        self._source = source
+        self._echo: tuple[int, list[int]] | None = None
+        self.client = ""
+
+    def device_ids(self) -> list[int]:
+        return [0]
+
+    async def async_getValues(self, device_id: int, func_code: int, address: int,
+                              count: int = 1) -> list[int] | list[bool] | ExcCodes:
+        if func_code == 6 and self._echo is not None and self._echo[0] == address:
+            return list(self._echo[1])  # the write-single echo: what was written
+        if func_code not in (3, 4, 23):
+            return ExcCodes.ILLEGAL_FUNCTION
+        img = self._source.image()
+        if count < 1 or address < 0 or 2 * (address + count) > len(img):
+            return ExcCodes.ILLEGAL_ADDRESS
+        return list(struct.unpack_from(f">{count}H", img, 2 * address))
+
+    async def async_setValues(self, device_id: int, func_code: int, address: int,
+                              values: Sequence[int] | Sequence[bool]) -> ExcCodes | None:
+        self._echo = None
+        rc = self._source.write(func_code, address, [int(v) for v in values], self.client)
+        if rc is None and func_code == 6:
+            self._echo = (address, [int(v) for v in values])
+        return rc
+
+
+@dataclass
+class _Conn:
+    host: str
+    port: int
+    released: bool = False
+
+
+class GuardedHandler(ServerRequestHandler):
+    """One client connection: ordered answers, policy checks, rate bucket, idle tracking."""
+
+    def __init__(self, owner: ModbusTcpServer, nb: NorthboundServer, conn: _Conn) -> None:
+        super().__init__(owner, None, None, None)
+        self.nb = nb
+        self.conn = conn
+        self.last_active = time.monotonic()
+        self._queue: deque[ModbusPDU] = deque()
+        self._worker: asyncio.Task | None = None
+        self._open = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.nb.handlers.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._open = False
+        self.nb.handlers.discard(self)
+        self.nb.release(self.conn)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        super().data_received(data)
+
+    def callback_data(self, data: bytes, addr: tuple | None = None) -> int:
+        used = 0
+        while used < len(data):
+            try:
+                n, pdu = self.framer.handleFrame(data[used:], 0, 0)
+            except ModbusIOException as exc:  # unknown function code: answer 0x01
+                self._queue.append(ExceptionResponse(
+                    exc.fcode or 0, ExcCodes.ILLEGAL_FUNCTION, device_id=exc.dev_id or 0,
+                    transaction=exc.transaction_id or 0))
+                used = len(data)
+                break
+            if not n:
+                break
+            used += n
+            if pdu is not None:
+                self._queue.append(pdu)
+        if self._queue and self._worker is None:
+            self._worker = self.loop.create_task(self._work())
+        return used
+
+    async def _work(self) -> None:
+        try:
+            while self._queue and self._open:
+                pdu = self._queue.popleft()
+                delay = self.nb.clients.bucket(self.conn.host, time.monotonic()).take(
+                    time.monotonic())
+                if delay > 0:
+                    self.nb.counters.throttled += 1
+                    with contextlib.suppress(Exception):
+                        self.transport.pause_reading()  # type: ignore[attr-defined]
+                    await asyncio.sleep(delay)
+                    if not self._open:
+                        return
+                    with contextlib.suppress(Exception):
+                        self.transport.resume_reading()  # type: ignore[attr-defined]
+                response = await self._answer(pdu)
+                if self._open and self.transport:
+                    self.pdu_send(response)
+        finally:
+            self._worker = None
+
+    async def _answer(self, pdu: ModbusPDU) -> ModbusPDU:
+        c = self.nb.counters
+        c.requests += 1
+        if isinstance(pdu, ExceptionResponse):
+            c.exceptions += 1
+            return pdu
+        fc = pdu.function_code
+        if fc not in ALLOWED_FCS:
+            return self._exc(pdu, ExcCodes.ILLEGAL_FUNCTION)
+        if fc in WRITE_FCS:
+            if not self.nb.policy.may_write(self.conn.host):
+                c.write_refused += 1
+                return self._exc(pdu, ExcCodes.ILLEGAL_FUNCTION)
+            c.writes += 1
+        else:
+            c.reads += 1
+        ctx = self.server.context
+        try:
+            ctx.client = self.conn.host  # type: ignore[union-attr]
+            response = await pdu.datastore_update(ctx, pdu.dev_id)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("northbound request %s from %s failed", fc, self.conn.host)
+            return self._exc(pdu, ExcCodes.DEVICE_FAILURE)
+        if isinstance(response, ExceptionResponse):
+            c.exceptions += 1
+        response.transaction_id = pdu.transaction_id
+        response.dev_id = pdu.dev_id
+        return response
+
+    def _exc(self, pdu: ModbusPDU, code: ExcCodes) -> ExceptionResponse:
+        self.nb.counters.exceptions += 1
+        return ExceptionResponse(pdu.function_code, code, device_id=pdu.dev_id,
+                                 transaction=pdu.transaction_id)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    sslctx: ssl.SSLContext | None = None
+
+    @property
+    def kind(self) -> str:
+        return "tls" if self.sslctx else "tcp"
+
+
+class NorthboundServer:
+    """Listening sockets, accept loop, idle sweeper and pymodbus server on its own loop."""
+
+    def __init__(self, source: ImageSource, policy: Policy, endpoints: Sequence[Endpoint],
+                 handshake_timeout_s: float = 10.0) -> None:
+        self.source = source
+        self.policy = policy
+        self.endpoints = list(endpoints)
+        self.clients = Clients(policy)
+        self.counters = Counters()
+        self.handlers: set[GuardedHandler] = set()
+        self.bound: list[tuple[str, str, int]] = []  # (kind, host, port)
+        self.handshake_timeout_s = max(0.1, min(handshake_timeout_s, policy.idle_timeout_s))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._socks: list[socket.socket] = []
+        self._tasks: list[asyncio.Task] = []
+        self._pending: set[asyncio.Task] = set()
+        self._server: ModbusTcpServer | None = None
+
+    # -- lifecycle (any thread) --------------------------------------------------------------
+    def start(self) -> None:
+        """Bind every endpoint (errors raise here), then serve from a background thread."""
+        for ep in self.endpoints:
+            try:
+                sock = socket.create_server((ep.host, ep.port), backlog=128, reuse_port=False)
+            except OSError as exc:
+                for s in self._socks:
+                    s.close()
+                self._socks.clear()
+                raise BusguardError(f"modbus_server: cannot listen on {ep.host}:{ep.port} "
+                                    f"({ep.kind}): {exc.strerror or exc}") from exc
+            sock.setblocking(False)
+            self._socks.append(sock)
+            self.bound.append((ep.kind, ep.host, sock.getsockname()[1]))
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,),
+                                        name="busguard-northbound", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise BusguardError("modbus_server: the server thread did not start")
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+
+        async def setup() -> None:
+            self._server = ModbusTcpServer(MapContext(self.source), address=("127.0.0.1", 0))
+            for sock, ep in zip(self._socks, self.endpoints, strict=True):
+                self._tasks.append(loop.create_task(self._accept(sock, ep.sslctx)))
+            self._tasks.append(loop.create_task(self._sweep()))
+
+        loop.run_until_complete(setup())
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return
+
+        def shutdown() -> None:
+            for t in self._tasks:
+                t.cancel()
+            for s in self._socks:
+                s.close()
+            for h in list(self.handlers):
+                if h.transport:
+                    h.transport.close()
+            loop.call_later(0.05, loop.stop)
+
+        if loop.is_running():
+            loop.call_soon_threadsafe(shutdown)
+            self._thread.join(timeout=5)
+        self._loop = None
+
+    def port(self, kind: str = "tcp") -> int:
+        for k, _h, p in self.bound:
+            if k == kind:
+                return p
+        raise KeyError(kind)
+
+    def status(self) -> dict[str, Any]:
+        return {"listening": [f"{k} {h}:{p}" for k, h, p in self.bound],
+                "connections": self.clients.total,
+                "clients": dict(self.clients.per_client), **self.counters.as_dict()}
+
+    # -- I/O thread ------------------------------------------------------------------------
+    def release(self, conn: _Conn) -> None:
+        if not conn.released:
+            conn.released = True
+            self.clients.release(conn.host)
+
+    async def _accept(self, lsock: socket.socket, sslctx: ssl.SSLContext | None) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(lsock)
+            except asyncio.CancelledError:
+                raise
+            except OSError as exc:  # EMFILE and friends: back off, keep the listener
+                log.warning("northbound accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            host, port = str(addr[0]), int(addr[1])
+            why = self.clients.admit(host)
+            if why:
+                if why == "allowlist":
+                    self.counters.refused_allowlist += 1
+                else:
+                    self.counters.refused_cap += 1
+                log.debug("northbound: refused %s:%d (%s)", host, port, why)
+                _reset(sock)
+                continue
+            self.counters.accepted += 1
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = loop.create_task(self._serve(sock, _Conn(host, port), sslctx))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _serve(self, sock: socket.socket, conn: _Conn,
+                     sslctx: ssl.SSLContext | None) -> None:
+        loop = asyncio.get_running_loop()
+        server = self._server
+        assert server is not None
+        factory: Callable[[], GuardedHandler] = lambda: GuardedHandler(server, self, conn)  # noqa: E731
+        try:
+            if sslctx is None:
+                await loop.connect_accepted_socket(factory, sock)
+            else:
+                await loop.connect_accepted_socket(
+                    factory, sock, ssl=sslctx, ssl_handshake_timeout=self.handshake_timeout_s)
+        except Exception as exc:  # TLS handshake failed (no/invalid client cert), reset...
+            self.counters.tls_failed += 1
+            log.info("northbound: %s:%d dropped during %s set-up: %s", conn.host, conn.port,
+                     "TLS" if sslctx else "TCP", exc)
+            self.release(conn)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    async def _sweep(self) -> None:
+        idle = self.policy.idle_timeout_s
+        every = max(0.02, min(1.0, idle / 4))
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for h in list(self.handlers):
+                if now - h.last_active > idle and h.transport:
+                    self.counters.closed_idle += 1
+                    h.transport.close()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0): no TIME_WAIT, the peer learns at once."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()
