@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from busguard import hookimpl
 from busguard.registry import TypeRegistry
+from busguard_blocks.comm_health import CommHealth
 from busguard_blocks.power_quality import PowerQuality
 from busguard_blocks.predictive_cooling import PredictiveCooling
 from busguard_blocks.shunt_trip import ShuntTrip
@@ -16,7 +17,7 @@ from busguard_blocks.transient_events import TransientEvents
 
 # Every built-in block type, in the order docs/blocks.md lists them.
 BLOCKS = (ShuntTrip, ThermalInterlock, PowerQuality, TransientEvents, PredictiveCooling,
-          ThresholdAlarm)
+          CommHealth, ThresholdAlarm)
 
 
 @hookimpl
