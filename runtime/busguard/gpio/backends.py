@@ -200,7 +200,7 @@ def make_backend(section: Mapping[str, Any], resolve: Callable[[str], Path],
     kind = section.get("backend", "gpiod")
     chip = section.get("chip", "/dev/gpiochip0")
     if kind == "mock":
-        return MockBackend(chip, resolve(section.get("mock_dir", "var/sim/gpio")), ticks)
+        return MockBackend("mock", resolve(section.get("mock_dir", "var/sim/gpio")), ticks)
     if kind == "rpigpio":
         return RpiGpioBackend(chip if chip != "/dev/gpiochip0" else "bcm")
     if kind == "gpiod":

@@ -160,7 +160,10 @@ class GpioBreaker(Driver):
                 self._chan = svc.add_output(self.name, self.shunt_output, p["shunt_trip_line"],
                                             p["shunt_trip_active_low"],
                                             p["shunt_refresh_ms"] / 1000, self._on_output)
-        except ValueError as exc:  # the line is already used by another device
+        except (ValueError, DriverError) as exc:  # e.g. the line is used by another device
+            svc.remove_owner(self.name)
+            if isinstance(exc, DriverError):
+                raise
             raise DriverError(f"{self.config.path}: {exc}") from exc
         self._service = svc
         svc.start()
@@ -261,7 +264,10 @@ class GpioRelay(Driver):
         try:
             self._chan = svc.add_output(self.name, self.output, p["line"], p["active_low"],
                                         p["refresh_ms"] / 1000, self._on_output)
-        except ValueError as exc:
+        except (ValueError, DriverError) as exc:
+            svc.remove_owner(self.name)
+            if isinstance(exc, DriverError):
+                raise
             raise DriverError(f"{self.config.path}: {exc}") from exc
         self._service = svc
         svc.start()

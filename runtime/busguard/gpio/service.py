@@ -113,6 +113,7 @@ class GpioService:
     def start(self) -> None:
         if not self.threaded or self._thread is not None:
             return
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="busguard-gpio", daemon=True)
         self._thread.start()
 
