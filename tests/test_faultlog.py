@@ -1,0 +1,147 @@
+"""The fault log: one line per raise and clear, greppable severities and seed codes,
+rotation by copytruncate and by rename + reopen (SIGHUP)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+from blocktrace import run_trace, site
+from busguard.faultlog import FaultLog, get_fault_log, reopen
+from busguard.image import Quality
+
+DEVICES = """
+[[meter]]
+name = "m1"
+driver = "memory"
+poll_ms = 100
+points = ["current_l1_a", "comm_ok", "comm_latency_p50_ms", "comm_latency_p99_ms",
+          "comm_loss_pct", "comm_error_pct", "comm_poll_ms"]
+[[probe]]
+name = "bb1"
+driver = "memory"
+poll_ms = 100
+points = ["temp_c"]
+[[breaker]]
+name = "cb1"
+driver = "memory"
+poll_ms = 100
+points = ["led"]
+"""
+BLOCKS = """
+[[block]]
+name = "st"
+type = "shunt_trip"
+breaker = "cb1"
+probes = ["bb1"]
+[[block]]
+name = "th"
+type = "thermal_interlock"
+probes = ["bb1"]
+[[block]]
+name = "ch"
+type = "comm_health"
+"""
+NORMAL = {"m1.current_l1_a": 100.0, "m1.comm_ok": 1, "m1.comm_latency_p50_ms": 3.0,
+          "m1.comm_latency_p99_ms": 6.0, "m1.comm_loss_pct": 0.0, "m1.comm_error_pct": 0.0,
+          "m1.comm_poll_ms": 100.0, "bb1.temp_c": 50.0, "cb1.led": 0}
+LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\w+) (raised|cleared|fault) "
+                  r"code=(\S+|\"[^\"]+\") device=(\S+) alarm=(\S+) msg=(\".*\") values=(\{.*\})$")
+
+
+def run(make_runtime, tmp_path, rows):
+    rt, views = run_trace(make_runtime, tmp_path, site(BLOCKS, DEVICES), [NORMAL, *rows])
+    text = (tmp_path / "fault.log").read_text(encoding="utf-8")
+    return rt, views, text.splitlines()
+
+
+def test_one_line_per_edge_with_time_severity_code_device_values(make_runtime, tmp_path):
+    rows = [{"bb1.temp_c": 91.0}, {}, {}, {}, {"m1.comm_ok": 0}, {}, {}, {"m1.comm_ok": 1}]
+    _rt, _views, lines = run(make_runtime, tmp_path, rows)
+    parsed = [LINE.match(ln) for ln in lines]
+    assert all(parsed), lines
+    events = [(m.group(2), m.group(3), m.group(4), m.group(5)) for m in parsed]
+    assert events == [
+        ("critical", "raised", "0xCF", "cb1"),          # the shunt trip, latched
+        ("critical", "raised", "0xCF", "bb1"),          # thermal interlock at trip level
+        ("major", "raised", '"errno 110"', "m1"),
+        ("major", "cleared", '"errno 110"', "m1"),
+    ]
+    first = parsed[0]
+    assert first.group(1) == "2026-01-01T00:00:00.100Z"
+    values = json.loads(first.group(8))
+    assert values["cause"] == "thermal-critical" and values["values"]["temps_c"]["bb1.temp_c"] == 91
+    assert "breaker-trip" in first.group(7)
+
+
+def test_grep_critical_isolates_trips_and_thermal_critical(make_runtime, tmp_path):
+    rows = [{"cb1.led": 2}, {"m1.comm_ok": 0}, {"bb1.temp_c": 75.0}, {"bb1.temp_c": 92.0}]
+    run(make_runtime, tmp_path, rows)
+    out = subprocess.run(["grep", "-i", "critical", str(tmp_path / "fault.log")],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) == 2
+    assert "code=BG-TRIP-GF" in out[0] and "breaker-trip" in out[0]
+    assert "code=0xCF" in out[1] and "Thermal-Critical (0xCF)" in out[1]
+    allout = (tmp_path / "fault.log").read_text()
+    assert "Connection Timeout (Errno 110)" in allout and "BG-TEMP-WARN" in allout
+
+
+def test_seed_code_0x02_line(make_runtime, tmp_path):
+    _rt, _views, lines = run(make_runtime, tmp_path, [{"m1.current_l1_a": (0.0, Quality.BAD)}])
+    (line,) = [ln for ln in lines if "code=0x02" in ln]
+    assert "0x80 (Illegal Data Address)" in line and "device=m1" in line
+
+
+def test_no_line_per_scan(make_runtime, tmp_path):
+    _rt, _views, lines = run(make_runtime, tmp_path, [{"bb1.temp_c": 72.0}] + [{}] * 50)
+    assert len(lines) == 1 and " warning raised code=BG-TEMP-WARN " in lines[0]
+
+
+def test_copytruncate_keeps_appending_at_the_new_end(tmp_path):
+    path = tmp_path / "log" / "distribution_fault.log"
+    fl = FaultLog(path)
+    for i in range(3):
+        fl.write(f"line {i}")
+    assert fl.flush()
+    # logrotate copytruncate: copy the file, then truncate it in place
+    (tmp_path / "rotated.1").write_bytes(path.read_bytes())
+    with open(path, "r+b") as fh:
+        fh.truncate(0)
+    fl.write("after truncate")
+    assert fl.flush()
+    assert path.read_bytes() == b"after truncate\n"  # no hole of NULs before it
+    assert (tmp_path / "rotated.1").read_text().splitlines() == ["line 0", "line 1", "line 2"]
+    fl.close()
+
+
+def test_rename_then_reopen(make_runtime, tmp_path):
+    rt2 = make_runtime(site(BLOCKS, DEVICES))
+    fl = get_fault_log(rt2)
+    fl.write("before rotation")
+    assert fl.flush()
+    path = rt2.site.fault_log
+    path.rename(path.with_name("fault.log.1"))
+    fl.write("still to the renamed file")  # as with any daemon until it is told
+    assert fl.flush()
+    reopen(rt2)  # what the service does on SIGHUP
+    fl.write("to the new file")
+    assert fl.flush()
+    assert path.read_text() == "to the new file\n"
+    old = path.with_name("fault.log.1").read_text().splitlines()
+    assert old[-2:] == ["before rotation", "still to the renamed file"]
+    fl.close()
+
+
+def test_unwritable_log_never_stops_the_scan(make_runtime, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    text = site(BLOCKS, DEVICES).replace('fault_log = "fault.log"',
+                                         'fault_log = "not-a-dir/fault.log"')
+    _rt, views = run_trace(make_runtime, tmp_path, text, [NORMAL, {"cb1.led": 2}])
+    assert views[-1].outputs["cb1.shunt_trip"] == 1.0
+
+
+def test_packaged_default_path():
+    from busguard.config.site import PATHS_PARAMS
+    assert PATHS_PARAMS["fault_log"].default.endswith("log/power/distribution_fault.log")
