@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean deb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info runtime/*.egg-info plugins/*.egg-info var
+
+# The Debian package (dist/busguard_<version>_all.deb); see packaging/README.md.
+# Install test in a fresh Debian root (root, network to the Debian mirror):
+#   sudo packaging/test-install.sh dist/busguard_*_all.deb
+deb: $(STAMP)
+	PYTHON=$(BIN)/python packaging/build-deb.sh dist

@@ -265,3 +265,15 @@ def test_realtime_request_reports_what_it_got() -> None:
     t.join(5)
     assert got[0].startswith(("SCHED_FIFO priority 10", "SCHED_OTHER (SCHED_FIFO 10 refused"))
     assert got[1] == str(os.SCHED_OTHER)
+
+
+def test_outside_systemd_the_service_is_inert(tmp_path: Path, make_runtime, run_scans,
+                                               caplog) -> None:
+    svc = Service({})
+    assert not svc.notify_enabled and svc.watchdog_s is None
+    rt = make_runtime(SITE.format(high=500.0, rt="off").replace('"state"', f'"{tmp_path}/s"'),
+                      extra=[svc], start=True)
+    with caplog.at_level("WARNING"):
+        run_scans(rt, 15)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+    assert svc.ready and svc.healthy and svc.pings == 0

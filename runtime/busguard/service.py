@@ -190,8 +190,8 @@ class Service:
             self._wake.set()
         # due at half of WATCHDOG_USEC, on the scan nearest to it (never more than half a
         # period early)
-        due = self.last_ping + self.watchdog_s - self._period / 2
-        if self.watchdog_s and self.healthy and result.now >= due:
+        if self.watchdog_s and self.healthy and \
+                result.now >= self.last_ping + self.watchdog_s - self._period / 2:
             self.last_ping = result.now
             self.pings += 1
             self.notify("WATCHDOG=1")

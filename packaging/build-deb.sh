@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Build busguard_<version>_all.deb from this checkout with Debian's own tool (dpkg-deb).
+#
+#   packaging/build-deb.sh [OUTDIR]        (default: dist/)
+#   PYTHON=.venv/bin/python packaging/build-deb.sh
+#
+# The runtime and its pinned dependencies are installed as pure-Python wheels into
+# /usr/lib/busguard/lib (see packaging/README.md for why); dependencies come from PyPI at
+# build time, nothing is downloaded at install time.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+out=$(mkdir -p "${1:-$top/dist}" && cd "${1:-$top/dist}" && pwd)
+PY=${PYTHON:-python3}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+command -v dpkg-deb >/dev/null || { echo "build-deb: dpkg-deb not found (apt-get install dpkg)" >&2; exit 1; }
+
+version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$top/runtime/busguard/__init__.py")
+debversion="${version}-1"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+stage="$work/stage"
+wheels="$work/wheels"
+mkdir -p "$stage" "$wheels"
+
+echo "build-deb: busguard $debversion"
+# 1. wheels: busguard itself (from this checkout), the pinned pure-Python dependencies
+#    (wheels only, any platform), and the source-only ones built into wheels here.
+rm -rf "$top/build"  # stale setuptools build/ would leak deleted modules into the wheel
+"$PY" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$wheels" "$top"
+"$PY" -m pip download --quiet --no-deps --only-binary=:all: --platform any \
+    --python-version 3.10 --implementation py --dest "$wheels" -r "$here/requirements.txt"
+"$PY" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$wheels" \
+    -r "$here/requirements-sdist.txt"
+for w in "$wheels"/*.whl; do
+    case "$(basename "$w")" in
+        *-py3-none-any.whl|*-py2.py3-none-any.whl) ;;
+        *) echo "build-deb: $(basename "$w") is not pure Python; the package is Architecture: all" >&2
+           exit 1 ;;
+    esac
+done
+
+# 2. the file tree
+lib="$stage/usr/lib/busguard/lib"
+"$PY" -m pip install --quiet --no-deps --no-index --no-compile --target "$lib" "$wheels"/*.whl
+rm -rf "$lib/bin"
+find "$lib" -name '__pycache__' -type d -prune -exec rm -rf {} +
+find "$lib" -name 'direct_url.json' -delete
+
+install -D -m 0755 "$here/bin/busguard" "$stage/usr/bin/busguard"
+install -D -m 0644 "$here/systemd/busguard.service" "$stage/usr/lib/systemd/system/busguard.service"
+install -D -m 0644 "$here/system/60-busguard.conf" "$stage/usr/lib/sysctl.d/60-busguard.conf"
+install -D -m 0644 "$here/system/modules-load.conf" "$stage/usr/lib/modules-load.d/busguard.conf"
+install -D -m 0644 "$here/system/60-busguard-gpio.rules" "$stage/usr/lib/udev/rules.d/60-busguard-gpio.rules"
+install -D -m 0644 "$here/system/logrotate" "$stage/etc/logrotate.d/busguard"
+install -D -m 0644 "$here/etc/site.toml" "$stage/etc/busguard/site.toml"
+doc="$stage/usr/share/doc/busguard"
+install -d "$doc"
+for f in "$top/docs"/*.md "$here/README.md"; do
+    [ -f "$f" ] && install -m 0644 "$f" "$doc/"
+done
+[ -f "$top/site.toml" ] && install -m 0644 "$top/site.toml" "$doc/demo-site.toml"
+cat > "$doc/copyright" <<EOF
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: busguard
+Files: *
+License: Apache-2.0
+Comment: vendored dependencies in /usr/lib/busguard/lib carry their own licences in their
+ *.dist-info folders (pluggy MIT, pymodbus BSD-3-Clause, pyserial BSD-3-Clause,
+ w1thermsensor MIT, click BSD-3-Clause, tomli MIT, sdnotify MIT).
+ On Debian systems the Apache License 2.0 is in /usr/share/common-licenses/Apache-2.0.
+EOF
+
+# 3. control
+mkdir -p "$stage/DEBIAN"
+size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
+sed -e "s/@VERSION@/$debversion/" -e "s/@SIZE@/$size/" "$here/debian/control" > "$stage/DEBIAN/control"
+install -m 0644 "$here/debian/conffiles" "$stage/DEBIAN/conffiles"
+for s in postinst prerm postrm; do install -m 0755 "$here/debian/$s" "$stage/DEBIAN/$s"; done
+(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -print0 | sort -z \
+    | xargs -0 md5sum | sed 's#  \./#  #') > "$stage/DEBIAN/md5sums"
+
+# 4. reproducible-ish: fixed mtimes, root ownership, no group/other write
+find "$stage" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-$(git -C "$top" log -1 --format=%ct 2>/dev/null || date +%s)}" {} +
+chmod -R go-w "$stage"
+deb="$out/busguard_${debversion}_all.deb"
+dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+echo "build-deb: $deb ($(du -h "$deb" | cut -f1))"

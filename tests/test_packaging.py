@@ -1,0 +1,197 @@
+"""The Debian packaging: the packaged default site, the unit's hardening, the fragments, and,
+once `make deb` has built it, the .deb's metadata and contents.
+
+The install into a fresh Debian root (needs root and the Debian mirror) is
+packaging/test-install.sh, run by .ci/run as a separate step.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from busguard.runtime import check_site
+
+TOP = Path(__file__).resolve().parent.parent
+PKG = TOP / "packaging"
+UNIT = PKG / "systemd" / "busguard.service"
+
+
+def _unit() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "[")):
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _deb() -> Path | None:
+    given = os.environ.get("BUSGUARD_DEB")
+    if given:
+        return Path(given)
+    found = sorted(glob.glob(str(TOP / "dist" / "busguard_*_all.deb")))
+    return Path(found[-1]) if found else None
+
+
+needs_deb = pytest.mark.skipif(_deb() is None, reason="no .deb built: run `make deb` (CI "
+                               "builds it after the test legs and runs this file again)")
+
+
+# -- always: the sources of the package --------------------------------------------------------
+def test_packaged_default_site_is_valid_and_binds_no_public_address() -> None:
+    site = check_site(PKG / "etc" / "site.toml")
+    assert str(site.state_dir) == "/var/lib/busguard"
+    assert str(site.fault_log) == "/var/log/power/distribution_fault.log"
+    assert not site.devices and not site.blocks
+    server = site.publishers["modbus_server"].params
+    assert server["host"] == "127.0.0.1"
+    assert list(server["write_allow"]) == []
+    assert site.sections["service"]["run_dir"] == "/run/busguard"
+
+
+def test_unit_is_notify_with_watchdog_and_hardened() -> None:
+    u = _unit()
+    one = {k: v[-1] for k, v in u.items()}
+    assert one["Type"] == "notify" and one["NotifyAccess"] == "main"
+    assert one["WatchdogSec"] and one["Restart"] == "always"
+    assert one["ExecStart"].startswith("/usr/bin/busguard run /etc/busguard/site.toml")
+    assert u["ExecReload"][-1] == "/bin/kill -HUP $MAINPID"
+    assert one["User"] == "busguard"
+    assert "CAP_NET_BIND_SERVICE" in one["AmbientCapabilities"]
+    assert one["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
+    assert one["ProtectSystem"] == "strict"
+    assert one["ReadWritePaths"].split() == ["/var/lib/busguard", "/var/log/power"]
+    assert one["NoNewPrivileges"] == "yes" and one["PrivateTmp"] == "yes"
+    assert one["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
+    assert "PrivateDevices" not in u or one["PrivateDevices"] == "no"
+    allowed = " ".join(u["DeviceAllow"])
+    for dev in ("char-ttyUSB", "char-ttyAMA", "char-gpiochip"):
+        assert dev in allowed
+    assert one["ProtectKernelModules"] == "yes"
+    # the scan thread asks for SCHED_FIFO itself: RLIMIT_RTPRIO granted, not refused
+    assert int(one["LimitRTPRIO"]) >= 40 and one["RestrictRealtime"] == "no"
+    assert "CPUSchedulingPolicy" not in u
+    assert one["Environment"] == "W1THERMSENSOR_NO_KERNEL_MODULE=1"
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze is not installed here (CI installs systemd; "
+                    "packaging/test-install.sh verifies against the installed root)")
+    # the binary the unit starts is not installed on this machine: point it at ours
+    ours = Path(sys.executable).with_name("busguard")
+    unit = tmp_path / "busguard.service"
+    unit.write_text(UNIT.read_text().replace("/usr/bin/busguard", str(ours)))
+    res = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+
+
+def test_fragments() -> None:
+    sysctl = (PKG / "system" / "60-busguard.conf").read_text()
+    values = dict(re.findall(r"^(net\.core\.\w+) = (\d+)$", sysctl, re.M))
+    assert values == {"net.core.rmem_max": "16777216", "net.core.wmem_max": "16777216"}
+    mods = [ln for ln in (PKG / "system" / "modules-load.conf").read_text().splitlines()
+            if ln and not ln.startswith("#")]
+    assert mods == ["w1-gpio", "w1-therm"]
+    rot = (PKG / "system" / "logrotate").read_text()
+    assert "/var/log/power/*.log" in rot and "copytruncate" in rot and "su busguard adm" in rot
+    assert "/etc/busguard/site.toml" in (PKG / "debian" / "conffiles").read_text()
+
+
+def test_vendored_pins_satisfy_pyproject() -> None:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    deps = tomllib.loads((TOP / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = {}
+    for name in ("requirements.txt", "requirements-sdist.txt"):
+        for line in (PKG / name).read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                req = Requirement(line)
+                pins[req.name.lower()] = next(iter(req.specifier)).version
+    for dep in map(Requirement, deps):
+        assert dep.name.lower() in pins, f"{dep.name} is a dependency but not vendored"
+        assert dep.specifier.contains(pins[dep.name.lower()]), (dep, pins[dep.name.lower()])
+
+
+# -- after `make deb` ---------------------------------------------------------------------------
+def _dpkg_deb(*args: str) -> str:
+    return subprocess.run(["dpkg-deb", *args], capture_output=True, text=True, check=True,
+                          timeout=60).stdout
+
+
+@needs_deb
+def test_deb_metadata() -> None:
+    deb = _deb()
+    info = _dpkg_deb("-I", str(deb))
+    fields = dict(re.findall(r"^ (\S+): (.*)$", info, re.M))
+    from busguard import __version__
+
+    assert fields["Package"] == "busguard"
+    assert fields["Version"] == f"{__version__}-1"
+    assert fields["Architecture"] == "all"
+    assert "python3 (>= 3.10)" in fields["Depends"] and "adduser" in fields["Depends"]
+    for script in ("postinst", "prerm", "postrm", "conffiles", "md5sums"):
+        assert re.search(rf"\b{script}\b", info), script
+    conf = _dpkg_deb("-f", str(deb), "Package")
+    assert conf.strip() == "busguard"
+
+
+@needs_deb
+def test_deb_contents() -> None:
+    listing = _dpkg_deb("-c", str(_deb())).splitlines()
+    paths = {ln.split()[-1].lstrip(".") for ln in listing}
+    owners = {ln.split()[1] for ln in listing}
+    assert owners == {"root/root"}
+    for p in ("/usr/bin/busguard", "/usr/lib/systemd/system/busguard.service",
+              "/etc/busguard/site.toml", "/etc/logrotate.d/busguard",
+              "/usr/lib/sysctl.d/60-busguard.conf", "/usr/lib/modules-load.d/busguard.conf",
+              "/usr/lib/udev/rules.d/60-busguard-gpio.rules",
+              "/usr/lib/busguard/lib/busguard/runtime.py",
+              "/usr/lib/busguard/lib/busguard_blocks/__init__.py",
+              "/usr/lib/busguard/lib/pymodbus/__init__.py",
+              "/usr/lib/busguard/lib/sdnotify/__init__.py",
+              "/usr/lib/busguard/lib/tomli/__init__.py",
+              "/usr/share/doc/busguard/copyright"):
+        assert p in paths, p
+    assert any(p.startswith("/usr/lib/busguard/lib/busguard-") and
+               p.endswith(".dist-info/entry_points.txt") for p in paths)
+    assert not [p for p in paths if "__pycache__" in p or p.endswith((".so", ".pyc"))]
+    assert not [p for p in paths if p.startswith("/usr/lib/busguard/lib/bin")]
+
+
+@needs_deb
+def test_deb_tree_runs_busguard_check(tmp_path: Path) -> None:
+    """The vendored tree alone (the system Python, isolated mode, as the launcher runs it)."""
+    subprocess.run(["dpkg-deb", "-x", str(_deb()), str(tmp_path)], check=True, timeout=60)
+    launcher = (tmp_path / "usr/bin/busguard").read_text()
+    assert launcher.startswith("#!/usr/bin/python3 -I")
+    local = tmp_path / "launcher.py"
+    local.write_text(launcher.replace("/usr/lib/busguard/lib",
+                                      str(tmp_path / "usr/lib/busguard/lib")))
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    res = subprocess.run([python, "-I", str(local), "check",
+                          str(tmp_path / "etc/busguard/site.toml")],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("ok: ")
+    res = subprocess.run([python, "-I", str(local), "version", "--json"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    names = {p["name"] for p in json.loads(res.stdout)["plugins"]}
+    assert {"core", "blocks"} <= names  # entry points found in the vendored dist-info
