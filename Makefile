@@ -14,9 +14,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The simulator and the runtime on the bundled site, with a live view; Ctrl-C stops both.
+# Options: make demo SCENARIO=thd-rise SPEED=10 (scenarios: busguard simulate --help).
+SCENARIO ?= normal
+SPEED ?= 1
 demo: $(STAMP)
 	$(BIN)/busguard check site.toml
-	$(BIN)/busguard run site.toml
+	$(BIN)/busguard demo site.toml --scenario $(SCENARIO) --speed $(SPEED)
 
 test: $(STAMP)
 	$(BIN)/ruff check runtime plugins tests

@@ -153,8 +153,9 @@ class LiveView:
                                             self._c(GREEN, word)))
             lines += _wrap("BREAKERS ", cells)
         if res.outputs:
-            cells = [f"{k}={v:g}" if not v else self._c(YELLOW, f"{k}={v:g}")
-                     for k, v in sorted(res.outputs.items())]
+            cells = [self._c(YELLOW, f"{k}={v:g}") if v > 0 and (
+                k.startswith("relay.") or k.endswith(".shunt_trip")) else f"{k}={v:g}"
+                for k, v in sorted(res.outputs.items())]
             lines += _wrap("OUTPUTS ", cells)
         alarms = self._alarms()
         lines.append("")

@@ -178,9 +178,9 @@ def run(args: argparse.Namespace) -> int:
     view_thread = None
     try:
         ready = _read_ready(proc, READY_TIMEOUT_S)
-        print(f"busguard demo: simulator ready ({len(ready.get('tcp', {}))} TCP meters, "
-              f"{len(ready.get('rtu', {}))} RS-485 lines, scenario {ready.get('scenario')}); "
-              f"waiting for the meters to answer...", flush=True)
+        print(f"busguard demo: simulator ready (pid {proc.pid}; {len(ready.get('tcp', {}))} "
+              f"TCP meters, {len(ready.get('rtu', {}))} RS-485 lines, scenario "
+              f"{ready.get('scenario')}); waiting for the meters to answer...", flush=True)
         silent = wait_for_meters(ready, site, ANSWER_TIMEOUT_S)
         if silent:
             raise BusguardError(f"simulated devices not answering: {', '.join(silent)}")
