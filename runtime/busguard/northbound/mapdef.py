@@ -291,10 +291,9 @@ class RegisterMap:
             out.append(Field(b + 4, 1, "uint16", f"{d.name}.points", "points the device "
                              "declares in this block", "", "R", area))
             for j, q in enumerate(STANDARD[d.kind]):
-                rec = d.points[j]
-                a = b + DEVICE_HEADER_WORDS + j * POINT_WORDS
-                note = "" if rec is not None else " (not declared: NaN, not connected)"
-                out.extend(_point_fields(a, f"{d.name}.{q}", _unit_of(q) + note, area))
+                if d.points[j] is not None:  # undeclared slots read NaN, quality 3
+                    out.extend(_point_fields(b + DEVICE_HEADER_WORDS + j * POINT_WORDS,
+                                             f"{d.name}.{q}", unit_of(q), area))
         for r in self.outputs:
             out.extend(_point_fields(r.address, r.name, f"output of block "
                                      f"{self.output_owner[r.name]}; quality 0 computed, "
@@ -336,7 +335,7 @@ def _point_fields(a: int, name: str, note: str, area: str) -> list[Field]:
                   "saturates at 65535", "ms", "R", area)]
 
 
-def _unit_of(q: str) -> str:
+def unit_of(q: str) -> str:
     for suffix, unit in (("_v", "V"), ("_a", "A"), ("_kw", "kW"), ("_kva", "kVA"),
                          ("_hz", "Hz"), ("_pct", "%"), ("_kwh", "kWh"), ("_c", "degC"),
                          ("_ma", "mA"), ("_ms", "ms")):

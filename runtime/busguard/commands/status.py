@@ -1,0 +1,144 @@
+"""`busguard status [--host H --port P] [--json]`: read a running instance through its map."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from busguard.errors import BusguardError
+from busguard.northbound.reader import read_all
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the 3.10 CI leg
+    import tomli as tomllib
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="read a running busguard through its Modbus map",
+                       description=(
+        "Connect to a running busguard's [modbus_server] as a DCIM would (pymodbus client, "
+        "the documented registers only) and show the header, every device, output, alarm "
+        "word and command value. Exit 1 when the server cannot be read."))
+    p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="server port (default: [modbus_server] port of "
+                   "--site or ./site.toml, else 502)")
+    p.add_argument("--site", help="site file to take the port from (default ./site.toml)")
+    p.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
+    p.add_argument("--tls-ca", help="Modbus/TCP Security: CA that signed the server's "
+                   "certificate")
+    p.add_argument("--tls-cert", help="client certificate (PEM)")
+    p.add_argument("--tls-key", help="client key (PEM)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def _port_from_site(site: str | None, tls: bool) -> int:
+    path = Path(site) if site else Path("site.toml")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        ms = data.get("modbus_server") or {}
+        if tls:
+            return int((ms.get("tls") or {}).get("port", 802))
+        return int(ms.get("port", 502))
+    except (OSError, ValueError, TypeError):
+        return 802 if tls else 502
+
+
+def connect(host: str, port: int, timeout: float, tls_ca: str | None = None,
+            tls_cert: str | None = None, tls_key: str | None = None) -> Any:
+    from pymodbus.client import ModbusTcpClient, ModbusTlsClient
+
+    if tls_ca or tls_cert:
+        from busguard.northbound.tls import client_context
+
+        ctx = client_context(Path(tls_ca) if tls_ca else None,
+                             Path(tls_cert) if tls_cert else None,
+                             Path(tls_key) if tls_key else None)
+        client = ModbusTlsClient(host, port=port, sslctx=ctx, timeout=timeout, retries=0)
+    else:
+        client = ModbusTcpClient(host, port=port, timeout=timeout, retries=0)
+    if not client.connect():
+        raise BusguardError(f"cannot connect to {host}:{port} (is busguard running with a "
+                            f"[modbus_server], and is this address in its allow list?)")
+    return client
+
+
+def reader(client: Any, unit: int) -> Any:
+    def read(address: int, count: int) -> list[int]:
+        rr = client.read_holding_registers(address, count=count, device_id=unit)
+        if rr.isError():
+            raise BusguardError(f"reading {count} registers at {address} failed: {rr}")
+        return list(rr.registers)
+
+    return read
+
+
+def run(args: argparse.Namespace) -> int:
+    tls = bool(args.tls_ca or args.tls_cert)
+    port = args.port if args.port is not None else _port_from_site(args.site, tls)
+    from pymodbus.exceptions import ModbusException
+
+    client = connect(args.host, port, args.timeout, args.tls_ca, args.tls_cert, args.tls_key)
+    try:
+        data = read_all(reader(client, args.unit))
+    except ModbusException as exc:
+        raise BusguardError(f"{args.host}:{port}: {exc}") from exc
+    finally:
+        client.close()
+    data["server"] = f"{args.host}:{port}"
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    show(data, sys.stdout)
+    return 0
+
+
+def _utc(t: int) -> str:
+    if not t:
+        return "never"
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _fmt(p: dict[str, Any]) -> str:
+    q = "" if p["quality"] == "good" else f" ({p['quality']})"
+    return f"{_val(p['value'])}{q}"
+
+
+def show(data: dict[str, Any], out: Any) -> None:
+    h = data["header"]
+    p99 = h["scan_lateness_p99_ms"]
+    print(f"busguard at {data['server']}: map v{h['map_version']}, {h['runtime_state']}, "
+          f"{h['data_origin']} ({h['points_restored']} values restored), retained state "
+          f"{h['retained_status']}, start #{h['starts']}", file=out)
+    print(f"  scan: {h['cycle_count']} cycles, {h['overruns']} overruns, p99 lateness "
+          f"{'n/a' if p99 is None else f'{p99:.3f}'} ms, period {h['scan_period_ms']} ms, "
+          f"uptime {h['uptime_s']} s, last good scan {_utc(h['last_good_scan_utc'])}", file=out)
+    print(f"  alarms: {h['active_alarms']} ({h['unacked_alarms']} unacknowledged, highest "
+          f"{h['highest_severity']}); faulted blocks {h['faulted_blocks']}; config "
+          f"{h['config_hash'][:12]}", file=out)
+    for d in data["devices"]:
+        flags = f" [{', '.join(d['flags'] + d['alarms'])}]" if d["flags"] or d["alarms"] else ""
+        pts = "  ".join(f"{q}={_fmt(p)}" for q, p in d["points"].items())
+        print(f"  {d['kind']:7s} {d['name']:16s} {d['status']:13s}{flags} {pts}", file=out)
+    if data["outputs"]:
+        print("  outputs: " + "  ".join(f"{n}={_fmt(p)}" for n, p in data["outputs"].items()),
+              file=out)
+    if data["extras"]:
+        print("  other points: " + "  ".join(f"{n}={_fmt(p)}" for n, p in data["extras"].items()),
+              file=out)
+    for block, a in data["alarms"].items():
+        if a["count"] or a["bits"]:
+            print(f"  block {block}: {a['count']} alarms [{', '.join(a['bits'])}]", file=out)
+    if data["commands"]:
+        print("  commands: " + "  ".join(f"{n}={_val(c['value'])}"
+                                         for n, c in data["commands"].items()), file=out)
+
+
+def _val(v: float | None) -> str:
+    return "nan" if v is None else f"{v:g}"
