@@ -51,7 +51,8 @@ class CommHealth(Block):
     params: ClassVar[Mapping[str, Param]] = {
         "meters": Param(list, item=str, ref="meter", default=(),
                         doc="meters to watch; default every meter that has comm_* points"),
-        "loss_limit_pct": Param(float, default=1.0, above=0.0, maxval=100.0, unit="%"),
+        "loss_limit_pct": Param(float, default=1.0, above=0.0, maxval=100.0, unit="%",
+                                doc="packet-loss limit"),
         "latency_limit_ms": Param(float, default=100.0, above=0.0, unit="ms",
                                   doc="seed: monitoring latency < 100 ms"),
         "latency_stat": Param(str, default="p99", choices=("p50", "p99"),

@@ -117,7 +117,8 @@ class ShuntTrip(Block):
         "residual_point": Param(str, default="", ref="point",
                                 doc="residual current point; default "
                                     "`{meter}.residual_current_ma`"),
-        "residual_delay_s": Param(float, default=0.1, minval=0.0, maxval=60.0, unit="s"),
+        "residual_delay_s": Param(float, default=0.1, minval=0.0, maxval=60.0, unit="s",
+                                  doc="how long the residual current must stay above pickup"),
         "probes": Param(list, item=str, ref="probe", default=(),
                         doc="busbar probes whose temp_c is judged for thermal critical"),
         "thermal_trip_c": Param(float, default=90.0, minval=40.0, maxval=200.0, unit="C",
@@ -130,7 +131,8 @@ class ShuntTrip(Block):
                          doc="optional point: no trip while it is non-zero (maintenance)"),
         "trip_on_input_loss": Param(bool, default=False,
                                     doc="trip when protection inputs stay lost"),
-        "input_loss_delay_s": Param(float, default=5.0, minval=0.0, maxval=3600.0, unit="s"),
+        "input_loss_delay_s": Param(float, default=5.0, minval=0.0, maxval=3600.0, unit="s",
+                                    doc="how long inputs must stay lost before that trip"),
     }
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:

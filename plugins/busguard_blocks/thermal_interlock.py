@@ -75,8 +75,10 @@ class ThermalInterlock(Block):
     params: ClassVar[Mapping[str, Param]] = {
         "probes": Param(list, item=str, ref="probe", min_items=1,
                         doc="probes on the same busbar section (redundant probes compared)"),
-        "warn_c": Param(float, default=70.0, minval=0.0, maxval=200.0, unit="C"),
-        "alarm_c": Param(float, default=80.0, minval=0.0, maxval=200.0, unit="C"),
+        "warn_c": Param(float, default=70.0, minval=0.0, maxval=200.0, unit="C",
+                        doc="warning level"),
+        "alarm_c": Param(float, default=80.0, minval=0.0, maxval=200.0, unit="C",
+                         doc="alarm (major) level"),
         "trip_c": Param(float, default=90.0, minval=0.0, maxval=200.0, unit="C",
                         doc="Thermal-Critical (0xCF) level, seed: 90 C"),
         "hysteresis_c": Param(float, default=2.0, minval=0.0, maxval=20.0, unit="C",
@@ -95,7 +97,8 @@ class ThermalInterlock(Block):
         "output": Param(str, default="",
                         doc="optional output set to 1 at the trip level (e.g. relay.critical)"),
         "output_failsafe": Param(float, default=0.0, doc="trip output value on block fault"),
-        "on_input_loss": Param(str, default="hold", choices=("hold", "trip")),
+        "on_input_loss": Param(str, default="hold", choices=("hold", "trip"),
+                               doc="with no good probe left: hold the last level, or trip"),
     }
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:

@@ -49,7 +49,8 @@ class TransientEvents(Block):
                               doc="scans collected after the trigger"),
         "hold_s": Param(float, default=5.0, minval=0.0, unit="s",
                         doc="the event alarm stays at least this long after the last trigger"),
-        "severity": Param(str, default="warning", choices=SEVERITIES),
+        "severity": Param(str, default="warning", choices=SEVERITIES,
+                          doc="severity of the event alarm"),
     }
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
