@@ -6,6 +6,7 @@ GPIO thread."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import subprocess
 import sys
@@ -151,6 +152,55 @@ def test_gpiod_missing_chip(tmp_path):
     pytest.importorskip("gpiod")
     with pytest.raises(DriverError, match="no such GPIO chip"):
         GpiodBackend(str(tmp_path / "gpiochip9"))
+
+
+def test_gpiod_backend_requests_lines_with_kernel_active_low(tmp_path, monkeypatch):
+    """The real gpiod package, with only request_lines stood in (there is no GPIO chip
+    here): settings go to the kernel (active_low, output_value), values are logical."""
+    gpiod = pytest.importorskip("gpiod")
+    from gpiod.line import Direction, Value
+
+    requested: dict[int, object] = {}
+    values: dict[int, object] = {}
+
+    class Request:
+        def __init__(self, offset):
+            self.offset = offset
+
+        def get_value(self, offset):
+            return values[offset]
+
+        def set_value(self, offset, value):
+            values[offset] = value
+
+        def release(self):
+            requested.pop(self.offset, None)
+
+    def request_lines(path, config, consumer=None, **kw):
+        (offset, settings), = config.items()
+        if offset == 99:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        requested[offset] = settings
+        values[offset] = settings.output_value
+        return Request(offset)
+
+    monkeypatch.setattr(gpiod, "request_lines", request_lines)
+    chip = tmp_path / "gpiochip0"
+    chip.touch()
+    b = GpiodBackend(str(chip))
+    out = b.open_output(17, active_low=True)
+    inp = b.open_input(4)
+    assert requested[17].direction == Direction.OUTPUT and requested[17].active_low
+    assert requested[17].output_value == Value.INACTIVE
+    assert requested[4].direction == Direction.INPUT
+    out.write(1)
+    assert values[17] == Value.ACTIVE and out.read() == 1
+    values[4] = Value.ACTIVE
+    assert inp.read() == 1
+    with pytest.raises(DriverError, match="line 99 is busy"):
+        b.open_input(99)
+    b.close()
+    assert requested == {}
 
 
 def _device_tree(root: Path, model: str, compatible: str = "") -> Path:
