@@ -93,6 +93,7 @@ class ModbusWrite(Driver):
         self.failures = 0
         self.last_error = ""
         self.last_written = math.nan
+        self.last_readback = math.nan
         self._desired = math.nan
         self._queued = math.nan
         self._event: asyncio.Event | None = None
@@ -185,14 +186,14 @@ class ModbusWrite(Driver):
             self.failures += 1
             self.last_error = str(err)
             q = Quality.BAD if isinstance(err, ExceptionReply) else Quality.NOT_CONNECTED
-            image.set_quality([f"{name}.readback"], q)
-            image.write(f"{name}.comm_ok", 0.0)
             if not self.down:
                 log.warning("%s: writing %s = %g to %s unit %d address %d failed: %s", name,
                             p["output"], value, self.link.describe(), p["unit"], self.address,
                             err)
             self.down = True
             self.last_written = math.nan
+            image.set_quality([f"{name}.readback"], q)
+            image.write(f"{name}.comm_ok", 0.0)
             return
         if self.down:
             log.warning("%s: writes to %s confirmed again", name, self.link.describe())
@@ -200,6 +201,7 @@ class ModbusWrite(Driver):
         self.writes += 1
         self.last_written = value
         back = codec.decode(readback, p["type"], p["word_order"], p["scale"])
+        self.last_readback = back
         match = list(readback) == list(regs)
         if not match:
             self.mismatches += 1
@@ -240,5 +242,6 @@ class ModbusWrite(Driver):
         d = self.comm.as_dict()
         d.update({"state": "not-connected" if self.down else "ok", "writes": self.writes,
                   "mismatches": self.mismatches, "failures": self.failures,
-                  "last_written": self.last_written, "last_error": self.last_error})
+                  "last_written": self.last_written,
+                  "last_readback": self.last_readback, "last_error": self.last_error})
         return d
