@@ -41,16 +41,20 @@ class MapReader:
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
-    async def read_map(self) -> bool:
-        """One full map read; False on a Modbus exception reply."""
+    async def read_map(self, req_lat: list[float]) -> bool:
+        """One full map read (each request's latency appended to ``req_lat``); False when a
+        request got a Modbus exception reply."""
         assert self.reader is not None and self.writer is not None
         ok = True
+        clock = time.monotonic
         for frame in self.frames:
             self.tid = (self.tid + 1) & 0xFFFF
+            t = clock()
             self.writer.write(struct.pack(">H", self.tid) + frame[2:])
             head = await self.reader.readexactly(8)
             length = struct.unpack_from(">H", head, 4)[0]
             await self.reader.readexactly(length - 2)
+            req_lat.append(clock() - t)
             if head[7] & 0x80:
                 ok = False
         return ok
@@ -66,6 +70,7 @@ class Load:
     def __init__(self, args: argparse.Namespace, mode: str, clients: int, hz: float) -> None:
         self.args, self.mode, self.clients, self.hz = args, mode, clients, hz
         self.latencies: list[float] = []
+        self.req_latencies: list[float] = []
         self.errors = 0
         self.exceptions = 0
         self.late = 0
@@ -99,7 +104,7 @@ class Load:
                         next_t += math.ceil((now - next_t) / period) * period
                 t = time.monotonic()
                 try:
-                    ok = await r.read_map()
+                    ok = await r.read_map(self.req_latencies)
                 except (OSError, asyncio.IncompleteReadError):
                     self.errors += 1
                     await asyncio.sleep(0.05)
@@ -124,6 +129,8 @@ class Load:
                 "requests_per_map": len(self.args.blocks),
                 "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
                 "max_ms": max(lat) * 1e3 if lat else math.nan,
+                "request_p50_ms": pct(self.req_latencies, 50) * 1e3,
+                "request_p99_ms": pct(self.req_latencies, 99) * 1e3,
                 "errors": self.errors, "exception_replies": self.exceptions, "late": self.late,
                 "cpu_s": self_usage()["cpu_s"] - self.cpu0}
 

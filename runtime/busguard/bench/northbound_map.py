@@ -1,5 +1,11 @@
-"""The northbound side as the bench sees it: how to switch the [modbus_server] publisher on
-in a bench site, and which register blocks make up one full map read."""
+"""The northbound side as the bench sees it: switching the [modbus_server] publisher on in a
+bench site, and the register blocks of one full map read.
+
+A *full map read* is what a DCIM polls: the header and every live area (meters, probes,
+breakers, outputs, alarms, commands, extra points), each area's used range split into reads of
+at most 125 registers. The name table (static text, read once at commissioning) and the
+alignment gaps between areas are left out.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,11 @@ import json
 import socket
 from pathlib import Path
 
-from busguard.bench.context import Bench
 from busguard.bench.sites import SiteSpec
 
 Block = tuple[int, int, int]  # function code, address, count
+MAX_READ = 125
+LIVE_AREAS = ("meter", "probe", "breaker", "output", "alarm", "command", "extra")
 
 
 def free_port() -> int:
@@ -19,16 +26,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def configure(spec: SiteSpec, b: Bench) -> int:
-    """Add [modbus_server] on a free loopback port; returns the port."""
-    port = free_port()
-    spec.tables["modbus_server"] = {"host": "127.0.0.1", "port": port}
+def configure(spec: SiteSpec, port: int = 0) -> int:
+    """Add [modbus_server] on a free loopback port, with the per-client caps lifted (every
+    bench client comes from 127.0.0.1); returns the port."""
+    port = port or free_port()
+    spec.tables["modbus_server"] = {"host": "127.0.0.1", "port": port, "max_connections": 1024,
+                                    "max_connections_per_client": 1024,
+                                    "max_requests_per_s": 100000.0, "idle_timeout_s": 3600.0}
     return port
 
 
-def blocks(b: Bench, site_path: Path) -> list[Block]:
-    """The requests of one full map read (at most 125 registers each)."""
-    raise NotImplementedError("northbound map layout not wired yet")
+def chunks(start: int, count: int, fc: int = 3) -> list[Block]:
+    return [(fc, a, min(MAX_READ, start + count - a)) for a in range(start, start + count,
+                                                                     MAX_READ)]
+
+
+def blocks(site_path: Path) -> tuple[list[Block], int]:
+    """(the reads of one full map read, the map's total size in registers) for a site."""
+    from busguard.bench.target import BenchPlugin
+    from busguard.northbound import mapdef
+    from busguard.runtime import Runtime
+
+    rt = Runtime.from_file(site_path, extra=[BenchPlugin()])
+    m = mapdef.for_runtime(rt)
+    out = chunks(0, mapdef.HEADER_WORDS)
+    for area in LIVE_AREAS:
+        n = m.counts.get(area, 0) * m.strides.get(area, 0)
+        if n:
+            out += chunks(m.bases[area], n)
+    return out, m.size
 
 
 def dumps(blocks: list[Block]) -> str:

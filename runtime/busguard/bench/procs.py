@@ -77,6 +77,15 @@ class Child:
                 return json.loads(line)
 
     def request(self, cmd: str, timeout_s: float = 30.0, **kw: Any) -> dict[str, Any]:
+        """Send a command and wait for its answer."""
+        self.send(cmd, **kw)
+        res = self.reply(timeout_s)
+        if "error" in res:
+            raise ChildError(f"{self.name}: {cmd}: {res['error']}")
+        return res
+
+    def send(self, cmd: str, **kw: Any) -> None:
+        """Send a command; collect its answer later with :meth:`reply`."""
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
@@ -84,10 +93,6 @@ class Child:
         except (BrokenPipeError, OSError) as exc:
             raise ChildError(f"{self.name}: gone ({exc}) (log: {self.log_path})\n"
                              f"{self.tail()}") from exc
-        res = self.reply(timeout_s)
-        if "error" in res:
-            raise ChildError(f"{self.name}: {cmd}: {res['error']}")
-        return res
 
     def tail(self, lines: int = 15) -> str:
         try:

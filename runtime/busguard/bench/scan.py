@@ -78,13 +78,13 @@ def run(b: Bench) -> list[Measurement]:
             missing.append("w1 probe driver")
         nb_port = 0
         if b.parts["modbus_server"]:
-            nb_port = northbound_map.configure(spec, b)
+            nb_port = northbound_map.configure(spec)
         else:
             missing.append("northbound [modbus_server]")
         tgt = stack.enter_context(b.target(spec, "scan-load"))
         dcim = None
         if nb_port:
-            blocks = northbound_map.blocks(b, b.workdir / "scan-load" / "site.toml")
+            blocks, _size = northbound_map.blocks(b.workdir / "scan-load" / "site.toml")
             dcim = stack.enter_context(b.child(
                 "clients", ["--port", nb_port, "--blocks", northbound_map.dumps(blocks)],
                 "scan-dcim"))

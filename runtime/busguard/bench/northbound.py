@@ -1,0 +1,96 @@
+"""(3) Northbound: full-map read latency and map reads per second with 1, 16 and 64 concurrent
+clients, beside a plain pymodbus server holding the same number of registers.
+
+busguard: the measured runtime (:mod:`busguard.bench.target`) with 64 meters and 32 probes
+(memory drivers: no field I/O here, the map is what is measured) and [modbus_server], scanning
+every 10 ms while the clients read. Baseline: :mod:`busguard.bench.plainserver`. Clients:
+:mod:`busguard.bench.clients` in its own process, closed loop (each client starts its next
+map read when the last one ended), one connection each, the same reads for both servers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from busguard.bench import northbound_map
+from busguard.bench.context import Bench
+from busguard.bench.meters import nominal_values
+from busguard.bench.result import INFO, Measurement, Row, below, ratio_at_least
+from busguard.bench.sites import METER_PROFILE, SiteSpec, add_limit_blocks, add_memory_meters
+from busguard.modbus.profiles import load_profile
+
+KEYS = (("3-northbound", "northbound full-map reads"),)
+NEEDS = ("modbus_server", "threshold_alarm")
+CONCURRENCY = (1, 16, 64)
+METERS, PROBES = 64, 32
+RATIO_FLOOR, P99_FLOOR_MS, P99_AT = 0.9, 2.0, 16
+
+
+def site(b: Bench) -> SiteSpec:
+    profile = load_profile(METER_PROFILE)
+    spec = SiteSpec(name="bench-northbound")
+    names = add_memory_meters(spec, METERS, [p.name for p in profile.points],
+                              nominal_values(0, profile))
+    for i in range(PROBES):
+        spec.add("probe", name=f"tap-{i:02d}", driver="memory", poll_ms=1000.0,
+                 points=["temp_c"], initial={"temp_c": 40.0})
+    add_limit_blocks(spec, names, "current_l1_a", high=600.0, output="relay.alarm")
+    spec.add("output", name="bench-out", driver="bench_output", outputs=["relay.alarm"])
+    northbound_map.configure(spec)
+    return spec
+
+
+def run(b: Bench) -> list[Measurement]:
+    dur = b.seconds(10.0, 1.5)
+    spec = site(b)
+    port = spec.tables["modbus_server"]["port"]
+    path = spec.write(b.workdir / "nb-busguard" / "site.toml")
+    blocks, size = northbound_map.blocks(path)
+    nregs = sum(x[2] for x in blocks)
+    res: dict[str, dict[int, dict[str, Any]]] = {"busguard": {}, "plain": {}}
+    with b.target(spec, "nb-busguard") as tgt, b.child(
+            "clients", ["--port", port, "--blocks", northbound_map.dumps(blocks)],
+            "nb-clients-busguard") as cl:
+        for c in CONCURRENCY:
+            tgt.send("measure", warmup_s=0.0, duration_s=dur + 1.0)
+            got = cl.request("run", mode="closed", clients=c, duration_s=dur,
+                             timeout_s=dur + 60)
+            scan = tgt.reply(dur + 60)
+            got["runtime_cpu_share"] = scan["cpu_share"]
+            got["scan"] = scan["stats"]
+            res["busguard"][c] = got
+    with b.child("plainserver", ["--registers", size], "nb-plain") as plain, b.child(
+            "clients", ["--port", plain.ready["port"], "--blocks",
+                        northbound_map.dumps(blocks)], "nb-clients-plain") as cl:
+        for c in CONCURRENCY:
+            s0 = plain.request("stats")
+            got = cl.request("run", mode="closed", clients=c, duration_s=dur,
+                             timeout_s=dur + 60)
+            s1 = plain.request("stats")
+            got["server_cpu_share"] = (s1["cpu_s"] - s0["cpu_s"]) / (s1["t"] - s0["t"])
+            res["plain"][c] = got
+    rows = []
+    for c in CONCURRENCY:
+        bg, pl = res["busguard"][c], res["plain"][c]
+        rows.append(Row(f"map reads/s, {c} client{'s' if c > 1 else ''}", bg["reads_per_s"],
+                        "/s", pl["reads_per_s"], "plain pymodbus", f">= {RATIO_FLOOR}x",
+                        ratio_at_least(bg["reads_per_s"], pl["reads_per_s"], RATIO_FLOOR),
+                        f"ratio {bg['reads_per_s'] / pl['reads_per_s']:.2f}"
+                        if pl["reads_per_s"] else ""))
+        rows.append(Row(f"map read p50, {c}", bg["p50_ms"], "ms", pl["p50_ms"],
+                        "plain pymodbus"))
+        at = c == P99_AT
+        rows.append(Row(f"map read p99, {c}", bg["p99_ms"], "ms", pl["p99_ms"],
+                        "plain pymodbus", f"< {P99_FLOOR_MS:g} ms" if at else "",
+                        below(bg["p99_ms"], P99_FLOOR_MS) if at else INFO,
+                        (f"one map read is {len(blocks)} requests in sequence; per request "
+                         f"p99 {bg['request_p99_ms']:.2f} ms (plain "
+                         f"{pl['request_p99_ms']:.2f} ms)") if at else ""))
+        if bg["errors"] or bg["exception_replies"]:
+            rows[-1].note += f"; {bg['errors']} errors, {bg['exception_replies']} exceptions"
+    details = {"duration_s": dur, "map_registers": size, "registers_per_map_read": nregs,
+               "requests_per_map_read": len(blocks), "blocks": blocks,
+               "busguard": {str(k): v for k, v in res["busguard"].items()},
+               "plain": {str(k): v for k, v in res["plain"].items()}}
+    return [Measurement(KEYS[0][0], f"{KEYS[0][1]} ({nregs} registers, {len(blocks)} "
+                        f"requests per read)", rows, details=details)]
