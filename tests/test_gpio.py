@@ -540,3 +540,15 @@ def test_simulator_process_drives_leds_runtime_drives_relays(make_runtime, tmp_p
         sim.wait()
     rt.stop()
     assert not any(t.name == "busguard-gpio" for t in threading.enumerate())
+
+
+def test_service_thread_restarts_after_the_last_owner_left(tmp_path):
+    """A reload stops every GPIO driver, then starts new ones: the thread comes back."""
+    svc = GpioService(MockBackend(mock_dir=tmp_path))
+    for owner in ("old", "new"):
+        got: list[int | None] = []
+        svc.add_input(owner, 1, False, 0.01, lambda t, level, got=got: got.append(level))
+        svc.start()
+        assert wait_until(lambda got=got: len(got) >= 3, timeout=5.0)
+        assert svc.remove_owner(owner)  # nobody left: thread stopped, backend closed
+        assert not any(t.name == "busguard-gpio" for t in threading.enumerate())

@@ -19,10 +19,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from busguard.gpio.base import Line, PinBackend
+
+HISTORY_MAX = 10_000
 
 
 def line_path(mock_dir: str | os.PathLike[str], offset: int) -> Path:
@@ -106,7 +109,8 @@ class MockLine(Line):
                  initial: int) -> None:
         super().__init__(offset, output, active_low)
         self.backend = backend
-        self.history: list[tuple[float, int]] = []  # (ticks, logical value) on each change
+        # (ticks, logical value) on each change; bounded, the simulator runs for days
+        self.history: deque[tuple[float, int]] = deque(maxlen=HISTORY_MAX)
         self._lock = threading.Lock()
         if output:
             self.write(initial)

@@ -299,6 +299,7 @@ class W1Bus:
     def start(self) -> None:
         if not self.threaded or self._thread is not None:
             return
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"busguard-w1:{self.base_dir}",
                                         daemon=True)
         self._thread.start()
