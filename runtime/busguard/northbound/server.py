@@ -46,6 +46,8 @@ log = logging.getLogger("busguard.northbound")
 READ_FCS = frozenset({3, 4})
 WRITE_FCS = frozenset({6, 16, 23})
 ALLOWED_FCS = READ_FCS | WRITE_FCS
+MAX_BUFFER = 16384  # bytes received and not yet decoded, per connection
+MAX_QUEUE = 512  # decoded requests not yet answered, per connection
 
 
 class ImageSource(Protocol):
@@ -118,8 +120,20 @@ class GuardedHandler(ServerRequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        """pymodbus drops a buffer over one frame's size (pipelined requests); keep them, up to
+        a bound: a client that sends more without reading answers is dropped."""
         self.last_active = time.monotonic()
-        super().data_received(data)
+        self.recv_buffer += data
+        if len(self.recv_buffer) > MAX_BUFFER or len(self._queue) > MAX_QUEUE:
+            log.warning("northbound: %s sent %d bytes without reading answers; dropped",
+                        self.conn.host, len(self.recv_buffer))
+            self.recv_buffer = b""
+            self._queue.clear()
+            if self.transport:
+                self.transport.close()
+            return
+        cut = self.callback_data(self.recv_buffer)
+        self.recv_buffer = self.recv_buffer[cut:]
 
     def callback_data(self, data: bytes, addr: tuple | None = None) -> int:
         used = 0
