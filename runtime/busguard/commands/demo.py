@@ -54,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refresh", type=float, default=None, metavar="S",
                    help="view refresh period (default 0.5 s on a terminal, 5 s otherwise)")
     p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
+    p.add_argument("--keep-state", action="store_true", help=(
+        "keep the retained state of the last run (latched trips...); by default it is moved "
+        "aside, since every demo starts a fresh simulated world with all breakers closed"))
     p.set_defaults(func=run)
 
 
@@ -123,6 +126,17 @@ def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float) -> list[st
     return sorted(pending) + sorted(links)
 
 
+def _set_state_aside(site: Any) -> None:
+    """Move the last run's retained state (e.g. a latched shunt trip) out of the way."""
+    name = str((site.sections.get("retained") or {}).get("file", "retained.json"))
+    path = site.state_dir / name
+    if path.is_file():
+        aside = path.with_name(path.name + ".before-demo")
+        os.replace(path, aside)
+        print(f"busguard demo: previous retained state moved to {aside} (--keep-state keeps "
+              f"it)", flush=True)
+
+
 def _stop_child(proc: subprocess.Popen, timeout: float = 5.0) -> int:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -157,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                 root.removeHandler(h)
         root.addHandler(handler)
+    if not args.keep_state:
+        _set_state_aside(site)
     cmd = [sys.executable, "-m", "busguard.cli", "simulate", str(path), "--json",
            "--scenario", args.scenario, "--speed", str(args.speed), "--seed", str(args.seed),
            "--exit-on-stdin-eof"]
