@@ -36,7 +36,7 @@ else:  # pragma: no cover - exercised on the 3.10 CI leg
     import tomli as tomllib
 
 CAL_FILE = "calibration.toml"
-KEYS = ("gain", "offset", "ct_ratio", "updated_utc", "reference", "note")
+KEYS = ("gain", "offset", "ct_ratio", "updated_utc")
 
 
 @dataclass(frozen=True)
@@ -117,13 +117,12 @@ def _check_entry(file: str, where: str, entry: Mapping[str, Any]) -> list[Config
         if k not in KEYS:
             out.append(ConfigProblem(file, f"{where}.{k}", f"unknown key; valid: "
                                                            f"{', '.join(KEYS)}"))
-        elif k in ("gain", "ct_ratio", "offset", "reference"):
+        elif k in ("gain", "ct_ratio", "offset"):
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             if ok and k in ("gain", "ct_ratio") and v <= 0:
                 ok = False
             if not ok:
-                need = "a finite number" if k in ("offset", "reference") else \
-                    "a number greater than 0"
+                need = "a finite number" if k == "offset" else "a number greater than 0"
                 out.append(ConfigProblem(file, f"{where}.{k}", f"got {v!r}; expected {need}"))
         elif not isinstance(v, str):
             out.append(ConfigProblem(file, f"{where}.{k}", f"got {v!r}; expected a string"))

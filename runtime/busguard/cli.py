@@ -17,7 +17,8 @@ from busguard.errors import BusguardError, ConfigError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 # Each module has `add_parser(subparsers)`; the parser it adds sets `func(args) -> int`.
-COMMANDS = ("check", "run", "replay", "version", "simulate", "demo", "bench", "map", "status")
+COMMANDS = ("check", "run", "replay", "version", "simulate", "demo", "bench", "map", "status",
+            "apply", "recalibrate")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -52,7 +52,7 @@ SERVICE_PARAMS: Mapping[str, Param] = {
     "status_every_s": Param(float, default=1.0, minval=0.1, maxval=60.0, unit="s",
                             doc="refresh of STATUS= and of the status file"),
     "run_dir": Param(str, default="", doc="folder of busguard.pid and status.json "
-                                          "(default: $RUNTIME_DIRECTORY, else state_dir)"),
+                                          "(default: state_dir)"),
 }
 STATUS_FILE = "status.json"
 PID_FILE = "busguard.pid"
@@ -64,15 +64,12 @@ def service_options(site: SiteConfig) -> dict[str, Any]:
     return {k: given.get(k, p.default) for k, p in SERVICE_PARAMS.items()}
 
 
-def run_dir(site: SiteConfig, environ: Mapping[str, str] | None = None) -> Path:
-    """Where the pid file and the status file of the site's running instance live."""
+def run_dir(site: SiteConfig) -> Path:
+    """Where the pid file and the status file of the site's running instance live: the
+    site's ``[service] run_dir``, else its state_dir (the service and `busguard apply` both
+    derive it from the file, so they always agree)."""
     opt = service_options(site)["run_dir"]
-    if opt:
-        return site.resolve(opt)
-    env = (os.environ if environ is None else environ).get("RUNTIME_DIRECTORY", "")
-    if env:
-        return Path(env.split(":")[0])
-    return site.state_dir
+    return site.resolve(opt) if opt else site.state_dir
 
 
 def read_status(site: SiteConfig) -> dict[str, Any] | None:
@@ -166,7 +163,7 @@ class Service:
             self.ok_run = 0
             self.healthy = False
             self.ready = False
-        self._write_pid(run_dir(runtime.site, self.environ))
+        self._write_pid(run_dir(runtime.site))
         if self._thread is None:
             self._thread = threading.Thread(target=self._status_loop, name="busguard-status",
                                             daemon=True)
@@ -220,7 +217,7 @@ class Service:
 
     def reload_finished(self, ok: bool, message: str, config_hash: str = "") -> None:
         self.last_reload = {"ok": ok, "message": message, "utc": utc_stamp(),
-                            "config_hash": config_hash}
+                            "t": time.time(), "config_hash": config_hash}
         if not ok:
             self.reloading = False
             self.state = "running"
@@ -278,7 +275,7 @@ class Service:
         rt = self.runtime
         if rt is None:
             return
-        path = run_dir(rt.site, self.environ) / STATUS_FILE
+        path = run_dir(rt.site) / STATUS_FILE
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, (json.dumps(self.status(), indent=1) + "\n").encode())

@@ -1,0 +1,254 @@
+"""`busguard recalibrate METER --reference-amps X`: correct a meter phase's current gain
+against a NIST-traceable reference under a stable, known resistive load.
+
+The meter is read through its own driver (the same code the runtime polls it with, started
+here on a private process image), so the readings carry the calibration in force: site.toml's
+``calibration``/``ct_ratio`` with ``{state_dir}/calibration.toml`` winning. The new gain is
+
+    gain_new = gain_old * (reference - offset) / (mean_reading - offset)
+
+(offset kept), written to the calibration file (never to site.toml) atomically, with a
+backup. Refused, with nothing written, when the readings are unstable (spread over
+``--max-spread-pct``), the load is too small for a meaningful gain (reference under
+``--min-load-pct`` of the rating), or the correction is implausibly large (a wiring or phase
+mistake, not a calibration). Modbus drivers re-read the file within a second; others take it
+at the next reload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from busguard.calibration import (
+    Calibration,
+    calibration_path,
+    effective,
+    load_calibration,
+    update_calibration,
+    utc_stamp,
+)
+from busguard.clock import MonotonicClock
+from busguard.commands import default_site
+from busguard.config.site import DeviceConfig, SiteConfig
+from busguard.driver import DriverContext
+from busguard.errors import BusguardError
+from busguard.image import ProcessImage, Quality
+from busguard.runtime import check_site, load_types
+
+PHASES = ("L1", "L2", "L3", "N")
+
+
+class Refused(BusguardError):
+    """Recalibration refused: nothing was written."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recalibrate", help="correct a meter's current gain against a "
+                                           "reference under a known resistive load",
+                       description=(
+        "Read METER's current on PHASE through its driver while a stable, known resistive "
+        "load flows, compare the mean with the reference meter's reading (--reference-amps), "
+        "show the old and new gain, and write the new gain to {state_dir}/calibration.toml "
+        "atomically with a backup. Refuses when the readings are unstable or the load is too "
+        "small for a meaningful gain."))
+    p.add_argument("meter", help="meter name from site.toml")
+    p.add_argument("--reference-amps", type=float, required=True, metavar="X",
+                   help="current measured by the reference meter on that phase")
+    p.add_argument("--phase", default="L1", type=str.upper, choices=PHASES)
+    p.add_argument("--samples", type=int, default=10, metavar="N",
+                   help="fresh readings to average (default 10)")
+    p.add_argument("--site", help="site file (default: $BUSGUARD_SITE, ./site.toml, "
+                                  "/etc/busguard/site.toml)")
+    p.add_argument("--rating-amps", type=float, metavar="A", help="CT primary or circuit "
+                   "rating (default: the meter's ct_ratio x 5 A)")
+    p.add_argument("--min-load-pct", type=float, default=10.0, metavar="P",
+                   help="refuse below P %% of the rating (default 10)")
+    p.add_argument("--max-spread-pct", type=float, default=1.0, metavar="P",
+                   help="refuse when (max - min) / mean of the readings exceeds P %% "
+                        "(default 1)")
+    p.add_argument("--max-correction-pct", type=float, default=20.0, metavar="P",
+                   help="refuse a gain change larger than P %% (default 20)")
+    p.add_argument("--timeout", type=float, default=0.0, metavar="S",
+                   help="give up reading after S seconds (default: 3 poll periods per "
+                        "sample + 5 s)")
+    p.add_argument("--dry-run", action="store_true", help="compute and show, write nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    site = check_site(default_site(args.site))
+    try:
+        res = recalibrate(site, args.meter, args.reference_amps, phase=args.phase,
+                          samples=args.samples, rating_a=args.rating_amps,
+                          min_load_pct=args.min_load_pct, max_spread_pct=args.max_spread_pct,
+                          max_correction_pct=args.max_correction_pct,
+                          timeout_s=args.timeout or None, write=not args.dry_run)
+    except Refused as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "refused": str(exc)}, indent=2))
+        else:
+            print(f"refused: {exc}\nnothing was written.")
+        return 1
+    if args.json:
+        print(json.dumps({"ok": True, **res}, indent=2))
+        return 0
+    r = res
+    print(f"{r['meter']}.{r['point']}: {r['samples']} readings, mean {r['mean_a']:.3f} A, "
+          f"spread {r['spread_pct']:.3f} % (min {r['min_a']:.3f}, max {r['max_a']:.3f})")
+    print(f"  reference {r['reference_a']:.3f} A = {r['load_pct']:.1f} % of "
+          f"{r['rating_a']:g} A rating")
+    print(f"  gain   old {r['gain_old']:.6f}  new {r['gain_new']:.6f}  "
+          f"({r['correction_pct']:+.3f} %)")
+    print(f"  offset {r['offset']:g} A (kept)")
+    if r["written"]:
+        print(f"written: {r['file']}" + (f" (backup: {r['backup']})" if r["backup"] else ""))
+        print("the running service's Modbus drivers pick it up within a second; other "
+              "drivers at the next `systemctl reload busguard`")
+    else:
+        print("dry run: nothing written")
+    return 0
+
+
+def recalibrate(site: SiteConfig, meter: str, reference_a: float, phase: str = "L1",
+                samples: int = 10, rating_a: float | None = None, min_load_pct: float = 10.0,
+                max_spread_pct: float = 1.0, max_correction_pct: float = 20.0,
+                timeout_s: float | None = None, write: bool = True) -> dict[str, Any]:
+    try:
+        dev = site.device(meter)
+    except KeyError:
+        known = ", ".join(d.name for d in site.devices_of("meter")) or "none"
+        raise BusguardError(f"no meter named {meter!r} in {site.file}; meters: {known}"
+                            ) from None
+    if dev.kind != "meter":
+        raise BusguardError(f"{meter!r} is a {dev.kind}, not a meter")
+    point = f"current_{phase.lower()}_a"
+    if not (reference_a > 0 and math.isfinite(reference_a)):
+        raise Refused(f"reference {reference_a:g} A: a positive current is needed")
+    rating = rating_a or _rating(dev)
+    if rating is None:
+        raise Refused(f"no rating known for {meter} (ct_ratio is 1): give --rating-amps, the "
+                      f"CT primary or the circuit rating")
+    load_pct = 100.0 * reference_a / rating
+    if load_pct < min_load_pct:
+        raise Refused(f"load too small for a meaningful gain: reference {reference_a:g} A is "
+                      f"{load_pct:.1f} % of the {rating:g} A rating (need >= "
+                      f"{min_load_pct:g} %); apply a larger resistive load")
+    if _is_serial(dev):
+        from busguard.commands.apply import find_instance
+
+        pid = find_instance(site)
+        if pid is not None:
+            raise Refused(f"{meter} is on a serial line that the running instance (pid {pid}) "
+                          f"owns; stop it first (systemctl stop busguard), recalibrate, start "
+                          f"it again")
+
+    readings = read_samples(site, dev, point, samples, timeout_s)
+    mean = statistics.fmean(readings)
+    lo, hi = min(readings), max(readings)
+    spread_pct = 100.0 * (hi - lo) / mean if mean > 0 else math.inf
+    if spread_pct > max_spread_pct:
+        raise Refused(f"readings unstable: spread {spread_pct:.2f} % over {len(readings)} "
+                      f"readings (min {lo:.3f} A, max {hi:.3f} A; limit {max_spread_pct:g} %); "
+                      f"wait for a steady resistive load")
+
+    cal_file = calibration_path(site.state_dir)
+    table = load_calibration(cal_file)
+    site_entry = (dev.params.get("calibration") or {}).get(point) or {}
+    old = effective(Calibration().merged(site_entry), table, meter, point)
+    if mean - old.offset <= 0:
+        raise Refused(f"mean reading {mean:.3f} A is not above the offset {old.offset:g} A")
+    gain_new = old.gain * (reference_a - old.offset) / (mean - old.offset)
+    correction = 100.0 * (gain_new / old.gain - 1.0)
+    if abs(correction) > max_correction_pct:
+        raise Refused(f"a gain change of {correction:+.1f} % (reading {mean:.3f} A against "
+                      f"reference {reference_a:g} A) is beyond {max_correction_pct:g} %: check "
+                      f"the CT ratio, the phase (--phase) and the wiring; that is not a "
+                      f"calibration")
+    res: dict[str, Any] = {
+        "meter": meter, "point": point, "samples": len(readings), "mean_a": mean,
+        "min_a": lo, "max_a": hi, "spread_pct": spread_pct, "reference_a": reference_a,
+        "rating_a": rating, "load_pct": load_pct, "gain_old": old.gain, "gain_new": gain_new,
+        "offset": old.offset, "correction_pct": correction, "file": str(cal_file),
+        "backup": None, "written": False}
+    if write:
+        entry = {"gain": round(gain_new, 6), "offset": old.offset, "updated_utc": utc_stamp()}
+        saved = update_calibration(cal_file, meter, point, entry)
+        _same_owner(cal_file, site.state_dir)
+        res.update(backup=str(saved) if saved else None, written=True)
+    return res
+
+
+def _rating(dev: DeviceConfig) -> float | None:
+    ct = float(dev.params.get("ct_ratio") or 1.0)
+    return ct * 5.0 if ct > 1.0 else None
+
+
+def _is_serial(dev: DeviceConfig) -> bool:
+    return "line" in dev.params or dev.driver.endswith("_rtu")
+
+
+def _same_owner(path: Path, folder: Path) -> None:
+    """Files root writes into the service's state folder belong to the service user."""
+    if os.geteuid() != 0:
+        return
+    st = folder.stat()
+    for p in [path, *path.parent.glob(f"{path.name}.*.bak")]:
+        with contextlib.suppress(OSError):
+            os.chown(p, st.st_uid, st.st_gid)
+
+
+def read_samples(site: SiteConfig, dev: DeviceConfig, point: str, n: int,
+                 timeout_s: float | None = None) -> list[float]:
+    """``n`` fresh good readings of ``dev.point`` through the device's own driver."""
+    _pm, registry = load_types(disabled=site.disabled_plugins)
+    cls = registry.drivers[dev.kind][dev.driver]
+    specs = cls.declare_points(dev, site)
+    name = f"{dev.name}.{point}"
+    if name not in {s.name for s in specs}:
+        raise BusguardError(f"meter {dev.name} has no point {point!r} (profile points: "
+                            f"{', '.join(s.name.split('.', 1)[1] for s in specs)})")
+    clock = MonotonicClock()
+    image = ProcessImage(specs, clock)
+    loop = asyncio.new_event_loop()
+    io = threading.Thread(target=loop.run_forever, name="recalibrate-io", daemon=True)
+    io.start()
+    drv = cls(dev, site)
+    timeout = timeout_s or (3 * dev.poll_s * n + 5.0)
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    out: list[float] = []
+    i = image.index[name]
+    try:
+        drv.start(DriverContext(image, clock, loop, site))
+        seen = -math.inf
+        while len(out) < n:
+            with image._lock:
+                t, q, v = image.t_mono[i], image.quality[i], image.values[i]
+            if t > seen and q == Quality.GOOD and math.isfinite(v):
+                seen = t
+                out.append(v)
+            elif time.monotonic() > deadline:
+                raise Refused(f"only {len(out)} of {n} good readings of {name} in {timeout:g} s "
+                              f"(quality {Quality(q).word}); is the meter reachable?")
+            else:
+                pause.wait(min(0.05, dev.poll_s / 4))
+    finally:
+        try:
+            drv.stop()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            io.join(timeout=5)
+            if not loop.is_running():
+                loop.close()
+    return out

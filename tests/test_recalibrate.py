@@ -1,0 +1,140 @@
+"""`busguard recalibrate` against a real Modbus TCP slave on 127.0.0.1, read through the
+modbus_tcp driver: gain computed, file written with a backup, the driver applying it closes
+the loop; unstable readings, small loads and implausible corrections are refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from busguard.calibration import load_calibration
+from busguard.cli import main
+from busguard.commands.recalibrate import Refused, read_samples, recalibrate
+from busguard.modbus import load_profile
+from busguard.runtime import check_site
+from modbus_slave import SlaveThread, serve_profile
+
+CT = 40.0  # 200:5 A CT -> rating 200 A
+
+SITE = """\
+[site]
+name = "cal"
+
+[paths]
+state_dir = "state"
+fault_log = "state/fault.log"
+
+[[meter]]
+name = "pqm-a1"
+driver = "modbus_tcp"
+host = "127.0.0.1"
+port = {port}
+poll_ms = 20
+timeout_ms = 500
+points = ["current_l1_a", "current_l2_a"]
+ct_ratio = {ct}
+calibration = {{ current_l1_a = {{ gain = 1.01 }} }}
+"""
+
+
+class Alternating(dict):
+    """Holding registers whose current_l1_a float alternates between two values per read."""
+
+    def __init__(self, base: dict, first: int, a: list[int], b: list[int]) -> None:
+        super().__init__(base)
+        self.first, self.words, self.flip = first, (a, b), 0
+
+    def get(self, addr, default=0):
+        if addr == self.first:
+            self.flip ^= 1
+        if addr in (self.first, self.first + 1):
+            return self.words[self.flip][addr - self.first]
+        return super().get(addr, default)
+
+
+@pytest.fixture
+def slave() -> Iterator[SlaveThread]:
+    s = SlaveThread()
+    yield s
+    s.stop()
+
+
+def _site(tmp_path: Path, slave: SlaveThread, l1_raw_a: float, l2_raw_a: float = 50.0):
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), load_profile("generic-pqm"),
+                  {"current_l1_a": l1_raw_a / CT, "current_l2_a": l2_raw_a / CT})
+    path = tmp_path / "site.toml"
+    path.write_text(SITE.format(port=port, ct=CT))
+    return check_site(path)
+
+
+def test_gain_written_with_backup_and_the_driver_applies_it(tmp_path: Path, slave,
+                                                            capsys) -> None:
+    site = _site(tmp_path, slave, l1_raw_a=97.0)
+    # site.toml's gain 1.01 is in force: the meter reads 97.0 * 1.01 = 97.97 A
+    assert main(["recalibrate", "pqm-a1", "--reference-amps", "100", "--samples", "5",
+                 "--site", site.file, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["mean_a"] == pytest.approx(97.97, abs=1e-3)
+    assert res["gain_old"] == pytest.approx(1.01)
+    assert res["gain_new"] == pytest.approx(1.01 * 100 / 97.97, rel=1e-6)
+    assert res["load_pct"] == pytest.approx(50.0) and res["backup"] is None
+    cal = load_calibration(tmp_path / "state" / "calibration.toml")
+    entry = cal["pqm-a1"]["current_l1_a"]
+    assert entry["gain"] == pytest.approx(100 / 97.0, rel=1e-5)
+    assert entry["offset"] == 0.0 and entry["updated_utc"].endswith("Z")
+    # the driver, reading again, applies the file: the meter now agrees with the reference
+    dev = site.device("pqm-a1")
+    again = read_samples(site, dev, "current_l1_a", 3)
+    assert again == pytest.approx([100.0] * 3, abs=1e-3)
+    # a second run (L1 again, now right; and L2) keeps a backup of the previous file
+    res2 = recalibrate(site, "pqm-a1", 100.0, samples=3)
+    assert res2["correction_pct"] == pytest.approx(0.0, abs=1e-3)
+    assert res2["backup"] and Path(res2["backup"]).exists()
+    res3 = recalibrate(site, "pqm-a1", 49.5, phase="L2", samples=3)
+    assert res3["gain_old"] == 1.0 and res3["gain_new"] == pytest.approx(0.99)
+    cal = load_calibration(tmp_path / "state" / "calibration.toml")
+    assert set(cal["pqm-a1"]) == {"current_l1_a", "current_l2_a"}
+    assert len(list((tmp_path / "state").glob("calibration.toml.*.bak"))) == 2
+
+
+def test_human_output_shows_old_and_new(tmp_path: Path, slave, capsys) -> None:
+    site = _site(tmp_path, slave, l1_raw_a=99.0)
+    assert main(["recalibrate", "pqm-a1", "--reference-amps", "100", "--samples", "3",
+                 "--site", site.file, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "gain   old 1.010000  new 1.010101  (+0.010 %)" in out
+    assert "dry run: nothing written" in out
+    assert not (tmp_path / "state" / "calibration.toml").exists()
+
+
+def test_unstable_readings_are_refused(tmp_path: Path, slave) -> None:
+    site = _site(tmp_path, slave, l1_raw_a=100.0)
+    prof = load_profile("generic-pqm")
+    p = prof.point("current_l1_a")
+    unit = slave.unit(1)
+    unit.holding = Alternating(unit.holding, p.address, p.encode(100.0 / CT),
+                               p.encode(103.0 / CT))
+    with pytest.raises(Refused, match=r"readings unstable: spread 2\.9\d %"):
+        recalibrate(site, "pqm-a1", 100.0, samples=6)
+    assert not (tmp_path / "state" / "calibration.toml").exists()
+
+
+def test_small_load_and_implausible_corrections_are_refused(tmp_path: Path, slave,
+                                                            capsys) -> None:
+    site = _site(tmp_path, slave, l1_raw_a=60.0)
+    assert main(["recalibrate", "pqm-a1", "--reference-amps", "15", "--site",
+                 site.file]) == 1
+    out = capsys.readouterr().out
+    assert "load too small for a meaningful gain: reference 15 A is 7.5 % of the 200 A" in out
+    assert "nothing was written" in out
+    with pytest.raises(Refused, match=r"gain change of \+65\.0 %.*check the CT ratio"):
+        recalibrate(site, "pqm-a1", 100.0, samples=3)  # 60.6 A read against 100 A
+    with pytest.raises(Refused, match="give --rating-amps"):
+        recalibrate(site.__class__(**{**site.__dict__, "devices": tuple(
+            d.__class__(**{**d.__dict__, "params": {**d.params, "ct_ratio": 1.0}})
+            for d in site.devices)}), "pqm-a1", 100.0)
+    assert not (tmp_path / "state" / "calibration.toml").exists()
