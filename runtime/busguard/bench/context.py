@@ -3,6 +3,8 @@ start helper processes and the measured runtime."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ class Bench:
     meters_backend: str = "sim"
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
     children: list[Child] = field(default_factory=list)
+    profile_dir: Path | None = None  # py-spy record every measured runtime into this folder
+    profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def seconds(self, full: float, quick: float) -> float:
         return quick if self.quick else full
@@ -36,9 +40,29 @@ class Bench:
     def target(self, spec: SiteSpec, name: str, extra_args: Sequence[str] = ()) -> Child:
         """The measured runtime (bench.target) on a site written from ``spec``."""
         site = spec.write(self.workdir / name / "site.toml")
-        return self.child("target", [str(site), *self.target_args, *extra_args], name,
-                          ready_timeout_s=60.0)
+        c = self.child("target", [str(site), *self.target_args, *extra_args], name,
+                       ready_timeout_s=60.0)
+        if self.profile_dir is not None:
+            self.profile(c.pid, name)
+        return c
+
+    def profile(self, pid: int, name: str) -> None:
+        """Sample ``pid`` with py-spy (all threads, folded stacks) until it exits."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        assert self.profile_dir is not None
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        out = self.profile_dir / f"{name}.folded"
+        self.profilers.append(subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--rate", "250", "--threads", "--format", "raw",
+             "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def close_all(self) -> None:
         while self.children:
             self.children.pop().close()
+        while self.profilers:
+            p = self.profilers.pop()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.terminate()

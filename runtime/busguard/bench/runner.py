@@ -56,13 +56,14 @@ def machine() -> dict[str, Any]:
 def run(selected: Sequence[str] = MODULES, quick: bool = False,
         json_path: str | Path | None = None, target_args: Sequence[str] = (),
         meters_backend: str = "sim", keep_workdir: bool = False,
-        out: Any = None) -> list[Measurement]:
+        profile_dir: str | Path | None = None, out: Any = None) -> list[Measurement]:
     out = out or sys.stdout
     _pm, registry = load_types()
     have = parts(registry)
     workdir = Path(tempfile.mkdtemp(prefix="busguard-bench-"))
     bench = Bench(quick=quick, workdir=workdir, registry=registry, parts=have,
-                  target_args=tuple(target_args), meters_backend=meters_backend)
+                  target_args=tuple(target_args), meters_backend=meters_backend,
+                  profile_dir=Path(profile_dir) if profile_dir else None)
     results: list[Measurement] = []
     t_start = time.monotonic()
     try:

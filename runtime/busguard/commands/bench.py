@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="lever: SCHED_FIFO priority for the measured runtime's scan thread")
     p.add_argument("--gc-freeze", action="store_true",
                    help="lever: gc.freeze() start-up objects in the measured runtime")
+    p.add_argument("--profile", metavar="DIR", help="sample every measured runtime with "
+                   "py-spy (pip install py-spy; needs ptrace rights) into DIR/<run>.folded")
     p.add_argument("--keep", action="store_true", help="keep the work folder (sites, logs)")
     p.set_defaults(func=run)
 
@@ -48,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
         levers.append("--gc-freeze")
     results = runner.run(args.only or runner.MODULES, quick=args.quick, json_path=args.json,
                          target_args=levers, meters_backend=args.meters,
-                         keep_workdir=args.keep)
+                         keep_workdir=args.keep, profile_dir=args.profile)
     return 1 if any(m.status in (MISS, ERROR) for m in results) else 0
