@@ -265,6 +265,8 @@ def parse_site(data: Mapping[str, Any], registry: TypeRegistry, file: str = "sit
             drv_param = Param(str, default=default if default else REQUIRED,
                               choices=tuple(sorted(types)) or ("(none registered)",))
             driver = sec.get("driver", drv_param)
+            if sec.has("driver") and sec.data["driver"] != driver:
+                driver = None  # a wrong name is reported; it must not become the default
             cls = types.get(driver) if driver else None
             poll = sec.get("poll_ms", Param(float, default=cls.default_poll_ms if cls else 1000.0,
                                             minval=1.0, maxval=3_600_000.0, unit="ms"))
