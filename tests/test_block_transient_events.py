@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from blocktrace import QUIET, run_trace, site
 
 DEVICES = """
@@ -89,3 +91,18 @@ def test_retrigger_extends_the_event(make_runtime, tmp_path):
     assert edges == ["raised tr:event BG-TRANSIENT", "cleared tr:event BG-TRANSIENT"]
     last = [v for v in views if "tr:event" in v.alarms][-1]
     assert last.alarms["tr:event"]["values"]["trigger"]["didt_a_per_s"] == 4000.0
+
+
+def test_didt_uses_the_meters_sample_times_not_the_scan_period(make_runtime, tmp_path):
+    # 10 ms scans, the meter answers every 100 ms: a 60 A step is 600 A/s, not 6000 A/s
+    quiet = {"m1.current_l1_a": QUIET}
+    rows = [BASE, *[quiet] * 9, {"m1.current_l1_a": 400.0}, *[quiet] * 9,
+            {"m1.current_l1_a": 460.0}, *[quiet] * 3]
+    _rt, views = run_trace(make_runtime, tmp_path,
+                           site(BLOCK.format(extra=""), DEVICES, period_ms=10.0), rows)
+    assert not any("tr:event" in v.alarms for v in views)
+    rows[20] = {"m1.current_l1_a": 700.0}  # 300 A in 100 ms: 3000 A/s
+    _rt, views = run_trace(make_runtime, tmp_path,
+                           site(BLOCK.format(extra=""), DEVICES, period_ms=10.0), rows)
+    assert views[20].alarms["tr:event"]["values"]["trigger"]["didt_a_per_s"] == \
+        pytest.approx(3000.0, rel=1e-6)

@@ -4,7 +4,8 @@ Protects nothing by itself: it catches and records the load steps that thousands
 starting at once put on a busway, so operators can correlate nuisance trips, THD and thermal
 rises with job starts. Each scan judges the highest value written since the previous scan
 (:meth:`Snapshot.peak`, the image keeps min/max between scans, so a spike between two scans is
-not lost). An event keeps a short buffer of samples before the trigger and collects samples
+not lost); dI/dt is taken between the meter's own samples, by their timestamps. An event
+keeps a short buffer of samples before the trigger and collects samples
 after it; both are written to the event record: the alarm's values, hence the fault log's raise
 line (pre-trigger samples) and clear line (pre and post).
 """
@@ -78,15 +79,19 @@ class TransientEvents(Block):
                 self.prev.pop(x, None)
                 sample.append(None)
                 continue
-            value = inputs.values[inputs.index[x]]
+            i = inputs.index[x]
+            value = inputs.values[i]
             peak = inputs.peak(x)
             sample.append(rnd(peak, 2))
+            # dI/dt between the meter's own samples (their timestamps), not between scans:
+            # a poll every 100 ms seen by a 10 ms scan is one step per 100 ms, not per 10 ms
+            t_sample = inputs.t_mono[i]
             last = self.prev.get(x)
-            self.prev[x] = (now, value)
             didt = 0.0
-            if last is not None and now > last[0]:
-                dt = now - last[0]
-                didt = max(abs(value - last[1]), peak - last[1]) / dt
+            if last is None or t_sample > last[0]:
+                self.prev[x] = (t_sample, value)
+                if last is not None:
+                    didt = max(abs(value - last[1]), peak - last[1]) / (t_sample - last[0])
             hit = (p["didt_a_per_s"] > 0 and didt >= p["didt_a_per_s"]) or (
                 p["peak_a"] > 0 and peak >= p["peak_a"])
             if hit and (trigger is None or didt > trigger["didt_a_per_s"]):
