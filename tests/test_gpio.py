@@ -552,3 +552,31 @@ def test_service_thread_restarts_after_the_last_owner_left(tmp_path):
         assert wait_until(lambda got=got: len(got) >= 3, timeout=5.0)
         assert svc.remove_owner(owner)  # nobody left: thread stopped, backend closed
         assert not any(t.name == "busguard-gpio" for t in threading.enumerate())
+
+
+def test_stop_writes_the_failsafe_values_before_releasing_lines(make_runtime, tmp_path,
+                                                                run_scans):
+    rt = make_runtime(SITE.format(led=""), start=True)
+    gdir = tmp_path / "gpio"
+    run_scans(rt, 2)  # 900 A > 800 A: relay.alarm = 1
+    assert wait_until(lambda: read_line(gdir, 22) == 1)
+    rt.stop()  # fail-safe: the block's output_failsafe (0), written before the line goes
+    assert read_line(gdir, 22) == 0
+
+
+def test_reload_handover_keeps_output_levels(make_runtime, tmp_path, run_scans):
+    """stop(failsafe=False) then a new runtime on the same lines: no drop in between."""
+    old = make_runtime(SITE.format(led=""), start=True)
+    gdir = tmp_path / "gpio"
+    run_scans(old, 2)
+    assert wait_until(lambda: read_line(gdir, 22) == 1)
+    old.stop(failsafe=False)
+    assert read_line(gdir, 22) == 1
+    new = make_runtime(SITE.format(led=""), start=True)
+    assert read_line(gdir, 22) == 1  # requested without being driven inactive
+    relay = new.drivers[3]
+    assert relay._chan.desired == 1
+    run_scans(new, 2)
+    assert wait_until(lambda: relay.stats()["readback"] == 1)
+    relay._service.backend.line(22).assert_states([1])  # never went inactive
+    new.stop()

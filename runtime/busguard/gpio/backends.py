@@ -83,7 +83,8 @@ class GpiodBackend(PinBackend):
             raise DriverError(f"[gpio] chip = {chip!r}: no such GPIO chip; available: "
                               f"{', '.join(available_chips()) or 'none'}")
 
-    def _request(self, offset: int, output: bool, active_low: bool, initial: int) -> Line:
+    def _request(self, offset: int, output: bool, active_low: bool,
+                 initial: int | None) -> Line:
         gpiod = self._gpiod
         from gpiod.line import Direction, Value
 
@@ -180,7 +181,8 @@ class RpiGpioBackend(PinBackend):
         gpio.setwarnings(False)
         gpio.setmode(gpio.BCM)
 
-    def _request(self, offset: int, output: bool, active_low: bool, initial: int) -> Line:
+    def _request(self, offset: int, output: bool, active_low: bool,
+                 initial: int | None) -> Line:
         gpio = self._gpio
         try:
             if output:

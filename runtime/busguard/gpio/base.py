@@ -52,10 +52,13 @@ class PinBackend(ABC):
     def open_input(self, offset: int, active_low: bool = False) -> Line:
         return self._open(offset, False, active_low, 0)
 
-    def open_output(self, offset: int, active_low: bool = False, initial: int = 0) -> Line:
+    def open_output(self, offset: int, active_low: bool = False,
+                    initial: int | None = 0) -> Line:
+        """``initial=None``: keep the line's present level where the backend can read it
+        without driving it (mock), else inactive."""
         return self._open(offset, True, active_low, initial)
 
-    def _open(self, offset: int, output: bool, active_low: bool, initial: int) -> Line:
+    def _open(self, offset: int, output: bool, active_low: bool, initial: int | None) -> Line:
         with self._lock:
             if offset in self._lines:
                 raise ValueError(f"{self.chip} line {offset} is already in use by "
@@ -78,7 +81,8 @@ class PinBackend(ABC):
             line.close()
 
     @abstractmethod
-    def _request(self, offset: int, output: bool, active_low: bool, initial: int) -> Line:
+    def _request(self, offset: int, output: bool, active_low: bool,
+                 initial: int | None) -> Line:
         """Request one line from the library; raise DriverError with what to do on failure."""
 
     def describe(self) -> str:

@@ -106,16 +106,16 @@ class MockLine(Line):
     """A line of the mock backend; levels live in ``<mock_dir>/<offset>``."""
 
     def __init__(self, backend: MockBackend, offset: int, output: bool, active_low: bool,
-                 initial: int) -> None:
+                 initial: int | None) -> None:
         super().__init__(offset, output, active_low)
         self.backend = backend
         # (ticks, logical value) on each change; bounded, the simulator runs for days
         self.history: deque[tuple[float, int]] = deque(maxlen=HISTORY_MAX)
         self._lock = threading.Lock()
-        if output:
-            self.write(initial)
+        if output and (initial is not None or not line_path(backend.dir, offset).exists()):
+            self.write(initial or 0)
         else:
-            self.read()
+            self.read()  # an input, or an output that keeps the level it has
 
     def _note(self, value: int) -> None:
         with self._lock:
@@ -165,7 +165,8 @@ class MockBackend(PinBackend):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ticks = ticks
 
-    def _request(self, offset: int, output: bool, active_low: bool, initial: int) -> Line:
+    def _request(self, offset: int, output: bool, active_low: bool,
+                 initial: int | None) -> Line:
         return MockLine(self, offset, output, active_low, initial)
 
     def line(self, offset: int) -> MockLine:

@@ -77,7 +77,8 @@ class GpioService:
         self.inputs: list[InputWatch] = []
         self.outputs: list[OutputChannel] = []
         self._owners: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the registration lists
+        self._io = threading.Lock()  # line I/O (gpiod requests need external synchronisation)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,8 +97,14 @@ class GpioService:
 
     def add_output(self, owner: str, name: str, offset: int, active_low: bool,
                    refresh_s: float, on_result: OutputCallback | None = None) -> OutputChannel:
-        line = self.backend.open_output(offset, active_low, initial=0)  # inactive until told
-        chan = OutputChannel(owner, name, line, refresh_s, on_result, desired=0)
+        # keep the present level where the backend can tell (a reload hands over from the
+        # previous runtime without a glitch), else inactive; the first scan says what it wants
+        line = self.backend.open_output(offset, active_low, initial=None)
+        try:
+            level = line.read()
+        except (OSError, DriverError, RuntimeError):
+            level = 0
+        chan = OutputChannel(owner, name, line, refresh_s, on_result, desired=level)
         with self._lock:
             self.outputs.append(chan)
             self._owners.add(owner)
@@ -118,7 +125,14 @@ class GpioService:
         self._thread.start()
 
     def remove_owner(self, owner: str) -> bool:
-        """Release an owner's lines; returns True when nobody is left (service stopped)."""
+        """Release an owner's lines; returns True when nobody is left (service stopped).
+
+        Output values still pending (the fail-safe values a stopping runtime applied just
+        before) are written first, in the caller's thread."""
+        with self._io:
+            for c in [c for c in self.outputs if c.owner == owner]:
+                if c.desired is not None and c.desired != c.written:
+                    self._service(c, self.ticks())
         with self._lock:
             mine = [w.line for w in self.inputs if w.owner == owner]
             mine += [c.line for c in self.outputs if c.owner == owner]
@@ -144,7 +158,10 @@ class GpioService:
     # -- the work ----------------------------------------------------------------------------
     def step(self, now: float | None = None) -> float:
         """Sample due inputs, service outputs; returns the next deadline."""
-        now = self.ticks() if now is None else now
+        with self._io:
+            return self._step(self.ticks() if now is None else now)
+
+    def _step(self, now: float) -> float:
         with self._lock:
             inputs = list(self.inputs)
             outputs = list(self.outputs)
