@@ -177,6 +177,9 @@ class RetainedState:
     def restore(self) -> None:
         rt = self.runtime
         if self.enabled:
+            for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+                with contextlib.suppress(OSError):  # left by a crash in the middle of a save
+                    stale.unlink()
             try:
                 body = read_state(self.path)
             except (CorruptState, ValueError, OSError) as exc:

@@ -1,0 +1,241 @@
+"""Retained state: file format, atomic saves (kill -9 mid-write), corrupt files, restore."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from busguard.image import Quality
+from busguard.retained import (
+    PLUGIN_NAME,
+    CorruptState,
+    decode_state,
+    encode_state,
+    read_state,
+)
+from busguard.testing import run_scans
+from test_northbound_helpers import read, wait_for
+from test_retained_restart import PLUGIN_SRC
+
+SITE = """
+[site]
+name = "ret"
+
+[scan]
+period_ms = 10
+
+[retained]
+interval_s = {interval}
+
+[[meter]]
+name = "pqm-a1"
+driver = "memory"
+poll_ms = 100
+points = ["current_l1_a", "voltage_l1_n_v"]
+
+[[breaker]]
+name = "cb-a1-01"
+driver = "memory"
+points = ["led"]
+
+[[block]]
+name = "trip-a1"
+type = "latch_trip"
+point = "pqm-a1.current_l1_a"
+breaker = "cb-a1-01"
+above = 1000.0
+
+[modbus_server]
+port = 0
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path):
+    path = tmp_path / "bgtestplug_inproc.py"
+    path.write_text(PLUGIN_SRC, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("bgtestplug_inproc", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def unit(make_runtime, plugin, tmp_path):
+    site = tmp_path / "site.toml"
+
+    def make(interval: float = 3600.0):
+        site.write_text(SITE.format(interval=interval), encoding="utf-8")
+        return make_runtime(site, extra=[plugin], start=True, retained=True)
+
+    return make
+
+
+def state_file(rt) -> Path:
+    return rt.site.state_dir / "retained.json"
+
+
+def test_round_trip_and_damage_is_detected():
+    body = {"points": {"names": ["a"], "values": [1.5]}, "n": 3}
+    data = encode_state(body)
+    assert decode_state(data) == body
+    with pytest.raises(CorruptState, match="truncated"):
+        decode_state(data[:-5])
+    with pytest.raises(CorruptState, match="no header"):
+        decode_state(data[:20])
+    flipped = bytearray(data)
+    flipped[-3] ^= 0x01
+    with pytest.raises(CorruptState, match="checksum"):
+        decode_state(bytes(flipped))
+    with pytest.raises(CorruptState):
+        decode_state(b"\x00\xff garbage\n{}")
+
+
+def test_latch_is_saved_at_once_and_restored_with_last_values(unit):
+    rt = unit()
+    rt.image.write_many([("pqm-a1.current_l1_a", 1500.0, Quality.GOOD),
+                         ("pqm-a1.voltage_l1_n_v", 277.25, Quality.GOOD)])
+    run_scans(rt, 2)  # the latch sets: an alarm edge and a state change, saved now
+    wait_for(lambda: read_state(state_file(rt)) and
+             read_state(state_file(rt))["blocks"]["trip-a1"]["state"]["latched"],
+             what="the latch saved without waiting for the interval")
+    rt.image.write("pqm-a1.current_l1_a", 410.0)
+    run_scans(rt, 1)
+    rt.stop()  # clean stop: one more save with the newest values
+    body = read_state(state_file(rt))
+    vals = dict(zip(body["points"]["names"], body["points"]["values"], strict=True))
+    assert vals["pqm-a1.current_l1_a"] == 410.0 and vals["pqm-a1.voltage_l1_n_v"] == 277.25
+
+    rt2 = unit()
+    snap = rt2.image.snapshot()
+    cur = snap["pqm-a1.current_l1_a"]
+    assert cur.value == 410.0 and cur.quality is Quality.STALE  # served at once, stale
+    assert rt2.restored
+    port = rt2.publishers[0].server.port()
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        head = read(s, 0, 64)
+        assert head[3] == 1 and head[4] == 0 and head[5] == 2 and head[21] == 2
+        (res,) = run_scans(rt2, 1)
+    assert res.outputs["cb-a1-01.shunt_trip"] == 1.0  # the latched trip survived
+    alarms = {a.id: a for a in rt2.alarms.active()}
+    assert alarms["trip-a1:trip"].condition.code == "BG-TEST-TRIP"
+    assert not res.edges  # restored alarm is not raised a second time
+
+
+def test_command_counters_continue_after_a_restart(unit):
+    rt = unit()
+    rt.image.write("cb-a1-01.cmd_reset", 7.0)
+    run_scans(rt, 1)
+    rt.stop()
+    rt2 = unit()
+    pv = rt2.image.snapshot()["cb-a1-01.cmd_reset"]
+    assert pv.value == 7.0 and pv.quality is Quality.GOOD  # the baseline, not a command
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped"])
+def test_corrupt_state_file_is_set_aside_reported_and_never_crashes(unit, damage, caplog):
+    rt = unit()
+    rt.image.write("pqm-a1.current_l1_a", 1500.0)
+    run_scans(rt, 1)
+    rt.stop()
+    path = state_file(rt)
+    data = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"\x00\x01 not a state file")
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        b = bytearray(data)
+        b[len(b) - 10] ^= 0x20
+        path.write_bytes(bytes(b))
+    rt2 = unit()
+    obs = rt2.pm.get_plugin(PLUGIN_NAME)
+    assert obs.status == "corrupt"
+    assert not path.exists()
+    (aside,) = list(path.parent.glob("retained.json.corrupt-*"))
+    assert aside.read_bytes() != b""
+    assert "BG-RETAINED-CORRUPT" in caplog.text
+    alarm = next(a for a in rt2.alarms.active() if a.block == "retained-state")
+    assert alarm.condition.latch and not alarm.active  # waits for acknowledgement
+    (res,) = run_scans(rt2, 1)
+    assert res.outputs["cb-a1-01.shunt_trip"] == 0.0  # started cold
+    port = rt2.publishers[0].server.port()
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        assert read(s, 0, 5)[4] == 2  # header: retained_status = corrupt file set aside
+    rt2.stop()
+    assert read_state(path) is not None  # a good file again after the next save
+
+
+def test_save_failure_is_reported_not_fatal(make_runtime, plugin, tmp_path, caplog):
+    (tmp_path / "blocker").write_text("a file where the state folder should be")
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(interval=0.05) + '\n[paths]\nstate_dir = "blocker/state"\n',
+                    encoding="utf-8")
+    rt = make_runtime(site, extra=[plugin], start=True, retained=True)
+    run_scans(rt, 3)
+    obs = rt.pm.get_plugin(PLUGIN_NAME)
+    wait_for(lambda: obs.status == "error", what="save error reported")
+    rt.stop()
+    assert "BG-RETAINED-SAVE" in caplog.text
+
+
+def test_disabled_retained_state_writes_nothing(make_runtime, plugin, tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(interval=0.05).replace("[retained]", "[retained]\nenabled = "
+                                                        "false"), encoding="utf-8")
+    rt = make_runtime(site, extra=[plugin], start=True, retained=True)
+    run_scans(rt, 3)
+    rt.stop()
+    assert not (rt.site.state_dir / "retained.json").exists()
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from busguard.retained import encode_state, write_atomic
+    path = Path(sys.argv[1])
+    bodies = [encode_state({"gen": g, "pad": [g] * 200000}) for g in (0, 1)]
+    n = 0
+    while True:
+        write_atomic(path, bodies[n % 2])
+        n += 1
+        print(n, flush=True)
+""")
+
+
+def test_kill_9_during_writes_leaves_the_old_or_the_new_file_never_a_torn_one(tmp_path):
+    path = tmp_path / "state" / "retained.json"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER, encoding="utf-8")
+    for round_ in range(6):
+        proc = subprocess.Popen([sys.executable, str(script), str(path)],
+                                stdout=subprocess.PIPE, text=True)
+        for _ in range(2 + round_):  # a different moment each round, always mid-loop
+            assert proc.stdout.readline()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        body = read_state(path)  # raises CorruptState on a torn file
+        assert body is not None and body["gen"] in (0, 1)
+        assert body["pad"] == [body["gen"]] * 200000
+
+
+def test_no_nan_or_inf_in_the_file(unit):
+    rt = unit()
+    rt.image.write("pqm-a1.current_l1_a", math.inf)
+    run_scans(rt, 1)
+    rt.stop()
+    raw = state_file(rt).read_bytes().split(b"\n", 1)[1]
+    json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
