@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -197,11 +198,11 @@ def test_threaded_bus_in_a_running_runtime(tmp_path, make_runtime):
     assert bus.wait_passes(3, timeout=5.0)
     assert point(rt, "tap-a1.temp_c").value == 35.25
     assert point(rt, "tap-a2.temp_c").value == 36.5
-    threads = [t.name for t in __import__("threading").enumerate()]
+    threads = [t.name for t in threading.enumerate()]
     assert sum(n.startswith("busguard-w1") for n in threads) == 1
     rt.stop()
     assert not any(t.name.startswith("busguard-w1")
-                   for t in __import__("threading").enumerate())
+                   for t in threading.enumerate())
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -68,20 +68,11 @@ def load_w1thermsensor() -> ModuleType:
     return w1thermsensor
 
 
-_classes: dict[Path, type] = {}
-_classes_lock = threading.Lock()
-
-
 def sensor_class(base_dir: Path) -> type:
-    """A W1ThermSensor subclass reading under ``base_dir`` (one per folder, cached)."""
+    """A W1ThermSensor subclass that reads under ``base_dir`` (one per bus)."""
     w1 = load_w1thermsensor()
-    with _classes_lock:
-        cls = _classes.get(base_dir)
-        if cls is None:
-            cls = type("BusguardW1ThermSensor", (w1.W1ThermSensor,),
-                       {"BASE_DIRECTORY": Path(base_dir), "__module__": __name__})
-            _classes[base_dir] = cls
-        return cls
+    return type("BusguardW1ThermSensor", (w1.W1ThermSensor,),
+                {"BASE_DIRECTORY": Path(base_dir), "__module__": __name__})
 
 
 def plausible_85(last_good: tuple[float, float] | None, now: float, max_rise_c_per_s: float,
