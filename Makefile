@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean deb
+.PHONY: demo test lint venv clean deb register-map
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check runtime plugins tests
+
+# docs/register-map.md is generated from the map definition for the bundled site (a test
+# fails when it is out of date): run this after changing site.toml or the map.
+register-map: $(STAMP)
+	$(BIN)/busguard map site.toml --format md -o docs/register-map.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info runtime/*.egg-info plugins/*.egg-info var
