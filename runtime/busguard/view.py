@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -158,20 +159,32 @@ class LiveView:
                 for k, v in sorted(res.outputs.items())]
             lines += _wrap("OUTPUTS ", cells)
         alarms = self._alarms()
+        cols, rows = self.size()
+        tail = list(self.log_tail.lines) if self.log_tail is not None else []
+        room = max(3, rows - len(lines) - 4 - (len(tail) + 1 if tail else 0))
+        shown = alarms if len(alarms) <= room else alarms[:room - 1]
         lines.append("")
         lines.append(self._c(BOLD, f"ALARMS ({len(alarms)})"))
-        for a in alarms[:8]:
+        for a in shown:
             c = a.condition
             sev = c.severity.word
             flag = "" if a.active else " (latched, ack to clear)"
+            text = f"{c.message}{flag}"[:max(20, cols - 24)]
             lines.append("  " + self._c(SEVERITY_COLOUR.get(sev, ""), f"{sev.upper():<8}") +
-                         f" {c.code:<10} {c.message[:90]}{flag}")
-        if len(alarms) > 8:
-            lines.append(f"  ... and {len(alarms) - 8} more")
-        if self.log_tail is not None and self.log_tail.lines:
+                         f" {c.code:<10} {text}")
+        if len(shown) < len(alarms):
+            lines.append(f"  ... and {len(alarms) - len(shown)} more")
+        if tail:
             lines.append("")
-            lines += [self._c(DIM, line) for line in self.log_tail.lines]
+            lines += [self._c(DIM, line[:cols - 1]) for line in tail]
         return lines
+
+    def size(self) -> tuple[int, int]:
+        """Terminal columns and rows (a frame longer than the screen would scroll)."""
+        if not self.tty:
+            return 200, 1000
+        size = shutil.get_terminal_size((120, 40))
+        return max(60, size.columns), max(20, size.lines)
 
     def _comm(self, snap: Snapshot, m: str) -> str:
         ok = self._get(snap, f"{m}.comm_ok")
