@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,7 @@ class Reloader:
         self.terminating = False
         self.reloads = 0
         self.refused = 0
+        self.last_swap_ms = 0.0
         self._requested = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -173,6 +175,7 @@ class Reloader:
         assert new is not None
         self._pending = None
         clear_realtime()  # threads the new runtime starts must not inherit SCHED_FIFO
+        t0 = time.monotonic()
         try:
             old.stop(failsafe=False)
             try:
@@ -190,8 +193,10 @@ class Reloader:
                 self.loaded = self._pending_fp
                 if self.service is not None:
                     self.service.reload_finished(True, "reloaded", new.site.config_hash)
-                log.info("reload: now running %s (config hash %s)", new.site.file,
-                         new.site.config_hash[:12])
+                self.last_swap_ms = (time.monotonic() - t0) * 1e3
+                log.info("reload: now running %s (config hash %s); swap took %.1f ms (no scan "
+                         "meanwhile, outputs held)", new.site.file, new.site.config_hash[:12],
+                         self.last_swap_ms)
             self.current = new
             if self.terminating:
                 new.request_stop()
