@@ -1,0 +1,72 @@
+"""A third-party client reads the documented addresses: mbpoll (Debian package).
+
+CI installs mbpoll (.ci/run); locally the tests skip, saying so, when it is missing. mbpoll
+reads float32 low word first unless given -B; the map is high word first (docs/register-map.md).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from busguard.image import Quality
+from busguard.testing import run_scans
+from test_northbound_helpers import site_text
+
+MBPOLL = shutil.which("mbpoll")
+pytestmark = pytest.mark.skipif(MBPOLL is None, reason="mbpoll is not installed (CI installs "
+                                "it: apt-get install mbpoll)")
+
+SERVER = 'write_allow = ["127.0.0.1/32"]\n'
+
+
+def mbpoll(port: int, *args: str, write: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [MBPOLL, "-m", "tcp", "-p", str(port), "-1", "-o", "2", *args, "127.0.0.1"]
+    if write is not None:
+        cmd.append(write)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+
+
+def values(out: str) -> dict[int, str]:
+    return {int(a): v.strip() for a, v in re.findall(r"^\[(\d+)\]:\s+(\S+)", out, re.M)}
+
+
+@pytest.fixture
+def served(make_runtime):
+    rt = make_runtime(site_text(SERVER), start=True)
+    rt.image.write_many([("pqm-a1.voltage_l1_n_v", 277.25, Quality.GOOD),
+                         ("pqm-a1.current_l1_a", 412.5, Quality.GOOD)])
+    run_scans(rt, 1)
+    pub = rt.publishers[0]
+    return rt, pub, pub.server.port()
+
+
+def test_mbpoll_reads_documented_addresses_with_big_endian_words(served):
+    _rt, pub, port = served
+    a = pub.map.record_of("pqm-a1.voltage_l1_n_v").address
+    r = mbpoll(port, "-0", "-B", "-t", "4:float", "-r", str(a), "-c", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert values(r.stdout) == {a: "277.25"}
+    one_based = mbpoll(port, "-B", "-t", "4:float", "-r", str(a + 1), "-c", "1")
+    assert values(one_based.stdout) == {a + 1: "277.25"}  # 1-based reference = address + 1
+    swapped = mbpoll(port, "-0", "-t", "4:float", "-r", str(a), "-c", "1")  # no -B
+    assert values(swapped.stdout)[a] != "277.25"  # the documented word-order trap
+    q = mbpoll(port, "-0", "-t", "4", "-r", str(a + 2), "-c", "1")
+    assert values(q.stdout) == {a + 2: "0"}  # quality good
+    head = mbpoll(port, "-0", "-t", "4:hex", "-r", "0", "-c", "2")
+    assert values(head.stdout) == {0: "0x4247", 1: "0x0001"}
+
+
+def test_mbpoll_writes_the_command_area_only(served):
+    rt, pub, port = served
+    ack = next(c for c in pub.map.commands if c.name == "cmd.ack_alarms")
+    r = mbpoll(port, "-0", "-B", "-t", "4:int", "-r", str(ack.address + 2), write="5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert rt.image.snapshot()["cmd.ack_alarms"].value == 5.0
+    a = pub.map.record_of("pqm-a1.current_l1_a").address
+    bad = mbpoll(port, "-0", "-B", "-t", "4:int", "-r", str(a), write="5")
+    assert bad.returncode != 0
+    assert "illegal data address" in (bad.stdout + bad.stderr).lower()
