@@ -61,7 +61,7 @@ class Observer:
     @hookimpl
     def busguard_register_types(self, registry) -> None:
         registry.add_block(ExplodesAt60)
-        self.calls.append(("register_types", sorted(registry.blocks)))
+        self.calls.append(("register_types", registry))
 
     @hookimpl
     def busguard_startup(self, runtime) -> None:
@@ -105,8 +105,9 @@ def run_site(make_runtime, run_scans, temps):
 
 def test_hook_register_types(make_runtime, run_scans):
     obs, _log = run_site(make_runtime, run_scans, [20.0])
-    (blocks,) = obs.of("register_types")
-    assert "explodes_at_60" in blocks and "shunt_trip" in blocks
+    (registry,) = obs.of("register_types")  # called once, with the runtime's registry
+    assert registry.blocks["explodes_at_60"] is ExplodesAt60
+    assert "shunt_trip" in registry.blocks  # the built-ins registered into the same one
 
 
 def test_hook_startup(make_runtime, run_scans):

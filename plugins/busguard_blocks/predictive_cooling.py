@@ -109,9 +109,10 @@ class PredictiveCooling(Block):
         if inputs.is_good(self.load_point):
             self.job_kw = inputs.values[inputs.index[self.load_point]]
         demand = p["base_pct"]
-        wall = wall_utc(inputs, now, (self.start_point, self.load_point))
         phase = "idle"
-        if self.job_start > 0 and math.isfinite(wall) and self.released_for != self.job_start:
+        pending = self.job_start > 0 and self.released_for != self.job_start
+        wall = wall_utc(inputs, now, (self.start_point, self.load_point)) if pending else math.nan
+        if pending and math.isfinite(wall):
             since = wall - self.job_start
             if -p["lead_s"] <= since < 0:
                 phase = "pre"

@@ -126,5 +126,12 @@ class AlarmTable:
     def active(self) -> list[AlarmState]:
         return list(self.alarms.values())
 
+    def by_priority(self) -> list[AlarmState]:
+        """Alarms most urgent first: severity (critical first), unacknowledged before
+        acknowledged, condition still present before latched-only, then oldest first."""
+        return sorted(self.alarms.values(),
+                      key=lambda a: (-int(a.condition.severity), a.acked, not a.active,
+                                     a.raised_utc, a.id))
+
     def count(self) -> int:
         return len(self.alarms)
