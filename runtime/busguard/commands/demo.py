@@ -126,6 +126,39 @@ def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float) -> list[st
     return sorted(pending) + sorted(links)
 
 
+def _follow_status(proc: subprocess.Popen, latest: dict[str, Any]) -> None:
+    """Keep the simulator's last status object (and drain its stdout so it never blocks)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "t_model_s" in obj:
+            latest.clear()
+            latest.update(obj)
+
+
+def sim_line(scenario: str, speed: float, exit_code: int | None,
+             st: dict[str, Any]) -> str:
+    """One line about the simulator for the view: model time, breakers, injected faults."""
+    head = (f"simulator {'running' if exit_code is None else f'EXITED ({exit_code})'}: "
+            f"scenario {scenario} x{speed:g}")
+    if not st:
+        return head
+    parts = [f"{head}, model t={st['t_model_s']:.0f} s"]
+    brk = [f"{b} {'closed' if v['closed'] else 'OPEN (' + v['cause'] + ')'}"
+           for b, v in st.get("breakers", {}).items()]
+    if brk:
+        parts.append(", ".join(brk))
+    units = st.get("units", {}).values()
+    req = sum(u["requests"] for u in units)
+    bad = {k: sum(u[k] for u in units) for k in ("dropped", "exceptions", "garbage")}
+    parts.append(f"{req} requests served" + "".join(
+        f", {v} {k}" for k, v in bad.items() if v))
+    return "; ".join(parts)
+
+
 def _set_state_aside(site: Any) -> None:
     """Move the last run's retained state (e.g. a latched shunt trip) out of the way."""
     name = str((site.sections.get("retained") or {}).get("file", "retained.json"))
@@ -175,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         _set_state_aside(site)
     cmd = [sys.executable, "-m", "busguard.cli", "simulate", str(path), "--json",
            "--scenario", args.scenario, "--speed", str(args.speed), "--seed", str(args.seed),
-           "--exit-on-stdin-eof"]
+           "--status-every", "1", "--exit-on-stdin-eof"]
     with open(sim_log, "ab") as errf:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=errf, start_new_session=True)
@@ -197,6 +230,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"busguard demo: simulator ready (pid {proc.pid}; {len(ready.get('tcp', {}))} "
               f"TCP meters, {len(ready.get('rtu', {}))} RS-485 lines, scenario "
               f"{ready.get('scenario')}); waiting for the meters to answer...", flush=True)
+        sim_status: dict[str, Any] = {}
+        threading.Thread(target=_follow_status, args=(proc, sim_status), name="sim-status",
+                         daemon=True).start()
         silent = wait_for_meters(ready, site, ANSWER_TIMEOUT_S)
         if silent:
             raise BusguardError(f"simulated devices not answering: {', '.join(silent)}")
@@ -204,13 +240,9 @@ def run(args: argparse.Namespace) -> int:
             return 0
         rt = Runtime.from_file(path)
         rt.start()
-        t0 = time.monotonic()
 
         def extra() -> str:
-            sim_t = (time.monotonic() - t0) * args.speed
-            alive = "running" if proc.poll() is None else f"EXITED ({proc.returncode})"
-            return (f"simulator {alive}: scenario {args.scenario} x{args.speed:g}, "
-                    f"model t~{sim_t:.0f} s")
+            return sim_line(args.scenario, args.speed, proc.poll(), sim_status)
 
         view = LiveView(rt, tty=tty, title=f"demo: scenario {args.scenario}", extra=extra,
                         log_tail=tail if tty else None)

@@ -68,6 +68,8 @@ class SimUnit:
         self.source = source
         self.stats = UnitStats()
         self.rng = random.Random(f"{seed}/{name}")  # fault decisions: reproducible per seed
+        self._regs_for: object = None
+        self._regs: dict[tuple[str, int], int] = {}
 
     def registers(self, values: Mapping[str, float]) -> dict[tuple[str, int], int]:
         regs: dict[tuple[str, int], int] = {}
@@ -98,7 +100,9 @@ class SimUnit:
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
         values, _faults = self.source()
-        regs = self.registers(values)
+        if values is not self._regs_for:  # the source caches values per tick: encode once
+            self._regs, self._regs_for = self.registers(values), values
+        regs = self._regs
         out = []
         for a in range(address, address + count):
             word = regs.get((table, a))
