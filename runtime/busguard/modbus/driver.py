@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -241,7 +242,8 @@ class ModbusMeter(Driver):
         self._task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         period = self.config.poll_s
-        next_due = loop.time()
+        # spread meters over the period (stable per name) so 64 polls do not start at once
+        next_due = loop.time() + period * (zlib.crc32(self.name.encode()) % 997) / 997
         while True:
             delay = next_due - loop.time()
             if delay > 0:
