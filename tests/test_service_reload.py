@@ -11,6 +11,8 @@ from busguard import hookimpl
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
+from busguard.driver import Driver
+from busguard.errors import DriverError
 from busguard.image import Quality, Snapshot
 from busguard.reload import Reloader
 from busguard.service import Service
@@ -159,6 +161,50 @@ def test_unchanged_file_only_reopens_the_fault_log(tmp_path: Path, make_runtime)
     assert reloader.prepare() is False
     assert reloader.refused == 0 and reloader.current is rt
     # a new calibration file is a change (drivers re-read calibration on a rebuild)
+    (tmp_path / "state").mkdir(exist_ok=True)
     (tmp_path / "state" / "calibration.toml").write_text(
         '[meter."m"]\na = { gain = 1.01, offset = 0.0 }\n')
     assert reloader.prepare() is True
+
+
+class Exploding(Driver):
+    """An output driver whose start fails (a busy port, a missing serial device)."""
+
+    type_name = "test_exploding"
+    kind = "output"
+    params: ClassVar[Mapping[str, Param]] = {"outputs": Param(list, item=str)}
+
+    def consumes(self) -> tuple[str, ...]:
+        return tuple(self.config.params["outputs"])
+
+    def start(self, ctx) -> None:
+        raise DriverError("port busy")
+
+
+class MoreTypes(Types):
+    @hookimpl
+    def busguard_register_types(self, registry) -> None:
+        registry.add_block(Latch)
+        registry.add_driver(Exploding)
+
+
+def test_new_site_that_fails_to_start_falls_back_to_the_old_one(tmp_path: Path, make_runtime,
+                                                                 run_scans) -> None:
+    site = _write(tmp_path / "site.toml", limit_one=5.0)
+    types = MoreTypes()
+    rt = make_runtime(site, extra=[types], start=True)
+    run_scans(rt, 2)
+    text = site.read_text().replace('driver = "memory"\noutputs',
+                                    'driver = "test_exploding"\noutputs')
+    site.write_text(text)
+    svc = Service({})
+    reloader = Reloader(site, rt, extra=[types], service=svc)
+    assert reloader.prepare() is True
+    reloader._swap()
+    back = reloader.current
+    assert back is not rt and back.state == "running"
+    assert back.site.config_hash == rt.site.config_hash  # the previous site runs again
+    assert svc.last_reload["ok"] is False and "port busy" in svc.last_reload["message"]
+    run_scans(back, 2)
+    assert _outputs(back)["trip.one"] == 1.0  # latch carried through both swaps
+    back.stop()
