@@ -4,8 +4,11 @@ shunt-trip line closing the loop. Bounded waits only, no timing assertions."""
 
 from __future__ import annotations
 
+import json
 import math
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,3 +202,28 @@ def test_bundled_site_layout() -> None:
     assert next(m.port for m in lay.meters if m.bus == "tcp") == 15021
     assert all(line.port.parent == REPO / "var/sim" for line in lay.lines.values())
     assert lay.skipped == []
+
+
+def test_simulate_command_serves_until_duration_and_reports_json(make_site) -> None:
+    path = make_site()
+    run = subprocess.run([sys.executable, "-m", "busguard.cli", "simulate", str(path), "--json",
+                          "--duration", "1.5", "--status-every", "0.5", "--scenario",
+                          "rs485-noise", "--speed", "20", "--drop-pct", "5"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    objs = [json.loads(line) for line in run.stdout.splitlines()]
+    ready, status = objs[0], objs[-1]
+    assert ready["ready"] and set(ready["tcp"]) == {"pqm-t1", "pqm-t2"}
+    assert ready["rtu"] == {"line-1": str(path.parent / "var/sim/ttyRS485-1")}
+    assert ready["probes"] == 2 and ready["leds"] == 2 and ready["scenario"] == "rs485-noise"
+    assert status["t_model_s"] > 10 and set(status["breakers"]) == {"brk-1", "brk-2"}
+    assert not (path.parent / "var/sim/ttyRS485-1").is_symlink()  # cleaned up at exit
+
+
+def test_simulate_refuses_a_bad_site_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[site]\nname = "x"\n[[meter]]\nname = "m"\ndriver = "modbus_tcp"\n',
+                   encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "busguard.cli", "simulate", str(bad)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "meter[0].host" in run.stderr
