@@ -127,3 +127,12 @@ def test_public_host_without_allowlist_binds_loopback_only(make_runtime, caplog)
     pub = rt.publishers[0]
     assert [h for _k, h, _p in pub.server.bound] == ["127.0.0.1"]
     assert "no `allow` list: serving 127.0.0.1 only" in caplog.text
+
+
+def test_busguard_check_reports_server_option_problems(tmp_path, capsys):
+    site = tmp_path / "site.toml"
+    site.write_text(site_text('allow = ["10.0.5.0/24"]\nwrite_allow = ["10.9.9.9/32"]\n'),
+                    encoding="utf-8")
+    assert main(["check", str(site)]) == 2
+    assert "modbus_server.write_allow: 10.9.9.9/32 is not inside `allow`" in \
+        capsys.readouterr().err

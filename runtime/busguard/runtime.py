@@ -90,6 +90,14 @@ def check_site(path: str | Path, extra: Iterable[object] = ()) -> SiteConfig:
         site = load_site(path, registry)
     blocks = build_blocks(site, registry)
     _layout(site, blocks)
+    problems = []
+    for name, cfg in site.publishers.items():  # constructors validate (no I/O before start)
+        try:
+            registry.publishers[name](cfg, site)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
     return site
 
 
