@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,33 @@ def test_import_never_runs_modprobe(tmp_path):
 def test_loader_sets_the_variable():
     load_w1thermsensor()
     assert os.environ["W1THERMSENSOR_NO_KERNEL_MODULE"] == "1"
+
+
+def test_a_slow_conversion_never_blocks_the_scan(tmp_path, make_runtime, run_scans, caplog):
+    """w1_slave as a FIFO blocks the reader like a conversion in progress does on sysfs."""
+    base = tmp_path / "w1" / "devices"
+    (base / A1).mkdir(parents=True)
+    fifo = base / A1 / "w1_slave"
+    os.mkfifo(fifo)
+    rt = make_runtime('[site]\nname = "t"\n[onewire]\nbase_dir = "w1/devices"\n'
+                      f'[[probe]]\nname = "tap-a1"\nsensor_id = "{A1}"\npoll_ms = 100\n',
+                      start=True)
+    bus = rt.drivers[0].bus
+    run_scans(rt, 200)  # the worker is stuck in the "conversion"; the scan is not
+    assert rt.last_result.cycle == 200
+    assert point(rt, "tap-a1.temp_c").quality is Quality.NOT_CONNECTED
+    time.sleep(0.15)  # the conversion takes longer than poll_ms
+    before = bus.passes
+    with open(fifo, "w") as f:  # ... and completes
+        f.write(w1_slave_text(55.5))
+    assert bus.wait_passes(1, since=before)
+    assert point(rt, "tap-a1.temp_c").value == 55.5
+    assert bus.stats()["pass_ms_last"] >= 150
+    assert "longer than the shortest poll_ms (100)" in caplog.text
+    # unblock a reader that may already wait on the FIFO, then leave a plain file behind
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    write_sensor_file(base, A1, 56.0)
+    os.write(fd, w1_slave_text(56.0).encode())
+    os.close(fd)
+    rt.stop()
+    assert not any(t.name.startswith("busguard-w1") for t in threading.enumerate())

@@ -245,6 +245,9 @@ class W1Bus:
         self.readers: list[ProbeReader] = []
         self.passes = 0
         self.overruns = 0
+        self.pass_ms_last = 0.0
+        self.pass_ms_max = 0.0
+        self._warned_slow = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -268,6 +271,8 @@ class W1Bus:
         now = time.monotonic() if now is None else now
         with self._lock:
             readers = list(self.readers)
+        t0 = time.perf_counter()
+        n_read = 0
         for r in readers:
             if force or now >= r.next_due:
                 late = r.next_due != -math.inf and now - r.next_due > r.poll_s
@@ -276,15 +281,27 @@ class W1Bus:
                 r.next_due = now + r.poll_s if late or r.next_due == -math.inf \
                     else r.next_due + r.poll_s
                 r.read(self.cls, self.w1, self.image, self.clock, self.real_sysfs)
+                n_read += 1
+        self.pass_ms_last = (time.perf_counter() - t0) * 1000.0
+        self.pass_ms_max = max(self.pass_ms_max, self.pass_ms_last)
+        shortest = min((r.poll_s for r in readers), default=math.inf)
+        if self.pass_ms_last > shortest * 1000.0 and not self._warned_slow:
+            self._warned_slow = True
+            log.warning("1-Wire bus %s: reading %d probes took %.0f ms, longer than the "
+                        "shortest poll_ms (%.0f): readings will come late and may go stale; "
+                        "raise poll_ms or lower the resolution (a 12-bit conversion takes up "
+                        "to 750 ms, 9-bit 94 ms)", self.base_dir, n_read, self.pass_ms_last,
+                        shortest * 1000.0)
         with self._passed:
             self.passes += 1
             self._passed.notify_all()
         return min((r.next_due for r in readers), default=now + 1.0)
 
-    def wait_passes(self, n: int, timeout: float = 5.0) -> bool:
-        """Block until ``n`` more passes have run (for tests of the threaded bus)."""
+    def wait_passes(self, n: int, timeout: float = 5.0, since: int | None = None) -> bool:
+        """Block until ``n`` passes more than ``since`` (default: now) have run (for tests of
+        the threaded bus)."""
         with self._passed:
-            target = self.passes + n
+            target = (self.passes if since is None else since) + n
             return self._passed.wait_for(lambda: self.passes >= target, timeout)
 
     def start(self) -> None:
@@ -312,7 +329,9 @@ class W1Bus:
 
     def stats(self) -> dict[str, Any]:
         return {"base_dir": str(self.base_dir), "passes": self.passes,
-                "overruns": self.overruns, "probes": len(self.readers)}
+                "overruns": self.overruns, "probes": len(self.readers),
+                "pass_ms_last": round(self.pass_ms_last, 3),
+                "pass_ms_max": round(self.pass_ms_max, 3)}
 
 
 def bus_for(ctx: DriverContext, base_dir: Path) -> W1Bus:
