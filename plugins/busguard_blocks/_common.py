@@ -72,6 +72,36 @@ def input_alarm(lost: dict[str, str], what: str, device: str = "",
                           device=device, values={"lost": dict(sorted(lost.items()))})
 
 
+STARTUP_GRACE_S = 5.0
+
+
+class InputWatch:
+    """The ``BG-INPUT`` alarm of a block, with a start-up grace: in the first
+    ``STARTUP_GRACE_S`` after the block's first scan, inputs that are only *not connected yet*
+    (drivers still on their first poll, an LED decoder still timing its first pattern) are not
+    reported, so a restart does not write a burst of input alarms to the fault log. Stale and
+    bad inputs are reported at once. Pure: the grace runs on the scan's ``now``."""
+
+    def __init__(self, grace_s: float = STARTUP_GRACE_S) -> None:
+        self.grace_s = grace_s
+        self.t0: float | None = None
+
+    def tick(self, now: float) -> None:
+        """Call at the start of every scan: the grace counts from the first one."""
+        if self.t0 is None:
+            self.t0 = now
+
+    def alarm(self, lost: dict[str, str], now: float, what: str, device: str = "",
+              severity: Severity = Severity.WARNING) -> AlarmCondition | None:
+        self.tick(now)
+        assert self.t0 is not None
+        if not lost:
+            return None
+        if now - self.t0 < self.grace_s and all(q == "not-connected" for q in lost.values()):
+            return None
+        return input_alarm(lost, what, device, severity)
+
+
 def rnd(x: float, nd: int = 3) -> float | None:
     """A value rounded for alarm records (None for NaN, so the record stays valid JSON)."""
     if x is None or not math.isfinite(x):

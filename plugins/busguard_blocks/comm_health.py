@@ -19,7 +19,7 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Quality, Snapshot
-from busguard_blocks._common import HighLimit, input_alarm, rnd
+from busguard_blocks._common import HighLimit, InputWatch, rnd
 
 if TYPE_CHECKING:
     from busguard.config.site import BlockConfig, SiteConfig
@@ -70,6 +70,7 @@ class CommHealth(Block):
     def __init__(self, name: str, params: Mapping[str, Any],
                  meters: Mapping[str, tuple[str, ...]] | None = None) -> None:
         super().__init__(name, params)
+        self.input_watch = InputWatch()
         p = self.p
         # meter -> its data points (judged for 0x02)
         self.meters: dict[str, tuple[str, ...]] = dict(meters) if meters is not None else {
@@ -104,8 +105,14 @@ class CommHealth(Block):
         return tuple(x for m, data in self.meters.items()
                      for x in (*(f"{m}.{c}" for c in COMM), *data))
 
+    @staticmethod
+    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
+        if alarm is not None:
+            res.alarms.append(alarm)
+
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
+        self.input_watch.tick(now)
         res = BlockResult()
         snap = inputs
         lost_all: dict[str, str] = {}
@@ -145,7 +152,8 @@ class CommHealth(Block):
                 if lim.active:
                     res.alarms.append(self._alarm(kind, m, values))
         if lost_all:
-            res.alarms.append(input_alarm(lost_all, "comm alarms of those meters held"))
+            self._add(res, self.input_watch.alarm(lost_all, now,
+                                                  "comm alarms of those meters held"))
         return res
 
     def _alarm(self, kind: str, m: str, values: dict[str, Any]) -> AlarmCondition:

@@ -19,7 +19,7 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Snapshot
-from busguard_blocks._common import HighLimit, LowLimit, input_alarm, lost_inputs, rnd
+from busguard_blocks._common import HighLimit, InputWatch, LowLimit, lost_inputs, rnd
 
 PRESETS = {"seed": {"thd_v": 5.0, "individual": 5.0},
            "ieee519-2014-lv": {"thd_v": 8.0, "individual": 5.0}}
@@ -117,6 +117,7 @@ class PowerQuality(Block):
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
+        self.input_watch = InputWatch()
         p = self.p
         m = p["meter"]
         preset = PRESETS[p["preset"]]
@@ -201,7 +202,13 @@ class PowerQuality(Block):
             return min(got.values()), {"values": {k: rnd(v, 2) for k, v in got.items()}}
         return max(got.values()), {"values": {k: rnd(v, 2) for k, v in got.items()}}
 
+    @staticmethod
+    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
+        if alarm is not None:
+            res.alarms.append(alarm)
+
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
+        self.input_watch.tick(now)
         res = BlockResult()
         meter = self.p["meter"]
         lost = lost_inputs(inputs, self._inputs)
@@ -218,8 +225,8 @@ class PowerQuality(Block):
                     check, sev, code, self._text(check, figure, limit.limit), device=meter,
                     values={**values, "figure": rnd(figure, 3), "limit": rnd(limit.limit, 3)}))
         if lost:
-            res.alarms.append(input_alarm(lost, "checks go on with the good phases or hold",
-                                          device=meter))
+            self._add(res, self.input_watch.alarm(
+                lost, now, "checks go on with the good phases or hold", device=meter))
         return res
 
     def _text(self, check: str, figure: float, limit: float) -> str:

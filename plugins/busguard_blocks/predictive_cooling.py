@@ -20,7 +20,7 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import PointSpec, Snapshot
-from busguard_blocks._common import OnDelay, input_alarm, iso_utc, lost_inputs, rnd, wall_utc
+from busguard_blocks._common import InputWatch, OnDelay, iso_utc, lost_inputs, rnd, wall_utc
 
 MAX_EPOCH = 4102444800.0  # 2100-01-01
 
@@ -67,6 +67,7 @@ class PredictiveCooling(Block):
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
+        self.input_watch = InputWatch()
         pre = self.p["prefix"]
         self.start_point = f"{pre}.cmd_job_start_utc"
         self.load_point = f"{pre}.cmd_job_load_kw"
@@ -96,8 +97,14 @@ class PredictiveCooling(Block):
         pct = max(p["min_job_pct"], min(100.0, kw / p["full_load_kw"] * 100.0))
         return min(pct, p["max_pct"])
 
+    @staticmethod
+    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
+        if alarm is not None:
+            res.alarms.append(alarm)
+
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
+        self.input_watch.tick(now)
         res = BlockResult()
         bad = {k: v for k, v in lost_inputs(inputs, (self.start_point, self.load_point)).items()
                if v != "not-connected"}
@@ -146,7 +153,7 @@ class PredictiveCooling(Block):
             if lost and phase == "running":
                 bad.update(lost)
         if bad:
-            res.alarms.append(input_alarm(bad, "schedule held; demand kept up"))
+            self._add(res, self.input_watch.alarm(bad, now, "schedule held; demand kept up"))
         res.outputs[self.out] = demand
         return res
 

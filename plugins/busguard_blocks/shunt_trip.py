@@ -25,8 +25,8 @@ from busguard.config.params import Param
 from busguard.image import PointSpec, Snapshot
 from busguard_blocks._common import (
     CommandCounter,
+    InputWatch,
     OnDelay,
-    input_alarm,
     iso_utc,
     lost_inputs,
     rnd,
@@ -137,6 +137,7 @@ class ShuntTrip(Block):
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
+        self.input_watch = InputWatch()
         p = self.p
         br, meter = p["breaker"], p["meter"]
         self.out = f"{br}.shunt_trip"
@@ -176,11 +177,17 @@ class ShuntTrip(Block):
                                             f"shunt trip of {self.p['breaker']}")]
 
     # -- the scan ------------------------------------------------------------------------------
+    @staticmethod
+    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
+        if alarm is not None:
+            res.alarms.append(alarm)
+
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
         snap = inputs
         dt = 0.0 if self.last_now is None else max(0.0, now - self.last_now)
         self.last_now = now
+        self.input_watch.tick(now)
         res = BlockResult()
         lost = lost_inputs(snap, self.inputs())
         good = {x: snap.values[snap.index[x]] for x in self.protect if x not in lost}
@@ -301,7 +308,7 @@ class ShuntTrip(Block):
         if lost:
             what = ("trip on input loss armed" if p["trip_on_input_loss"] else
                     "left out of the trip decision, no trip because of the loss")
-            res.alarms.append(input_alarm(lost, what, device=p["breaker"]))
+            self._add(res, self.input_watch.alarm(lost, now, what, device=p["breaker"]))
         res.outputs[self.out] = 1.0 if self.latched else 0.0
         return res
 

@@ -20,7 +20,7 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Snapshot
-from busguard_blocks._common import input_alarm, lost_inputs, rnd
+from busguard_blocks._common import InputWatch, lost_inputs, rnd
 
 LEVELS = (("warn", Severity.WARNING, "BG-TEMP-WARN"), ("alarm", Severity.MAJOR, "BG-TEMP-ALARM"),
           ("trip", Severity.CRITICAL, "0xCF"))
@@ -103,6 +103,7 @@ class ThermalInterlock(Block):
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
+        self.input_watch = InputWatch()
         p = self.p
         self.temps = tuple(f"{pr}.temp_c" for pr in p["probes"])
         self.ttt_out = f"{name}.time_to_trip_s"
@@ -134,8 +135,14 @@ class ThermalInterlock(Block):
             level -= 1
         return level
 
+    @staticmethod
+    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
+        if alarm is not None:
+            res.alarms.append(alarm)
+
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
+        self.input_watch.tick(now)
         res = BlockResult()
         lost = lost_inputs(inputs, self.temps)
         good = {x: inputs.values[inputs.index[x]] for x in self.temps if x not in lost}
@@ -196,7 +203,7 @@ class ThermalInterlock(Block):
             what = ("no probe left: " + ("levels held" if p["on_input_loss"] == "hold" else
                                          "trip on input loss")) if not good else \
                 "judged on the remaining probes"
-            res.alarms.append(input_alarm(lost, what))
+            self._add(res, self.input_watch.alarm(lost, now, what))
         res.outputs[self.ttt_out] = ttt
         if p["output"]:
             res.outputs[p["output"]] = self.out

@@ -20,7 +20,7 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Snapshot
-from busguard_blocks._common import SEVERITIES, input_alarm, iso_utc, lost_inputs, rnd, wall_utc
+from busguard_blocks._common import SEVERITIES, InputWatch, iso_utc, lost_inputs, rnd, wall_utc
 
 
 class TransientEvents(Block):
@@ -56,6 +56,7 @@ class TransientEvents(Block):
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
+        self.input_watch = InputWatch()
         p = self.p
         self.watch = tuple(p["points"]) or tuple(f"{p['meter']}.current_l{n}_a"
                                                  for n in (1, 2, 3))
@@ -68,8 +69,14 @@ class TransientEvents(Block):
     def inputs(self) -> tuple[str, ...]:
         return self.watch
 
+    @staticmethod
+    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
+        if alarm is not None:
+            res.alarms.append(alarm)
+
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
+        self.input_watch.tick(now)
         res = BlockResult()
         lost = lost_inputs(inputs, self.watch)
         sample: list[float | None] = []
@@ -127,7 +134,7 @@ class TransientEvents(Block):
                 f"{tr['peak_a']} A (event {ev['n']})", device=tr["point"].rsplit(".", 1)[0],
                 values=self._record(ev)))
         if lost:
-            res.alarms.append(input_alarm(lost, "left out of the event detection"))
+            self._add(res, self.input_watch.alarm(lost, now, "left out of the event detection"))
         return res
 
     @staticmethod

@@ -1,0 +1,41 @@
+"""Shared block helpers: the start-up grace of BG-INPUT, UTC from a snapshot, timers."""
+
+from __future__ import annotations
+
+import math
+
+from busguard.clock import FakeClock
+from busguard.image import PointSpec, ProcessImage, Quality
+from busguard_blocks._common import HighLimit, InputWatch, OnDelay, iso_utc, wall_utc
+
+
+def test_input_grace_only_for_not_connected_at_start():
+    w = InputWatch(grace_s=5.0)
+    w.tick(100.0)
+    assert w.alarm({"a.x": "not-connected"}, 101.0, "held") is None
+    assert w.alarm({"a.x": "stale"}, 101.0, "held").code == "BG-INPUT"
+    assert w.alarm({"a.x": "not-connected"}, 105.0, "held") is not None
+    assert w.alarm({}, 200.0, "held") is None
+
+
+def test_wall_utc_from_point_stamps():
+    clock = FakeClock(start=50.0, wall_start=1_767_225_600.0)
+    image = ProcessImage([PointSpec("m.a", "m"), PointSpec("m.b", "m")], clock)
+    assert math.isnan(wall_utc(image.snapshot(), 50.0))
+    image.write("m.a", 1.0)
+    clock.advance(2.5)
+    snap = image.snapshot()
+    assert wall_utc(snap, snap.now) == 1_767_225_602.5
+    assert wall_utc(snap, snap.now, prefer=("m.b", "m.a")) == 1_767_225_602.5
+    image.write("m.b", 1.0, Quality.BAD)
+    assert iso_utc(1_767_225_602.5) == "2026-01-01T00:00:02.500Z" and iso_utc(math.nan) == ""
+
+
+def test_on_delay_and_high_limit_hysteresis():
+    t = OnDelay(1.0)
+    assert [t.update(c, now) for c, now in ((True, 0.0), (True, 0.9), (True, 1.0),
+                                            (False, 1.1), (True, 1.2))] == [
+        False, False, True, False, False]
+    lim = HighLimit(10.0, 1.0)
+    assert [lim.update(v, 0.0) for v in (10.0, 10.1, 9.5, 9.0, 10.0)] == [
+        False, True, True, False, False]
