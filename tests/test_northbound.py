@@ -239,19 +239,19 @@ def test_idle_connections_are_closed(served):
 
 
 def test_noisy_poller_is_throttled_not_the_others(served):
-    _rt, pub, port = served('max_requests_per_s = 20.0\n')
+    _rt, pub, port = served('max_requests_per_s = 100.0\n')
     from test_northbound_helpers import frame, response
 
-    noisy = connect(port)
-    noisy.sendall(b"".join(frame(3, bytes.fromhex("00000001"), tid=i) for i in range(1, 61)))
-    got = [response(noisy)[0] for _ in range(25)]  # the burst, then throttled
-    assert got == list(range(1, 26))
+    noisy = connect(port)  # 140 requests at once: a burst of 100, then 100 per second
+    noisy.sendall(b"".join(frame(3, bytes.fromhex("00000001"), tid=i) for i in range(1, 141)))
+    got = [response(noisy)[0] for _ in range(101)]
+    assert got == list(range(1, 102))
     wait_for(lambda: pub.status()["throttled"] >= 1, what="throttling")
     if loopback_alias_ok():  # a different client address has its own bucket
         with connect(port, "127.0.0.2") as dcim:
             assert read(dcim, 0, 1) == [mapdef.MAGIC]  # answered while the noisy one waits
-    rest = [response(noisy)[0] for _ in range(35)]
-    assert rest == list(range(26, 61))  # every request answered, in order
+    rest = [response(noisy)[0] for _ in range(39)]
+    assert rest == list(range(102, 141))  # every request answered, in order
     noisy.close()
 
 

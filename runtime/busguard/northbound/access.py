@@ -68,7 +68,7 @@ class Policy:
     max_connections: int = 16
     max_connections_per_client: int = 4
     idle_timeout_s: float = 60.0
-    max_requests_per_s: float = 50.0
+    max_requests_per_s: float = 200.0
 
     def may_connect(self, host: str) -> bool:
         return contains(self.allow or LOOPBACK, host)

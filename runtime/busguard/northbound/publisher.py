@@ -72,7 +72,7 @@ class ModbusServerPublisher(Publisher):
         "max_connections": Param(int, default=16, minval=1, maxval=1024),
         "max_connections_per_client": Param(int, default=4, minval=1, maxval=1024),
         "idle_timeout_s": Param(float, default=60.0, minval=0.05, maxval=86400.0, unit="s"),
-        "max_requests_per_s": Param(float, default=50.0, minval=0.1, maxval=100000.0,
+        "max_requests_per_s": Param(float, default=200.0, minval=0.1, maxval=100000.0,
                                     doc="per client address, over all its connections"),
         "tls": Param(dict, default={}, doc="Modbus/TCP Security: {cert, key, ca, port = 802}"),
     }
