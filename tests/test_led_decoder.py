@@ -169,3 +169,24 @@ def test_pattern_level_matches_pattern_edges():
             k += 1
         assert pattern_level(3, t) == level, t
     assert pattern_level(0, 5.0) == 0 and pattern_level(1, 5.0) == 1
+
+
+def test_one_hiccup_costs_seconds_not_a_minute():
+    """A sampling stall stretches one blink to 1 s: BAD, then 2-blink again two groups later."""
+    edges = [e for e in pattern_edges(2, 0.0, 40.0) if not 10.0 < e[0] < 11.2]
+    edges = sorted([*edges, (10.25, 1), (11.25, 0)])
+    dec = LedDecoder()
+    k, level, seen = 0, 0, []
+    for i in range(4000):
+        t = i * 0.01
+        while k < len(edges) and edges[k][0] <= t:
+            level = edges[k][1]
+            k += 1
+        dec.feed(t, level)
+        label = dec.classify(t).label
+        if not seen or seen[-1][1] != label:
+            seen.append((t, label))
+    labels = [lbl for _t, lbl in seen]
+    assert labels == ["pending", "2-blink", "bad", "2-blink"]
+    t_bad, t_back = seen[2][0], seen[3][0]
+    assert t_back - t_bad < 6.0

@@ -143,39 +143,41 @@ class LedDecoder:
             if (s_lvl and s_dur >= t.solid_s) or (not s_lvl and s_dur >= t.off_s):
                 start, sep_before = i + 1, not s_lvl
                 break
+        # A malformed spell makes the pattern unclassifiable until `confirm_groups` complete
+        # groups after it agree again (one sampling hiccup costs a few seconds, not a minute).
         groups: list[int] = []  # pulse counts of complete groups
         count, in_group_since_sep = 0, sep_before
+        bad = ""
         for i in range(start, len(segs)):
             s_lvl, s_dur, ongoing = segs[i]
             first_truncated = i == 0
+            why = ""
             if s_lvl:
-                if ongoing:
-                    if s_dur > t.pulse_max_s:
-                        return PENDING  # solid coming, or malformed: the next samples tell
+                if ongoing and s_dur > t.pulse_max_s:
+                    return PENDING  # solid coming, or malformed: the next samples tell
+                if s_dur <= t.pulse_max_s:
                     count += 1
-                elif s_dur <= t.pulse_max_s:
-                    count += 1
+                    if count > t.max_blinks:
+                        why = f"more than {t.max_blinks} blinks in a group"
                 elif not first_truncated:
-                    return LedReading("bad", why=f"lit {s_dur * 1000:.0f} ms: too long for a "
-                                      f"blink, too short for solid")
-                if count > t.max_blinks:
-                    return LedReading("bad", why=f"more than {t.max_blinks} blinks in a group")
-                continue
-            if s_dur >= t.group_gap_s:  # a separator (an ongoing one counts once long enough)
+                    why = f"lit {s_dur * 1000:.0f} ms: too long for a blink, too short for solid"
+            elif s_dur >= t.group_gap_s:  # a separator (an ongoing one counts once long enough)
                 if count and in_group_since_sep:
                     groups.append(count)
                 count, in_group_since_sep = 0, True
             elif first_truncated:
                 in_group_since_sep = False  # we did not see where this dark period began
             elif not (s_dur <= t.gap_max_s or ongoing):
-                return LedReading("bad", why=f"dark {s_dur * 1000:.0f} ms: between a blink gap "
-                                  f"and a group gap")
-        if len(groups) < t.confirm_groups:
-            return PENDING
-        recent = groups[-t.confirm_groups:]
-        if len(set(recent)) != 1:
-            return LedReading("bad", why=f"blink groups disagree: {recent}")
-        return LedReading("blink", recent[0])
+                why = f"dark {s_dur * 1000:.0f} ms: between a blink gap and a group gap"
+            if why:
+                bad = why
+                groups, count, in_group_since_sep = [], 0, False
+        if len(groups) >= t.confirm_groups:
+            recent = groups[-t.confirm_groups:]
+            if len(set(recent)) != 1:
+                return LedReading("bad", why=f"blink groups disagree: {recent}")
+            return LedReading("blink", recent[0])
+        return LedReading("bad", why=bad) if bad else PENDING
 
 
 def pattern_level(code: int, t: float, on_s: float = 0.25, off_s: float = 0.25,
