@@ -29,8 +29,18 @@ class Bench:
     profile_dir: Path | None = None  # py-spy record every measured runtime into this folder
     profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
+    smoke: bool = False  # CI: every measurement wired end to end in seconds, tiny sizes
+
     def seconds(self, full: float, quick: float) -> float:
+        if self.smoke:
+            return min(quick, 0.5)
         return quick if self.quick else full
+
+    def count(self, full: int, quick: int | None = None) -> int:
+        """A size (meters, trips, clients...): ``full``, ``quick`` or a smoke test's few."""
+        if self.smoke:
+            return max(1, min(full // 8, 8))
+        return quick if self.quick and quick is not None else full
 
     def child(self, module: str, args: Sequence[str], name: str, **kw: Any) -> Child:
         c = Child(f"busguard.bench.{module}", [str(a) for a in args], self.workdir, name, **kw)

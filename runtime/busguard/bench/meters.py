@@ -141,12 +141,13 @@ async def main_async(args: argparse.Namespace) -> None:
         from busguard.sim.serve import SimUnit, TcpMeterServer
 
         for i in range(args.count):
-            values = nominal_values(i, profile)
-            unit = SimUnit(f"meter-{i}", 1, profile, lambda v=values: (v, NO_FAULTS))
+            # the simulator encodes once per values object: a change is a new dict
+            holder = [nominal_values(i, profile)]
+            unit = SimUnit(f"meter-{i}", 1, profile, lambda h=holder: (h[0], NO_FAULTS))
             srv = TcpMeterServer(unit, args.host, 0)
             await srv.start()
             ports.append(srv.port)
-            meters.append(values)
+            meters.append(holder)
             closers.append(srv)
 
     async def set_value(msg: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +155,7 @@ async def main_async(args: argparse.Namespace) -> None:
         if isinstance(m, RawMeter):
             m.set(msg["point"], float(msg["value"]))
         else:
-            m[msg["point"]] = float(msg["value"])
+            m[0] = {**m[0], msg["point"]: float(msg["value"])}
         return {"t": time.monotonic()}
 
     async def stats(_msg: dict[str, Any]) -> dict[str, Any]:

@@ -29,9 +29,9 @@ RATIO_FLOOR, P99_FLOOR_MS, P99_AT = 0.9, 2.0, 16
 def site(b: Bench) -> SiteSpec:
     profile = load_profile(METER_PROFILE)
     spec = SiteSpec(name="bench-northbound")
-    names = add_memory_meters(spec, METERS, [p.name for p in profile.points],
+    names = add_memory_meters(spec, b.count(METERS), [p.name for p in profile.points],
                               nominal_values(0, profile))
-    for i in range(PROBES):
+    for i in range(b.count(PROBES)):
         spec.add("probe", name=f"tap-{i:02d}", driver="memory", poll_ms=1000.0,
                  points=["temp_c"], initial={"temp_c": 40.0})
     add_limit_blocks(spec, names, "current_l1_a", high=600.0, output="relay.alarm")
@@ -42,6 +42,7 @@ def site(b: Bench) -> SiteSpec:
 
 def run(b: Bench) -> list[Measurement]:
     dur = b.seconds(10.0, 1.5)
+    concurrency = tuple(b.count(c) for c in CONCURRENCY)
     spec = site(b)
     port = spec.tables["modbus_server"]["port"]
     path = spec.write(b.workdir / "nb-busguard" / "site.toml")
@@ -51,8 +52,8 @@ def run(b: Bench) -> list[Measurement]:
     with b.target(spec, "nb-busguard") as tgt, b.child(
             "clients", ["--port", port, "--blocks", northbound_map.dumps(blocks)],
             "nb-clients-busguard") as cl:
-        for c in CONCURRENCY:
-            tgt.send("measure", warmup_s=0.0, duration_s=dur + 1.0)
+        for c in concurrency:
+            tgt.send("measure", warmup_s=0.0, duration_s=dur + 0.2)
             got = cl.request("run", mode="closed", clients=c, duration_s=dur,
                              timeout_s=dur + 60)
             scan = tgt.reply(dur + 60)
@@ -62,7 +63,7 @@ def run(b: Bench) -> list[Measurement]:
     with b.child("plainserver", ["--registers", size], "nb-plain") as plain, b.child(
             "clients", ["--port", plain.ready["port"], "--blocks",
                         northbound_map.dumps(blocks)], "nb-clients-plain") as cl:
-        for c in CONCURRENCY:
+        for c in concurrency:
             s0 = plain.request("stats")
             got = cl.request("run", mode="closed", clients=c, duration_s=dur,
                              timeout_s=dur + 60)
@@ -70,7 +71,7 @@ def run(b: Bench) -> list[Measurement]:
             got["server_cpu_share"] = (s1["cpu_s"] - s0["cpu_s"]) / (s1["t"] - s0["t"])
             res["plain"][c] = got
     rows = []
-    for c in CONCURRENCY:
+    for c in concurrency:
         bg, pl = res["busguard"][c], res["plain"][c]
         rows.append(Row(f"map reads/s, {c} client{'s' if c > 1 else ''}", bg["reads_per_s"],
                         "/s", pl["reads_per_s"], "plain pymodbus", f">= {RATIO_FLOOR}x",

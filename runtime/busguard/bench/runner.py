@@ -56,12 +56,13 @@ def machine() -> dict[str, Any]:
 def run(selected: Sequence[str] = MODULES, quick: bool = False,
         json_path: str | Path | None = None, target_args: Sequence[str] = (),
         meters_backend: str = "sim", keep_workdir: bool = False,
-        profile_dir: str | Path | None = None, out: Any = None) -> list[Measurement]:
+        profile_dir: str | Path | None = None, smoke: bool = False,
+        out: Any = None) -> list[Measurement]:
     out = out or sys.stdout
     _pm, registry = load_types()
     have = parts(registry)
     workdir = Path(tempfile.mkdtemp(prefix="busguard-bench-"))
-    bench = Bench(quick=quick, workdir=workdir, registry=registry, parts=have,
+    bench = Bench(quick=quick or smoke, smoke=smoke, workdir=workdir, registry=registry, parts=have,
                   target_args=tuple(target_args), meters_backend=meters_backend,
                   profile_dir=Path(profile_dir) if profile_dir else None)
     results: list[Measurement] = []
@@ -94,11 +95,12 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
         bench.close_all()
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    report = {"machine": machine(), "quick": quick, "target_args": list(target_args),
-              "meters_backend": meters_backend, "parts": have,
+    report = {"machine": machine(), "quick": quick, "smoke": smoke,
+              "target_args": list(target_args), "meters_backend": meters_backend, "parts": have,
               "seconds": round(time.monotonic() - t_start, 1),
               "measurements": [m.as_dict() for m in results]}
-    mode = "quick (smoke) run: figures are indicative only" if quick else "full run"
+    mode = ("smoke test: tiny sizes, the figures mean nothing" if smoke else
+            "quick run: figures are indicative only" if quick else "full run")
     mi = report["machine"]
     print(f"busguard bench, {mode}; {mi.get('cpus')} CPUs {mi.get('model_name', '')}, "
           f"Linux {mi['kernel']}, Python {mi['python']}, pymodbus {mi['pymodbus']}", file=out)

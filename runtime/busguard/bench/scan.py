@@ -50,18 +50,19 @@ def run(b: Bench) -> list[Measurement]:
 
     # Baseline: the same loop, same image and blocks, no I/O load.
     idle = _spec(dur)
-    names = add_memory_meters(idle, METERS, points, nominal_values(0, profile))
+    meters_n, probes_n = b.count(METERS), b.count(PROBES)
+    names = add_memory_meters(idle, meters_n, points, nominal_values(0, profile))
     add_limit_blocks(idle, names, "current_l1_a", high=600.0, output="relay.alarm")
     idle.add("output", name="bench-out", driver="bench_output", outputs=["relay.alarm"])
     t = b.target(idle, "scan-idle")
     base = t.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
     t.close()
 
-    load: dict[str, Any] = {"meters": f"{METERS} x modbus_tcp every {POLL_MS:g} ms "
+    load: dict[str, Any] = {"meters": f"{meters_n} x modbus_tcp every {POLL_MS:g} ms "
                                       f"({b.meters_backend} meter servers)"}
     missing = []
     with ExitStack() as stack:
-        meters = stack.enter_context(b.child("meters", ["--count", METERS, "--backend",
+        meters = stack.enter_context(b.child("meters", ["--count", meters_n, "--backend",
                                                          b.meters_backend], "scan-meters"))
         spec = _spec(dur)
         names = add_tcp_meters(spec, meters.ready["ports"], POLL_MS)
@@ -70,10 +71,10 @@ def run(b: Bench) -> list[Measurement]:
         probes = None
         if b.parts["w1"]:
             w1_dir = b.workdir / "scan-w1"
-            probes = stack.enter_context(b.child("probes", ["--dir", w1_dir, "--count", PROBES],
+            probes = stack.enter_context(b.child("probes", ["--dir", w1_dir, "--count", probes_n],
                                                  "scan-probes"))
-            add_w1_probes(spec, str(w1_dir), sensor_ids(PROBES), 1000.0)
-            load["probes"] = f"{PROBES} x w1, files rewritten every 1 s"
+            add_w1_probes(spec, str(w1_dir), sensor_ids(probes_n), 1000.0)
+            load["probes"] = f"{probes_n} x w1, files rewritten every 1 s"
         else:
             missing.append("w1 probe driver")
         nb_port = 0
@@ -88,9 +89,10 @@ def run(b: Bench) -> list[Measurement]:
             dcim = stack.enter_context(b.child(
                 "clients", ["--port", nb_port, "--blocks", northbound_map.dumps(blocks)],
                 "scan-dcim"))
-            dcim.request("start", mode="paced", clients=DCIM_CLIENTS, hz=DCIM_HZ)
-            load["dcim"] = (f"{DCIM_CLIENTS} clients x full map ({sum(x[2] for x in blocks)} "
-                            f"registers, {len(blocks)} requests) at {DCIM_HZ:g} Hz")
+            dcim.request("start", mode="paced", clients=b.count(DCIM_CLIENTS), hz=DCIM_HZ)
+            nregs = sum(x[2] for x in blocks)
+            load["dcim"] = (f"{b.count(DCIM_CLIENTS)} clients x full map ({nregs} registers, "
+                            f"{len(blocks)} requests) at {DCIM_HZ:g} Hz")
         m0 = meters.request("stats")
         got = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
         m1 = meters.request("stats")

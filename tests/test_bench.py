@@ -1,0 +1,111 @@
+"""`busguard bench`: functional checks only (the harness works and reports well-formed
+results); never timings, which depend on the machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from pymodbus.client import ModbusTcpClient
+
+from busguard.bench import runner
+from busguard.bench.procs import Child
+from busguard.bench.result import INFO, MISS, PASS, SKIP, Measurement, Row, below, pct, table
+from busguard.bench.sites import SiteSpec, add_limit_blocks, add_memory_meters
+from busguard.modbus.profiles import load_profile
+
+ROW_KEYS = {"metric", "value", "unit", "baseline", "baseline_label", "floor", "status", "note"}
+
+
+def test_percentile_and_floor_checks():
+    assert pct([3.0, 1.0, 2.0, 4.0], 50) == 2.0
+    assert pct([1.0] * 99 + [50.0], 99) == 1.0
+    assert below(0.5, 1.0) == PASS
+    assert below(1.5, 1.0) == MISS
+    assert below(None, 1.0) == MISS
+
+
+def test_table_shows_value_baseline_floor_and_skips():
+    ran = Measurement("1-scan", "scan", [Row("lateness p99", 0.2, "ms", 0.1, "idle", "< 1 ms",
+                                             PASS, "a note")])
+    skipped = Measurement("3-northbound", "northbound", skipped="skipped: needs the publisher")
+    text = table([ran, skipped])
+    assert "lateness p99" in text and "0.200 ms" in text and "0.100 ms (idle)" in text
+    assert "< 1 ms" in text and "PASS" in text
+    assert "3-northbound" in text and SKIP in text and "needs the publisher" in text
+    assert ran.status == PASS and skipped.status == SKIP
+    d = skipped.as_dict()
+    assert d["status"] == SKIP and d["rows"] == []
+
+
+def test_site_spec_is_a_valid_site(tmp_path):
+    from busguard.bench.target import BenchPlugin
+    from busguard.runtime import check_site
+
+    profile = load_profile("generic-pqm")
+    spec = SiteSpec(name="t")
+    names = add_memory_meters(spec, 2, [p.name for p in profile.points],
+                              {p.name: 1.0 for p in profile.points})
+    add_limit_blocks(spec, names, "current_l1_a", high=600.0, output="relay.alarm")
+    spec.add("output", name="out", driver="bench_output", outputs=["relay.alarm"])
+    site = check_site(spec.write(tmp_path / "site.toml"), extra=[BenchPlugin()])
+    assert [b.name for b in site.blocks] == ["limit-pqm-00", "limit-pqm-01"]
+
+
+def test_meter_responder_serves_the_profile_and_moves_values(tmp_path):
+    """The raw meter process answers a real Modbus TCP read with the profile's encoding."""
+    profile = load_profile("generic-pqm")
+    cur = profile.point("current_l1_a")
+    with Child("busguard.bench.meters", ["--count", "2", "--backend", "raw"], tmp_path,
+               "meters") as meters:
+        port = meters.ready["ports"][1]
+        blocks = json.dumps([[3, cur.address, cur.count]])
+        with Child("busguard.bench.clients", ["--port", str(port), "--blocks", blocks],
+                   tmp_path, "clients") as clients:
+            meters.request("set", meter=1, point="current_l1_a", value=432.5)
+            stats = clients.request("run", mode="closed", clients=2, duration_s=0.2)
+        client = ModbusTcpClient("127.0.0.1", port=port)
+        assert client.connect()
+        try:
+            rr = client.read_holding_registers(cur.address, count=cur.count, device_id=1)
+        finally:
+            client.close()
+        served = meters.request("stats")
+    assert stats["reads"] > 0 and stats["errors"] == 0 and stats["exception_replies"] == 0
+    assert served["requests"] >= stats["reads"]
+    assert cur.decode(rr.registers) == pytest.approx(432.5)
+
+
+def test_missing_part_is_reported_as_skipped(monkeypatch, capsys):
+    monkeypatch.setattr(runner, "parts", lambda registry: {
+        "modbus_tcp": True, "w1": True, "modbus_server": False, "shunt_trip": True,
+        "threshold_alarm": True})
+    results = runner.run(["northbound"], quick=True)
+    assert [m.status for m in results] == [SKIP]
+    assert "[modbus_server]" in results[0].skipped
+    assert "SKIP" in capsys.readouterr().out
+
+
+def test_smoke_run_prints_the_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "busguard.cli", "bench", "--smoke", "--only",
+                          "scan", "--only", "restart", "--json", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "smoke test" in run.stdout and "floor" in run.stdout
+    report = json.loads(out.read_text())
+    assert report["smoke"] is True and report["machine"]["python"]
+    keys = [m["key"] for m in report["measurements"]]
+    assert keys == ["1-scan", "6-resources", "5-restart"]
+    for m in report["measurements"]:
+        assert m["status"] in (PASS, MISS, INFO, SKIP), m
+        assert not m["error"], m
+        for row in m["rows"]:
+            assert set(row) == ROW_KEYS
+            assert row["status"] in (PASS, MISS, INFO)
+            assert row["value"] is None or isinstance(row["value"], (int, float))
+    scan = report["measurements"][0]
+    assert scan["details"]["achieved"]["meter_requests_per_s"] > 0
+    assert scan["details"]["loaded"]["stats"]["cycles"] > 0
