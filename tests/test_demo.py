@@ -108,6 +108,7 @@ def test_ctrl_c_stops_demo_and_simulator_with_exit_0(demo_site: Path) -> None:
         assert alive(pid)
         lines.until(r"cycles=[1-9]\d* p50=")  # scanning
         proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # impatient users press it twice
         lines.until(r"stopped \(SIGINT\); simulator exit 0")
         assert proc.wait(timeout=20) == 0
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import socket
 import subprocess
 import sys
@@ -227,3 +228,22 @@ def test_simulate_refuses_a_bad_site_with_exit_2(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "busguard.cli", "simulate", str(bad)],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "meter[0].host" in run.stderr
+
+
+def test_simulate_survives_a_burst_of_signals_and_exits_0(make_site) -> None:
+    """Ctrl-C pressed repeatedly: the handler takes no lock, so a second signal landing inside
+    the first stop can not deadlock (a simulator once hung that way)."""
+    path = make_site()
+    proc = subprocess.Popen([sys.executable, "-m", "busguard.cli", "simulate", str(path),
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["ready"]
+        for i in range(30):
+            proc.send_signal(signal.SIGINT if i % 2 else signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from busguard.commands import default_site
+from busguard.commands._stop import StopOnSignal
 from busguard.errors import BusguardError
 from busguard.runtime import Runtime, check_site
 from busguard.sim.scenarios import SCENARIOS
@@ -96,7 +97,8 @@ def modbus_answers(host: str, port: int, address: int = 0, function: int = 3,
     return len(head) >= 8 and head[:2] == b"\x00\x01" and head[7] in (function, function | 0x80)
 
 
-def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float) -> list[str]:
+def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float,
+                    stop: threading.Event | None = None) -> list[str]:
     """Wait until each TCP meter answers a read and each RTU link exists; returns the silent."""
     from busguard.modbus.profiles import load_profile
 
@@ -120,7 +122,7 @@ def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float) -> list[st
         for name, link in list(links.items()):
             if os.path.exists(link):
                 del links[name]
-        if not pending and not links:
+        if (not pending and not links) or (stop is not None and stop.is_set()):
             return []
         time.sleep(0.1)
     return sorted(pending) + sorted(links)
@@ -213,17 +215,8 @@ def run(args: argparse.Namespace) -> int:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=errf, start_new_session=True)
     stop = threading.Event()
-    why = {"reason": "end"}
-
-    def _stop(signum: int, _frame: object) -> None:
-        why["reason"] = signal.Signals(signum).name
-        stop.set()
-        if rt is not None:
-            rt.request_stop()
-
+    stopper = StopOnSignal([stop.set])
     rt: Runtime | None = None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _stop)
     view_thread = None
     try:
         ready = _read_ready(proc, READY_TIMEOUT_S)
@@ -233,13 +226,14 @@ def run(args: argparse.Namespace) -> int:
         sim_status: dict[str, Any] = {}
         threading.Thread(target=_follow_status, args=(proc, sim_status), name="sim-status",
                          daemon=True).start()
-        silent = wait_for_meters(ready, site, ANSWER_TIMEOUT_S)
+        silent = wait_for_meters(ready, site, ANSWER_TIMEOUT_S, stop)
         if silent:
             raise BusguardError(f"simulated devices not answering: {', '.join(silent)}")
         if stop.is_set():
             return 0
         rt = Runtime.from_file(path)
         rt.start()
+        stopper.add(rt.request_stop)
 
         def extra() -> str:
             return sim_line(args.scenario, args.speed, proc.poll(), sim_status)
@@ -249,8 +243,7 @@ def run(args: argparse.Namespace) -> int:
         every = args.refresh if args.refresh else (0.5 if tty else 5.0)
         view_thread = view.start(stop, every)
         if args.duration:
-            timer = threading.Timer(args.duration, lambda: (stop.set(), rt and
-                                                            rt.request_stop()))
+            timer = threading.Timer(args.duration, lambda: (stop.set(), rt.request_stop()))
             timer.daemon = True
             timer.start()
         if stop.is_set():
@@ -263,9 +256,10 @@ def run(args: argparse.Namespace) -> int:
         if rt is not None:
             rt.stop()
         code = _stop_child(proc)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
+        stopper.close()
+    if rt is None:
+        return 0
     st = rt.stats.snapshot()
-    print(f"busguard demo: stopped ({why['reason']}); simulator exit {code}; {st.line()}",
-          flush=True)
+    print(f"busguard demo: stopped ({stopper.reason or 'end'}); simulator exit {code}; "
+          f"{st.line()}", flush=True)
     return 0

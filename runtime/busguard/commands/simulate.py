@@ -7,12 +7,12 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import threading
 import time
 
 from busguard.commands import default_site
+from busguard.commands._stop import StopOnSignal
 from busguard.sim.scenarios import SCENARIOS, CommFaults
 
 log = logging.getLogger("busguard.simulate")
@@ -71,12 +71,7 @@ def run(args: argparse.Namespace) -> int:
     site = load_site_for_sim(default_site(args.site))
     sim = Simulator(site, args.scenario, speed=args.speed, seed=args.seed, faults=faults)
     done = threading.Event()
-
-    def _stop(_signum: int, _frame: object) -> None:
-        done.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _stop)
+    stopper = StopOnSignal([done.set])
     if args.exit_on_stdin_eof:  # the demo's child: die with the parent, whatever happens to it
         def watch() -> None:
             try:  # os.read, not sys.stdin: no buffer lock held at interpreter shutdown
@@ -120,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(st) if args.json else _status_line(st), flush=True)
     finally:
         sim.stop()
+        stopper.close()
     if not args.json:
         print("busguard simulate: stopped", flush=True)
     return 0
