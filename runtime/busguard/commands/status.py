@@ -38,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+BRIEF = ("voltage_l1_n_v", "current_l1_a", "current_l2_a", "current_l3_a", "power_kw",
+         "thd_v_l1_pct", "temp_c", "comm_ok", "led")
+
+
 def _port_from_site(site: str | None, tls: bool) -> int:
     path = Path(site) if site else Path("site.toml")
     try:
@@ -124,7 +128,10 @@ def show(data: dict[str, Any], out: Any) -> None:
           f"{h['config_hash'][:12]}", file=out)
     for d in data["devices"]:
         flags = f" [{', '.join(d['flags'] + d['alarms'])}]" if d["flags"] or d["alarms"] else ""
-        pts = "  ".join(f"{q}={_fmt(p)}" for q, p in d["points"].items())
+        shown = {q: p for q, p in d["points"].items() if q in BRIEF} or d["points"]
+        pts = "  ".join(f"{q}={_fmt(p)}" for q, p in shown.items())
+        if len(shown) < len(d["points"]):
+            pts += f"  (+{len(d['points']) - len(shown)} more: --json)"
         print(f"  {d['kind']:7s} {d['name']:16s} {d['status']:13s}{flags} {pts}", file=out)
     if data["outputs"]:
         print("  outputs: " + "  ".join(f"{n}={_fmt(p)}" for n, p in data["outputs"].items()),
