@@ -144,3 +144,14 @@ def test_level_survives_restart(make_runtime, tmp_path):
     _rt, views = trace(make_runtime, tmp_path, [{"bb1.temp_c": 89, "bb2.temp_c": 89}],
                        restore={"th": {"level": 3}}, check_replay=False)
     assert level(views[0]) == "trip"  # 89 C is within the 2 C hysteresis of 90 C
+
+
+def test_turning_down_stops_rate_and_time_to_trip_at_once(make_runtime, tmp_path):
+    # 0.5 C/s up for 24 s, then the breaker opens and it falls 0.5 C/s for 6 s: the whole
+    # 20 s window still fits +16 C/min, its recent half -8 C/min; the smaller one counts
+    up = [{"bb1.temp_c": 50 + 0.5 * i, "bb2.temp_c": 50 + 0.5 * i} for i in range(25)]
+    down = [{"bb1.temp_c": 62 - 0.5 * i, "bb2.temp_c": 62 - 0.5 * i} for i in range(1, 7)]
+    _rt, views = trace(make_runtime, tmp_path, up + down)
+    assert "th:rate" in views[24].alarms and "th:ttt" in views[24].alarms
+    assert "th:rate" not in views[-1].alarms and "th:ttt" not in views[-1].alarms
+    assert views[-1].outputs["th.time_to_trip_s"] == -1.0

@@ -123,6 +123,15 @@ class ThermalInterlock(Block):
             outs[self.p["output"]] = float(self.p["output_failsafe"])
         return outs
 
+    def _slope(self, now: float) -> float:
+        """The rise rate (C/s): the smaller of the whole window's fit and its recent half's,
+        so a temperature that has turned down (a trip, a load drop) stops counting as rising
+        at once instead of after the window has slid past the peak."""
+        full = slope(self.samples)
+        half = now - self.p["rate_window_s"] / 2
+        recent: deque[tuple[float, float]] = deque(x for x in self.samples if x[0] >= half)
+        return min(full, slope(recent)) if len(recent) >= 3 else full
+
     def _level_of(self, t: float) -> int:
         p = self.p
         limits = (p["warn_c"], p["alarm_c"], p["trip_c"])
@@ -157,7 +166,7 @@ class ThermalInterlock(Block):
                 self.samples.popleft()
             span = self.samples[-1][0] - self.samples[0][0] if self.samples else 0.0
             rate_ok = span >= p["rate_window_s"] / 2
-            s = slope(self.samples) if rate_ok else 0.0
+            s = self._slope(now) if rate_ok else 0.0
             rate_min = s * 60.0
             if rate_ok:
                 ttt = time_to_trip_s(hot, s, p["trip_c"], p["tau_s"])

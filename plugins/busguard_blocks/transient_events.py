@@ -103,7 +103,7 @@ class TransientEvents(Block):
                 p["peak_a"] > 0 and peak >= p["peak_a"])
             if hit and (trigger is None or didt > trigger["didt_a_per_s"]):
                 trigger = {"point": x, "didt_a_per_s": rnd(didt, 1), "peak_a": rnd(peak, 2),
-                           "value_a": rnd(value, 2)}
+                           "value_a": rnd(value, 2), "from_a": rnd(last[1], 2) if last else None}
         ev = self.event
         if ev is not None and len(ev["post"]) > p["post_samples"] and \
                 now - ev["last"] >= p["hold_s"]:
@@ -130,8 +130,9 @@ class TransientEvents(Block):
             tr = ev["trigger"]
             res.alarms.append(AlarmCondition(
                 "event", Severity[p["severity"].upper()], "BG-TRANSIENT",
-                f"transient on {tr['point']}: dI/dt {tr['didt_a_per_s']} A/s, peak "
-                f"{tr['peak_a']} A (event {ev['n']})", device=tr["point"].rsplit(".", 1)[0],
+                f"transient on {tr['point']}: dI/dt {tr['didt_a_per_s']} A/s, from "
+                f"{tr['from_a']} A to {tr['value_a']} A, peak {tr['peak_a']} A (event {ev['n']})",
+                device=tr["point"].rsplit(".", 1)[0],
                 values=self._record(ev)))
         if lost:
             self._add(res, self.input_watch.alarm(lost, now, "left out of the event detection"))
