@@ -19,7 +19,7 @@ from busguard.sim.model import (
     ProbeSpec,
     SiteModel,
 )
-from busguard.sim.scenarios import SCENARIOS, get_scenario
+from busguard.sim.scenarios import SCENARIOS, CommFaults, get_scenario
 
 METERS = [MeterSpec(f"pqm-{i}", bus="rtu" if i >= 6 else "tcp") for i in range(8)]
 PROBES = [ProbeSpec(f"tap-{i}", meter=i) for i in range(8)]
@@ -135,3 +135,12 @@ def test_values_are_finite_for_every_scenario() -> None:
     for name in SCENARIOS:
         snap = model(name).snapshot(100.0)
         assert all(math.isfinite(v) for v in snap.values()), name
+
+
+def test_fault_knobs_apply_to_the_named_meters_only() -> None:
+    knobs = CommFaults(latency_ms=20.0, drop_pct=5.0)
+    m = SiteModel(METERS, PROBES, BREAKERS, SCENARIOS["normal"], seed=1, faults=knobs,
+                  fault_meters=frozenset({"pqm-3"}))
+    assert m.comm_faults(3, 5.0) == knobs
+    assert not m.comm_faults(2, 5.0).any
+    assert SiteModel(METERS, faults=knobs).comm_faults(2, 5.0) == knobs

@@ -51,6 +51,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", type=float, default=1.0, metavar="X",
                    help="simulator model seconds per wall second")
     p.add_argument("--seed", type=int, default=1, metavar="N")
+    for knob, what in (("latency-ms", "extra reply latency (ms)"),
+                       ("drop-pct", "percent of requests left unanswered"),
+                       ("exception-pct", "percent of reads answered with exception 0x02"),
+                       ("garbage-pct", "percent of replies corrupted")):
+        p.add_argument(f"--{knob}", type=float, default=0.0, metavar="X",
+                       help=f"simulator fault knob: {what}")
+    p.add_argument("--fault-meters", default="", metavar="NAMES",
+                   help="meters the fault knobs apply to (default: all)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--refresh", type=float, default=None, metavar="S",
                    help="view refresh period (default 0.5 s on a terminal, 5 s otherwise)")
@@ -210,7 +218,11 @@ def run(args: argparse.Namespace) -> int:
         _set_state_aside(site)
     cmd = [sys.executable, "-m", "busguard.cli", "simulate", str(path), "--json",
            "--scenario", args.scenario, "--speed", str(args.speed), "--seed", str(args.seed),
-           "--status-every", "1", "--exit-on-stdin-eof"]
+           "--status-every", "1", "--exit-on-stdin-eof",
+           "--latency-ms", str(args.latency_ms), "--drop-pct", str(args.drop_pct),
+           "--exception-pct", str(args.exception_pct), "--garbage-pct", str(args.garbage_pct)]
+    if args.fault_meters:
+        cmd += ["--fault-meters", args.fault_meters]
     with open(sim_log, "ab") as errf:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=errf, start_new_session=True)

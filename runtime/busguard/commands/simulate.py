@@ -41,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="percent of reads answered with exception 0x02")
     p.add_argument("--garbage-pct", type=float, default=0.0, metavar="P",
                    help="percent of replies corrupted (CRC errors on RTU)")
+    p.add_argument("--fault-meters", metavar="NAMES", default="",
+                   help="comma-separated meters the four knobs above apply to (default: all)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--status-every", type=float, default=0.0, metavar="S",
                    help="print the simulator's status every S seconds (0: never)")
@@ -69,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     faults = faults_of(args)
     logging.getLogger("pymodbus").setLevel(logging.WARNING)  # "Server listening." x N
     site = load_site_for_sim(default_site(args.site))
-    sim = Simulator(site, args.scenario, speed=args.speed, seed=args.seed, faults=faults)
+    names = frozenset(n.strip() for n in args.fault_meters.split(",") if n.strip())
+    sim = Simulator(site, args.scenario, speed=args.speed, seed=args.seed, faults=faults,
+                    fault_meters=names or None)
     done = threading.Event()
     stopper = StopOnSignal([done.set])
     if args.exit_on_stdin_eof:  # the demo's child: die with the parent, whatever happens to it

@@ -106,7 +106,8 @@ class SiteModel:
     breakers: Sequence[BreakerSpec] = ()
     scenario: Scenario = SCENARIOS["normal"]
     seed: int = 1
-    faults: CommFaults = NO_FAULTS  # added to every meter's scenario faults (the CLI knobs)
+    faults: CommFaults = NO_FAULTS  # added to the scenario's faults (the CLI knobs)
+    fault_meters: frozenset[str] | None = None  # meters the knobs apply to (None: all)
     shunt_trips: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -263,7 +264,8 @@ class SiteModel:
     # -- comm faults ------------------------------------------------------------------------
     def comm_faults(self, m: int, t: float) -> CommFaults:
         sc, n = self.scenario, len(self.meters)
-        f = self.faults
+        f = self.faults if self.fault_meters is None or \
+            self.meters[m].name in self.fault_meters else NO_FAULTS
         if self._nth(sc.comm_loss_meter, n) == m and sc.comm_loss_start_s <= t < sc.comm_loss_end_s:
             f = f + CommFaults(drop_pct=100.0)
         if self._nth(sc.slow_meter, n) == m and t >= sc.comm_loss_start_s:

@@ -43,6 +43,7 @@ def load_site_for_sim(path: str | Path) -> SiteConfig:
 class Simulator:
     def __init__(self, site: SiteConfig, scenario: Scenario | str = "normal", speed: float = 1.0,
                  seed: int = 1, faults: CommFaults = NO_FAULTS,
+                 fault_meters: frozenset[str] | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         if speed <= 0:
@@ -60,7 +61,12 @@ class Simulator:
             [MeterSpec(m.name, m.rated_a, m.bus) for m in lay.meters],
             [ProbeSpec(p.name, i % n) for i, p in enumerate(lay.probes)],
             [BreakerSpec(b, j % n) for j, b in enumerate(lay.breakers)],
-            self.scenario, seed, faults)
+            self.scenario, seed, faults, fault_meters)
+        unknown = sorted((fault_meters or frozenset()) - {m.name for m in lay.meters})
+        if unknown:
+            raise BusguardError(f"--fault-meters names no simulated meter: "
+                                f"{', '.join(unknown)}; simulated: "
+                                f"{', '.join(m.name for m in lay.meters)}")
         self.profiles = self._load_profiles()
         self.t0 = monotonic()
         self._cache: dict[int, tuple[float, Mapping[str, float], CommFaults]] = {}
