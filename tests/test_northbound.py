@@ -98,11 +98,11 @@ def test_map_reads_equal_the_image_through_pymodbus(served):
                                                     client.DATATYPE.FLOAT32)
                 assert got == pytest.approx(pv.value, rel=1e-6, nan_ok=True), rec.name
                 assert regs[o + 2] == int(pv.quality), rec.name
-                assert regs[o + 3] == int((snap.now - pv.t_mono) * 1000), rec.name
+                assert regs[o + 3] == round((snap.now - pv.t_mono) * 1000), rec.name
         # the same image answers input-register reads
         a1 = m.record_of("pqm-a1.current_l1_a").address
         ir = client.read_input_registers(a1, count=4, device_id=1).registers
-        age = int((snap.now - snap["pqm-a1.current_l1_a"].t_mono) * 1000)
+        age = round((snap.now - snap["pqm-a1.current_l1_a"].t_mono) * 1000)
         assert f32(ir[:2]) == 401.0 and ir[2] == 0 and ir[3] == age
         bad = m.record_of("pqm-a2.current_l1_a").address
         hr = client.read_holding_registers(bad, count=4, device_id=1).registers
@@ -334,3 +334,66 @@ def test_reads_never_mix_two_scans(served):
         stop.set()
         t.join()
     assert len(seen) > 1  # the writer really ran during the reads
+
+
+def test_command_writes_are_recorded_and_replayed_like_inputs(make_runtime, tmp_path):
+    from busguard.record import read_recording
+    from busguard.replay import replay
+
+    rt = make_runtime(site_text('write_allow = ["127.0.0.1/32"]\n'))
+    recording = tmp_path / "trace.jsonl"
+    rt.start(record=recording)
+    port = rt.publishers[0].server.port()
+    ack = next(c for c in rt.publishers[0].map.commands if c.name == "cmd.ack_alarms")
+    feed(rt)
+    rt.image.write("pqm-a1.thd_v_l1_pct", 7.5)
+    run_scans(rt, 1)
+    with connect(port) as w:
+        assert write(w, ack.address + 2, [0, 1]) is None
+        run_scans(rt, 1)
+        assert write(w, ack.address + 2, [0, 2]) is None
+        run_scans(rt, 1)
+    rt.stop()
+    header, cycles = read_recording(recording)
+    i = header["points"].index("cmd.ack_alarms")
+    assert [c.snapshot.values[i] for c in cycles][-2:] == [1.0, 2.0]
+    report, steps = replay(recording, rt.site.file)
+    assert all(s.matches for s in steps)
+    assert report.mismatches == [] and report.cycles == 3
+    (alarm,) = rt.alarms.active()
+    assert alarm.acked  # the DCIM's second write acknowledged it, in the live run
+
+
+def test_busguard_status_reads_a_running_unit(served, capsys):
+    from busguard.cli import main
+
+    rt, _pub, port = served()
+    feed(rt)
+    run_scans(rt, 2)
+    assert main(["status", "--port", str(port)]) == 0
+    out = capsys.readouterr().out
+    assert "map v1, running, LIVE" in out and "2 cycles" in out
+    assert "pqm-a1" in out and "current_l1_a=401" in out and "tap-a3" in out
+    assert "pqm-a2" in out and "(bad)" in out
+    assert main(["status", "--port", str(port), "--json"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["header"]["cycle_count"] == 2
+    dev = {d["name"]: d for d in data["devices"]}
+    assert dev["pqm-a1"]["points"]["power_kw"] == {"value": 310.5, "quality": "good",
+                                                   "age_ms": 10}
+    assert data["extras"]["pqm-a2.vendor_special_x"]["value"] == 7.0
+    assert "cmd.ack_alarms" in data["commands"]
+
+
+def test_busguard_status_exit_1_when_nothing_answers(capsys):
+    import socket as _s
+
+    from busguard.cli import main
+
+    with _s.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connection refused
+        assert main(["status", "--port", str(port), "--timeout", "1"]) == 1
+    assert "cannot connect" in capsys.readouterr().err

@@ -141,7 +141,7 @@ class Encoder:
                 restored = v == v
             else:
                 age = (now - t) * 1000.0
-            age = max_age if not age < max_age else (int(age) if age > 0 else 0)
+            age = max_age if not age < max_age - 0.5 else (int(age + 0.5) if age > 0 else 0)
             rec(buf, off, f32(v), q, age)
             return q, restored
 
