@@ -60,8 +60,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     current = default_site(args.site)
     new_bytes = _read(Path(args.new))
-    result = apply(current, new_bytes, timeout_s=args.timeout, reload=not args.no_reload,
-                   say=None if args.json else print)
+    try:
+        result = apply(current, new_bytes, timeout_s=args.timeout, reload=not args.no_reload,
+                       say=None if args.json else print)
+    except PermissionError as exc:
+        raise BusguardError(f"{exc.filename}: permission denied; run it as root "
+                            f"(sudo busguard apply ...)") from exc
     if args.json:
         print(json.dumps(result, indent=2))
     return 0 if result["ok"] else 1

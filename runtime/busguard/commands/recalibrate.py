@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
                           min_load_pct=args.min_load_pct, max_spread_pct=args.max_spread_pct,
                           max_correction_pct=args.max_correction_pct,
                           timeout_s=args.timeout or None, write=not args.dry_run)
+    except PermissionError as exc:
+        raise BusguardError(f"{exc.filename}: permission denied; run it as root "
+                            f"(sudo busguard recalibrate ...)") from exc
     except Refused as exc:
         if args.json:
             print(json.dumps({"ok": False, "refused": str(exc)}, indent=2))
