@@ -150,6 +150,22 @@ def _stateful(block: Block) -> bool:
     return type(block).state is not Block.state
 
 
+def block_states(blocks: list[Block], failed: set[str]) -> dict[str, Any]:
+    """``state()`` of every block that has one; a block whose state() raises is left out
+    (logged once), never the whole save."""
+    out = {}
+    for b in blocks:
+        if not _stateful(b):
+            continue
+        try:
+            out[b.name] = b.state()
+        except Exception:
+            if b.name not in failed:
+                failed.add(b.name)
+                log.exception("block %s: state() failed; its state is not retained", b.name)
+    return out
+
+
 class RetainedState:
     """Per-runtime observer (registered into that runtime's plugin manager at startup)."""
 
@@ -166,6 +182,7 @@ class RetainedState:
         self.set_aside_as: Path | None = None
         self._cycles_before = 0
         self._last_states: dict[str, Any] = {}
+        self._state_failed: set[str] = set()
         self._last_save = -math.inf
         self._pending: _Job | None = None
         self._lock = threading.Lock()
@@ -193,7 +210,7 @@ class RetainedState:
                 except Exception as exc:  # a well-formed file we cannot apply: set aside
                     log.exception("retained state %s could not be applied", self.path)
                     self._corrupt(f"could not be applied: {type(exc).__name__}: {exc}")
-        self._last_states = {b.name: b.state() for b in rt.blocks if _stateful(b)}
+        self._last_states = block_states(rt.blocks, self._state_failed)
 
     def _corrupt(self, why: str) -> None:
         rt = self.runtime
@@ -270,7 +287,7 @@ class RetainedState:
              states: dict[str, Any] | None = None) -> _Job:
         rt = self.runtime
         if states is None:
-            states = {b.name: b.state() for b in rt.blocks if _stateful(b)}
+            states = block_states(rt.blocks, self._state_failed)
         return _Job(snap, t_utc, cycle, states, [a.as_dict() for a in rt.alarms.active()])
 
     def body(self, job: _Job) -> dict[str, Any]:
@@ -332,7 +349,7 @@ class RetainedState:
     def busguard_scan_complete(self, runtime: Runtime, result: CycleResult) -> None:
         if not self.enabled or runtime is not self.runtime:
             return
-        states = {b.name: b.state() for b in runtime.blocks if _stateful(b)}
+        states = block_states(runtime.blocks, self._state_failed)
         changed = bool(result.edges) or states != self._last_states
         self._last_states = states
         if changed or result.now - self._last_save >= self.interval_s:

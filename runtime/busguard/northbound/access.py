@@ -122,8 +122,13 @@ class Clients:
         if n > 0:
             self.per_client[host] = n
         else:
-            self.per_client.pop(host, None)
-            self.buckets.pop(host, None)
+            self.per_client.pop(host, None)  # its bucket stays: reconnecting resets nothing
+
+    def prune(self, now: float, keep_s: float = 60.0) -> None:
+        """Forget the buckets of clients gone for ``keep_s`` (bounded memory)."""
+        for host in [h for h, b in self.buckets.items()
+                     if h not in self.per_client and now - b.stamp > keep_s]:
+            del self.buckets[host]
 
     def bucket(self, host: str, now: float) -> TokenBucket:
         b = self.buckets.get(host)

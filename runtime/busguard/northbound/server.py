@@ -375,6 +375,7 @@ class NorthboundServer:
         while True:
             await asyncio.sleep(every)
             now = time.monotonic()
+            self.clients.prune(now)
             for h in list(self.handlers):
                 if now - h.last_active > idle and h.transport:
                     self.counters.closed_idle += 1
