@@ -109,6 +109,9 @@ class LiveView:
                  f"{st.lateness_max_ms:.3f} ms  overruns {st.overruns}"]
         if self.extra is not None:
             lines.append(self.extra())
+        pubs = self._publishers()
+        if pubs:
+            lines.append(pubs)
         if res is None:
             return [*lines, "waiting for the first scan..."]
         snap = res.snapshot
@@ -185,6 +188,19 @@ class LiveView:
             return 200, 1000
         size = shutil.get_terminal_size((120, 40))
         return max(60, size.columns), max(20, size.lines)
+
+    def _publishers(self) -> str:
+        """Where the DCIM reads us (publishers that report ``listening``)."""
+        parts = []
+        for pub in getattr(self.rt, "publishers", ()):
+            try:
+                st = pub.status()
+            except Exception:
+                continue
+            if st.get("listening"):
+                parts.append(f"[{pub.section}] {', '.join(st['listening'])}, "
+                             f"{st.get('connections', 0)} connections")
+        return ("northbound " + "; ".join(parts)) if parts else ""
 
     def _comm(self, snap: Snapshot, m: str) -> str:
         ok = self._get(snap, f"{m}.comm_ok")
