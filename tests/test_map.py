@@ -136,3 +136,35 @@ def test_busguard_check_reports_server_option_problems(tmp_path, capsys):
     assert main(["check", str(site)]) == 2
     assert "modbus_server.write_allow: 10.9.9.9/32 is not inside `allow`" in \
         capsys.readouterr().err
+
+
+def test_breaker_block_points_at_its_reset_command(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(site_text().replace('"led"]', '"led"]\n').replace(
+        "[modbus_server]", """[[block]]
+name = "trip"
+type = "latch_trip"
+point = "pqm-a1.current_l1_a"
+breaker = "cb-a1-01"
+above = 1000.0
+
+[modbus_server]"""), encoding="utf-8")
+    import importlib.util
+
+    from busguard.runtime import Runtime
+    from test_retained_restart import PLUGIN_SRC
+
+    mod_path = tmp_path / "bgplug_map.py"
+    mod_path.write_text(PLUGIN_SRC)
+    spec = importlib.util.spec_from_file_location("bgplug_map", mod_path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rt = Runtime.from_file(site, extra=[mod])
+    regmap = mapdef.for_runtime(rt)
+    reset = regmap.reset_command("cb-a1-01")
+    assert reset is not None and reset.name == "cb-a1-01.cmd_reset"
+    f = next(f for f in regmap.fields() if f.name == "cb-a1-01.reset_command")
+    from busguard.northbound.encode import Encoder
+
+    img = Encoder(regmap, rt.image.index, 10, "").template
+    assert int.from_bytes(img[2 * f.address:2 * f.address + 2], "big") == reset.address

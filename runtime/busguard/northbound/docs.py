@@ -106,7 +106,9 @@ def markdown(m: md.RegisterMap, site_name: str, site_file: str, port: int = 502)
               "| ---: | --- | --- |"]
     lines += [f"| {b} | {n} | {d} |" for b, n, d in md.DEVICE_FLAGS]
     lines += ["", "Device block: word 0 ordinal, 1 status (worst point quality), 2 alarm "
-              "bits, 3 flags, 4 points declared, 5..7 reserved, then the point records of the "
+              "bits, 3 flags, 4 points declared, 5 address of the device's reset command "
+              "record (breakers with a shunt-trip block; 0 if none), 6..7 reserved, then the "
+              "point records of the "
               "kind's standard quantities in a fixed order (an undeclared quantity reads NaN, "
               "quality 3).", "",
               "Command records: words 0-1 float32, words 2-3 the same value as uint32 (use it "

@@ -104,6 +104,9 @@ class Encoder:
             slots = [(2 * r.address, self.index[r.name]) for r in d.points if r is not None]
             _H.pack_into(tpl, 2 * d.address, d.ordinal)
             _H.pack_into(tpl, 2 * d.address + 8, len(slots))
+            reset = regmap.reset_command(d.name)
+            if reset is not None:
+                _H.pack_into(tpl, 2 * d.address + 10, reset.address)
             for j, r in enumerate(d.points):  # undeclared: NaN, not connected, age max
                 if r is None:
                     a = 2 * (d.address + md.DEVICE_HEADER_WORDS + j * md.POINT_WORDS)

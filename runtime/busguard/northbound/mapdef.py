@@ -255,6 +255,13 @@ class RegisterMap:
             return None
         return self.commands[i], off
 
+    def reset_command(self, device: str) -> CommandRecord | None:
+        """The ``{device}.cmd_reset`` command record (a breaker's latched-trip reset)."""
+        for c in self.commands:
+            if c.name == f"{device}.cmd_reset":
+                return c
+        return None
+
     def record_of(self, point: str) -> PointRecord | None:
         for d in self.devices:
             for r in d.points:
@@ -290,6 +297,11 @@ class RegisterMap:
                              "flags)", "", "R", area))
             out.append(Field(b + 4, 1, "uint16", f"{d.name}.points", "points the device "
                              "declares in this block", "", "R", area))
+            reset = self.reset_command(d.name)
+            if reset is not None:
+                out.append(Field(b + 5, 1, "uint16", f"{d.name}.reset_command",
+                                 f"address of the {reset.name} command record "
+                                 f"({reset.address})", "", "R", area))
             for j, q in enumerate(STANDARD[d.kind]):
                 if d.points[j] is not None:  # undeclared slots read NaN, quality 3
                     out.extend(_point_fields(b + DEVICE_HEADER_WORDS + j * POINT_WORDS,

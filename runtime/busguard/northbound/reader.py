@@ -102,6 +102,7 @@ def read_all(read: ReadFn) -> dict[str, Any]:
                         and ws[o + 3] == md.AGE_MAX_MS):
                     pts[q] = rec
             devices.append({"kind": kind, "name": names[k], "ordinal": ws[0],
+                            "reset_command": ws[5] or None,
                             "status": md.QUALITY_WORDS.get(ws[1], "?"),
                             "alarms": bits(ws[2], md.ALARM_BITS),
                             "flags": bits(ws[3], md.DEVICE_FLAGS), "points": pts})
