@@ -60,7 +60,7 @@ CASES = [
       {"pqm-a1.comm_loss_pct": 0.7}],
      "ch:loss:pqm-a1", "BG-COMM-LOSS", [False, False, True, True, False]),
     ("latency above 100 ms",
-     [{"pqm-b1.comm_latency_p99_ms": 150.0, "pqm-b1.comm_poll_ms": 1000.0}, {}, {}],
+     [{"pqm-b1.comm_latency_p50_ms": 150.0, "pqm-b1.comm_poll_ms": 1000.0}, {}, {}],
      "ch:latency:pqm-b1", "BG-COMM-LATENCY", [False, False, True]),
     ("RS-485 error rate over 0.1%",
      [{"pqm-a1.comm_error_pct": 0.12}, {}, {}],
@@ -69,7 +69,7 @@ CASES = [
      [{"pqm-a1.comm_error_pct": 0.1}, {}, {}],
      "ch:errors:pqm-a1", "BG-RS485-ERRORS", [False, False, False]),
     ("poll period under 3x latency",
-     [{"pqm-a1.comm_latency_p99_ms": 40.0}, {}, {}],
+     [{"pqm-a1.comm_latency_p50_ms": 40.0}, {}, {}],
      "ch:poll:pqm-a1", "BG-POLL-RATIO", [False, False, True]),
 ]
 
@@ -100,7 +100,7 @@ def test_meters_without_comm_points_are_left_out(make_runtime):
 
 def test_stale_comm_points_hold_and_say_so(make_runtime, tmp_path):
     quiet = {f"pqm-b1.{c}": QUIET for c in COMM}
-    rows = [{"pqm-b1.comm_loss_pct": 5.0}, {}, {}, quiet, {"dt": 1.0}]
+    rows = [{"pqm-b1.comm_loss_pct": 5.0}, {}, {}, quiet, {"dt": 1.0}, {"dt": 2.5}]
     _rt, views = trace(make_runtime, tmp_path, rows)
     assert "ch:loss:pqm-b1" in views[-1].alarms  # held, not cleared by the silence
     assert views[-1].alarms["ch:input"]["values"]["lost"]["pqm-b1.comm_ok"] == "stale"

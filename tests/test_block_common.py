@@ -9,13 +9,19 @@ from busguard.image import PointSpec, ProcessImage, Quality
 from busguard_blocks._common import HighLimit, InputWatch, OnDelay, iso_utc, wall_utc
 
 
-def test_input_grace_only_for_not_connected_at_start():
-    w = InputWatch(grace_s=5.0)
+def test_input_alarm_grace_and_debounce():
+    w = InputWatch(grace_s=5.0, raise_s=2.0, clear_s=2.0)
     w.tick(100.0)
-    assert w.alarm({"a.x": "not-connected"}, 101.0, "held") is None
-    assert w.alarm({"a.x": "stale"}, 101.0, "held").code == "BG-INPUT"
-    assert w.alarm({"a.x": "not-connected"}, 105.0, "held") is not None
-    assert w.alarm({}, 200.0, "held") is None
+    nc, stale = {"a.x": "not-connected"}, {"a.x": "stale"}
+    assert w.alarm(nc, 101.0, "held") is None        # start-up grace
+    assert w.alarm(stale, 101.0, "held") is None     # counts, but 2 s to raise
+    assert w.alarm(stale, 102.9, "held") is None
+    assert w.alarm(stale, 103.0, "held").code == "BG-INPUT"
+    assert w.alarm({}, 103.5, "held").values["lost"] == stale  # clear hold-off
+    assert w.alarm(stale, 104.0, "held") is not None  # a flicker back: still one alarm
+    assert w.alarm({}, 104.5, "held") is not None
+    assert w.alarm({}, 106.5, "held") is None        # good for 2 s: cleared
+    assert w.alarm(nc, 200.0, "held") is None and w.alarm(nc, 202.0, "held") is not None
 
 
 def test_wall_utc_from_point_stamps():

@@ -97,7 +97,7 @@ def test_alarm_carries_values_and_seed_words(make_runtime, tmp_path):
 
 
 def test_stale_input_alarm_names_the_points(make_runtime, tmp_path):
-    _rt, views = trace(make_runtime, tmp_path, [{"pq.frequency_hz": QUIET}, {"dt": 5}])
+    _rt, views = trace(make_runtime, tmp_path, [{"pq.frequency_hz": QUIET}, {"dt": 5}, {"dt": 2}])
     assert views[-1].alarms["pqa:input"]["values"]["lost"] == {"pq.frequency_hz": "stale"}
 
 

@@ -106,18 +106,19 @@ def test_trip_records_cause_values_and_time(make_runtime, tmp_path):
 
 def test_stale_inputs_raise_input_alarm_not_trip(make_runtime, tmp_path):
     _rt, views = trace(make_runtime, tmp_path,
-                       [NORMAL, {"m1.current_l1_a": QUIET}, {"dt": 1}])
+                       [NORMAL, {"m1.current_l1_a": QUIET}, {"dt": 1}, {"dt": 2.5}])
     assert views[-1].outputs[TRIP] == 0
     alarm = views[-1].alarms["st:input"]
     assert alarm["code"] == "BG-INPUT" and alarm["values"]["lost"] == {"m1.current_l1_a": "stale"}
 
 
 def test_missing_input_is_not_connected(make_runtime, tmp_path):
-    rows = [{k: v for k, v in NORMAL.items() if k != "bb1.temp_c"}, {"dt": 4.0}, {"dt": 1.0}]
+    rows = [{k: v for k, v in NORMAL.items() if k != "bb1.temp_c"}, {"dt": 4.0}, {"dt": 1.0},
+            {"dt": 2.0}]
     _rt, views = trace(make_runtime, tmp_path, rows)
-    # a start-up grace of 5 s for points not connected yet (first polls), then the alarm
-    assert ["st:input" in v.alarms for v in views] == [False, False, True]
-    assert views[2].alarms["st:input"]["values"]["lost"] == {"bb1.temp_c": "not-connected"}
+    # a start-up grace of 5 s for points not connected yet (first polls), then 2 s to raise
+    assert ["st:input" in v.alarms for v in views] == [False, False, False, True]
+    assert views[3].alarms["st:input"]["values"]["lost"] == {"bb1.temp_c": "not-connected"}
     assert views[-1].outputs[TRIP] == 0
 
 

@@ -116,7 +116,7 @@ def test_probe_disagreement(make_runtime, tmp_path):
 
 
 def test_lost_probe_judged_on_the_other(make_runtime, tmp_path):
-    rows = [{"bb1.temp_c": 85, "bb2.temp_c": 85}, {"bb1.temp_c": (95, Quality.BAD)}]
+    rows = [{"bb1.temp_c": 85, "bb2.temp_c": 85}, {"bb1.temp_c": (95, Quality.BAD)}, {"dt": 2}]
     _rt, views = trace(make_runtime, tmp_path, rows)
     assert level(views[-1]) == "alarm"  # the bad 95 C reading is ignored
     assert views[-1].alarms["th:input"]["values"]["lost"] == {"bb1.temp_c": "bad"}

@@ -77,9 +77,9 @@ def test_slow_rise_is_not_an_event(make_runtime, tmp_path):
 
 
 def test_gap_is_not_a_step(make_runtime, tmp_path):
-    rows = [{"m1.current_l3_a": QUIET}, {"dt": 1.0}, {"m1.current_l3_a": 900.0}, {}]
+    rows = [{"m1.current_l3_a": QUIET}, {"dt": 1.0}, {"dt": 2.5}, {"m1.current_l3_a": 900.0}, {}]
     _rt, views = trace(make_runtime, tmp_path, rows)
-    assert "tr:input" in views[5].alarms
+    assert "tr:input" in views[6].alarms
     assert not any("tr:event" in v.alarms for v in views)
 
 

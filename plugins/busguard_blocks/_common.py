@@ -73,18 +73,33 @@ def input_alarm(lost: dict[str, str], what: str, device: str = "",
 
 
 STARTUP_GRACE_S = 5.0
+INPUT_RAISE_S = 2.0
+INPUT_CLEAR_S = 2.0
 
 
 class InputWatch:
-    """The ``BG-INPUT`` alarm of a block, with a start-up grace: in the first
-    ``STARTUP_GRACE_S`` after the block's first scan, inputs that are only *not connected yet*
-    (drivers still on their first poll, an LED decoder still timing its first pattern) are not
-    reported, so a restart does not write a burst of input alarms to the fault log. Stale and
-    bad inputs are reported at once. Pure: the grace runs on the scan's ``now``."""
+    """The ``BG-INPUT`` alarm of a block, debounced so the fault log gets one raise and one
+    clear per real loss, not one per flicker of a point's quality:
 
-    def __init__(self, grace_s: float = STARTUP_GRACE_S) -> None:
+    - raised once inputs have been lost for ``raise_s`` (2 s) without a break; cleared once
+      every input has been good again for ``clear_s`` (2 s). While raised, the alarm names the
+      inputs lost now (or, in the clear hold-off, the last ones).
+    - a start-up grace: in the first ``grace_s`` (5 s) after the block's first scan, inputs that
+      are only *not connected yet* (drivers on their first poll, an LED decoder timing its
+      first pattern) do not count, so a restart writes no burst of input alarms.
+
+    Only the alarm is debounced: the block's decisions use the inputs' quality of this scan.
+    Pure: it runs on the scan's ``now``.
+    """
+
+    def __init__(self, grace_s: float = STARTUP_GRACE_S, raise_s: float = INPUT_RAISE_S,
+                 clear_s: float = INPUT_CLEAR_S) -> None:
         self.grace_s = grace_s
         self.t0: float | None = None
+        self._raise = OnDelay(raise_s)
+        self._clear = OnDelay(clear_s)
+        self.active = False
+        self._last: dict[str, str] = {}
 
     def tick(self, now: float) -> None:
         """Call at the start of every scan: the grace counts from the first one."""
@@ -95,11 +110,22 @@ class InputWatch:
               severity: Severity = Severity.WARNING) -> AlarmCondition | None:
         self.tick(now)
         assert self.t0 is not None
-        if not lost:
+        if now - self.t0 < self.grace_s and lost and \
+                all(q == "not-connected" for q in lost.values()):
+            lost = {}
+        if self.active:
+            if self._clear.update(not lost, now):
+                self.active = False
+                self._raise.update(False, now)
+                return None
+        elif self._raise.update(bool(lost), now):
+            self.active = True
+            self._clear.update(False, now)
+        if not self.active:
             return None
-        if now - self.t0 < self.grace_s and all(q == "not-connected" for q in lost.values()):
-            return None
-        return input_alarm(lost, what, device, severity)
+        if lost:
+            self._last = lost
+        return input_alarm(self._last, what, device, severity)
 
 
 def rnd(x: float, nd: int = 3) -> float | None:

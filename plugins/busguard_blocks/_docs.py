@@ -32,6 +32,12 @@ per event) and from there to the fault log, one line each:
 `grep -i critical` isolates trips and thermal critical; the seed's codes are kept: `0x02`
 (0x80 Illegal Data Address), `errno 110` (Connection Timeout), `0xCF` (Thermal-Critical), and
 every breaker trip message holds the word `breaker-trip`.
+
+Every block reports lost inputs (stale, bad, not connected) as one `BG-INPUT` warning naming
+them. It is raised once inputs have been lost for 2 s and cleared once they have been good for
+2 s, so a flickering quality writes one raise and one clear; in the first 5 s after start,
+points that are only not connected yet (first polls) are not reported. The debounce is on the
+alarm only: each block decides on the inputs' quality of the scan, by its fail-safe policy.
 """
 
 

@@ -55,8 +55,10 @@ class CommHealth(Block):
                                 doc="packet-loss limit"),
         "latency_limit_ms": Param(float, default=100.0, above=0.0, unit="ms",
                                   doc="seed: monitoring latency < 100 ms"),
-        "latency_stat": Param(str, default="p99", choices=("p50", "p99"),
-                              doc="latency figure judged against the limit and the poll ratio"),
+        "latency_stat": Param(str, default="p50", choices=("p50", "p99"),
+                              doc="latency figure judged against the limit and the poll ratio: "
+                                  "p50, the typical round trip (p99 alarms on every hiccup of "
+                                  "a loaded gateway)"),
         "error_limit_pct": Param(float, default=0.1, above=0.0, maxval=100.0, unit="%",
                                  doc="RS-485 error rate limit (seed: 0.1%)"),
         "poll_latency_ratio": Param(float, default=3.0, minval=1.0, maxval=100.0,
@@ -151,9 +153,7 @@ class CommHealth(Block):
                     lim.update(figure, now)
                 if lim.active:
                     res.alarms.append(self._alarm(kind, m, values))
-        if lost_all:
-            self._add(res, self.input_watch.alarm(lost_all, now,
-                                                  "comm alarms of those meters held"))
+        self._add(res, self.input_watch.alarm(lost_all, now, "comm alarms of those meters held"))
         return res
 
     def _alarm(self, kind: str, m: str, values: dict[str, Any]) -> AlarmCondition:

@@ -224,9 +224,8 @@ class PowerQuality(Block):
                 res.alarms.append(AlarmCondition(
                     check, sev, code, self._text(check, figure, limit.limit), device=meter,
                     values={**values, "figure": rnd(figure, 3), "limit": rnd(limit.limit, 3)}))
-        if lost:
-            self._add(res, self.input_watch.alarm(
-                lost, now, "checks go on with the good phases or hold", device=meter))
+        self._add(res, self.input_watch.alarm(
+            lost, now, "checks go on with the good phases or hold", device=meter))
         return res
 
     def _text(self, check: str, figure: float, limit: float) -> str:

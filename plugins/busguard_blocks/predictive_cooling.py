@@ -152,8 +152,7 @@ class PredictiveCooling(Block):
             lost = lost_inputs(inputs, (p["power_point"],))
             if lost and phase == "running":
                 bad.update(lost)
-        if bad:
-            self._add(res, self.input_watch.alarm(bad, now, "schedule held; demand kept up"))
+        self._add(res, self.input_watch.alarm(bad, now, "schedule held; demand kept up"))
         res.outputs[self.out] = demand
         return res
 

@@ -305,10 +305,9 @@ class ShuntTrip(Block):
                     f"{p['breaker']}: reset refused, still present: "
                     f"{', '.join(self.refused['persisting'])}", device=p["breaker"],
                     values=dict(self.refused)))
-        if lost:
-            what = ("trip on input loss armed" if p["trip_on_input_loss"] else
-                    "left out of the trip decision, no trip because of the loss")
-            self._add(res, self.input_watch.alarm(lost, now, what, device=p["breaker"]))
+        what = ("trip on input loss armed" if p["trip_on_input_loss"] else
+                "left out of the trip decision, no trip because of the loss")
+        self._add(res, self.input_watch.alarm(lost, now, what, device=p["breaker"]))
         res.outputs[self.out] = 1.0 if self.latched else 0.0
         return res
 

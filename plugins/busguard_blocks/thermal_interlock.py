@@ -208,11 +208,10 @@ class ThermalInterlock(Block):
                 self.level, self.out = 3, 1.0
             if self.level:
                 self._level_alarm(res, "", math.nan, {"held": True})
-        if lost:
-            what = ("no probe left: " + ("levels held" if p["on_input_loss"] == "hold" else
-                                         "trip on input loss")) if not good else \
-                "judged on the remaining probes"
-            self._add(res, self.input_watch.alarm(lost, now, what))
+        what = ("no probe left: " + ("levels held" if p["on_input_loss"] == "hold" else
+                                     "trip on input loss")) if not good else \
+            "judged on the remaining probes"
+        self._add(res, self.input_watch.alarm(lost, now, what))
         res.outputs[self.ttt_out] = ttt
         if p["output"]:
             res.outputs[p["output"]] = self.out

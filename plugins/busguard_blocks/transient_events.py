@@ -134,8 +134,7 @@ class TransientEvents(Block):
                 f"{tr['from_a']} A to {tr['value_a']} A, peak {tr['peak_a']} A (event {ev['n']})",
                 device=tr["point"].rsplit(".", 1)[0],
                 values=self._record(ev)))
-        if lost:
-            self._add(res, self.input_watch.alarm(lost, now, "left out of the event detection"))
+        self._add(res, self.input_watch.alarm(lost, now, "left out of the event detection"))
         return res
 
     @staticmethod
