@@ -129,3 +129,10 @@ def test_docs_show_exactly_the_example_files():
     assert set(shown) == set(files)
     for name, body in files.items():
         assert shown[name] == body, f"docs/plugins.md shows a different {name}"
+
+
+def test_docs_list_every_hook():
+    from busguard import hookspecs
+    text = DOC.read_text(encoding="utf-8")
+    hooks = [n for n in dir(hookspecs) if n.startswith("busguard_")]
+    assert hooks and all(f"`{h}(" in text for h in hooks), "docs/plugins.md misses a hook"
