@@ -289,3 +289,20 @@ def test_a_slow_conversion_never_blocks_the_scan(tmp_path, make_runtime, run_sca
     os.close(fd)
     rt.stop()
     assert not any(t.name.startswith("busguard-w1") for t in threading.enumerate())
+
+
+def test_fixtures_for_plugin_authors(w1_tree, mock_gpio, make_runtime, run_scans):
+    """The pytest11 fixtures fit a site file in tmp_path as written in the docs."""
+    w1_tree.write(A1, 47.25)
+    w1_tree.write(A2, 20.0, crc_ok=False)
+    assert w1_tree.sensors() == [A1, A2]
+    mock_gpio.write(4, 1)
+    rt = make_runtime('[site]\nname = "t"\n[onewire]\nbase_dir = "w1/devices"\n'
+                      '[gpio]\nbackend = "mock"\nmock_dir = "gpio"\n'
+                      f'[[probe]]\nname = "p1"\nsensor_id = "{A1}"\npoll_ms = 20\n'
+                      f'[[probe]]\nname = "p2"\nsensor_id = "{A2}"\npoll_ms = 20\n'
+                      '[[breaker]]\nname = "b1"\nled_line = 4\n', start=True)
+    assert rt.drivers[0].bus.wait_passes(2)
+    assert point(rt, "p1.temp_c").value == 47.25
+    assert point(rt, "p2.temp_c").quality is Quality.BAD
+    rt.stop()
