@@ -306,3 +306,18 @@ def test_fixtures_for_plugin_authors(w1_tree, mock_gpio, make_runtime, run_scans
     assert point(rt, "p1.temp_c").value == 47.25
     assert point(rt, "p2.temp_c").quality is Quality.BAD
     rt.stop()
+
+
+def test_missing_bus_folder_says_what_to_load(tmp_path, make_runtime, caplog):
+    rt = make_runtime('[site]\nname = "t"\n[onewire]\nbase_dir = "nowhere"\n'
+                      f'[[probe]]\nname = "p1"\nsensor_id = "{A1}"\n')
+    loop = asyncio.new_event_loop()
+    ctx = DriverContext(rt.image, rt.clock, loop, rt.site)
+    base = tmp_path / "nowhere"
+    bus = ctx.shared(f"w1.bus:{base}", lambda: W1Bus(base, rt.image, rt.clock, threaded=False))
+    rt.drivers[0].start(ctx)
+    bus.poll_once(force=True)
+    assert point(rt, "p1.temp_c").quality is Quality.NOT_CONNECTED
+    assert "kernel modules w1-gpio/w1-therm not loaded?" in caplog.text
+    rt.drivers[0].stop()
+    loop.close()

@@ -170,7 +170,10 @@ class ProbeReader:
             self.counts["not_connected"] += 1
             self.last_good = None  # when it comes back it has been powered up again
             image.set_quality((self.point,), Quality.NOT_CONNECTED)
-            self._set_state("not-connected", "no w1_slave file (sensor gone from the bus)")
+            base = Path(cls.BASE_DIRECTORY)  # type: ignore[attr-defined]
+            self._set_state("not-connected", "no w1_slave file (sensor gone from the bus)"
+                            if base.is_dir() else f"no 1-Wire bus folder {base} (kernel modules "
+                            f"w1-gpio/w1-therm not loaded? dtoverlay=w1-gpio on a Raspberry Pi)")
             return
         except w1.SensorNotReadyError:
             self._finish(t0)
