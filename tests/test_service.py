@@ -277,3 +277,66 @@ def test_outside_systemd_the_service_is_inert(tmp_path: Path, make_runtime, run_
         run_scans(rt, 15)
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
     assert svc.ready and svc.healthy and svc.pings == 0
+
+
+RELAY_SITE = """\
+[site]
+name = "sigterm"
+
+[paths]
+state_dir = "state"
+fault_log = "state/fault.log"
+
+[service]
+realtime = "off"
+status_every_s = 0.1
+
+[gpio]
+backend = "mock"
+mock_dir = "gpio"
+
+[[meter]]
+name = "m1"
+driver = "memory"
+points = ["current_l1_a"]
+initial = { current_l1_a = 100.0 }
+
+[[output]]
+name = "alarm-relay"
+driver = "gpio_relay"
+line = 20
+output = "relay.alarm"
+
+[[block]]
+name = "hi"
+type = "threshold_alarm"
+point = "m1.current_l1_a"
+high = 500.0
+output = "relay.alarm"
+output_failsafe = 1.0
+"""
+
+
+def test_sigterm_drives_outputs_to_failsafe_and_flushes_state(tmp_path: Path,
+                                                              notify: Notifications) -> None:
+    """The relay line (mock GPIO: a file per line, written by the real gpio_relay driver) is
+    off while running and at its declared fail-safe level after SIGTERM; retained state is
+    on disk."""
+    site = tmp_path / "site.toml"
+    site.write_text(RELAY_SITE)
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path))
+    env.pop("WATCHDOG_USEC", None)
+    proc = subprocess.Popen([sys.executable, "-m", "busguard.cli", "run", str(site),
+                             "--stats-every", "0"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = tmp_path / "gpio" / "20"
+    try:
+        notify.wait_for(lambda m: "READY=1" in m)
+        _wait_status(tmp_path, lambda s: s["ready"] and s["cycles"] > 5)
+        assert line.read_text().strip() == "0"
+    finally:
+        _out, err = _stop(proc)
+    assert proc.returncode == 0, err
+    assert line.read_text().strip() == "1"  # fail-safe applied before the driver stopped
+    assert (tmp_path / "state" / "retained.json").exists()
+    assert notify.drain()[-1].startswith("STOPPING=1")
