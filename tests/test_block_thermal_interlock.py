@@ -63,7 +63,8 @@ LEVEL_CASES = [
                          ids=[c[0] for c in LEVEL_CASES])
 def test_levels(make_runtime, tmp_path, temps, levels):
     rows = [{"bb1.temp_c": t, "bb2.temp_c": 50 if t < 60 else t - 1} for t in temps]
-    _rt, views = trace(make_runtime, tmp_path, rows, extra="disagreement_c = 0.0")
+    _rt, views = trace(make_runtime, tmp_path, rows,
+                       extra="disagreement_c = 0.0\nlatch_trip_alarm = false")
     assert [level(v) for v in views] == levels
     assert [v.outputs["relay.critical"] for v in views] == [
         1.0 if lv == "trip" else 0.0 for lv in levels]
@@ -155,3 +156,16 @@ def test_turning_down_stops_rate_and_time_to_trip_at_once(make_runtime, tmp_path
     assert "th:rate" in views[24].alarms and "th:ttt" in views[24].alarms
     assert "th:rate" not in views[-1].alarms and "th:ttt" not in views[-1].alarms
     assert views[-1].outputs["th.time_to_trip_s"] == -1.0
+
+
+def test_thermal_critical_alarm_latches_until_acknowledged(make_runtime, tmp_path):
+    rows = [{"bb1.temp_c": 50, "bb2.temp_c": 50, "cmd.ack_alarms": 0}, {"bb1.temp_c": 91},
+            {"bb1.temp_c": 60}, {}, {"cmd.ack_alarms": 1}, {}]
+    _rt, views = trace(make_runtime, tmp_path, rows)
+    assert [v.outputs["relay.critical"] for v in views] == [0, 1, 0, 0, 0, 0]
+    trip = [v.alarms.get("th:trip") for v in views]
+    assert trip[1]["active"] and trip[1]["latch"]
+    assert trip[2] is not None and not trip[2]["active"]  # cooled: kept until acknowledged
+    assert trip[4] is None and "cleared th:trip 0xCF" in views[4].edges
+    edges = [e for v in views for e in v.edges if "th:trip" in e]
+    assert edges == ["raised th:trip 0xCF", "cleared th:trip 0xCF"]

@@ -97,6 +97,9 @@ class ThermalInterlock(Block):
         "output": Param(str, default="",
                         doc="optional output set to 1 at the trip level (e.g. relay.critical)"),
         "output_failsafe": Param(float, default=0.0, doc="trip output value on block fault"),
+        "latch_trip_alarm": Param(bool, default=True,
+                                  doc="the 0xCF alarm stays until acknowledged (cmd.ack_alarms), "
+                                      "even once the busbar has cooled"),
         "on_input_loss": Param(str, default="hold", choices=("hold", "trip"),
                                doc="with no good probe left: hold the last level, or trip"),
     }
@@ -228,7 +231,8 @@ class ThermalInterlock(Block):
                 else f"{where}, {word} level {lim:g} C")
         res.alarms.append(AlarmCondition(  # one key per level: escalation is a new edge
             word, sev, code, text, device=point.rsplit(".", 1)[0] if point else self.name,
-            values={**values, "level": word, "limit_c": lim}))
+            values={**values, "level": word, "limit_c": lim},
+            latch=self.level == 3 and self.p["latch_trip_alarm"]))
 
     def state(self) -> dict[str, Any]:
         return {"level": self.level}
