@@ -174,6 +174,7 @@ class ModbusMeter(Driver):
         self.comm = CommStats()
         self.blocks = [BlockState() for _ in self.plan]
         self.down = False
+        self.answered_once = False
         self.latency_warned = False
         self.link: Any = None
         self.ctx: DriverContext | None = None
@@ -226,11 +227,7 @@ class ModbusMeter(Driver):
             fut.cancel()
 
     async def _shutdown(self, fut: concurrent.futures.Future) -> None:
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_task(self._task)
         fut.cancel()
         await self._close()
 
@@ -315,7 +312,9 @@ class ModbusMeter(Driver):
         if answered and not lost:
             self.comm.poll_s.append(poll_latency)
         self._link_state(answered, lost)
-        self._write_comm(answered and not lost)
+        self.answered_once = self.answered_once or answered
+        # comm_ok follows the link state (loss_limit), not each single lost request
+        self._write_comm(self.answered_once and not self.down)
         self._latency_check()
 
     async def _read_block(self, block: ReadBlock) -> Any:
@@ -427,9 +426,27 @@ class ModbusMeter(Driver):
                   "bad_blocks": {b.describe(): f"0x{self.blocks[i].code:02X}"
                                  for i, b in enumerate(self.plan) if self.blocks[i].code},
                   "last_error": self.last_error,
-                  "reconnects": getattr(self.link, "reconnects", 0)})
+                  "reconnects": getattr(self.link, "reconnects", 0),
+                  "garbage_frames": getattr(self.link, "garbage", 0)})
         d["late_p99_ms"] = _nan0(self.comm.late_ms(99))
         return d
+
+
+async def stop_task(task: asyncio.Task | None, timeout_s: float = 2.0) -> None:
+    """Cancel ``task`` and wait for it, cancelling again if a cancellation got lost.
+
+    On Python < 3.12 ``asyncio.wait_for`` (used inside pymodbus) can swallow a cancellation
+    that arrives just as the awaited answer does; one more cancel ends the task then.
+    """
+    if task is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if not task.done():
+        log.error("task %s did not stop within %g s", task.get_name(), timeout_s)
 
 
 def quiet_pymodbus() -> None:

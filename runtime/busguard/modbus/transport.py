@@ -89,6 +89,22 @@ async def _call(client: Any, op: str, unit: int, function: str, address: int,
     return []
 
 
+def guard_decoding(client: Any, on_garbage: Any) -> None:
+    """Bytes pymodbus cannot decode raise inside ``data_received``; asyncio would then log a
+    traceback and drop the connection for every garbage frame. Discard them instead (the
+    request then ends as a timeout, counted by the caller) and tell ``on_garbage``."""
+    orig = client.ctx.callback_data
+
+    def safe(data: bytes, addr: tuple | None = None) -> int:
+        try:
+            return orig(data, addr=addr)
+        except Exception as exc:
+            on_garbage(exc)
+            return len(data)
+
+    client.ctx.callback_data = safe
+
+
 class TcpLink:
     """One Modbus TCP device; up to ``max_in_flight`` requests at once (one per connection)."""
 
@@ -97,11 +113,15 @@ class TcpLink:
         self.port = port
         self.size = max_in_flight
         self.reconnects = 0
+        self.garbage = 0
         self._pool: asyncio.Queue[Any] | None = None
         self._clients: list[Any] = []
 
     def describe(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def _garbage(self, exc: Exception) -> None:
+        self.garbage += 1
 
     def _ensure_pool(self) -> asyncio.Queue[Any]:
         if self._pool is None:
@@ -109,6 +129,7 @@ class TcpLink:
             for i in range(self.size):
                 c = AsyncModbusTcpClient(self.host, port=self.port, name=f"{self.host}:{i}",
                                          reconnect_delay=0, timeout=1.0, retries=0)
+                guard_decoding(c, self._garbage)
                 self._clients.append(c)
                 self._pool.put_nowait(c)
         return self._pool
@@ -196,6 +217,7 @@ class RtuLine:
                     bytesize=self.bytesize, parity=self.parity, stopbits=self.stopbits,
                     name=self.name, reconnect_delay=0, timeout=timeout_s, retries=0,
                     trace_packet=self._trace)
+                guard_decoding(self._client, lambda exc: None)  # counted as crc by _rx
             client = self._client
             if not client.connected:
                 ok = False

@@ -29,7 +29,7 @@ from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
 from busguard.modbus import codec
 from busguard.modbus.commstats import OK, CommStats
-from busguard.modbus.driver import Gate, line_config, shared_line
+from busguard.modbus.driver import Gate, line_config, shared_line, stop_task
 from busguard.modbus.transport import CommError, ExceptionReply, TcpLink
 
 log = logging.getLogger("busguard.modbus")
@@ -223,11 +223,7 @@ class ModbusWrite(Driver):
             fut.cancel()
 
     async def _shutdown(self, fut: concurrent.futures.Future) -> None:
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_task(self._task)
         fut.cancel()
         await self._close()
 
