@@ -119,6 +119,11 @@ def table(measurements: Sequence[Measurement]) -> str:
             lines.append((label, m.title, "-", "-", "-", m.status))
             notes.append(f"{m.key}: {m.status.lower()}: {m.skipped or m.error}")
             continue
+        mach = m.details.get("machine")
+        if mach:
+            notes.append(f"{m.key}: machine CPU busy {mach['busy_pct']:.0f}% of all cores "
+                         f"during the measurement (bench processes included), load average "
+                         f"{mach['load_avg'][0]:.2f}")
         for i, r in enumerate(m.rows):
             base = fmt(r.baseline, r.unit)
             if r.baseline_label and r.baseline is not None:

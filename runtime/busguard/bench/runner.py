@@ -53,6 +53,22 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return (0, 0)
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields) - idle, sum(fields))
+
+
+def busy_pct(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """Share of the machine's CPU time (all cores) that was busy between two readings."""
+    total = b[1] - a[1]
+    return 100.0 * (b[0] - a[0]) / total if total > 0 else float("nan")
+
+
 def run(selected: Sequence[str] = MODULES, quick: bool = False,
         json_path: str | Path | None = None, target_args: Sequence[str] = (),
         meters_backend: str = "sim", keep_workdir: bool = False,
@@ -76,6 +92,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
                 continue
             missing = [p for p in getattr(mod, "NEEDS", ()) if not have.get(p)]
             t0 = time.monotonic()
+            cpu0 = machine_cpu()
             if missing:
                 why = "skipped: needs " + "; ".join(PART_WHO.get(p, p) for p in missing)
                 found = [Measurement(k, t, skipped=why) for k, t in mod.KEYS]
@@ -88,8 +105,10 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
                              for k, t in mod.KEYS]
                 finally:
                     bench.close_all()
+            busy = busy_pct(cpu0, machine_cpu())
             for m in found:
                 m.seconds = time.monotonic() - t0
+                m.details["machine"] = {"busy_pct": busy, "load_avg": os.getloadavg()}
             results.extend(found)
     finally:
         bench.close_all()
