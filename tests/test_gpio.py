@@ -321,6 +321,13 @@ driver = "gpio_relay"
 line = 23
 output = "relay.critical"
 active_low = true
+[[output]]
+name = "fan"
+driver = "gpio_relay"
+line = 24
+output = "relay.fan"
+feedback_line = 30
+feedback_settle_ms = 50
 [[block]]
 name = "overload"
 type = "threshold_alarm"
@@ -580,3 +587,36 @@ def test_reload_handover_keeps_output_levels(make_runtime, tmp_path, run_scans):
     assert wait_until(lambda: relay.stats()["readback"] == 1)
     relay._service.backend.line(22).assert_states([1])  # never went inactive
     new.stop()
+
+
+def test_relay_verified_by_its_feedback_contact(gpio_site):
+    rt, svc, gdir = gpio_site
+    fan = rt.drivers[5]
+    state = lambda: rt.image.snapshot()["fan.state"]  # noqa: E731
+    svc.step(0.0)  # line written inactive; the contact is judged 50 ms later
+    assert state().quality is Quality.NOT_CONNECTED
+    svc.step(0.06)
+    assert (state().value, state().quality) == (0.0, Quality.GOOD)
+    fan.apply({"relay.fan": 1.0})
+    svc.step(0.1)
+    assert read_line(gdir, 24) == 1
+    write_line(gdir, 30, 1)  # the contactor pulls in; its auxiliary contact closes
+    svc.step(0.16)
+    assert (state().value, state().quality) == (1.0, Quality.GOOD)
+    fan.apply({"relay.fan": 0.0})
+    svc.step(0.2)
+    svc.step(0.26)  # the coil is off but the contact stays closed: welded
+    assert state().quality is Quality.BAD
+    assert fan.stats()["mismatches"] == 1 and fan.stats()["feedback_line"] == 30
+    write_line(gdir, 30, 0)
+    svc.step(1.3)  # refresh, then the verdict after settling
+    svc.step(1.36)
+    assert (state().value, state().quality) == (0.0, Quality.GOOD)
+
+
+def test_feedback_line_must_differ_from_the_line(site_file):
+    path = site_file('[site]\nname = "t"\n[[output]]\nname = "r"\ndriver = "gpio_relay"\n'
+                     'line = 7\noutput = "relay.alarm"\nfeedback_line = 7\n')
+    with pytest.raises(ConfigError, match=r"output\[0\]\.feedback_line: got 7; it is also "
+                                          r"the line"):
+        check_site(path)

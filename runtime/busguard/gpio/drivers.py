@@ -238,13 +238,24 @@ class GpioRelay(Driver):
         "active_low": Param(bool, default=False, doc="the relay energises on a low level"),
         "refresh_ms": Param(float, default=1000.0, minval=10.0, maxval=60_000.0, unit="ms",
                             doc="rewrite and read back the line this often"),
+        "feedback_line": _line_param("optional input wired to the relay's auxiliary contact: "
+                                     "verify against it instead of the output line",
+                                     required=False),
+        "feedback_active_low": Param(bool, default=False),
+        "feedback_settle_ms": Param(float, default=50.0, minval=0.0, maxval=5000.0, unit="ms",
+                                    doc="time the contact may take to follow a write"),
     }
 
     @classmethod
     def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
+        p = config.params
+        if p["feedback_line"] is not None and p["feedback_line"] == p["line"]:
+            raise ConfigError([ConfigProblem(config.file, f"{config.path}.feedback_line",
+                                             f"got {p['feedback_line']}; it is also the line")])
         return [PointSpec(f"{config.name}.state", source=config.name, retained=False,
-                          max_age_s=3 * config.params["refresh_ms"] / 1000,
-                          doc="relay line as read back; BAD when it differs from the command")]
+                          max_age_s=3 * p["refresh_ms"] / 1000,
+                          doc="relay as read back (line or feedback contact); BAD when it "
+                              "differs from the command")]
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
@@ -262,8 +273,11 @@ class GpioRelay(Driver):
         self._image = ctx.image
         svc = gpio_service(ctx)
         try:
+            fb = None if p["feedback_line"] is None else (p["feedback_line"],
+                                                          p["feedback_active_low"])
             self._chan = svc.add_output(self.name, self.output, p["line"], p["active_low"],
-                                        p["refresh_ms"] / 1000, self._on_output)
+                                        p["refresh_ms"] / 1000, self._on_output, feedback=fb,
+                                        settle_s=p["feedback_settle_ms"] / 1000)
         except (ValueError, DriverError) as exc:
             svc.remove_owner(self.name)
             if isinstance(exc, DriverError):

@@ -60,12 +60,19 @@ class OutputChannel:
     refreshes: int = 0
     mismatches: int = 0
     errors: int = 0
+    feedback: Line | None = None  # an input wired to the relay's auxiliary contact
+    settle_s: float = 0.0  # how long the contact may take to follow (feedback only)
+    verify_due: float | None = None
     _reported: bool = field(default=False, repr=False)
 
     def stats(self) -> dict[str, Any]:
-        return {"line": self.line.offset, "desired": self.desired, "readback": self.readback,
-                "quality": self.quality.word, "writes": self.writes, "refreshes": self.refreshes,
-                "mismatches": self.mismatches, "errors": self.errors}
+        out = {"line": self.line.offset, "desired": self.desired, "readback": self.readback,
+               "quality": self.quality.word, "writes": self.writes,
+               "refreshes": self.refreshes, "mismatches": self.mismatches,
+               "errors": self.errors}
+        if self.feedback is not None:
+            out["feedback_line"] = self.feedback.offset
+        return out
 
 
 class GpioService:
@@ -96,15 +103,26 @@ class GpioService:
         return watch
 
     def add_output(self, owner: str, name: str, offset: int, active_low: bool,
-                   refresh_s: float, on_result: OutputCallback | None = None) -> OutputChannel:
+                   refresh_s: float, on_result: OutputCallback | None = None,
+                   feedback: tuple[int, bool] | None = None,
+                   settle_s: float = 0.0) -> OutputChannel:
+        """``feedback=(offset, active_low)``: verify against that input (a relay's auxiliary
+        contact), ``settle_s`` after each write, instead of reading the output line back."""
+        fb = self.backend.open_input(*feedback) if feedback is not None else None
         # keep the present level where the backend can tell (a reload hands over from the
         # previous runtime without a glitch), else inactive; the first scan says what it wants
-        line = self.backend.open_output(offset, active_low, initial=None)
+        try:
+            line = self.backend.open_output(offset, active_low, initial=None)
+        except Exception:
+            if fb is not None:
+                self.backend.release(fb)
+            raise
         try:
             level = line.read()
         except (OSError, DriverError, RuntimeError):
             level = 0
-        chan = OutputChannel(owner, name, line, refresh_s, on_result, desired=level)
+        chan = OutputChannel(owner, name, line, refresh_s, on_result, desired=level,
+                             feedback=fb, settle_s=settle_s if fb is not None else 0.0)
         with self._lock:
             self.outputs.append(chan)
             self._owners.add(owner)
@@ -136,6 +154,7 @@ class GpioService:
         with self._lock:
             mine = [w.line for w in self.inputs if w.owner == owner]
             mine += [c.line for c in self.outputs if c.owner == owner]
+            mine += [c.feedback for c in self.outputs if c.owner == owner and c.feedback]
             self.inputs = [w for w in self.inputs if w.owner != owner]
             self.outputs = [c for c in self.outputs if c.owner != owner]
             self._owners.discard(owner)
@@ -186,50 +205,74 @@ class GpioService:
             self._service(c, now)
             if c.desired is not None:
                 deadline = min(deadline, c.last_write + c.refresh_s)
+            if c.verify_due is not None:
+                deadline = min(deadline, c.verify_due)
         self.steps += 1
         return deadline
 
     def _service(self, c: OutputChannel, now: float) -> None:
+        if c.verify_due is not None and now >= c.verify_due:
+            self._verify(c)
         if c.desired is None:
             return
         changed = c.desired != c.written
         if not changed and now < c.last_write + c.refresh_s:
             return
         want = c.desired
+        c.last_write = now
         try:
             c.line.write(want)
-            back = c.line.read()
         except (OSError, DriverError, RuntimeError) as exc:
             c.errors += 1
             c.written = None
-            c.last_write = now
-            quality = Quality.NOT_CONNECTED
+            c.verify_due = None
             if c.errors == 1:
                 log.warning("%s: writing %s to GPIO line %d failed: %s", c.owner, c.name,
                             c.line.offset, exc)
+            self._result(c, Quality.NOT_CONNECTED)
+            return
+        c.errors = 0
+        c.written = want
+        if changed:
+            c.writes += 1
         else:
-            c.errors = 0
-            c.written = want
-            c.last_write = now
-            c.readback = back
-            if changed:
-                c.writes += 1
-            else:
-                c.refreshes += 1
-            if back == want:
-                quality = Quality.GOOD
-                if c._reported:
-                    log.warning("%s: %s on GPIO line %d reads back %d again", c.owner, c.name,
-                                c.line.offset, back)
-                    c._reported = False
-            else:
-                c.mismatches += 1
-                quality = Quality.BAD
-                if not c._reported:
-                    log.warning("%s: %s on GPIO line %d written %d but reads back %d (stuck "
-                                "contact, wiring or driver stage)", c.owner, c.name,
-                                c.line.offset, want, back)
-                    c._reported = True
+            c.refreshes += 1
+        if c.settle_s > 0:
+            c.verify_due = now + c.settle_s  # the contact takes a moment to follow
+        else:
+            self._verify(c)
+
+    def _verify(self, c: OutputChannel) -> None:
+        """Read back (the output line, or its feedback contact) and judge the output."""
+        c.verify_due = None
+        src = c.feedback or c.line
+        try:
+            back = src.read()
+        except (OSError, DriverError, RuntimeError) as exc:
+            c.errors += 1
+            if c.errors == 1:
+                log.warning("%s: reading back %s on GPIO line %d failed: %s", c.owner, c.name,
+                            src.offset, exc)
+            self._result(c, Quality.NOT_CONNECTED)
+            return
+        c.readback = back
+        if back == c.written:
+            if c._reported:
+                log.warning("%s: %s on GPIO line %d reads back %d again", c.owner, c.name,
+                            src.offset, back)
+                c._reported = False
+            self._result(c, Quality.GOOD)
+            return
+        c.mismatches += 1
+        if not c._reported:
+            what = "feedback contact" if c.feedback is not None else "line"
+            log.warning("%s: %s written %d but its %s (GPIO line %d) reads back %d (stuck "
+                        "contact, wiring or driver stage)", c.owner, c.name, c.written, what,
+                        src.offset, back)
+            c._reported = True
+        self._result(c, Quality.BAD)
+
+    def _result(self, c: OutputChannel, quality: Quality) -> None:
         c.quality = quality
         if c.on_result is not None:
             c.on_result(c)
