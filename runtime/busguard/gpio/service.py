@@ -147,23 +147,22 @@ class GpioService:
 
         Output values still pending (the fail-safe values a stopping runtime applied just
         before) are written first, in the caller's thread."""
-        with self._io:
+        with self._io:  # the GPIO thread is not using any line meanwhile
             for c in [c for c in self.outputs if c.owner == owner]:
                 if c.desired is not None and c.desired != c.written:
                     self._service(c, self.ticks())
-        with self._lock:
-            mine = [w.line for w in self.inputs if w.owner == owner]
-            mine += [c.line for c in self.outputs if c.owner == owner]
-            mine += [c.feedback for c in self.outputs if c.owner == owner and c.feedback]
-            self.inputs = [w for w in self.inputs if w.owner != owner]
-            self.outputs = [c for c in self.outputs if c.owner != owner]
-            self._owners.discard(owner)
-            empty = not self._owners
+            with self._lock:
+                mine = [w.line for w in self.inputs if w.owner == owner]
+                mine += [c.line for c in self.outputs if c.owner == owner]
+                mine += [c.feedback for c in self.outputs if c.owner == owner and c.feedback]
+                self.inputs = [w for w in self.inputs if w.owner != owner]
+                self.outputs = [c for c in self.outputs if c.owner != owner]
+                self._owners.discard(owner)
+                empty = not self._owners
+            for line in mine:
+                self.backend.release(line)
         if empty:
             self.stop()
-        for line in mine:
-            self.backend.release(line)
-        if empty:
             self.backend.close()
         return empty
 
