@@ -5,6 +5,9 @@ the loop; unstable readings, small loads and implausible corrections are refused
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from busguard.cli import main
 from busguard.commands.recalibrate import Refused, read_samples, recalibrate
 from busguard.modbus import load_profile
 from busguard.runtime import check_site
-from modbus_slave import SlaveThread, serve_profile
+from modbus_slave import SlaveThread, serve_profile, wait_until
 
 CT = 40.0  # 200:5 A CT -> rating 200 A
 
@@ -138,3 +141,50 @@ def test_small_load_and_implausible_corrections_are_refused(tmp_path: Path, slav
             d.__class__(**{**d.__dict__, "params": {**d.params, "ct_ratio": 1.0}})
             for d in site.devices)}), "pqm-a1", 100.0)
     assert not (tmp_path / "state" / "calibration.toml").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_from_running_reads_the_instance_map_and_the_service_applies_the_file(
+        tmp_path: Path, slave, capsys) -> None:
+    """An RS-485 meter's line belongs to the service: read through its Modbus map instead.
+    The running service's driver then picks the new gain up by itself."""
+    site = _site(tmp_path, slave, l1_raw_a=97.0)
+    path = Path(site.file)
+    path.write_text(path.read_text() + f"""
+[service]
+realtime = "off"
+
+[modbus_server]
+host = "127.0.0.1"
+port = {_free_port()}
+allow = ["127.0.0.1/32"]
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "busguard.cli", "run", str(path),
+                             "--stats-every", "0"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (tmp_path / "state" / "status.json").exists()
+                   and json.loads((tmp_path / "state" / "status.json").read_text())["ready"],
+                   timeout=15, what="the instance to be ready")
+        argv = ["recalibrate", "pqm-a1", "--reference-amps", "100", "--samples", "3",
+                "--site", str(path), "--from-running", "--json"]
+        assert main(argv) == 0, capsys.readouterr()
+        res = json.loads(capsys.readouterr().out)
+        assert res["mean_a"] == pytest.approx(97.97, abs=1e-3)  # float32 in the map
+        assert res["gain_new"] == pytest.approx(1.01 * 100 / 97.97, rel=1e-5)
+        # the service's Modbus driver re-reads calibration.toml: the map now shows ~100 A
+        def reads_100() -> bool:
+            rc = main([*argv, "--dry-run"])
+            got = json.loads(capsys.readouterr().out)
+            return rc == 0 and abs(got["mean_a"] - 100.0) < 1e-3
+
+        wait_until(reads_100, timeout=15, what="the running service to apply the new gain")
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err

@@ -8,7 +8,8 @@ here on a private process image), so the readings carry the calibration in force
     gain_new = gain_old * (reference - offset) / (mean_reading - offset)
 
 (offset kept), written to the calibration file (never to site.toml) atomically, with a
-backup. Refused, with nothing written, when the readings are unstable (spread over
+backup. ``--from-running`` reads the value the running instance serves in its Modbus map
+instead (for RS-485 meters, whose line the service owns). Refused, with nothing written, when the readings are unstable (spread over
 ``--max-spread-pct``), the load is too small for a meaningful gain (reference under
 ``--min-load-pct`` of the rating), or the correction is implausibly large (a wiring or phase
 mistake, not a calibration). Modbus drivers re-read the file within a second; others take it
@@ -81,6 +82,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=0.0, metavar="S",
                    help="give up reading after S seconds (default: 3 poll periods per "
                         "sample + 5 s)")
+    p.add_argument("--from-running", action="store_true", help="read the meter through the "
+                   "running instance's Modbus map ([modbus_server] of the site) instead of "
+                   "polling it here: for RS-485 meters, whose line the service owns")
+    p.add_argument("--host", help="with --from-running: the instance's address (default: "
+                                  "[modbus_server] host, or 127.0.0.1 when it listens on all)")
     p.add_argument("--dry-run", action="store_true", help="compute and show, write nothing")
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(func=run)
@@ -93,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
                           samples=args.samples, rating_a=args.rating_amps,
                           min_load_pct=args.min_load_pct, max_spread_pct=args.max_spread_pct,
                           max_correction_pct=args.max_correction_pct,
-                          timeout_s=args.timeout or None, write=not args.dry_run)
+                          timeout_s=args.timeout or None, write=not args.dry_run,
+                          from_running=args.from_running, host=args.host)
     except PermissionError as exc:
         raise BusguardError(f"{exc.filename}: permission denied; run it as root "
                             f"(sudo busguard recalibrate ...)") from exc
@@ -126,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
 def recalibrate(site: SiteConfig, meter: str, reference_a: float, phase: str = "L1",
                 samples: int = 10, rating_a: float | None = None, min_load_pct: float = 10.0,
                 max_spread_pct: float = 1.0, max_correction_pct: float = 20.0,
-                timeout_s: float | None = None, write: bool = True) -> dict[str, Any]:
+                timeout_s: float | None = None, write: bool = True, from_running: bool = False,
+                host: str | None = None) -> dict[str, Any]:
     try:
         dev = site.device(meter)
     except KeyError:
@@ -147,16 +155,18 @@ def recalibrate(site: SiteConfig, meter: str, reference_a: float, phase: str = "
         raise Refused(f"load too small for a meaningful gain: reference {reference_a:g} A is "
                       f"{load_pct:.1f} % of the {rating:g} A rating (need >= "
                       f"{min_load_pct:g} %); apply a larger resistive load")
-    if _is_serial(dev):
-        from busguard.commands.apply import find_instance
+    if from_running:
+        readings = read_samples_running(site, dev, point, samples, timeout_s, host)
+    else:
+        if _is_serial(dev):
+            from busguard.commands.apply import find_instance
 
-        pid = find_instance(site)
-        if pid is not None:
-            raise Refused(f"{meter} is on a serial line that the running instance (pid {pid}) "
-                          f"owns; stop it first (systemctl stop busguard), recalibrate, start "
-                          f"it again")
-
-    readings = read_samples(site, dev, point, samples, timeout_s)
+            pid = find_instance(site)
+            if pid is not None:
+                raise Refused(f"{meter} is on a serial line that the running instance (pid "
+                              f"{pid}) owns: read it through the instance (--from-running), "
+                              f"or stop the service first")
+        readings = read_samples(site, dev, point, samples, timeout_s)
     mean = statistics.fmean(readings)
     lo, hi = min(readings), max(readings)
     spread_pct = 100.0 * (hi - lo) / mean if mean > 0 else math.inf
@@ -211,6 +221,74 @@ def _same_owner(path: Path, folder: Path) -> None:
             os.chown(p, st.st_uid, st.st_gid)
 
 
+def collect(sample: Any, n: int, timeout_s: float, what: str, pause_s: float) -> list[float]:
+    """``n`` fresh good readings from ``sample() -> (stamp, value, quality word)``; a reading
+    is fresh when its stamp differs from the previous one."""
+    deadline = time.monotonic() + timeout_s
+    pause = threading.Event()
+    out: list[float] = []
+    seen: Any = None
+    quality = "none"
+    while len(out) < n:
+        stamp, value, quality = sample()
+        if stamp is not None and stamp != seen and quality == "good" and math.isfinite(value):
+            out.append(value)
+            seen = stamp
+        elif time.monotonic() > deadline:
+            raise Refused(f"only {len(out)} of {n} good readings of {what} in {timeout_s:g} s "
+                          f"(quality {quality}); is the meter reachable?")
+        else:
+            pause.wait(pause_s)
+    return out
+
+
+def read_samples_running(site: SiteConfig, dev: DeviceConfig, point: str, n: int,
+                         timeout_s: float | None = None, host: str | None = None
+                         ) -> list[float]:
+    """``n`` fresh readings of ``dev.point`` from the running instance's Modbus map, as a DCIM
+    reads them (the value the scan used, calibration applied)."""
+    from busguard.commands.status import connect, reader
+    from busguard.northbound import mapdef as md
+    from busguard.northbound.reader import f32, read_all
+
+    server = site.publishers.get("modbus_server")
+    if server is None:
+        raise BusguardError(f"{site.file} has no [modbus_server]: --from-running reads the "
+                            f"running instance through it")
+    listen = server.params["host"]
+    host = host or ("127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen)
+    if point not in md.STANDARD["meter"]:
+        raise BusguardError(f"{point!r} is not in the register map's meter block")
+    client = connect(host, int(server.params["port"]), timeout=2.0)
+    try:
+        read = reader(client, 1)
+        data = read_all(read)
+        if data["header"]["runtime_state"] != "running":
+            raise Refused(f"the instance at {host} is {data['header']['runtime_state']}, not "
+                          f"running")
+        meters = [d["name"] for d in data["devices"] if d["kind"] == "meter"]
+        if dev.name not in meters:
+            raise Refused(f"the running instance serves no meter {dev.name!r} (it has: "
+                          f"{', '.join(meters) or 'none'}); apply the site first")
+        area = data["header"]["directory"]["meter"]
+        base = area["base"] + meters.index(dev.name) * area["stride"] + \
+            md.DEVICE_HEADER_WORDS + md.STANDARD["meter"].index(point) * md.POINT_WORDS
+        last: dict[str, Any] = {"age": math.inf, "value": None, "k": 0}
+
+        def sample() -> tuple[Any, float, str]:
+            w = read(base, md.POINT_WORDS)
+            value, age = f32(w[0:2]), w[3]
+            if age < last["age"] or value != last["value"]:  # a new reading arrived
+                last["k"] += 1
+            last["age"], last["value"] = age, value
+            return last["k"], value, md.QUALITY_WORDS.get(w[2], "?")
+
+        return collect(sample, n, timeout_s or (3 * dev.poll_s * n + 5.0),
+                       f"{dev.name}.{point} at {host}", min(0.05, dev.poll_s / 4))
+    finally:
+        client.close()
+
+
 def read_samples(site: SiteConfig, dev: DeviceConfig, point: str, n: int,
                  timeout_s: float | None = None) -> list[float]:
     """``n`` fresh good readings of ``dev.point`` through the device's own driver."""
@@ -227,25 +305,17 @@ def read_samples(site: SiteConfig, dev: DeviceConfig, point: str, n: int,
     io = threading.Thread(target=loop.run_forever, name="recalibrate-io", daemon=True)
     io.start()
     drv = cls(dev, site)
-    timeout = timeout_s or (3 * dev.poll_s * n + 5.0)
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    out: list[float] = []
     i = image.index[name]
+
+    def sample() -> tuple[Any, float, str]:
+        with image._lock:
+            t, q, v = image.t_mono[i], image.quality[i], image.values[i]
+        return (t if t > -math.inf else None), v, Quality(q).word
+
     try:
         drv.start(DriverContext(image, clock, loop, site))
-        seen = -math.inf
-        while len(out) < n:
-            with image._lock:
-                t, q, v = image.t_mono[i], image.quality[i], image.values[i]
-            if t > seen and q == Quality.GOOD and math.isfinite(v):
-                seen = t
-                out.append(v)
-            elif time.monotonic() > deadline:
-                raise Refused(f"only {len(out)} of {n} good readings of {name} in {timeout:g} s "
-                              f"(quality {Quality(q).word}); is the meter reachable?")
-            else:
-                pause.wait(min(0.05, dev.poll_s / 4))
+        return collect(sample, n, timeout_s or (3 * dev.poll_s * n + 5.0), name,
+                       min(0.05, dev.poll_s / 4))
     finally:
         try:
             drv.stop()
@@ -254,4 +324,3 @@ def read_samples(site: SiteConfig, dev: DeviceConfig, point: str, n: int,
             io.join(timeout=5)
             if not loop.is_running():
                 loop.close()
-    return out
