@@ -28,7 +28,13 @@ from busguard.w1 import (
     write_power_on_value,
     write_sensor_file,
 )
-from busguard.w1.driver import W1Bus, W1Probe, load_w1thermsensor, plausible_85
+from busguard.w1.driver import (
+    W1Bus,
+    W1Probe,
+    kernel_sensor_id,
+    load_w1thermsensor,
+    plausible_85,
+)
 
 A1 = "28-0000075a3c1f"
 A2 = "28-0000075a3c20"
@@ -52,7 +58,7 @@ max_rise_c_per_s = 0.5
 [[probe]]
 name = "old-s20"
 sensor_id = "000802b4c1d2"
-sensor = "DS18S20"
+sensor_type = "DS18S20"
 """
 
 
@@ -210,8 +216,8 @@ def test_threaded_bus_in_a_running_runtime(tmp_path, make_runtime):
     ('sensor_id = "28-12345"', "is not 'FF-XXXXXXXXXXXX'"),
     ('sensor_id = "99-0000075a3c1f"', "family code 99 of '99-0000075a3c1f' is not a 1-Wire"),
     ('sensor_id = "0000075a3c1f"', "has no family code; write it as 'FF-0000075a3c1f'"),
-    ('sensor_id = "28-0000075a3c1f"\nsensor = "DS1822"',
-     "has family code 28 (DS18B20) but sensor = 'DS1822' (family 22)"),
+    ('sensor_id = "28-0000075a3c1f"\nsensor_type = "DS1822"',
+     "has family code 28 (DS18B20) but sensor_type = 'DS1822' (family 22)"),
     ('sensor_id = "28-0000075a3c1f"\nresolution = 13', "resolution: got 13; expected an "
      "integer >= 9 and <= 12"),
 ])
@@ -321,3 +327,10 @@ def test_missing_bus_folder_says_what_to_load(tmp_path, make_runtime, caplog):
     assert "kernel modules w1-gpio/w1-therm not loaded?" in caplog.text
     rt.drivers[0].stop()
     loop.close()
+
+
+def test_kernel_sensor_id():
+    assert kernel_sensor_id("28-0000075A3C1F") == "28-0000075a3c1f"
+    assert kernel_sensor_id("000802b4c1d2", "DS18S20") == "10-000802b4c1d2"
+    with pytest.raises(ValueError, match="has no family code"):
+        kernel_sensor_id("000802b4c1d2")

@@ -94,7 +94,7 @@ def plausible_85(last_good: tuple[float, float] | None, now: float, max_rise_c_p
 
 
 def parse_sensor(sensor_id: str, sensor: str | None) -> tuple[int, str, list[str]]:
-    """(family code, 12-hex serial, problems) from the ``sensor_id`` / ``sensor`` options."""
+    """(family code, 12-hex serial, problems) from the ``sensor_id`` / ``sensor_type`` options."""
     problems: list[str] = []
     family = FAMILIES.get(sensor) if sensor else None
     serial = ""
@@ -109,8 +109,8 @@ def parse_sensor(sensor_id: str, sensor: str | None) -> tuple[int, str, list[str
                             f"sensor; known: " + ", ".join(f"{v:02x} ({k})"
                                                           for k, v in FAMILIES.items()))
         elif family is not None and family != fam:
-            problems.append(f"{sensor_id!r} has family code {fam:02x} ({known[fam]}) but sensor "
-                            f"= {sensor!r} (family {family:02x})")
+            problems.append(f"{sensor_id!r} has family code {fam:02x} ({known[fam]}) but "
+                            f"sensor_type = {sensor!r} (family {family:02x})")
         family = fam
     else:
         if len(sensor_id) != 12 or any(c not in "0123456789abcdefABCDEF" for c in sensor_id):
@@ -118,9 +118,18 @@ def parse_sensor(sensor_id: str, sensor: str | None) -> tuple[int, str, list[str
                             f"'28-0000075a3c1f' (family-serial)")
         elif family is None:
             problems.append(f"{sensor_id!r} has no family code; write it as 'FF-{sensor_id}' "
-                            f"or set sensor = 'DS18B20' (or another type)")
+                            f"or set sensor_type = 'DS18B20' (or another type)")
         serial = sensor_id.lower()
     return family or 0, serial, problems
+
+
+def kernel_sensor_id(sensor_id: str, sensor_type: str | None = None) -> str:
+    """The kernel's folder name for a probe's options (``"28-0000075a3c1f"``), e.g. for the
+    simulator to create it; ValueError when the options do not name a sensor."""
+    family, serial, problems = parse_sensor(sensor_id, sensor_type)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return f"{family:02x}-{serial}"
 
 
 class ProbeReader:
@@ -351,8 +360,8 @@ class W1Probe(Driver):
     default_poll_ms = 1000.0
     params: ClassVar[Mapping[str, Param]] = {
         "sensor_id": Param(str, doc="the kernel's folder name, e.g. '28-0000075a3c1f'"),
-        "sensor": Param(str, default=None, choices=tuple(FAMILIES),
-                        doc="sensor type (default: from the family code of sensor_id)"),
+        "sensor_type": Param(str, default=None, choices=tuple(FAMILIES),
+                             doc="sensor type (default: from the family code of sensor_id)"),
         "resolution": Param(int, default=None, minval=9, maxval=12, unit="bit",
                             doc="set the conversion resolution at start (real sysfs only)"),
         "max_rise_c_per_s": Param(float, default=1.0, above=0.0, unit="degC/s",
@@ -363,7 +372,7 @@ class W1Probe(Driver):
     @classmethod
     def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
         p = config.params
-        _fam, _serial, problems = parse_sensor(p["sensor_id"] or "", p["sensor"])
+        _fam, _serial, problems = parse_sensor(p["sensor_id"] or "", p["sensor_type"])
         if problems:
             raise ConfigError([ConfigProblem(config.file, f"{config.path}.sensor_id", m)
                                for m in problems])
@@ -374,7 +383,7 @@ class W1Probe(Driver):
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
         p = config.params
-        family, serial, _ = parse_sensor(p["sensor_id"], p["sensor"])
+        family, serial, _ = parse_sensor(p["sensor_id"], p["sensor_type"])
         self.reader = ProbeReader(self.name, f"{self.name}.temp_c", family, serial,
                                   config.poll_s, p["max_rise_c_per_s"], p["resolution"])
         section = site.sections.get("onewire", {})
