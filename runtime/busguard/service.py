@@ -123,7 +123,6 @@ class Service:
         if sock is not None:
             sock.setblocking(False)  # a full notify queue must never stall the scan
         self.watchdog_s = watchdog_interval(env)
-        self.environ = dict(env)
         self.runtime: Runtime | None = None
         self.options: dict[str, Any] = {}
         self.state = "starting"
@@ -266,10 +265,13 @@ class Service:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            rt = self.runtime
-            if rt is not None and self.ready and not self.reloading:
-                self.notify("STATUS=" + self.status_line(rt))
-            self._write_status()
+            try:
+                rt = self.runtime
+                if rt is not None and self.ready and not self.reloading:
+                    self.notify("STATUS=" + self.status_line(rt))
+                self._write_status()
+            except Exception:  # the status thread must outlive any one bad refresh
+                log.exception("status refresh failed")
 
     def _write_status(self) -> None:
         rt = self.runtime
