@@ -24,7 +24,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +118,12 @@ class Reloader:
     """Owns the running runtime of ``busguard run``: the scan loop, reloads and the stop."""
 
     def __init__(self, path: str | Path, runtime: Runtime, extra: Iterable[object] = (),
-                 service: Any = None, on_swap: Callable[[Runtime], None] | None = None) -> None:
+                 service: Any = None) -> None:
         self.path = Path(path)
         self.current = runtime
         self.loaded = fingerprint(runtime.site)
         self.extra = list(extra)
         self.service = service
-        self.on_swap = on_swap
         self.terminating = False
         self.reloads = 0
         self.refused = 0
@@ -200,8 +199,6 @@ class Reloader:
             self.current = new
             if self.terminating:
                 new.request_stop()
-            if self.on_swap is not None:
-                self.on_swap(new)
         finally:
             self._idle.set()
 
