@@ -322,8 +322,8 @@ class RegisterMap:
             out.append(Field(c.address + 2, 2, "uint32", f"{c.name}:u32", f"the same value "
                              f"as an unsigned integer (FC6 may write the low word alone); "
                              f"valid {rng}", "", "RW", "command"))
-        for r in self.extras:
-            out.extend(_point_fields(r.address, r.name, r.doc or r.unit, "extra"))
+        for r in self.extras:  # names and units only: the doc text of a point is its owner's
+            out.extend(_point_fields(r.address, r.name, r.unit, "extra"))
         for label, a in self.names:
             out.append(Field(a, NAME_WORDS, "ascii", f"name:{label}", f"name of the record "
                              f"({NAME_WORDS * 2} ASCII chars, NUL padded)", "", "R", "name"))
