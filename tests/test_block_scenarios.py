@@ -126,6 +126,12 @@ def test_training_spike_trips_the_overloaded_breaker_and_records_transients(
     assert "trip-a2:trip" not in raised
 
 
+def test_training_load_above_80_percent_of_ampacity_raises_load_alarms(make_runtime, run_scans):
+    raised, _ = run_scenario(make_runtime, run_scans, "training-spike", 110, 1000)
+    loads = {k for k, code in raised.items() if code == "BG-LOAD-80"}
+    assert loads and "pq-a1:load" not in loads  # its breaker tripped at once
+
+
 def test_thd_rise_raises_thd_alarms(make_runtime, run_scans):
     raised, _ = run_scenario(make_runtime, run_scans, "thd-rise", 130, 1000)
     assert raised["pq-a1:thd-v"] == "BG-THD-V"
