@@ -397,3 +397,19 @@ def test_busguard_status_exit_1_when_nothing_answers(capsys):
         port = s.getsockname()[1]  # bound, not listening: connection refused
         assert main(["status", "--port", str(port), "--timeout", "1"]) == 1
     assert "cannot connect" in capsys.readouterr().err
+
+
+def _ipv6_ok() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_ok(), reason="no IPv6 loopback here")
+def test_ipv6_listener_and_allowlist(served):
+    _rt, _pub, port = served('host = "::1"\nallow = ["::1/128"]\n')
+    with socket.create_connection(("::1", port), timeout=5) as s:
+        assert read(s, 0, 1) == [mapdef.MAGIC]

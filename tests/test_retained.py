@@ -239,3 +239,20 @@ def test_no_nan_or_inf_in_the_file(unit):
     rt.stop()
     raw = state_file(rt).read_bytes().split(b"\n", 1)[1]
     json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+def test_saves_at_a_bounded_interval_without_edges(unit):
+    rt = unit(interval=1.0)
+    obs = rt.pm.get_plugin(PLUGIN_NAME)
+    rt.image.write("pqm-a1.current_l1_a", 400.0)
+    run_scans(rt, 1)  # the first scan always saves
+    wait_for(lambda: obs.saves == 1, what="first save")
+    for k in range(3):
+        rt.image.write("pqm-a1.current_l1_a", 401.0 + k)
+        run_scans(rt, 99)  # 0.99 s of scans: no edge, no state change, not due yet
+        assert obs.saves == 1 + k
+        run_scans(rt, 1)  # 1.0 s since the last save: due
+        wait_for(lambda k=k: obs.saves == 2 + k, what="interval save")
+    body = read_state(state_file(rt))
+    vals = dict(zip(body["points"]["names"], body["points"]["values"], strict=True))
+    assert vals["pqm-a1.current_l1_a"] == 403.0

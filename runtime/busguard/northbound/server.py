@@ -247,7 +247,9 @@ class NorthboundServer:
         """Bind every endpoint (errors raise here), then serve from a background thread."""
         for ep in self.endpoints:
             try:
-                sock = socket.create_server((ep.host, ep.port), backlog=128, reuse_port=False)
+                family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
+                sock = socket.create_server((ep.host, ep.port), family=family, backlog=128,
+                                            dualstack_ipv6=ep.host in ("::", ""))
             except OSError as exc:
                 for s in self._socks:
                     s.close()
