@@ -24,6 +24,7 @@ class Bench:
     parts: dict[str, bool]
     target_args: Sequence[str] = ()  # levers for the measured runtime (see bench.target)
     meters_backend: str = "sim"
+    split_scan: bool = False  # prototype: the scan in its own process (bench.shmimage)
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
     children: list[Child] = field(default_factory=list)
     profile_dir: Path | None = None  # py-spy record every measured runtime into this folder
@@ -47,11 +48,13 @@ class Bench:
         self.children.append(c)
         return c
 
-    def target(self, spec: SiteSpec, name: str, extra_args: Sequence[str] = ()) -> Child:
-        """The measured runtime (bench.target) on a site written from ``spec``."""
-        site = spec.write(self.workdir / name / "site.toml")
-        c = self.child("target", [str(site), *self.target_args, *extra_args], name,
-                       ready_timeout_s=60.0)
+    def target(self, spec: SiteSpec | Path, name: str, extra_args: Sequence[str] = (),
+               levers: bool = True) -> Child:
+        """The measured runtime (bench.target) on a site written from ``spec`` (or an
+        existing site file); ``levers``: with the bench's levers (--fifo...)."""
+        site = spec if isinstance(spec, Path) else spec.write(self.workdir / name / "site.toml")
+        args = [str(site), *(self.target_args if levers else ()), *extra_args]
+        c = self.child("target", args, name, ready_timeout_s=60.0)
         if self.profile_dir is not None:
             self.profile(c.pid, name)
         return c

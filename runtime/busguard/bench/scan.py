@@ -12,6 +12,7 @@ full northbound map 10 times a second. Lateness and overruns come from the runti
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from typing import Any
 
@@ -82,7 +83,18 @@ def run(b: Bench) -> list[Measurement]:
             nb_port = northbound_map.configure(spec)
         else:
             missing.append("northbound [modbus_server]")
-        tgt = stack.enter_context(b.target(spec, "scan-load"))
+        io_proc = None
+        if b.split_scan:  # prototype: drivers + northbound in one process, the scan in another
+            shm = f"busguard-bench-{os.getpid()}"
+            io_proc = stack.enter_context(b.target(spec, "scan-load", ["--shm-export", shm],
+                                                   levers=False))
+            tgt = stack.enter_context(b.target(b.workdir / "scan-load" / "site.toml",
+                                               "scan-load-scan", ["--shm-import", shm]))
+            load["split"] = ("prototype: scan in its own process, image through shared "
+                             "memory; the I/O process keeps its own 10 ms loop for the "
+                             "northbound frames")
+        else:
+            tgt = stack.enter_context(b.target(spec, "scan-load"))
         dcim = None
         if nb_port:
             blocks, _size = northbound_map.blocks(b.workdir / "scan-load" / "site.toml")
@@ -93,9 +105,12 @@ def run(b: Bench) -> list[Measurement]:
             nregs = sum(x[2] for x in blocks)
             load["dcim"] = (f"{b.count(DCIM_CLIENTS)} clients x full map ({nregs} registers, "
                             f"{len(blocks)} requests) at {DCIM_HZ:g} Hz")
+        if io_proc is not None:
+            io_proc.send("measure", warmup_s=0.0, duration_s=dur + 2 * warm + 1.0)
         m0 = meters.request("stats")
         got = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
         m1 = meters.request("stats")
+        io_res = io_proc.reply(dur + 60) if io_proc is not None else None
         dcim_stats = dcim.request("stop") if dcim else None
         probe_stats = probes.request("stats") if probes else None
     span = m1["t"] - m0["t"]
@@ -104,8 +119,8 @@ def run(b: Bench) -> list[Measurement]:
                 "dcim": dcim_stats, "probe_writes": probe_stats and probe_stats["writes"],
                 "quality": got["quality"]}
     details = {"duration_s": dur, "warmup_s": warm, "load": load, "missing_load": missing,
-               "achieved": achieved, "baseline": base, "loaded": got}
-    return [_scan_rows(base, got, missing, details), _resource_rows(base, got, details)]
+               "achieved": achieved, "baseline": base, "loaded": got, "io_process": io_res}
+    return [_scan_rows(base, got, missing, details), _resource_rows(base, got, io_res)]
 
 
 def _scan_rows(base: dict[str, Any], got: dict[str, Any], missing: list[str],
@@ -131,14 +146,25 @@ def _scan_rows(base: dict[str, Any], got: dict[str, Any], missing: list[str],
 
 
 def _resource_rows(base: dict[str, Any], got: dict[str, Any],
-                   details: dict[str, Any]) -> Measurement:
+                   io_res: dict[str, Any] | None) -> Measurement:
     rss = got["memory"].get("vmhwm_mb")
-    rows = [
-        Row("RSS (peak)", rss, "MB", base["memory"].get("vmhwm_mb"), "idle",
-            f"< {RSS_FLOOR_MB:g} MB", below(rss, RSS_FLOOR_MB)),
+    rows: list[Row] = []
+    if io_res is not None:  # split prototype: both processes are the runtime
+        io_rss = io_res["memory"].get("vmhwm_mb")
+        rows += [Row("RSS (peak), scan + I/O processes", (rss or 0.0) + (io_rss or 0.0), "MB",
+                     base["memory"].get("vmhwm_mb"), "idle", f"< {RSS_FLOOR_MB:g} MB",
+                     below((rss or 0.0) + (io_rss or 0.0), RSS_FLOOR_MB)),
+                 Row("CPU share, I/O process", 100.0 * io_res["cpu_share"], "%")]
+        rss = None
+    rows += [
+        Row("RSS (peak)" + (", scan process" if rss is None else ""),
+            rss if rss is not None else got["memory"].get("vmhwm_mb"), "MB",
+            base["memory"].get("vmhwm_mb"), "idle", "" if rss is None else
+            f"< {RSS_FLOOR_MB:g} MB", INFO if rss is None else below(rss, RSS_FLOOR_MB)),
         Row("CPU share", 100.0 * got["cpu_share"], "%", 100.0 * base["cpu_share"], "idle",
             note="of one core, user+system, runtime process only"),
         Row("threads", got["threads"], "", base["threads"], "idle"),
     ]
     return Measurement("6-resources", KEYS[1][1], rows,
-                       details={"loaded_memory": got["memory"], "idle_memory": base["memory"]})
+                       details={"loaded_memory": got["memory"], "idle_memory": base["memory"],
+                                "io_process_memory": io_res and io_res["memory"]})

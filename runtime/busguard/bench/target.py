@@ -117,11 +117,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--switch-interval-ms", type=float, default=0.0)
     ap.add_argument("--fifo", type=int, default=0, metavar="PRIO")
     ap.add_argument("--gc-freeze", action="store_true")
+    ap.add_argument("--shm-export", metavar="NAME",
+                    help="prototype: mirror the image into shared memory NAME (I/O process)")
+    ap.add_argument("--shm-import", metavar="NAME",
+                    help="prototype: the scan only, inputs from shared memory NAME (no "
+                         "drivers or publishers started in this process)")
     args = ap.parse_args(argv)
     if args.switch_interval_ms > 0:
         sys.setswitchinterval(args.switch_interval_ms / 1000.0)
     rt = Runtime.from_file(args.site, extra=[BenchPlugin()])
-    rt.start()
+    closers = []
+    if args.shm_import:
+        from busguard.bench import shmimage
+
+        copy_in, close = shmimage.importer(rt.image, args.shm_import)
+        closers.append(close)
+        cycle = rt.loop.cycle
+
+        def cycle_from_shm(now: float, lateness: float) -> Any:
+            copy_in()
+            return cycle(now, lateness)
+
+        rt.loop.cycle = cycle_from_shm
+    else:
+        if args.shm_export:
+            from busguard.bench import shmimage
+
+            closers.append(shmimage.export(rt.image, args.shm_export))
+        rt.start()
     fifo = "off"
     if args.fifo:
         try:  # Linux: applies to the calling (scan) thread only
@@ -148,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 say({"error": f"unknown command {msg.get('cmd')!r}"})
     finally:
         rt.stop()
+        for close in closers:
+            close()
     return 0
 
 
