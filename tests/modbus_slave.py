@@ -95,6 +95,8 @@ class SlaveThread:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.units: dict[int, Unit] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._writers: list[asyncio.StreamWriter] = []
         self._fds: list[int] = []
@@ -125,8 +127,13 @@ class SlaveThread:
                 if unit is None or unit.dead:
                     continue
                 unit.requests += 1
-                if unit.delay_s:
-                    await asyncio.sleep(unit.delay_s)
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    if unit.delay_s:
+                        await asyncio.sleep(unit.delay_s)
+                finally:
+                    self.in_flight -= 1
                 if unit.garbage:
                     writer.write(struct.pack(">HHHB", tid, 0, 4, uid) + os.urandom(3))
                     continue
@@ -209,11 +216,16 @@ class SlaveThread:
         with contextlib.suppress(Exception):
             self.close_servers()
 
-        def remove() -> None:
+        async def wind_down() -> None:
             for fd in self._fds:
                 with contextlib.suppress(Exception):
                     self.loop.remove_reader(fd)
-        self.loop.call_soon_threadsafe(remove)
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            self.call(wind_down())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         for fd in self._fds:

@@ -116,3 +116,13 @@ def test_exception_on_rtu_line(line, make_runtime, tmp_path):
     rt = make_runtime(site(path, (1,), tmp=str(tmp_path)), start=True)
     wait_until(lambda: point(rt, "m1.current_l1_a")[1] == Quality.BAD)
     wait_until(lambda: value(rt, "m1.temp_c") == 31.0)  # the input block still reads
+
+
+def test_missing_serial_port_is_not_connected_not_a_crash(make_runtime, tmp_path):
+    text = site(str(tmp_path / "no-such-tty"), (1,), tmp=str(tmp_path))
+    rt = make_runtime(text, start=True)
+    drv = rt.drivers[0]
+    wait_until(lambda: drv.stats()["state"] == "not-connected", what="not-connected")
+    assert "cannot open RS-485 line bus1" in drv.stats()["last_error"]
+    assert point(rt, "m1.temp_c")[1] == Quality.NOT_CONNECTED
+    assert value(rt, "m1.comm_ok") == 0.0

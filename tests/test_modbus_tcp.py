@@ -229,3 +229,42 @@ def test_stop_is_prompt_with_a_dead_device(slave, make_runtime, tmp_path):
     t0 = time.monotonic()
     rt.stop()
     assert rt.state == "stopped" and time.monotonic() - t0 < 10  # bounded, not a timing claim
+
+
+def test_global_max_concurrent_caps_requests_over_all_meters(make_runtime, tmp_path):
+    slave = SlaveThread()
+    try:
+        ports = [slave.serve_tcp() for _ in range(3)]
+        unit = slave.unit(1)
+        serve_profile(unit, GEN, VALUES)
+        unit.delay_s = 0.01
+        text = f'[site]\nname = "t"\n[paths]\nstate_dir = "{tmp_path}"\n[modbus]\n' \
+               f'max_concurrent = 1\n'
+        for i, port in enumerate(ports):
+            text += (f'[[meter]]\nname = "m{i}"\nhost = "127.0.0.1"\nport = {port}\n'
+                     f'poll_ms = 20\ntimeout_ms = 500\n')
+        rt = make_runtime(text, start=True)
+        wait_until(lambda: all(d.stats()["ok_count"] >= 6 for d in rt.drivers))
+        assert slave.max_in_flight == 1  # three meters, one request at a time
+    finally:
+        slave.stop()
+
+
+def test_unparsable_calibration_file_keeps_the_previous_calibration(slave, make_runtime,
+                                                                   tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="busguard.modbus")
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), GEN, VALUES)
+    cal = tmp_path / "calibration.toml"
+    cal.write_text('[meter."m1"]\ncurrent_l1_a = { gain = 2.0 }\n', encoding="utf-8")
+    rt = make_runtime(site(port, tmp=str(tmp_path)), start=True)
+    i1 = VALUES["current_l1_a"]
+    wait_until(lambda: good(rt, "m1.current_l1_a") == pytest.approx(i1 * 2.0))
+    cal.write_text('[meter."m1"\ncurrent_l1_a = {', encoding="utf-8")
+    st = cal.stat()
+    os.utime(cal, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    wait_until(lambda: any("previous calibration kept" in r.getMessage()
+                           for r in caplog.records), what="bad file noticed")
+    polls = rt.drivers[0].stats()["polls"]
+    wait_until(lambda: rt.drivers[0].stats()["polls"] > polls + 2)
+    assert good(rt, "m1.current_l1_a") == pytest.approx(i1 * 2.0)

@@ -89,6 +89,16 @@ async def _call(client: Any, op: str, unit: int, function: str, address: int,
     return []
 
 
+async def _connect(client: Any) -> tuple[bool, str]:
+    """Connect; any failure (refused, no such port, termios refusing the settings) -> False."""
+    try:
+        return bool(await client.connect()), ""
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # pyserial/termios errors are not all OSError
+        return False, f": {exc}"
+
+
 def guard_decoding(client: Any, on_garbage: Any) -> None:
     """Bytes pymodbus cannot decode raise inside ``data_received``; asyncio would then log a
     traceback and drop the connection for every garbage frame. Discard them instead (the
@@ -143,11 +153,9 @@ class TcpLink:
         try:
             if not client.connected:
                 client.ctx.comm_params.timeout_connect = timeout_s
-                ok = False
-                with contextlib.suppress(OSError, ModbusException, asyncio.TimeoutError):
-                    ok = await client.connect()
+                ok, why = await _connect(client)
                 if not ok:
-                    raise CommError(DISCONNECT, f"cannot connect to {self.describe()}",
+                    raise CommError(DISCONNECT, f"cannot connect to {self.describe()}{why}",
                                     errno.ECONNREFUSED)
                 self.reconnects += 1
             client.ctx.comm_params.timeout_connect = timeout_s
@@ -220,11 +228,9 @@ class RtuLine:
                 guard_decoding(self._client, lambda exc: None)  # counted as crc by _rx
             client = self._client
             if not client.connected:
-                ok = False
-                with contextlib.suppress(OSError, ModbusException, asyncio.TimeoutError):
-                    ok = await client.connect()
+                ok, why = await _connect(client)
                 if not ok:
-                    raise CommError(DISCONNECT, f"cannot open {self.describe()}", errno.EIO)
+                    raise CommError(DISCONNECT, f"cannot open {self.describe()}{why}", errno.EIO)
                 self.reconnects += 1
             client.ctx.comm_params.timeout_connect = timeout_s
             async with gate if gate is not None else contextlib.nullcontext():
