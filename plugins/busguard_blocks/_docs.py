@@ -88,17 +88,33 @@ def block_markdown(cls: type[Block]) -> str:
     return "\n".join(out)
 
 
+def faultlog_markdown() -> str:
+    from busguard.faultlog import SEED_CODES
+    rows = ["## The fault log", "",
+            "One line per alarm raise and clear (and per block fault), at `[paths] fault_log` "
+            "(packaged: `/var/log/power/distribution_fault.log`): UTC time, severity word, "
+            "`raised`/`cleared`/`fault`, `code=`, `device=`, `alarm=` (block:key), `msg=` and "
+            "`values=` (JSON). Opened in append mode, so logrotate's `copytruncate` works; "
+            "`busguard.faultlog.reopen(runtime)` reopens it after a rename (a SIGHUP reload "
+            "builds a new runtime, which opens the path afresh). Lines are written by a "
+            "background thread; the scan only queues them.", "",
+            "| code | what an operator greps for |", "| --- | --- |"]
+    rows += [f"| `{code}` | {_cell(text)} |" for code, text in SEED_CODES.items()]
+    return "\n".join(rows) + "\n"
+
+
 def blocks_markdown(classes: Iterable[type[Block]] | None = None) -> str:
     if classes is None:
         from busguard_blocks import BLOCKS
         classes = BLOCKS
     classes = list(classes)
-    index = ["| type | protects |", "| --- | --- |"]
+    index = ["## Blocks", "", "| type | protects |", "| --- | --- |"]
     for cls in classes:
         first = inspect.cleandoc(sys.modules[cls.__module__].__doc__ or "").split("\n")[0]
         index.append(f"| [`{cls.type_name}`](#{cls.type_name}) | "
                      f"{_cell(first)} |")
-    parts = [HEADER, "\n".join(index), ""] + [block_markdown(c) for c in classes]
+    parts = [HEADER, faultlog_markdown(), "\n".join(index), ""] + [block_markdown(c)
+                                                                   for c in classes]
     return "\n".join(parts).rstrip() + "\n"
 
 
