@@ -256,3 +256,20 @@ def test_saves_at_a_bounded_interval_without_edges(unit):
     body = read_state(state_file(rt))
     vals = dict(zip(body["points"]["names"], body["points"]["values"], strict=True))
     assert vals["pqm-a1.current_l1_a"] == 403.0
+
+
+def test_a_burst_of_state_changes_is_coalesced_never_lost(unit):
+    rt = unit(interval=3600.0)
+    obs = rt.pm.get_plugin(PLUGIN_NAME)
+    run_scans(rt, 1)
+    wait_for(lambda: obs.saves == 1, what="first save")
+    block = rt.blocks[0]
+    for k in range(30):  # the latch flips every scan for 0.3 s
+        rt.image.write("pqm-a1.current_l1_a", 1500.0 if k % 2 == 0 else 10.0)
+        if k % 2:
+            block.latched = False  # as a reset would
+        run_scans(rt, 1)
+    assert 2 <= obs.queued - 1 <= 4  # about one save per 100 ms, not one per scan
+    run_scans(rt, 10)  # the last change is saved within 100 ms
+    wait_for(lambda: read_state(state_file(rt))["blocks"]["trip-a1"]["state"]["latched"]
+             is block.latched, what="the newest state saved")

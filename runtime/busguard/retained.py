@@ -10,9 +10,10 @@ A built-in observer plugin. ``busguard_startup`` (before publishers and drivers 
 - each block's ``state()`` (latched trips) through ``Block.restore``, matched by name and type;
 - the alarm table (active, latched-waiting-for-ack, acknowledged flags) and the counters.
 
-It then saves on every alarm edge or block-state change (a latch set or reset) and at least
-every ``[retained] interval_s``, always from a background thread (the scan only hands over
-references), and once more in ``busguard_shutdown``. A save is a temp file, fsync, rename and
+It then saves on every alarm edge or block-state change (a latch set or reset; at once, or
+within 100 ms when changes come in a burst) and at least every ``[retained] interval_s``,
+always from a background thread (the scan only hands over references), and once more in
+``busguard_shutdown``. A save is a temp file, fsync, rename and
 directory fsync, so a crash (even kill -9 in the middle) leaves the old file or the new one.
 
 The file carries a SHA-256 of its body: a corrupt or truncated file is reported (log line
@@ -58,6 +59,7 @@ PARAMS: Mapping[str, Param] = {
                         doc="longest time between two saves while running"),
 }
 ALARM_BLOCK = "retained-state"
+MIN_GAP_S = 0.1  # shortest time between two saves caused by changes
 
 
 class CorruptState(Exception):
@@ -178,10 +180,12 @@ class RetainedState:
         self.status = "disabled" if not self.enabled else "none"
         self.starts = 1
         self.saves = 0
+        self.queued = 0
         self.save_errors = 0
         self.set_aside_as: Path | None = None
         self._cycles_before = 0
         self._last_states: dict[str, Any] = {}
+        self._dirty = False
         self._state_failed: set[str] = set()
         self._last_save = -math.inf
         self._pending: _Job | None = None
@@ -340,6 +344,7 @@ class RetainedState:
                 return
 
     def _queue(self, job: _Job) -> None:
+        self.queued += 1
         with self._lock:
             self._pending = job  # the newest wins: a slow disk never builds a backlog
         self._wake.set()
@@ -350,9 +355,14 @@ class RetainedState:
         if not self.enabled or runtime is not self.runtime:
             return
         states = block_states(runtime.blocks, self._state_failed)
-        changed = bool(result.edges) or states != self._last_states
+        if result.edges or states != self._last_states:
+            self._dirty = True
         self._last_states = states
-        if changed or result.now - self._last_save >= self.interval_s:
+        since = result.now - self._last_save
+        # a change is saved at once, or, in a burst of changes (a block whose state moves
+        # every scan), at most every MIN_GAP_S: bounded disk writes, never a missed change
+        if (self._dirty and since >= MIN_GAP_S) or since >= self.interval_s:
+            self._dirty = False
             self._last_save = result.now
             self._queue(self._job(result.snapshot, result.t_utc, result.cycle, states))
 
