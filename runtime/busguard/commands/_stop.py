@@ -72,11 +72,11 @@ class StopOnSignal:
             self._run(cb)
 
     def close(self) -> None:
-        """Restore the default handlers and end the helper thread."""
+        """End the helper thread. Later signals are ignored: the process is on its way out
+        already, and a default SIGTERM there would turn a clean exit 0 into a kill."""
         for sig in self._signals:
             with contextlib.suppress(ValueError, OSError):
-                signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else
-                              signal.default_int_handler)
+                signal.signal(sig, _ignore)
         self._closing = True
         with contextlib.suppress(OSError):
             os.write(self._w, b"c")
@@ -84,3 +84,7 @@ class StopOnSignal:
         for fd in (self._r, self._w):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _ignore(_signum: int, _frame: object) -> None:
+    """A handler for signals that arrive once the stop is done."""

@@ -69,7 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _read_ready(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
+def _read_ready(proc: subprocess.Popen, timeout: float,
+                stop: threading.Event | None = None) -> dict[str, Any]:
     """The simulator's JSON ready line (read in a thread so a silent child cannot hang us)."""
     box: dict[str, Any] = {}
 
@@ -80,8 +81,12 @@ def _read_ready(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
 
     t = threading.Thread(target=reader, daemon=True)
     t.start()
-    t.join(timeout)
+    deadline = time.monotonic() + timeout
+    while t.is_alive() and time.monotonic() < deadline and not (stop and stop.is_set()):
+        t.join(0.2)  # short slices: signal handlers run between them
     line = box.get("line", b"")
+    if not line and stop is not None and stop.is_set():
+        return {}
     if not line:
         raise BusguardError("the simulator did not become ready "
                             f"(exit code {proc.poll()}); see its log")
@@ -231,7 +236,9 @@ def run(args: argparse.Namespace) -> int:
     rt: Runtime | None = None
     view_thread = None
     try:
-        ready = _read_ready(proc, READY_TIMEOUT_S)
+        ready = _read_ready(proc, READY_TIMEOUT_S, stop)
+        if stop.is_set():
+            return 0
         print(f"busguard demo: simulator ready (pid {proc.pid}; {len(ready.get('tcp', {}))} "
               f"TCP meters, {len(ready.get('rtu', {}))} RS-485 lines, scenario "
               f"{ready.get('scenario')}); waiting for the meters to answer...", flush=True)

@@ -17,6 +17,8 @@ from busguard.sim.scenarios import SCENARIOS, CommFaults
 
 log = logging.getLogger("busguard.simulate")
 
+WAIT_SLICE_S = 0.2
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="serve a simulated site on loopback", description=(
@@ -105,18 +107,20 @@ def run(args: argparse.Namespace) -> int:
             for s in info["skipped"]:
                 print(f"  not simulated: {s}")
             print("ready (Ctrl-C to stop)", flush=True)
+        # Wait in short slices: a signal the kernel hands to another thread only runs its
+        # Python handler once the main thread executes bytecode again.
         deadline = time.monotonic() + args.duration if args.duration else math.inf
         every = args.status_every if args.status_every > 0 else math.inf
+        next_status = time.monotonic() + every
         while not done.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 break
-            step = min(every, left)
-            if done.wait(None if math.isinf(step) else step):
-                break
-            if step == every:
+            if now >= next_status:
                 st = sim.status()
                 print(json.dumps(st) if args.json else _status_line(st), flush=True)
+                next_status += every
+            done.wait(max(0.0, min(WAIT_SLICE_S, deadline - now, next_status - now)))
     finally:
         sim.stop()
         stopper.close()
