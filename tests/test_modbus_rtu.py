@@ -126,3 +126,20 @@ def test_missing_serial_port_is_not_connected_not_a_crash(make_runtime, tmp_path
     assert "cannot open RS-485 line bus1" in drv.stats()["last_error"]
     assert point(rt, "m1.temp_c")[1] == Quality.NOT_CONNECTED
     assert value(rt, "m1.comm_ok") == 0.0
+
+
+def test_modbus_write_shares_the_rtu_line_with_the_meters(line, make_runtime, tmp_path):
+    slave, path = line
+    load(slave, (1,))
+    bms = slave.unit(9)
+    text = site(path, (1,), tmp=str(tmp_path)) + (
+        '\n[[output]]\nname = "bms"\ndriver = "modbus_write"\noutput = "cooling.demand_pct"\n'
+        'line = "bus1"\nunit = 9\naddress = 7\naddress_base = 1\ntype = "int16"\n')
+    rt = make_runtime(text, start=True)
+    writer = next(d for d in rt.drivers if d.name == "bms")
+    meter = next(d for d in rt.drivers if d.name == "m1")
+    assert writer.link is meter.link  # one line object for the port
+    writer.apply({"cooling.demand_pct": 65.0})
+    wait_until(lambda: point(rt, "bms.readback") == (65.0, Quality.GOOD), what="written")
+    assert bms.holding[6] == 65  # register 7 (1-based) = protocol address 6
+    wait_until(lambda: value(rt, "m1.temp_c") == 31.0)

@@ -74,6 +74,11 @@ class CommStats:
         return percentile(list(self.late_s), pct) * 1e3
 
     def as_dict(self) -> dict[str, Any]:
+        """Counters and figures; None where there is nothing measured yet (JSON-safe)."""
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in self._raw().items()}
+
+    def _raw(self) -> dict[str, Any]:
         return {"requests": self.requests, **{f"{k}_count": v for k, v in self.counts.items()},
                 "polls": self.polls, "missed_polls": self.missed_polls,
                 "reconnects": self.reconnects, "consecutive_lost": self.consecutive_lost,

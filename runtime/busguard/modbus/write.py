@@ -238,6 +238,10 @@ class ModbusWrite(Driver):
         d = self.comm.as_dict()
         d.update({"state": "not-connected" if self.down else "ok", "writes": self.writes,
                   "mismatches": self.mismatches, "failures": self.failures,
-                  "last_written": self.last_written,
-                  "last_readback": self.last_readback, "last_error": self.last_error})
+                  "last_written": _none(self.last_written),
+                  "last_readback": _none(self.last_readback), "last_error": self.last_error})
         return d
+
+
+def _none(x: float) -> float | None:
+    return None if math.isnan(x) else x
