@@ -247,3 +247,19 @@ def test_simulate_survives_a_burst_of_signals_and_exits_0(make_site) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_a_port_in_use_is_a_clear_error_and_nothing_is_left(tmp_path: Path) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        path = tmp_path / "site.toml"
+        path.write_text(site_text(free_ports(1)[0], busy.getsockname()[1]), encoding="utf-8")
+        run = subprocess.run([sys.executable, "-m", "busguard.cli", "simulate", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        busy.close()
+    assert run.returncode == 1
+    assert "meter pqm-t2: cannot listen on 127.0.0.1:" in run.stderr
+    assert not (tmp_path / "var/sim/ttyRS485-1").is_symlink()

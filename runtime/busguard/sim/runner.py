@@ -113,6 +113,7 @@ class Simulator:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
         """Start serving in the background; returns once every server listens."""
+        self.t0 = self.monotonic()  # scenario times count from the start of serving
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="busguard-sim", daemon=True)
         self.thread.start()
@@ -226,7 +227,8 @@ class Simulator:
     def stop(self) -> None:
         """Stop serving, remove the pty links. Idempotent."""
         if self.loop is not None and self.thread is not None and self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
+            with contextlib.suppress(RuntimeError):  # the loop may be closing already
+                self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
         self.thread = None
 
