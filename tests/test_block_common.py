@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from busguard.clock import FakeClock
+from busguard.errors import ConfigError
 from busguard.image import PointSpec, ProcessImage, Quality
 from busguard_blocks._common import HighLimit, InputWatch, OnDelay, iso_utc, wall_utc
 
@@ -45,3 +48,30 @@ def test_on_delay_and_high_limit_hysteresis():
     lim = HighLimit(10.0, 1.0)
     assert [lim.update(v, 0.0) for v in (10.0, 10.1, 9.5, 9.0, 10.0)] == [
         False, True, True, False, False]
+
+
+def test_options_out_of_order_are_config_errors(make_runtime):
+    site = """
+[site]
+name = "order"
+[[probe]]
+name = "bb1"
+driver = "memory"
+points = ["temp_c"]
+[[block]]
+name = "th"
+type = "thermal_interlock"
+probes = ["bb1"]
+warn_c = 85.0
+alarm_c = 80.0
+[[block]]
+name = "pc"
+type = "predictive_cooling"
+min_job_pct = 60.0
+max_pct = 50.0
+"""
+    with pytest.raises(ConfigError) as exc:
+        make_runtime(site)
+    text = str(exc.value)
+    assert "block[0].warn_c: got 85; must be below alarm_c (80)" in text
+    assert "block[1].min_job_pct: got 60; must be at most max_pct (50)" in text

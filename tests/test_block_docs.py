@@ -35,3 +35,4 @@ def test_builtin_blocks_declare_failsafe_policy_and_codes():
             continue  # the core's example block says it in its docstring
         assert len(cls.failsafe_policy) > 40, cls
         assert cls.codes and "BG-INPUT" in cls.codes, cls
+

@@ -6,13 +6,19 @@ blocks built on it stay replayable.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from busguard.alarms import AlarmCondition, Severity
+from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import Quality, Snapshot
+
+if TYPE_CHECKING:
+    from busguard.config.site import BlockConfig
 
 SEVERITIES = tuple(s.word for s in Severity)
 
@@ -215,3 +221,20 @@ class CommandCounter:
         value = snap.values[snap.index[self.point]]
         last, self.last = self.last, value
         return last is not None and value != last
+
+
+def check_order(config: BlockConfig, *chain: str, strict: bool = True) -> None:
+    """Options that must increase along ``chain`` (e.g. warn_c < alarm_c < trip_c); raises one
+    :class:`ConfigError` naming each pair out of order, in the site file's error format."""
+    problems = []
+    p = config.params
+    for lo, hi in itertools.pairwise(chain):
+        a, b = p[lo], p[hi]
+        if a is None or b is None:
+            continue
+        if a > b or (strict and a == b):
+            rel = "below" if strict else "at most"
+            problems.append(ConfigProblem(config.file, f"{config.path}.{lo}",
+                                          f"got {a:g}; must be {rel} {hi} ({b:g})"))
+    if problems:
+        raise ConfigError(problems)

@@ -13,13 +13,16 @@ Each check has an on-delay and hysteresis, so an alarm is raised once and cleare
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Snapshot
-from busguard_blocks._common import HighLimit, InputWatch, LowLimit, lost_inputs, rnd
+from busguard_blocks._common import HighLimit, InputWatch, LowLimit, check_order, lost_inputs, rnd
+
+if TYPE_CHECKING:
+    from busguard.config.site import BlockConfig, SiteConfig
 
 PRESETS = {"seed": {"thd_v": 5.0, "individual": 5.0},
            "ieee519-2014-lv": {"thd_v": 8.0, "individual": 5.0}}
@@ -114,6 +117,11 @@ class PowerQuality(Block):
         "hysteresis_pct": Param(float, default=5.0, minval=0.0, maxval=50.0, unit="%",
                                 doc="a check clears this far (relative) inside its limit"),
     }
+
+    @classmethod
+    def from_config(cls, config: BlockConfig, site: SiteConfig) -> Block:
+        check_order(config, "voltage_min_v", "voltage_max_v")
+        return super().from_config(config, site)
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)

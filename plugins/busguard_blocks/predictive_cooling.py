@@ -14,13 +14,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import PointSpec, Snapshot
-from busguard_blocks._common import InputWatch, OnDelay, iso_utc, lost_inputs, rnd, wall_utc
+from busguard_blocks._common import (
+    InputWatch,
+    OnDelay,
+    check_order,
+    iso_utc,
+    lost_inputs,
+    rnd,
+    wall_utc,
+)
+
+if TYPE_CHECKING:
+    from busguard.config.site import BlockConfig, SiteConfig
 
 MAX_EPOCH = 4102444800.0  # 2100-01-01
 
@@ -64,6 +75,11 @@ class PredictiveCooling(Block):
         "output_failsafe": Param(float, default=100.0, minval=0.0, maxval=100.0, unit="%",
                                  doc="demand forced when the block faults"),
     }
+
+    @classmethod
+    def from_config(cls, config: BlockConfig, site: SiteConfig) -> Block:
+        check_order(config, "min_job_pct", "max_pct", strict=False)
+        return super().from_config(config, site)
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
@@ -27,11 +27,15 @@ from busguard_blocks._common import (
     CommandCounter,
     InputWatch,
     OnDelay,
+    check_order,
     iso_utc,
     lost_inputs,
     rnd,
     wall_utc,
 )
+
+if TYPE_CHECKING:
+    from busguard.config.site import BlockConfig, SiteConfig
 
 # name -> (k or A, alpha or p, B); IEC: t = TMS*k/(M^a - 1); IEEE: t = TD*(A/(M^p - 1) + B)
 CURVES: dict[str, tuple[float, float, float]] = {
@@ -134,6 +138,11 @@ class ShuntTrip(Block):
         "input_loss_delay_s": Param(float, default=5.0, minval=0.0, maxval=3600.0, unit="s",
                                     doc="how long inputs must stay lost before that trip"),
     }
+
+    @classmethod
+    def from_config(cls, config: BlockConfig, site: SiteConfig) -> Block:
+        check_order(config, "thermal_reset_c", "thermal_trip_c")
+        return super().from_config(config, site)
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)

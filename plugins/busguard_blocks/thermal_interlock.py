@@ -14,13 +14,16 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Snapshot
-from busguard_blocks._common import InputWatch, lost_inputs, rnd
+from busguard_blocks._common import InputWatch, check_order, lost_inputs, rnd
+
+if TYPE_CHECKING:
+    from busguard.config.site import BlockConfig, SiteConfig
 
 LEVELS = (("warn", Severity.WARNING, "BG-TEMP-WARN"), ("alarm", Severity.MAJOR, "BG-TEMP-ALARM"),
           ("trip", Severity.CRITICAL, "0xCF"))
@@ -103,6 +106,11 @@ class ThermalInterlock(Block):
         "on_input_loss": Param(str, default="hold", choices=("hold", "trip"),
                                doc="with no good probe left: hold the last level, or trip"),
     }
+
+    @classmethod
+    def from_config(cls, config: BlockConfig, site: SiteConfig) -> Block:
+        check_order(config, "warn_c", "alarm_c", "trip_c")
+        return super().from_config(config, site)
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
