@@ -413,3 +413,17 @@ def test_ipv6_listener_and_allowlist(served):
     _rt, _pub, port = served('host = "::1"\nallow = ["::1/128"]\n')
     with socket.create_connection(("::1", port), timeout=5) as s:
         assert read(s, 0, 1) == [mapdef.MAGIC]
+
+
+def test_malformed_requests_get_exceptions_and_the_server_goes_on(served):
+    _rt, _pub, port = served()
+    with connect(port) as s:
+        assert read(s, 0, 200) == 0x03  # over 125 registers: illegal data value
+    with connect(port) as s:
+        assert read(s, 0, 0) == 0x03
+    with connect(port) as s:
+        assert request(s, 0x63, b"\x00\x01") == (0xE3, b"\x01")  # unknown function
+    with connect(port) as s:
+        assert request(s, 8, b"\x00\x00\x12\x34") == (0x88, b"\x01")  # diagnostics refused
+        assert request(s, 0x2B, bytes([0x0E, 1, 0])) == (0xAB, b"\x01")  # device id refused
+        assert read(s, 0, 2) == [mapdef.MAGIC, mapdef.MAP_VERSION]

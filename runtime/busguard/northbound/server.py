@@ -140,10 +140,13 @@ class GuardedHandler(ServerRequestHandler):
         while used < len(data):
             try:
                 n, pdu = self.framer.handleFrame(data[used:], 0, 0)
-            except ModbusIOException as exc:  # unknown function code: answer 0x01
+            except ModbusIOException:  # undecodable: 0x03 for a known function, else 0x01
+                raw = data[used:]
+                fc = raw[7] if len(raw) > 7 else 0
+                code = ExcCodes.ILLEGAL_VALUE if fc in ALLOWED_FCS else ExcCodes.ILLEGAL_FUNCTION
                 self._queue.append(ExceptionResponse(
-                    exc.fcode or 0, ExcCodes.ILLEGAL_FUNCTION, device_id=exc.dev_id or 0,
-                    transaction=exc.transaction_id or 0))
+                    fc & 0x7F, code, device_id=raw[6] if len(raw) > 6 else 0,
+                    transaction=int.from_bytes(raw[0:2], "big") if len(raw) > 1 else 0))
                 used = len(data)
                 break
             if not n:
