@@ -88,8 +88,7 @@ def _read_ready(proc: subprocess.Popen, timeout: float,
     if not line and stop is not None and stop.is_set():
         return {}
     if not line:
-        raise BusguardError("the simulator did not become ready "
-                            f"(exit code {proc.poll()}); see its log")
+        raise BusguardError(f"the simulator did not become ready (exit code {proc.poll()})")
     try:
         return json.loads(line)
     except ValueError as exc:
@@ -139,6 +138,15 @@ def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float,
             return []
         time.sleep(0.1)
     return sorted(pending) + sorted(links)
+
+
+def _tail(log_file: Path, lines: int = 2) -> str:
+    """The last lines of the simulator's log, for an error message."""
+    try:
+        text = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        text = []
+    return " | ".join(text[-lines:]) + f" (log: {log_file})" if text else f"see {log_file}"
 
 
 def _follow_status(proc: subprocess.Popen, latest: dict[str, Any]) -> None:
@@ -236,7 +244,10 @@ def run(args: argparse.Namespace) -> int:
     rt: Runtime | None = None
     view_thread = None
     try:
-        ready = _read_ready(proc, READY_TIMEOUT_S, stop)
+        try:
+            ready = _read_ready(proc, READY_TIMEOUT_S, stop)
+        except BusguardError as exc:
+            raise BusguardError(f"{exc}: {_tail(sim_log)}") from exc
         if stop.is_set():
             return 0
         print(f"busguard demo: simulator ready (pid {proc.pid}; {len(ready.get('tcp', {}))} "
