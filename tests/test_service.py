@@ -11,11 +11,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
+from busguard import hookimpl
+from busguard.block import Block, BlockResult
+from busguard.config.params import Param
+from busguard.runtime import Runtime
 from busguard.service import Service, clear_realtime, set_realtime, watchdog_interval
 
 SITE = """\
@@ -340,3 +345,91 @@ def test_sigterm_drives_outputs_to_failsafe_and_flushes_state(tmp_path: Path,
     assert line.read_text().strip() == "1"  # fail-safe applied before the driver stopped
     assert (tmp_path / "state" / "retained.json").exists()
     assert notify.drain()[-1].startswith("STOPPING=1")
+
+
+class Hang(Block):
+    """Scans normally until ``hang`` is set, then blocks in scan() until ``release``."""
+
+    type_name = "test_hang"
+    params: ClassVar[Mapping[str, Param]] = {"point": Param(str, ref="point")}
+
+    def __init__(self, name: str, params: Mapping[str, Any]) -> None:
+        super().__init__(name, params)
+        self.hang = threading.Event()
+        self.release = threading.Event()
+
+    def inputs(self) -> tuple[str, ...]:
+        return (self.p["point"],)
+
+    def scan(self, inputs, now: float) -> BlockResult:
+        if self.hang.is_set():
+            self.release.wait(20)
+        return BlockResult()
+
+
+class HangTypes:
+    @hookimpl
+    def busguard_register_types(self, registry) -> None:
+        registry.add_block(Hang)
+
+
+def test_a_hung_scan_stops_the_pings_while_status_goes_on(tmp_path: Path,
+                                                          notify: Notifications) -> None:
+    """Real clock, real scan thread: the watchdog is fed from the scan path only, so a block
+    stuck in scan() stops the pings (systemd would restart us) while STATUS= says why."""
+    site = tmp_path / "site.toml"
+    site.write_text(f"""[site]
+name = "hang"
+[paths]
+state_dir = "{tmp_path}/state"
+fault_log = "{tmp_path}/state/fault.log"
+[service]
+realtime = "off"
+status_every_s = 0.1
+[[meter]]
+name = "m1"
+driver = "memory"
+points = ["a"]
+initial = {{ a = 1.0 }}
+[[block]]
+name = "stuck"
+type = "test_hang"
+point = "m1.a"
+""")
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "100000"}
+    old = os.environ.get("NOTIFY_SOCKET")
+    os.environ["NOTIFY_SOCKET"] = env["NOTIFY_SOCKET"]
+    try:
+        svc = Service(env)
+    finally:
+        if old is None:
+            os.environ.pop("NOTIFY_SOCKET")
+        else:
+            os.environ["NOTIFY_SOCKET"] = old
+    rt = Runtime.from_file(site, extra=[svc, HangTypes()])
+    rt.start()
+    scan = threading.Thread(target=rt.run, daemon=True)
+    scan.start()
+    block = rt.blocks[0]
+    try:
+        notify.wait_for(lambda m: m == "WATCHDOG=1")
+        block.hang.set()
+        notify.wait_for(lambda m: "SCAN STALLED" in m)
+        stalled_at = len(notify.messages)
+        for _ in range(3):  # three more status refreshes (0.3 s: six pings' worth)
+            n = len(notify.messages)
+            notify.wait_for(lambda m, n=n: m.startswith("STATUS=") and
+                            len(notify.messages) > n)
+        assert "WATCHDOG=1" not in [m for _t, m in notify.messages[stalled_at:]]
+        st = svc.status()
+        assert st["stalled"] is True and st["healthy"] is False
+        block.hang.clear()
+        block.release.set()
+        n = len(notify.messages)
+        notify.wait_for(lambda m: m == "WATCHDOG=1" and len(notify.messages) > n)
+    finally:
+        block.hang.clear()
+        block.release.set()
+        rt.request_stop()
+        scan.join(10)
+        rt.stop()

@@ -136,6 +136,9 @@ class Service:
         self.last_reload: dict[str, Any] = {}
         self._overruns = 0
         self._period = 0.0
+        self._stalled = False
+        self._seen_cycles = -1
+        self._seen_at = 0.0
         self._need = 10
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -225,6 +228,16 @@ class Service:
         self._wake.set()
 
     # -- status ------------------------------------------------------------------------------
+    def stalled(self, runtime: Runtime) -> bool:
+        """The scan has not completed a cycle for over a second (or 10 periods): hung. The
+        watchdog pings stopped with it; the status says so too."""
+        now = time.monotonic()
+        cycles = runtime.stats.cycles
+        if cycles != self._seen_cycles or not self.ready or self.reloading:
+            self._seen_cycles, self._seen_at = cycles, now
+            return False
+        return now - self._seen_at > max(1.0, 10 * self._period)
+
     def status_line(self, runtime: Runtime) -> str:
         st = runtime.stats.snapshot()
         alarms = runtime.alarms.active()
@@ -234,7 +247,9 @@ class Service:
         if crit:
             text += f" ({crit} critical)"
         text += f", lateness p99 {st.lateness_p99_ms:.2f} ms, {st.overruns} overruns"
-        if not self.healthy and st.cycles > self._need:
+        if self._stalled:
+            text += ", SCAN STALLED (no watchdog ping)"
+        elif not self.healthy and st.cycles > self._need:
             text += ", NOT HEALTHY (scan late: no watchdog ping)"
         return text
 
@@ -242,7 +257,8 @@ class Service:
         rt = self.runtime
         out: dict[str, Any] = {"pid": os.getpid(), "busguard": __version__,
                                "state": self.state, "ready": self.ready,
-                               "healthy": self.healthy, "scheduling": self.scheduling,
+                               "healthy": self.healthy and not self._stalled,
+                               "stalled": self._stalled, "scheduling": self.scheduling,
                                "watchdog_s": self.watchdog_s, "watchdog_pings": self.pings,
                                "last_reload": self.last_reload, "updated_utc": time.time()}
         if rt is not None:
@@ -267,6 +283,7 @@ class Service:
                 break
             try:
                 rt = self.runtime
+                self._stalled = rt is not None and self.stalled(rt)
                 if rt is not None and self.ready and not self.reloading:
                     self.notify("STATUS=" + self.status_line(rt))
                 self._write_status()
