@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from busguard.errors import ConfigError
 from busguard.image import Quality
 from busguard.northbound import mapdef
 from busguard.testing import run_scans
@@ -427,3 +428,35 @@ def test_malformed_requests_get_exceptions_and_the_server_goes_on(served):
         assert request(s, 8, b"\x00\x00\x12\x34") == (0x88, b"\x01")  # diagnostics refused
         assert request(s, 0x2B, bytes([0x0E, 1, 0])) == (0xAB, b"\x01")  # device id refused
         assert read(s, 0, 2) == [mapdef.MAGIC, mapdef.MAP_VERSION]
+
+
+def test_dcim_schedules_a_training_job_for_predictive_cooling(served):
+    """The next job's start (epoch seconds, through the uint32 view) and expected load (float32)
+    written over Modbus drive the predictive-cooling block: demand rises lead_s before."""
+    try:
+        rt, pub, port = served('write_allow = ["127.0.0.1/32"]\n[[block]]\nname = "pc"\n'
+                               'type = "predictive_cooling"\nlead_s = 30.0\n'
+                               'full_load_kw = 1000.0\n')
+    except ConfigError as exc:  # the block's options are its owner's business
+        pytest.skip(f"predictive_cooling not usable here: {exc}")
+    if "cooling.demand_pct" not in rt.engine.outputs:
+        pytest.skip("no predictive_cooling block")
+    m = pub.map
+    start = next(c for c in m.commands if c.name == "cooling.cmd_job_start_utc")
+    load = next(c for c in m.commands if c.name == "cooling.cmd_job_load_kw")
+    run_scans(rt, 1)
+    job_at = int(rt.clock.wall()) + 60
+    with connect(port) as w:
+        assert write(w, start.address + 2, [job_at >> 16, job_at & 0xFFFF]) is None
+        assert write(w, load.address, f32_words(700.0)) is None
+    run_scans(rt, 1)
+    snap = rt.last_result.snapshot
+    assert snap["cooling.cmd_job_start_utc"].value == job_at  # to the second
+    assert rt.last_result.outputs["cooling.demand_pct"] == 0.0  # 60 s ahead: not yet
+    rt.clock.advance(31.0)
+    run_scans(rt, 1)
+    assert rt.last_result.outputs["cooling.demand_pct"] > 0.0  # within lead_s of the start
+    out = m.record_of("cooling.demand_pct").address
+    run_scans(rt, 1)
+    with connect(port) as r:
+        assert f32(read(r, out, 2)) == rt.last_result.outputs["cooling.demand_pct"]
