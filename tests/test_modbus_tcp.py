@@ -112,15 +112,22 @@ def test_exception_0x02_marks_block_bad_logs_once_backs_off_and_recovers(
     assert good(rt, "m1.current_l1_a") == VALUES["current_l1_a"]  # other block fine
     assert point(rt, "m1.residual_current_ma")[1] == Quality.BAD
     assert good(rt, "m1.comm_ok") == 1.0  # the device answers
+    wait_until(lambda: len(rt.drivers[0].stats()["bad_blocks"]) == 2, what="block split")
     st = rt.drivers[0].stats()
-    assert st["bad_blocks"] == {"input registers 100..103": "0x02"}
-    assert st["ok_count"] > st["exception_count"]  # backed off: fewer tries than polls
+    # the merged read failed, so each point is read alone: both registers pairs are missing
+    assert st["bad_blocks"] == {"input registers 100..101": "0x02",
+                                "input registers 102..103": "0x02"}
+    polls = st["polls"]
+    wait_until(lambda: rt.drivers[0].stats()["polls"] > polls + 10)
+    st = rt.drivers[0].stats()
+    assert st["exception_count"] < st["polls"]  # 2 failing reads, backed off: < 1 per poll
     msgs = [r.getMessage() for r in caplog.records if "Illegal Data Address" in r.getMessage()]
-    assert len(msgs) == 1
+    assert len(msgs) == 3  # once for the merged read, once per point: not once per poll
     assert "m1: 0x80 (Illegal Data Address): exception code 0x02 to function 0x04 " \
            "(response 0x84) reading input registers at address 100..103, unit 1, profile " \
            "generic-pqm" in msgs[0]
-    assert "temp_c, residual_current_ma BAD" in msgs[0]
+    assert "temp_c, residual_current_ma BAD; reading its points one by one" in msgs[0]
+    assert "address 100..101" in msgs[1] + msgs[2] and "address 102..103" in msgs[1] + msgs[2]
     unit.exceptions = []
     wait_until(lambda: good(rt, "m1.temp_c") == VALUES["temp_c"], what="block recovered")
     assert rt.drivers[0].stats()["bad_blocks"] == {}
@@ -268,3 +275,16 @@ def test_unparsable_calibration_file_keeps_the_previous_calibration(slave, make_
     polls = rt.drivers[0].stats()["polls"]
     wait_until(lambda: rt.drivers[0].stats()["polls"] > polls + 2)
     assert good(rt, "m1.current_l1_a") == pytest.approx(i1 * 2.0)
+
+
+def test_exception_in_a_merged_read_is_narrowed_to_the_missing_point(slave, make_runtime,
+                                                                     tmp_path):
+    port = slave.serve_tcp()
+    unit = slave.unit(1)
+    serve_profile(unit, GEN, VALUES)
+    unit.exceptions = [(3, 120, 121, 0x02)]  # only power_kw's registers are missing
+    rt = make_runtime(site(port, tmp=str(tmp_path)), start=True)
+    wait_until(lambda: good(rt, "m1.current_l1_a") == VALUES["current_l1_a"])
+    wait_until(lambda: good(rt, "m1.frequency_hz") == VALUES["frequency_hz"])
+    assert point(rt, "m1.power_kw")[1] == Quality.BAD
+    assert rt.drivers[0].stats()["bad_blocks"] == {"holding registers 120..121": "0x02"}

@@ -175,6 +175,7 @@ class ModbusMeter(Driver):
         self.blocks = [BlockState() for _ in self.plan]
         self.down = False
         self.answered_once = False
+        self.outage_lost = 0
         self.latency_warned = False
         self.link: Any = None
         self.ctx: DriverContext | None = None
@@ -285,6 +286,7 @@ class ModbusMeter(Driver):
         answered = False
         lost = False
         poll_latency = 0.0
+        to_split: list[int] = []
         for i, block in enumerate(self.plan):
             st = self.blocks[i]
             if st.code and st.retry_at > now:
@@ -295,7 +297,10 @@ class ModbusMeter(Driver):
                 break
             answered = True
             if isinstance(outcome, ExceptionReply):
-                self._block_exception(i, block, outcome, now)
+                split = outcome.code == 0x02 and len(block.points) > 1
+                self._block_exception(i, block, outcome, now, split)
+                if split:
+                    to_split.append(i)
                 continue
             regs, latency = outcome
             poll_latency += latency
@@ -307,11 +312,18 @@ class ModbusMeter(Driver):
                 value = cal[pd.name].apply(pd.decode(block.slice(regs, pd)), pd.ct)
                 q = Quality.GOOD if math.isfinite(value) else Quality.BAD
                 items.append((self.full[pd.name], value, q))
+        for i in reversed(to_split):  # find which registers are missing: one read per point
+            singles = [ReadBlock(b.function, pd.address, pd.count, (pd,))
+                       for b in (self.plan[i],) for pd in b.points]
+            self.plan[i:i + 1] = singles
+            self.blocks[i:i + 1] = [BlockState() for _ in singles]
         if items:
             image.write_many(items)
         if answered and not lost:
             self.comm.poll_s.append(poll_latency)
         self._link_state(answered, lost)
+        if answered and not lost:
+            self.outage_lost = 0
         self.answered_once = self.answered_once or answered
         # comm_ok follows the link state (loss_limit), not each single lost request
         self._write_comm(self.answered_once and not self.down)
@@ -344,13 +356,14 @@ class ModbusMeter(Driver):
 
     def _lost(self, exc: CommError) -> None:
         self.comm.record(exc.kind)
+        self.outage_lost += 1
         self.last_error = str(exc)
         if self.comm.consecutive_lost == 1 and not self.down:
             log.info("%s: %s (unit %d, profile %s); counted as packet loss", self.name, exc,
                      self.unit, self.profile.name)
 
-    def _block_exception(self, i: int, block: ReadBlock, exc: ExceptionReply, now: float
-                         ) -> None:
+    def _block_exception(self, i: int, block: ReadBlock, exc: ExceptionReply, now: float,
+                         split: bool = False) -> None:
         assert self.ctx is not None
         st = self.blocks[i]
         first = st.code != exc.code
@@ -369,17 +382,19 @@ class ModbusMeter(Driver):
             log.warning(
                 "%s: 0x80 (%s): exception code 0x%02X to function 0x%02X (response 0x%02X) "
                 "reading %s registers at address %s%s, unit %d, profile %s (%s); points %s "
-                "BAD; block backed off %.3g s", self.name, exception_name(exc.code), exc.code,
+                "BAD; %s", self.name, exception_name(exc.code), exc.code,
                 exc.function, exc.function | 0x80, block.function, regs, documented, self.unit,
                 self.profile.name, self.profile.file, ", ".join(p.name for p in block.points),
-                st.delay_s)
+                "reading its points one by one to find the missing registers" if split else
+                f"block backed off {st.delay_s:.3g} s")
 
     def _link_state(self, answered: bool, lost: bool) -> None:
         assert self.ctx is not None
         if answered and self.down:
             self.down = False
             log.warning("%s: answering again at %s (unit %d) after %d lost requests; points "
-                        "GOOD", self.name, self.where(), self.unit, self.comm.counts[TIMEOUT])
+                        "GOOD", self.name, self.where(), self.unit, self.outage_lost)
+            self.outage_lost = 0
             bad = [self.full[pd.name] for i, b in enumerate(self.plan) if self.blocks[i].code
                    for pd in b.points]
             if bad:
