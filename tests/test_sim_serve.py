@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
-from busguard.modbus.profiles import load_profile
+from busguard.modbus.profiles import load_profile, parse_profile
 from busguard.sim.model import MeterSpec, SiteModel
 from busguard.sim.scenarios import NO_FAULTS, CommFaults
 from busguard.sim.serve import RtuLineServer, SimUnit, TcpMeterServer
@@ -167,3 +167,34 @@ def test_rtu_garbage_frames_fail_the_crc_and_the_line_recovers(loop: LoopThread,
             client.close()
     finally:
         loop.run(line.stop())
+
+
+def test_a_sites_own_profile_is_served_whole(loop: LoopThread) -> None:
+    """Points the model does not know read as 0 (every mapped register answers); known ones
+    in int16/uint32 with scales and other word orders encode as the profile says."""
+    prof = parse_profile({
+        "profile": {"name": "custom", "address_base": 1, "word_order": "CDAB"},
+        "points": {"current_l1_a": {"address": 3001, "type": "uint32", "scale": 0.001},
+                   "frequency_hz": {"address": 3003, "type": "int16", "scale": 0.01},
+                   "harmonic_5_pct": {"address": 3004, "type": "float32"}}})
+    model = SiteModel([MeterSpec("pqm-c")], seed=7)
+    values = model.meter(0, 12.5)
+    u = SimUnit("pqm-c", 9, prof, lambda: (values, NO_FAULTS))
+    srv = TcpMeterServer(u, "127.0.0.1", 0)
+    loop.run(srv.start())
+    try:
+        client = ModbusTcpClient("127.0.0.1", port=srv.port, timeout=2, retries=0)
+        assert client.connect()
+        try:
+            rr = client.read_holding_registers(3000, count=5, device_id=9)
+            assert not rr.isError()
+        finally:
+            client.close()
+    finally:
+        loop.run(srv.stop())
+    regs = rr.registers
+    assert prof.decode("current_l1_a", regs[0:2]) == pytest.approx(values["current_l1_a"],
+                                                                   abs=0.001)
+    assert prof.decode("frequency_hz", regs[2:3]) == pytest.approx(values["frequency_hz"],
+                                                                   abs=0.01)
+    assert prof.decode("harmonic_5_pct", regs[3:5]) == 0.0

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import random
+import struct
 import tty
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -74,10 +75,14 @@ class SimUnit:
     def registers(self, values: Mapping[str, float]) -> dict[tuple[str, int], int]:
         regs: dict[tuple[str, int], int] = {}
         for p in self.profile.points:
-            v = values.get(p.name)
-            if v is None:
-                continue
-            for k, word in enumerate(p.encode(v)):
+            # a quantity the model does not know (a site's own profile) still reads, as 0:
+            # every mapped register answers, as on the real meter
+            v = values.get(p.name, 0.0)
+            try:
+                words = p.encode(v)
+            except (OverflowError, ValueError, struct.error):  # out of the type's range
+                words = p.encode(0.0)
+            for k, word in enumerate(words):
                 regs[(p.function, p.address + k)] = word
         return regs
 
