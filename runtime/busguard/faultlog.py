@@ -12,8 +12,10 @@ alarm id, the message and the values as compact JSON. Never one line per scan: t
 table makes edges, and this observer writes one line per edge.
 
 Rotation-safe: the file is opened in append mode (O_APPEND), so logrotate's ``copytruncate``
-works (the next line lands at the new end, no hole), and :meth:`FaultLog.reopen` (the service
-calls it on SIGHUP, see :func:`reopen`) closes and reopens the path after a rename rotation.
+(what the package installs) works: the next line lands at the new end, no hole. After a rename
+rotation, :func:`reopen` (or :meth:`FaultLog.reopen`) closes and reopens the path; a SIGHUP
+reload of ``busguard run`` builds a new runtime, whose startup opens the path afresh anyway.
+Call ``reopen`` from a normal thread, not from inside a signal handler (it takes a queue lock).
 Lines are written by a background thread: the scan only queues a string.
 
 This module is a built-in observer plugin: its hooks are exposed by the "core" entry point
