@@ -10,7 +10,7 @@ import pytest
 from busguard.config.site import load_site
 from busguard.errors import ConfigError
 from busguard.modbus import bundled_names, load_profile
-from busguard.modbus.codec import TYPES, WORD_ORDERS, decode, encode
+from busguard.modbus.codec import TYPES, WORD_ORDERS, decode, decode_raw, encode, encode_raw
 from busguard.runtime import load_types
 
 METER_POINTS = ("voltage_l1_n_v", "voltage_l2_n_v", "voltage_l3_n_v", "voltage_l1_l2_v",
@@ -39,6 +39,9 @@ def test_pm5000_documented_register_numbers_are_one_based():
     assert (cur.register, cur.address) == (3000, 2999)
     assert pm.point("voltage_l1_l2_v").address == 3019
     jan = load_profile("umg96rm")
+    energy = pm.point("energy_kwh")
+    assert (energy.type, energy.address, energy.count) == ("int64", 3203, 4)
+    assert pm.decode("energy_kwh", [0, 0, 0x00BC, 0x614E]) == pytest.approx(12345.678)
     assert jan.point("voltage_l1_n_v").address == 19000  # Janitza lists protocol addresses
     assert jan.point("power_kw").scale == 0.001
 
@@ -48,12 +51,16 @@ def test_pm5000_documented_register_numbers_are_one_based():
 def test_encode_decode_round_trip(dtype, order):
     values = {"int16": [-32768, -1, 0, 1234, 32767], "uint16": [0, 1, 54321, 65535],
               "int32": [-2**31, -70000, 0, 70000, 2**31 - 1],
-              "uint32": [0, 70000, 2**32 - 1], "float32": [-1.5, 0.0, 230.25, 1e6]}[dtype]
+              "uint32": [0, 70000, 2**32 - 1], "float32": [-1.5, 0.0, 230.25, 1e6],
+              "int64": [-2**63, -1, 12_345_678_901, 2**63 - 1],
+              "uint64": [0, 2**40 + 7, 2**64 - 1]}[dtype]
     for v in values:
-        regs = encode(v, dtype, order)
-        assert len(regs) == (1 if dtype.endswith("16") else 2)
+        regs = encode_raw(v, dtype, order)
+        assert len(regs) == {"16": 1, "32": 2, "64": 4}[dtype[-2:]]
         assert all(0 <= r <= 0xFFFF for r in regs)
-        assert decode(regs, dtype, order) == v
+        assert decode_raw(regs, dtype, order) == v  # exact, also for 64-bit extremes
+        if abs(v) < 2**53:
+            assert decode(encode(v, dtype, order), dtype, order) == v
 
 
 def test_word_orders_known_vectors():
@@ -64,6 +71,8 @@ def test_word_orders_known_vectors():
     assert encode(1.0, "float32", "DCBA") == [0x0000, 0x803F]
     assert decode([0x0001, 0x0002], "uint32", "ABCD") == 0x00010002
     assert decode([0x0001, 0x0002], "uint32", "CDAB") == 0x00020001
+    assert decode([1, 2, 3, 4], "uint64", "ABCD") == 0x0001000200030004
+    assert decode([1, 2, 3, 4], "uint64", "CDAB") == 0x0004000300020001
     assert decode([0x1234], "uint16", "BADC") == 0x3412
     assert decode([0xFFFE], "int16") == -2
     assert decode([0x0064], "int16", scale=0.1) == pytest.approx(10.0)

@@ -15,7 +15,7 @@ where it lives and how to read it::
 
     [points.current_l1_a]
     address = 3000
-    type = "float32"          # int16, uint16, int32, uint32, float32
+    type = "float32"          # int16, uint16, int32, uint32, float32, int64, uint64
     scale = 1.0               # engineering value = raw * scale
     unit = "A"
     # optional: function, word_order (override the defaults), ct (CT ratio applies; default
