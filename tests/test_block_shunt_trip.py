@@ -231,3 +231,13 @@ def test_bad_params_are_config_errors(make_runtime):
     assert "block[0].curve: got 'iec-very-inverse-x'" in text
     assert "did you mean 'iec-very-inverse'?" in text
     assert "block[0].breaker: no breaker named 'cb9'" in text
+
+
+def test_pickups_need_their_inputs(make_runtime):
+    text = site(BLOCK.format(extra="").replace('meter = "m1"\n', ""), DEVICES)
+    with pytest.raises(ConfigError) as exc:
+        make_runtime(text)
+    assert "block[0].pickup_a: an overcurrent pickup needs `meter` or `currents`" in \
+        str(exc.value)
+    assert "block[0].residual_pickup_ma: a residual pickup needs `meter` or " \
+        "`residual_point`" in str(exc.value)

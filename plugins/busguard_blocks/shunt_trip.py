@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
+from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Snapshot
 from busguard_blocks._common import (
     CommandCounter,
@@ -142,6 +143,16 @@ class ShuntTrip(Block):
     @classmethod
     def from_config(cls, config: BlockConfig, site: SiteConfig) -> Block:
         check_order(config, "thermal_reset_c", "thermal_trip_c")
+        p = config.params
+        problems = []
+        if p["pickup_a"] > 0 and not (p["meter"] or p["currents"]):
+            problems.append(ConfigProblem(config.file, f"{config.path}.pickup_a",
+                                          "an overcurrent pickup needs `meter` or `currents`"))
+        if p["residual_pickup_ma"] > 0 and not (p["meter"] or p["residual_point"]):
+            problems.append(ConfigProblem(config.file, f"{config.path}.residual_pickup_ma",
+                                          "a residual pickup needs `meter` or `residual_point`"))
+        if problems:
+            raise ConfigError(problems)
         return super().from_config(config, site)
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
