@@ -143,3 +143,21 @@ def test_modbus_write_shares_the_rtu_line_with_the_meters(line, make_runtime, tm
     wait_until(lambda: point(rt, "bms.readback") == (65.0, Quality.GOOD), what="written")
     assert bms.holding[6] == 65  # register 7 (1-based) = protocol address 6
     wait_until(lambda: value(rt, "m1.temp_c") == 31.0)
+
+
+def test_late_answers_of_a_slow_unit_never_land_on_another_unit(line, make_runtime, tmp_path):
+    slave, path = line
+    load(slave)
+    slave.unit(2).delay_s = 0.09  # answers after its 60 ms timeout, while others are polled
+    rt = make_runtime(site(path, tmp=str(tmp_path)), start=True)
+    m1, m2, m3 = rt.drivers
+    wait_until(lambda: value(rt, "m1.current_l1_a") and value(rt, "m3.current_l1_a"))
+    rt.image.snapshot()  # start a min/max window
+    wait_until(lambda: m2.comm.counts["timeout"] >= 4, what="slow unit timing out")
+    p1, p3 = m1.comm.counts["ok"], m3.comm.counts["ok"]
+    wait_until(lambda: m1.comm.counts["ok"] > p1 + 10 and m3.comm.counts["ok"] > p3 + 10)
+    snap = rt.image.snapshot()
+    for name, want in (("m1.current_l1_a", 100.0), ("m3.current_l1_a", 300.0)):
+        pv = snap[name]  # every value written in the window, not only the last one
+        assert (pv.vmin, pv.vmax, pv.value) == (want, want, want), name
+    assert value(rt, "m2.current_l1_a") in (None, 200.0)
