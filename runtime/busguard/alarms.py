@@ -93,6 +93,14 @@ class AlarmTable:
                 state = AlarmState(aid, block, cond, t_utc)
                 self.alarms[aid] = state
                 edges.append(AlarmEdge("raised", state, t_utc))
+            elif (cond.severity, cond.code) != (state.condition.severity,
+                                                state.condition.code):
+                # an escalation (or de-escalation) under the same key is a new event: the old
+                # one clears and the new one is raised, so the log and the DCIM both see it
+                edges.append(AlarmEdge("cleared", state, t_utc))
+                state = AlarmState(aid, block, cond, t_utc)
+                self.alarms[aid] = state
+                edges.append(AlarmEdge("raised", state, t_utc))
             else:
                 state.condition = cond
                 if not state.active:
