@@ -17,6 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 command -v dpkg-deb >/dev/null || { echo "build-deb: dpkg-deb not found (apt-get install dpkg)" >&2; exit 1; }
 
+epoch=${SOURCE_DATE_EPOCH:-$(git -C "$top" log -1 --format=%ct 2>/dev/null || date +%s)}
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$top/runtime/busguard/__init__.py")
 debversion="${version}-1"
 work=$(mktemp -d)
@@ -48,8 +49,14 @@ lib="$stage/usr/lib/busguard/lib"
 rm -rf "$lib/bin"
 find "$lib" -name '__pycache__' -type d -prune -exec rm -rf {} +
 find "$lib" -name 'direct_url.json' -delete
+# modules are imported, never run: no "#!/usr/bin/env python" lines (lintian unusual-interpreter)
+find "$lib" -name '*.py' -exec sed -i '1{/^#!/d}' {} +
 
 install -D -m 0755 "$here/bin/busguard" "$stage/usr/bin/busguard"
+mkdir -p "$stage/usr/share/man/man1"
+# busguard(1) from the vendored tree's own --help texts
+COLUMNS=80 PYTHONPATH="$lib" "$PY" "$here/make-manpage.py" "$stage/usr/share/man/man1/busguard.1"
+gzip -9n "$stage/usr/share/man/man1/busguard.1"
 install -D -m 0644 "$here/systemd/busguard.service" "$stage/usr/lib/systemd/system/busguard.service"
 install -D -m 0644 "$here/system/60-busguard.conf" "$stage/usr/lib/sysctl.d/60-busguard.conf"
 install -D -m 0644 "$here/system/modules-load.conf" "$stage/usr/lib/modules-load.d/busguard.conf"
@@ -65,13 +72,24 @@ done
 cat > "$doc/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: busguard
+
 Files: *
+Copyright: 2026 busguard developers
 License: Apache-2.0
 Comment: vendored dependencies in /usr/lib/busguard/lib carry their own licences in their
  *.dist-info folders (pluggy MIT, pymodbus BSD-3-Clause, pyserial BSD-3-Clause,
  w1thermsensor MIT, click BSD-3-Clause, tomli MIT, sdnotify MIT).
  On Debian systems the Apache License 2.0 is in /usr/share/common-licenses/Apache-2.0.
 EOF
+
+cat > "$doc/changelog.Debian" <<CHANGES
+busguard ($debversion) unstable; urgency=medium
+
+  * Built by packaging/build-deb.sh from $(git -C "$top" describe --always --dirty 2>/dev/null || echo "a source tree").
+
+ -- busguard developers <busguard@example.invalid>  $(date -u -R -d "@$epoch")
+CHANGES
+gzip -9n "$doc/changelog.Debian"
 
 # 3. control
 mkdir -p "$stage/DEBIAN"
@@ -83,7 +101,7 @@ for s in postinst prerm postrm; do install -m 0755 "$here/debian/$s" "$stage/DEB
     | xargs -0 md5sum | sed 's#  \./#  #') > "$stage/DEBIAN/md5sums"
 
 # 4. reproducible-ish: fixed mtimes, root ownership, no group/other write
-find "$stage" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-$(git -C "$top" log -1 --format=%ct 2>/dev/null || date +%s)}" {} +
+find "$stage" -exec touch -h -d "@$epoch" {} +
 chmod -R go-w "$stage"
 deb="$out/busguard_${debversion}_all.deb"
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
