@@ -144,3 +144,20 @@ def test_fault_knobs_apply_to_the_named_meters_only() -> None:
     assert m.comm_faults(3, 5.0) == knobs
     assert not m.comm_faults(2, 5.0).any
     assert SiteModel(METERS, faults=knobs).comm_faults(2, 5.0) == knobs
+
+
+def test_cooling_demand_cools_every_probe_with_inertia() -> None:
+    hot, cooled = model("training-spike"), model("training-spike")
+    cooled.set_cooling(60.0, 100.0)
+    assert cooled.probe(3, 59.0) == hot.probe(3, 59.0)  # nothing before the set point
+    assert 0 < hot.probe(3, 65.0) - cooled.probe(3, 65.0) < 3  # inertia: a slow start
+    assert hot.probe(3, 400.0) - cooled.probe(3, 400.0) > 6
+    assert cooled.cooling_pct(59.0) == 0.0 and cooled.cooling_pct(61.0) == 100.0
+
+
+def test_cooling_history_stays_bounded() -> None:
+    m = model()
+    for k in range(2000):
+        m.set_cooling(k * 1.0, float(k % 7))
+    assert len(m.cooling) < 400
+    assert m.cooling_pct(1999.5) == float(1999 % 7)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from busguard.cli import main as cli_main
 from busguard.image import Quality
 from busguard.runtime import Runtime
 from busguard.sim.runner import Simulator, load_site_for_sim
@@ -208,7 +209,7 @@ def test_bundled_site_layout() -> None:
 def test_simulate_command_serves_until_duration_and_reports_json(make_site) -> None:
     path = make_site()
     run = subprocess.run([sys.executable, "-m", "busguard.cli", "simulate", str(path), "--json",
-                          "--duration", "1.5", "--status-every", "0.5", "--scenario",
+                          "--duration", "1.0", "--status-every", "0.4", "--scenario",
                           "rs485-noise", "--speed", "20", "--drop-pct", "5"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -221,13 +222,12 @@ def test_simulate_command_serves_until_duration_and_reports_json(make_site) -> N
     assert not (path.parent / "var/sim/ttyRS485-1").is_symlink()  # cleaned up at exit
 
 
-def test_simulate_refuses_a_bad_site_with_exit_2(tmp_path: Path) -> None:
+def test_simulate_refuses_a_bad_site_with_exit_2(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[site]\nname = "x"\n[[meter]]\nname = "m"\ndriver = "modbus_tcp"\n',
                    encoding="utf-8")
-    run = subprocess.run([sys.executable, "-m", "busguard.cli", "simulate", str(bad)],
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and "meter[0].host" in run.stderr
+    assert cli_main(["simulate", str(bad)]) == 2  # refused before anything starts
+    assert "meter[0].host" in capsys.readouterr().err
 
 
 def test_simulate_survives_a_burst_of_signals_and_exits_0(make_site) -> None:
@@ -263,3 +263,32 @@ def test_a_port_in_use_is_a_clear_error_and_nothing_is_left(tmp_path: Path) -> N
     assert run.returncode == 1
     assert "meter pqm-t2: cannot listen on 127.0.0.1:" in run.stderr
     assert not (tmp_path / "var/sim/ttyRS485-1").is_symlink()
+
+
+def test_runtime_writes_the_cooling_demand_to_the_simulated_bms(tmp_path: Path,
+                                                                running) -> None:
+    p1, p2, bms = free_ports(3)
+    path = tmp_path / "site.toml"
+    path.write_text(site_text(p1, p2) + f"""
+[[output]]
+name = "bms"
+driver = "modbus_write"
+output = "cooling.demand_pct"
+host = "127.0.0.1"
+port = {bms}
+address = 200
+type = "float32"
+""", encoding="utf-8")
+    sim = Simulator(load_site_for_sim(path), "normal", speed=1.0, seed=3)
+    sim.start()
+    running.append(sim)
+    assert sim.ready_info()["setpoints"] == {"bms": f"127.0.0.1:{bms}"}
+    rt = Runtime.from_file(path)
+    rt.start()
+    running.append(rt)
+    for drv in rt.drivers:
+        drv.apply({"cooling.demand_pct": 60.0})
+    wait_for(lambda: sim.setpoint_values()["bms"] == 60.0, 10.0, "BMS got 60 %")
+    wait_for(lambda: sim.model.cooling_pct(sim.model_time()) == 60.0, 5.0, "model cooled")
+    wait_for(lambda: good(rt, "bms.readback"), 10.0, "the driver read its write back")
+    assert rt.image.snapshot().values[rt.image.index["bms.readback"]] == 60.0

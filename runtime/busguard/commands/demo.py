@@ -123,6 +123,10 @@ def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float,
                 first[dev.name] = (p.address, 3 if p.function == "holding" else 4)
             except Exception:
                 first[dev.name] = (0, 3)
+    for dev in site.devices_of("output"):  # a simulated set point: read its own register
+        if dev.name in ready.get("tcp", {}) and dev.driver == "modbus_write":
+            first[dev.name] = (int(dev.params["address"]) -
+                               int(dev.params.get("address_base") or 0), 3)
     pending = dict(ready.get("tcp", {}))
     links = dict(ready.get("rtu", {}))
     deadline = time.monotonic() + timeout
@@ -174,6 +178,8 @@ def sim_line(scenario: str, speed: float, exit_code: int | None,
            for b, v in st.get("breakers", {}).items()]
     if brk:
         parts.append(", ".join(brk))
+    if st.get("setpoints"):
+        parts.append(f"cooling demand {st.get('cooling_pct', 0.0):.0f}%")
     units = st.get("units", {}).values()
     req = sum(u["requests"] for u in units)
     bad = {k: sum(u[k] for u in units) for k in ("dropped", "exceptions", "garbage")}

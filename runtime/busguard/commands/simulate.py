@@ -97,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"busguard simulate: site {site.name!r}, scenario {sim.scenario.name} "
                   f"at x{args.speed:g}, seed {args.seed}", flush=True)
             for name, (host, port) in info["tcp"].items():
-                print(f"  meter {name}: modbus tcp {host}:{port}")
+                if name not in info["setpoints"]:
+                    print(f"  meter {name}: modbus tcp {host}:{port}")
+            for name, where in info["setpoints"].items():
+                print(f"  output {name}: writable set point at {where}")
             for name, link in info["rtu"].items():
                 print(f"  rs485 line {name}: rtu slave on {link}")
             if info["probes"]:

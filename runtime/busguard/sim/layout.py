@@ -6,6 +6,8 @@
 - ``gpio`` breakers: their ``led_line`` under ``[gpio] mock_dir`` (lit by the model) and their
   ``shunt_trip_line`` (or a ``gpio_relay`` output named ``{breaker}.shunt_trip``), which the
   simulator watches: the runtime driving it opens the breaker in the model.
+- ``modbus_write`` outputs: a unit with writable holding registers at their address (the BMS);
+  a written cooling demand (``*.demand_pct``) cools the model's probes.
 Devices of other drivers (``memory``...) are left alone. The physical wiring the model needs
 (which rack heats which probe, which breaker feeds which rack) follows site.toml order:
 probe i sits on rack i mod the number of meters, breaker j feeds rack j.
@@ -37,6 +39,24 @@ class SimMeter:
 
 
 @dataclass(frozen=True)
+class SimSetpoint:
+    """A ``modbus_write`` target (e.g. the BMS cooling set point) the simulator stands in for:
+    a unit with writable holding registers; what the runtime writes there acts on the model."""
+
+    name: str
+    output: str
+    bus: str  # "tcp" or "rtu"
+    unit_id: int
+    address: int  # wire (0-based) address
+    type: str
+    word_order: str
+    scale: float
+    host: str = "127.0.0.1"
+    port: int = 502
+    line: str = ""
+
+
+@dataclass(frozen=True)
 class SimLine:
     name: str
     port: Path
@@ -54,6 +74,7 @@ class SimLayout:
     breakers: list[str] = field(default_factory=list)
     leds: list[LedLine] = field(default_factory=list)
     shunts: list[ShuntLine] = field(default_factory=list)
+    setpoints: list[SimSetpoint] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -65,6 +86,7 @@ class SimLayout:
                 "probes": [p.name for p in self.probes],
                 "onewire_dir": str(self.onewire_dir) if self.onewire_dir else None,
                 "gpio_dir": str(self.gpio_dir) if self.gpio_dir else None,
+                "setpoints": {sp.name: sp.output for sp in self.setpoints},
                 "breakers": self.breakers, "skipped": self.skipped}
 
 
@@ -101,9 +123,18 @@ def layout_of(site: SiteConfig) -> SimLayout:
             lay.skipped.append(f"{dev.name} ({dev.driver})")
         else:
             lay.meters.append(m)
+    for dev in site.devices_of("output"):
+        if dev.driver == "modbus_write":
+            p = dev.params
+            lay.setpoints.append(SimSetpoint(
+                dev.name, str(p["output"]), "rtu" if p.get("line") else "tcp", int(p["unit"]),
+                int(p["address"]) - int(p.get("address_base") or 0), str(p["type"]),
+                str(p["word_order"]), float(p["scale"]), str(p.get("host") or "127.0.0.1"),
+                int(p.get("port") or 502), str(p.get("line") or "")))
+    used_lines = {m.line for m in lay.meters} | {s.line for s in lay.setpoints}
     for entry in _section(site, "rs485") or ():
         name = entry.get("name")
-        if name and any(m.line == name for m in lay.meters):
+        if name and name in used_lines:
             lay.lines[name] = SimLine(name, site.resolve(str(entry["port"])),
                                       int(entry.get("baudrate") or 19200))
     ow = _section(site, "onewire")

@@ -14,6 +14,8 @@ the model testable without sockets and scenario runs reproducible.
   constants (so still a pure function of t, not an integrator with state).
 - Breakers open on overcurrent (LED solid), ground fault (LED 2-blink) or a shunt-trip command
   (an external event given to the model with its time); an open breaker's rack carries no load.
+- Cooling: demand set points the BMS received (external events with their times) take heat
+  away from every probe's point, with the same thermal inertia.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ F_NOMINAL = 60.0
 T_AMBIENT_C = 26.0
 KERNEL_SAMPLES = 72
 KERNEL_SPAN_TAU = 6.0
+COOLING_EFFECT = 0.2  # full cooling demand takes away 20% of a full-load heat input
 
 LED_OFF, LED_SOLID, LED_TWO_BLINK = 0, 1, 2
 
@@ -109,6 +112,7 @@ class SiteModel:
     faults: CommFaults = NO_FAULTS  # added to the scenario's faults (the CLI knobs)
     fault_meters: frozenset[str] | None = None  # meters the knobs apply to (None: all)
     shunt_trips: dict[int, float] = field(default_factory=dict)
+    cooling: list[tuple[float, float]] = field(default_factory=list)  # (t, demand %) set points
 
     def __post_init__(self) -> None:
         s, n = self.seed, max(1, len(self.meters))
@@ -238,11 +242,32 @@ class SiteModel:
         x = (t - sc.runaway_start_s) / sc.runaway_time_s
         return 1.0 + sc.runaway_factor * (1.0 - math.exp(-x))
 
+    def set_cooling(self, t: float, pct: float) -> None:
+        """The BMS got a new cooling demand at model time ``t`` (events arrive in time order).
+        Events older than the thermal kernel's span are folded into one (bounded memory)."""
+        self.cooling.append((t, pct))
+        horizon = t - KERNEL_SPAN_TAU * max((p.tau_s for p in self.probes), default=60.0) - 1
+        old = [e for e in self.cooling if e[0] < horizon]
+        if len(old) > 1:
+            self.cooling[:] = [(horizon, old[-1][1])] + [e for e in self.cooling
+                                                         if e[0] >= horizon]
+
+    def cooling_pct(self, t: float) -> float:
+        """The cooling demand the BMS was given last before ``t`` (0 before any)."""
+        pct = 0.0
+        for when, value in self.cooling:
+            if when > t:
+                break
+            pct = value
+        return pct
+
     def heat(self, p: int, t: float) -> float:
-        """Heat input of probe ``p``'s point, in units of its full-load I^2 R."""
+        """Net heat of probe ``p``'s point, in units of its full-load I^2 R: the rack's I^2 R
+        (times a loose joint's factor) less what the cooling takes away."""
         spec = self.probes[p]
         load = self.load(spec.meter % len(self.meters), t) if self.meters else 0.0
-        return load * load * self.joint_factor(p, t)
+        cool = COOLING_EFFECT * max(0.0, min(100.0, self.cooling_pct(t))) / 100.0
+        return load * load * self.joint_factor(p, t) - cool
 
     def probe(self, p: int, t: float) -> float:
         """Temperature (C) with first-order thermal inertia: T = T_amb + rise * (k * heat)(t),

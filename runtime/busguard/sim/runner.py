@@ -19,7 +19,8 @@ from typing import Any
 
 from busguard.config.site import SiteConfig
 from busguard.errors import BusguardError, ConfigError, ConfigProblem
-from busguard.modbus.profiles import load_profile
+from busguard.modbus.codec import decode, encode
+from busguard.modbus.profiles import Profile, load_profile
 from busguard.sim.files import GpioLines, W1Tree
 from busguard.sim.layout import SimLayout, layout_of
 from busguard.sim.model import BreakerSpec, MeterSpec, ProbeSpec, SiteModel
@@ -31,6 +32,7 @@ CACHE_S = 0.02
 W1_EVERY_S = 1.0
 LED_EVERY_S = 0.02
 SHUNT_EVERY_S = 0.05
+SETPOINT_EVERY_S = 0.2
 
 
 def load_site_for_sim(path: str | Path) -> SiteConfig:
@@ -78,6 +80,8 @@ class Simulator:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self._tasks: list[asyncio.Task] = []
+        self.setpoint_units: dict[str, tuple[Any, Any]] = {}
+        self._setpoint_last: dict[str, float] = {}
         self.started = threading.Event()
         self.error: BaseException | None = None
 
@@ -88,7 +92,8 @@ class Simulator:
                 out[m.name] = load_profile(m.profile, self.site.base_dir)
             except ConfigError as exc:
                 problems.extend(exc.problems)
-        for name in {m.line for m in self.layout.meters if m.bus == "rtu"}:
+        for name in {m.line for m in self.layout.meters if m.bus == "rtu"} | {
+                sp.line for sp in self.layout.setpoints if sp.bus == "rtu"}:
             if name not in self.layout.lines:
                 problems.append(ConfigProblem(self.site.file, "rs485",
                                               f"no [[rs485]] line named {name!r}"))
@@ -156,12 +161,30 @@ class Simulator:
                 self.tcp.append(srv)
             else:
                 by_line.setdefault(m.line, {})[m.unit_id] = unit
+        for sp in lay.setpoints:
+            unit = self._setpoint_unit(sp, SimUnit)
+            if sp.bus == "tcp":
+                srv = TcpMeterServer(unit, sp.host, sp.port)
+                try:
+                    await srv.start()
+                except RuntimeError as exc:
+                    raise BusguardError(f"output {sp.name}: cannot listen on {sp.host}:"
+                                        f"{sp.port} (in use?)") from exc
+                self.tcp.append(srv)
+            elif sp.unit_id in by_line.get(sp.line, {}):
+                raise BusguardError(f"output {sp.name}: unit {sp.unit_id} on {sp.line} is "
+                                    f"already a meter's")
+            else:
+                by_line.setdefault(sp.line, {})[sp.unit_id] = unit
         for name, units in by_line.items():
             line = lay.lines[name]
             rtu = RtuLineServer(name, line.port, units, line.baudrate)
             await rtu.start()
             self.rtu.append(rtu)
         loop = asyncio.get_running_loop()
+        if self.setpoint_units:
+            self._tasks.append(loop.create_task(self._every(SETPOINT_EVERY_S,
+                                                            self._tick_setpoints)))
         if self.w1 is not None:
             self._tasks.append(loop.create_task(self._every(W1_EVERY_S, self._tick_w1)))
         if self.gpio is not None:
@@ -177,6 +200,35 @@ class Simulator:
             except Exception:
                 log.exception("simulator task %s failed", getattr(fn, "__name__", fn))
             await asyncio.sleep(period)
+
+    def _setpoint_unit(self, sp: Any, unit_cls: Any) -> Any:
+        from busguard.modbus.codec import REGISTER_COUNT
+
+        unit = unit_cls(sp.name, sp.unit_id, Profile(f"setpoint {sp.name}", "", ()),
+                        lambda: ({}, NO_FAULTS), self.seed)
+        words = encode(0.0, sp.type, sp.word_order, sp.scale)
+        unit.writable = {sp.address + k: words[k] for k in range(REGISTER_COUNT[sp.type])}
+        self.setpoint_units[sp.name] = (sp, unit)
+        self._setpoint_last[sp.name] = 0.0
+        self.units[sp.name] = unit
+        return unit
+
+    def setpoint_values(self) -> dict[str, float]:
+        out = {}
+        for name, (sp, unit) in self.setpoint_units.items():
+            regs = [unit.writable[a] for a in sorted(unit.writable)]
+            out[name] = decode(regs, sp.type, sp.word_order, sp.scale)
+        return out
+
+    def _tick_setpoints(self) -> None:
+        t = self.model_time()
+        for name, value in self.setpoint_values().items():
+            sp = self.setpoint_units[name][0]
+            if not sp.output.endswith("demand_pct") or value == self._setpoint_last.get(name):
+                continue
+            self._setpoint_last[name] = value
+            log.info("%s: cooling demand %.1f %% at t=%.1f s", name, value, t)
+            self.model.set_cooling(t, value)
 
     def _tick_w1(self) -> None:
         t = self.model_time()
@@ -238,6 +290,9 @@ class Simulator:
                 "seed": self.seed,
                 "tcp": {s.unit.name: [s.host, s.port] for s in self.tcp},
                 "rtu": {r.name: str(r.link) for r in self.rtu},
+                "setpoints": {n: f"{sp.host}:{sp.port}" if sp.bus == "tcp" else
+                              f"{sp.line}#{sp.unit_id}" for n, (sp, _u) in
+                              self.setpoint_units.items()},
                 "probes": len(self.layout.probes), "leds": len(self.layout.leds),
                 "onewire_dir": str(self.layout.onewire_dir or ""),
                 "gpio_dir": str(self.layout.gpio_dir or ""),
@@ -249,6 +304,8 @@ class Simulator:
                 "breakers": {b: _breaker_dict(self.model.breaker(j, t)) for j, b in
                              enumerate(self.layout.breakers)},
                 "units": {n: u.stats.as_dict() for n, u in self.units.items()},
+                "setpoints": {n: round(v, 3) for n, v in self.setpoint_values().items()},
+                "cooling_pct": self.model.cooling_pct(t),
                 "rtu_lines": {r.name: {"frames_in": r.frames_in,
                                        "bad_requests": r.crc_errors_in} for r in self.rtu}}
 

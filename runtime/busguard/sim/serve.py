@@ -26,7 +26,7 @@ import os
 import random
 import struct
 import tty
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,8 @@ class SimUnit:
         self.rng = random.Random(f"{seed}/{name}")  # fault decisions: reproducible per seed
         self._regs_for: object = None
         self._regs: dict[tuple[str, int], int] = {}
+        self.writable: dict[int, int] = {}  # holding registers a client may write (a BMS)
+        self.writes = 0
 
     def registers(self, values: Mapping[str, float]) -> dict[tuple[str, int], int]:
         regs: dict[tuple[str, int], int] = {}
@@ -108,13 +110,26 @@ class SimUnit:
         if values is not self._regs_for:  # the source caches values per tick: encode once
             self._regs, self._regs_for = self.registers(values), values
         regs = self._regs
+        store = self.writable if table == "holding" else {}
         out = []
         for a in range(address, address + count):
-            word = regs.get((table, a))
+            word = store.get(a, regs.get((table, a)))
             if word is None:
                 return ExcCodes.ILLEGAL_ADDRESS
             out.append(word)
         return out
+
+    def write(self, func_code: int, address: int, values: Sequence[int]) -> ExcCodes | None:
+        """A write of holding registers (FC 6 or 16): only to the writable ones."""
+        if func_code not in (6, 16, 23):
+            return ExcCodes.ILLEGAL_FUNCTION
+        if not values or any(a not in self.writable for a in
+                             range(address, address + len(values))):
+            return ExcCodes.ILLEGAL_ADDRESS
+        for k, word in enumerate(values):
+            self.writable[address + k] = int(word) & 0xFFFF
+        self.writes += 1
+        return None
 
     async def handle(self, func_code: int, address: int, count: int
                      ) -> tuple[str, list[int] | ExcCodes]:
@@ -175,9 +190,9 @@ class _SimContext(ModbusServerContext):
         return res
 
     async def async_setValues(self, device_id: int, func_code: int, address: int,
-                              values: object) -> ExcCodes | None:
-        self.unit(device_id)
-        return ExcCodes.ILLEGAL_FUNCTION  # simulated meters are read-only
+                              values: Sequence[int]) -> ExcCodes | None:
+        # meters are read-only (0x02); a simulated BMS takes its set point registers
+        return self.unit(device_id).write(func_code, address, values)
 
 
 class TcpMeterServer:
