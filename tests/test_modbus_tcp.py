@@ -220,12 +220,28 @@ def test_slow_device_warns_when_poll_under_3x_latency(slave, make_runtime, tmp_p
 
 def test_max_in_flight_uses_parallel_connections(slave, make_runtime, tmp_path):
     port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
+    unit = slave.unit(1)
+    serve_profile(unit, GEN, VALUES)
+    unit.delay_s = 0.02
     rt = make_runtime(site(port, "max_in_flight = 2\nmax_gap = 0\nmax_registers = 8",
-                           tmp=str(tmp_path)), start=True)
+                           tmp=str(tmp_path), timeout_ms=1000), start=True)
     wait_until(lambda: good(rt, "m1.residual_current_ma") is not None)
     wait_until(lambda: rt.drivers[0].stats()["reconnects"] == 2, what="two connections")
     assert rt.drivers[0].stats()["reads_per_poll"] == 7
+    assert slave.max_in_flight == 2  # two reads at once, never more
+    for name, v in VALUES.items():
+        assert good(rt, f"m1.{name}") == pytest.approx(v)
+
+
+def test_one_request_in_flight_per_device_by_default(slave, make_runtime, tmp_path):
+    port = slave.serve_tcp()
+    unit = slave.unit(1)
+    serve_profile(unit, GEN, VALUES)
+    unit.delay_s = 0.01
+    rt = make_runtime(site(port, "max_gap = 0\nmax_registers = 8", tmp=str(tmp_path),
+                           timeout_ms=1000), start=True)
+    wait_until(lambda: rt.drivers[0].stats()["ok_count"] >= 14)
+    assert slave.max_in_flight == 1
 
 
 def test_stop_is_prompt_with_a_dead_device(slave, make_runtime, tmp_path):

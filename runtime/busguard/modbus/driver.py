@@ -171,6 +171,7 @@ class ModbusMeter(Driver):
             self.points, p["max_gap"], min(p["max_registers"], self.profile.max_registers))
         self.full = {pd.name: f"{self.name}.{pd.name}" for pd in self.points}
         self.unit = p["unit"]
+        self.parallel = int(p.get("max_in_flight", 1))
         self.comm = CommStats()
         self.blocks = [BlockState() for _ in self.plan]
         self.down = False
@@ -287,14 +288,21 @@ class ModbusMeter(Driver):
         lost = False
         poll_latency = 0.0
         to_split: list[int] = []
-        for i, block in enumerate(self.plan):
+        due = [(i, b) for i, b in enumerate(self.plan)
+               if not (self.blocks[i].code and self.blocks[i].retry_at > now)]
+        outcomes: list[Any] = []
+        if self.parallel > 1 and len(due) > 1:  # max_in_flight connections share the reads
+            outcomes = list(await asyncio.gather(*(self._read_block(b) for _, b in due)))
+        else:
+            for _, block in due:
+                outcomes.append(await self._read_block(block))
+                if isinstance(outcomes[-1], CommError):
+                    break  # the device does not answer: do not spend the line on the rest
+        for (i, block), outcome in zip(due, outcomes, strict=False):  # may stop early
             st = self.blocks[i]
-            if st.code and st.retry_at > now:
-                continue
-            outcome = await self._read_block(block)
             if isinstance(outcome, CommError):
                 lost = True
-                break
+                continue
             answered = True
             if isinstance(outcome, ExceptionReply):
                 split = outcome.code == 0x02 and len(block.points) > 1
