@@ -263,9 +263,9 @@ class ModbusMeter(Driver):
                 continue
             self._backoff_s = 0.0
             next_due += period
-            if next_due < end:  # the previous poll overran: those slots are missed
-                missed = int((end - next_due) // period) + 1
-                self.comm.missed_polls += missed
+            missed = int((end - next_due) // period) if end > next_due else 0
+            if missed:  # whole periods passed without a poll: those slots are missed;
+                self.comm.missed_polls += missed  # a slot less than a period late runs late
                 next_due += missed * period
 
     def _calibration(self) -> dict[str, calib.Cal]:
