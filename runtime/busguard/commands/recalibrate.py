@@ -9,8 +9,9 @@ here on a private process image), so the readings carry the calibration in force
 
 (offset kept), written to the calibration file (never to site.toml) atomically, with a
 backup. ``--from-running`` reads the value the running instance serves in its Modbus map
-instead (for RS-485 meters, whose line the service owns). Refused, with nothing written, when the readings are unstable (spread over
-``--max-spread-pct``), the load is too small for a meaningful gain (reference under
+instead (for RS-485 meters, whose line the service owns). Refused, with nothing written,
+when the readings are unstable (spread over ``--max-spread-pct``), the load is too small for
+a meaningful gain (reference under
 ``--min-load-pct`` of the rating), or the correction is implausibly large (a wiring or phase
 mistake, not a calibration). Modbus drivers re-read the file within a second; others take it
 at the next reload.
