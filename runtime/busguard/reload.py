@@ -175,6 +175,8 @@ class Reloader:
         self._pending = None
         clear_realtime()  # threads the new runtime starts must not inherit SCHED_FIFO
         t0 = time.monotonic()
+        if old.recorder is not None:
+            log.warning("reload: the recording (--record) ends here: a recording holds one site")
         try:
             old.stop(failsafe=False)
             try:
