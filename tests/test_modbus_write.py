@@ -83,3 +83,15 @@ def test_config_needs_exactly_one_of_host_or_line(make_runtime, tmp_path):
             'output = "cooling.demand_pct"\naddress = 1\n')
     with pytest.raises(ConfigError, match=r"output\[0\]\.host: set exactly one of host"):
         make_runtime(text)
+
+
+def test_last_value_is_written_at_stop(slave, make_runtime, tmp_path):
+    port = slave.serve_tcp()
+    unit = slave.unit(5)
+    rt = make_runtime(site(port, "refresh_ms = 60000", tmp=str(tmp_path)), start=True)
+    drv = rt.drivers[0]
+    drv.apply({"cooling.demand_pct": 30.0})
+    wait_until(lambda: point(rt, "bms.readback") == (pytest.approx(30.0), Quality.GOOD))
+    drv.apply({"cooling.demand_pct": 100.0})  # e.g. the fail-safe value applied at stop
+    rt.stop()
+    assert unit.holding[40] == 1000

@@ -225,6 +225,12 @@ class ModbusWrite(Driver):
     async def _shutdown(self, fut: concurrent.futures.Future) -> None:
         await stop_task(self._task)
         fut.cancel()
+        # the runtime applies fail-safe outputs just before it stops drivers: write the last
+        # value once more (bounded) so the device is left holding it
+        if not math.isnan(self._desired) and self._desired != self.last_written:
+            bound = self.p["timeout_ms"] / 1e3 * 2 * (self.p["retries"] + 1) + 0.1
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._write(self._desired), bound)
         await self._close()
 
     async def _close(self) -> None:
