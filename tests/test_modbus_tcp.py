@@ -304,3 +304,26 @@ def test_exception_in_a_merged_read_is_narrowed_to_the_missing_point(slave, make
     wait_until(lambda: good(rt, "m1.frequency_hz") == VALUES["frequency_hz"])
     assert point(rt, "m1.power_kw")[1] == Quality.BAD
     assert rt.drivers[0].stats()["bad_blocks"] == {"holding registers 120..121": "0x02"}
+
+
+def test_scan_sees_meter_values_and_a_spike_between_scans(slave, make_runtime, run_scans,
+                                                          tmp_path):
+    """The runtime path: driver -> image -> snapshot -> block -> alarm (fake-clock scans)."""
+    port = slave.serve_tcp()
+    unit = slave.unit(1)
+    serve_profile(unit, GEN, {**VALUES, "thd_v_l1_pct": 2.0})
+    extra = ('\n[[block]]\nname = "thd"\ntype = "threshold_alarm"\npoint = "m1.thd_v_l1_pct"\n'
+             'high = 5.0\ncode = "BG-THD"\n')
+    rt = make_runtime(site(port, tmp=str(tmp_path)) + extra, start=True)
+    wait_until(lambda: good(rt, "m1.thd_v_l1_pct") == 2.0)
+    (res,) = run_scans(rt, 1)
+    assert res.snapshot.value("m1.thd_v_l1_pct") == 2.0 and not res.edges
+    # a spike the meter serves for a moment, gone again before the next scan
+    n = rt.drivers[0].stats()["polls"]
+    serve_profile(unit, GEN, {"thd_v_l1_pct": 9.0})
+    wait_until(lambda: rt.drivers[0].stats()["polls"] > n + 1)
+    serve_profile(unit, GEN, {"thd_v_l1_pct": 2.0})
+    wait_until(lambda: good(rt, "m1.thd_v_l1_pct") == 2.0)
+    (res,) = run_scans(rt, 1)
+    assert res.snapshot.peak("m1.thd_v_l1_pct") == 9.0
+    assert [e.kind for e in res.edges] == ["raised"]
