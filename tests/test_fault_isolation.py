@@ -94,10 +94,9 @@ def test_faulting_block_is_isolated_and_alarms_once(make_runtime, run_scans):
     run_scans(rt, 3, current(400.0))  # stays faulted until an authorised reset
     assert "flaky" in rt.engine.faulted and relays.values["flaky.out"] == 0.0
 
-    rt.image.write(RESET_FAULTS_POINT, 1.0)
     run_scans(rt, 1)
-    assert "flaky" in rt.engine.faulted  # first value seen is the baseline, not a command
-    rt.image.write(RESET_FAULTS_POINT, 2.0)
+    assert "flaky" in rt.engine.faulted  # an unchanged command counter does nothing
+    rt.image.write(RESET_FAULTS_POINT, 1.0)  # commands start at 0: the first write acts
     run_scans(rt, 2)
     assert rt.engine.faulted == {} and relays.values["flaky.out"] == 1.0
     assert rt.image.snapshot()["m1.current_l1_a"].quality is Quality.GOOD

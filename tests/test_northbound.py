@@ -180,9 +180,9 @@ def test_command_write_acknowledges_alarms_through_the_scan(served):
     run_scans(rt, 1)
     ack = next(c for c in pub.map.commands if c.name == "cmd.ack_alarms")
     with connect(port, "127.0.0.2") as w:
-        assert write(w, ack.address + 2, [0, 1]) is None  # the baseline (first value seen)
+        assert write(w, ack.address + 2, [0, 1]) is None  # commands start at 0: this acts
         run_scans(rt, 1)
-        assert write(w, ack.address + 2, [0, 2]) is None  # a change: acknowledge
+        assert write(w, ack.address + 2, [0, 2]) is None  # and so does the next change
         run_scans(rt, 1)
     (alarm,) = rt.alarms.active()
     assert alarm.acked
@@ -198,7 +198,7 @@ def test_write_allowlist_refuses_with_illegal_function(served):
         assert write(reader, ack.address + 2, [0, 9]) == 0x01
         assert write_single(reader, ack.address + 3, 9) == 0x01
     assert pub.status()["write_refused"] == 2
-    assert math.isnan(rt.image.snapshot()["cmd.ack_alarms"].value)
+    assert rt.image.snapshot()["cmd.ack_alarms"].value == 0.0  # still the cold-start baseline
 
 
 @needs_alias

@@ -133,6 +133,11 @@ class Runtime:
         self.clock: Clock = clock or MonotonicClock()
         self.blocks = build_blocks(site, registry)
         self.image = ProcessImage(_layout(site, self.blocks), self.clock)
+        # Command points start at 0, a known baseline: after a cold start the DCIM's first
+        # write (e.g. reset = 1) acts. Retained state, restored next, replaces the baseline
+        # with the last counters, so a restart never replays an old command.
+        self.image.write_many([(s.name, 0.0, Quality.GOOD) for s in self.image.specs
+                               if s.command])
         self.alarms = AlarmTable()
         self.engine = ScanEngine(self.blocks, self.alarms)
         self.drivers: list[Driver] = [
