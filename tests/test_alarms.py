@@ -43,3 +43,18 @@ def test_escalation_under_the_same_key_is_a_new_event():
     edges = t.update("b", [cond(Severity.CRITICAL, "0xCF")], 2.0)
     assert kinds(edges) == [("cleared", "BG-T"), ("raised", "0xCF")]
     assert t.active()[0].raised_utc == 2.0
+
+
+def test_adopted_alarm_clears_when_its_block_no_longer_reports_it():
+    """An alarm restored from retained state (or kept across a reload) belongs to its block:
+    the block's next scan without the condition clears it, other blocks' scans never do."""
+    from busguard.alarms import AlarmState
+
+    t = AlarmTable()
+    t.adopt(AlarmState("b:temp", "b", cond(), 0.5))
+    t.update("b2", [cond()], 0.9)
+    assert t.update("other", [], 1.0) == []
+    assert t.count() == 2
+    assert t.update("b", [cond()], 2.0) == []  # still present: no new raise
+    assert kinds(t.update("b", [], 3.0)) == [("cleared", "BG-T")]
+    assert [a.id for a in t.active()] == ["b2:temp"]

@@ -78,7 +78,22 @@ class AlarmTable:
     """All alarms of a runtime; updated by the scan, read by publishers and the fault log."""
 
     def __init__(self) -> None:
-        self.alarms: dict[str, AlarmState] = {}
+        self.alarms: dict[str, AlarmState] = {}  # read freely; add through adopt()
+        # alarm ids per block: update() runs for every block every scan and must not walk
+        # every alarm of the site to find the block's own (it was O(blocks x alarms))
+        self._ids: dict[str, set[str]] = {}
+
+    def adopt(self, state: AlarmState) -> None:
+        """Take over an alarm known from elsewhere (retained state, the runtime before a
+        reload) as it is: no edge, it was raised before."""
+        self.alarms[state.id] = state
+        self._ids.setdefault(state.block, set()).add(state.id)
+
+    def _drop(self, state: AlarmState) -> None:
+        del self.alarms[state.id]
+        ids = self._ids.get(state.block)
+        if ids is not None:
+            ids.discard(state.id)
 
     def update(self, block: str, conditions: Iterable[AlarmCondition],
                t_utc: float) -> list[AlarmEdge]:
@@ -91,7 +106,7 @@ class AlarmTable:
             state = self.alarms.get(aid)
             if state is None:
                 state = AlarmState(aid, block, cond, t_utc)
-                self.alarms[aid] = state
+                self.adopt(state)
                 edges.append(AlarmEdge("raised", state, t_utc))
             elif (cond.severity, cond.code) != (state.condition.severity,
                                                 state.condition.code):
@@ -108,13 +123,13 @@ class AlarmTable:
                     state.acked = False
                     state.raised_utc = t_utc
                     edges.append(AlarmEdge("raised", state, t_utc))
-        prefix = f"{block}:"
-        for aid in [a for a in self.alarms if a.startswith(prefix) and a not in seen]:
+        ids = self._ids.get(block)
+        for aid in [a for a in ids if a not in seen] if ids else ():
             state = self.alarms[aid]
             if state.condition.latch and not state.acked:
                 state.active = False  # condition gone, kept until acknowledged
                 continue
-            del self.alarms[aid]
+            self._drop(state)
             edges.append(AlarmEdge("cleared", state, t_utc))
         return edges
 
@@ -127,7 +142,7 @@ class AlarmTable:
             state = self.alarms[aid]
             state.acked = True
             if not state.active:
-                del self.alarms[aid]
+                self._drop(state)
                 edges.append(AlarmEdge("cleared", state, t_utc))
         return edges
 

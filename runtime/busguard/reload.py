@@ -71,9 +71,9 @@ def carry_over(old: Runtime, new: Runtime) -> dict[str, int]:
         if unchanged and block.name in old.engine.faulted:
             new.engine.faulted[block.name] = old.engine.faulted[block.name]
     names = {b.name for b in new.blocks}
-    for aid, state in old.alarms.alarms.items():
+    for state in old.alarms.alarms.values():
         if state.block in names:
-            new.alarms.alarms[aid] = state
+            new.alarms.adopt(state)
             copied["alarms"] += 1
     new.engine._last_cmd.update(old.engine._last_cmd)
     new.engine.cycle = old.engine.cycle

@@ -271,7 +271,7 @@ class RetainedState:
                                   bool(a.get("latch")))
             st = AlarmState(a["id"], a["block"], cond, float(a["raised_utc"]),
                             bool(a.get("active", True)), bool(a.get("acked", False)))
-            rt.alarms.alarms[st.id] = st
+            rt.alarms.adopt(st)
         counters = body.get("counters") or {}
         self.starts = int(counters.get("starts", 0)) + 1
         self._cycles_before = int(counters.get("cycles_total", 0))
