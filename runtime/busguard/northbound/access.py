@@ -60,6 +60,18 @@ class TokenBucket:
         self.tokens -= 1.0
         return 0.0 if self.tokens >= 0.0 else -self.tokens / self.rate
 
+    def try_take(self, now: float) -> bool:
+        """Take one token if one is there now; else take nothing and return False (the
+        caller then queues the request and :meth:`take` computes its wait). The server's
+        read fast path answers at once when this is True, without a task or a sleep."""
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return True
+        self.tokens = tokens
+        return False
+
 
 @dataclass
 class Policy:
