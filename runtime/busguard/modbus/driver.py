@@ -31,6 +31,7 @@ from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
 from busguard.modbus import calibration as calib
+from busguard.modbus.codec import BlockDecoder
 from busguard.modbus.commstats import EXCEPTION, OK, TIMEOUT, CommStats
 from busguard.modbus.planner import MAX_REGISTERS, ReadBlock, plan_reads
 from busguard.modbus.profiles import Profile, load_profile
@@ -42,6 +43,8 @@ COMM_POINTS = ("comm_ok", "comm_latency_p50_ms", "comm_latency_p99_ms", "comm_lo
                "comm_error_pct", "comm_poll_ms")
 COMM_UNITS = {"comm_latency_p50_ms": "ms", "comm_latency_p99_ms": "ms", "comm_loss_pct": "%",
               "comm_error_pct": "%", "comm_poll_ms": "ms"}
+GOOD = Quality.GOOD
+BAD = Quality.BAD
 LATENCY_FACTOR = 3.0  # the seed: poll period at least 3x the measured latency
 
 COMMON_PARAMS: dict[str, Param] = {
@@ -94,6 +97,21 @@ class Gate:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.limit)
         return self._sem
+
+
+@dataclass(frozen=True)
+class CompiledBlock:
+    """What decoding one read block needs, prepared once per block and calibration.
+
+    ``points`` holds per point (full image name, scale, CT multiplier, gain, offset), so a
+    poll neither formats names nor looks calibrations up per value; ``decoder`` unpacks all
+    of the block's raw numbers with one precompiled struct. The arithmetic is the same as
+    ``Cal.apply(PointDef.decode(regs), ct)``: ``((raw * scale) * ct) * gain + offset``.
+    """
+
+    block: ReadBlock
+    decoder: BlockDecoder
+    points: tuple[tuple[str, float, float, float, float], ...]
 
 
 @dataclass
@@ -188,6 +206,8 @@ class ModbusMeter(Driver):
         self._gate: Gate | None = None
         self._backoff_s = 0.0
         self.last_error = ""
+        self._compiled: dict[int, CompiledBlock] = {}  # id(ReadBlock) -> its decoding
+        self._comm_names = tuple(f"{self.name}.{n}" for n in COMM_POINTS)
 
     # -- to override -------------------------------------------------------------------------
     def make_link(self, ctx: DriverContext) -> Any:
@@ -273,14 +293,31 @@ class ModbusMeter(Driver):
         version = self._cal_file.refresh()
         if version != self._cal_version:
             self._cal_version = version
+            self._compiled.clear()  # the per-block factors come from the calibration
             self._cal = calib.effective([(pd.name, pd.ct) for pd in self.points],
                                         self.p["ct_ratio"], self.p["calibration"] or {},
                                         self._cal_file.for_meter(self.name))
         return self._cal
 
+    def _compile(self, block: ReadBlock, cal: Mapping[str, calib.Cal]) -> CompiledBlock:
+        """The decoding of ``block`` under calibration ``cal`` (cached until either
+        changes: a split replaces the block object, a new calibration clears the cache)."""
+        c = self._compiled.get(id(block))
+        if c is not None and c.block is block:
+            return c
+        dec = BlockDecoder(block.count, [(pd.address - block.address, pd.type, pd.word_order)
+                                         for pd in block.points])
+        pts = []
+        for pd in block.points:
+            k = cal[pd.name]
+            pts.append((self.full[pd.name], pd.scale, k.ct_ratio if pd.ct else 1.0, k.gain,
+                        k.offset))
+        c = CompiledBlock(block, dec, tuple(pts))
+        self._compiled[id(block)] = c
+        return c
+
     async def _poll_once(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.ctx is not None and self._gate is not None
-        image = self.ctx.image
         cal = self._calibration()
         now = loop.time()
         items: list[tuple[str, float, Quality]] = []
@@ -316,25 +353,30 @@ class ModbusMeter(Driver):
                 log.info("%s: %s answer again (unit %d, profile %s); points GOOD", self.name,
                          block.describe(), self.unit, self.profile.name)
             self.blocks[i] = BlockState()
-            for pd in block.points:
-                value = cal[pd.name].apply(pd.decode(block.slice(regs, pd)), pd.ct)
-                q = Quality.GOOD if math.isfinite(value) else Quality.BAD
-                items.append((self.full[pd.name], value, q))
+            comp = self._compile(block, cal)
+            isfinite = math.isfinite
+            for (name, scale, ct, gain, offset), raw in zip(comp.points,
+                                                           comp.decoder.decode(regs),
+                                                           strict=True):
+                value = raw * scale * ct * gain + offset
+                items.append((name, value, GOOD if isfinite(value) else BAD))
         for i in reversed(to_split):  # find which registers are missing: one read per point
             singles = [ReadBlock(b.function, pd.address, pd.count, (pd,))
                        for b in (self.plan[i],) for pd in b.points]
             self.plan[i:i + 1] = singles
             self.blocks[i:i + 1] = [BlockState() for _ in singles]
-        if items:
-            image.write_many(items)
         if answered and not lost:
             self.comm.poll_s.append(poll_latency)
         self._link_state(answered, lost)
         if answered and not lost:
             self.outage_lost = 0
         self.answered_once = self.answered_once or answered
-        # comm_ok follows the link state (loss_limit), not each single lost request
-        self._write_comm(self.answered_once and not self.down)
+        # comm_ok follows the link state (loss_limit), not each single lost request; the
+        # values and the health points go into the image in one write (one lock, one stamp).
+        # Only points of blocks that answered are in ``items``, and _link_state marks only
+        # others (blocks backed off, or all points when nothing answered), so writing them
+        # after it changes nothing but the scan seeing them together.
+        self._write_comm(self.answered_once and not self.down, items)
         self._latency_check()
 
     async def _read_block(self, block: ReadBlock) -> Any:
@@ -416,18 +458,22 @@ class ModbusMeter(Driver):
                         self.comm.consecutive_lost, self.where(), self.unit, self.profile.name,
                         self.last_error, self.p["backoff_ms"])
 
-    def _write_comm(self, ok: bool) -> None:
+    def _write_comm(self, ok: bool,
+                    items: list[tuple[str, float, Quality]] | None = None) -> None:
+        """Write the ``comm_*`` health points, after ``items`` (point values) if given."""
         assert self.ctx is not None
         c = self.comm
-        n = self.name
-        self.ctx.image.write_many([
-            (f"{n}.comm_ok", 1.0 if ok else 0.0, Quality.GOOD),
-            (f"{n}.comm_latency_p50_ms", _nan0(c.latency_ms(50)), Quality.GOOD),
-            (f"{n}.comm_latency_p99_ms", _nan0(c.latency_ms(99)), Quality.GOOD),
-            (f"{n}.comm_loss_pct", c.loss_pct(), Quality.GOOD),
-            (f"{n}.comm_error_pct", c.error_pct(), Quality.GOOD),
-            (f"{n}.comm_poll_ms", self.config.poll_ms, Quality.GOOD),
-        ])
+        ok_n, p50_n, p99_n, loss_n, err_n, poll_n = self._comm_names
+        out = items if items is not None else []
+        out += (
+            (ok_n, 1.0 if ok else 0.0, GOOD),
+            (p50_n, _nan0(c.latency_ms(50)), GOOD),
+            (p99_n, _nan0(c.latency_ms(99)), GOOD),
+            (loss_n, c.loss_pct(), GOOD),
+            (err_n, c.error_pct(), GOOD),
+            (poll_n, self.config.poll_ms, GOOD),
+        )
+        self.ctx.image.write_many(out)
 
     def _latency_check(self) -> None:
         if self.latency_warned or len(self.comm.poll_s) < 10:
