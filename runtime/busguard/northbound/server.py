@@ -150,17 +150,18 @@ class GuardedHandler(ServerRequestHandler):
         self.last_active = now
         buf = self.recv_buffer + data if self.recv_buffer else data
         if len(buf) > MAX_BUFFER or len(self._queue) > MAX_QUEUE:
-            self._drop(len(buf))
+            self._drop(f"sent {len(buf)} bytes")
             return
         cut = self._consume(buf, now)
         self.recv_buffer = buf[cut:] if cut < len(buf) else b""
+        # reads are answered at once, so a client that pipelines reads and never takes the
+        # answers fills the transport's buffer, not the queue: the same bound, on that side
         tr = self.transport
         if tr is not None and tr.get_write_buffer_size() > MAX_UNSENT:  # type: ignore[attr-defined]
-            self._drop(len(buf))
+            self._drop(f"left {tr.get_write_buffer_size()} bytes of answers")  # type: ignore[attr-defined]
 
-    def _drop(self, size: int) -> None:
-        log.warning("northbound: %s sent %d bytes without reading answers; dropped",
-                    self.conn.host, size)
+    def _drop(self, what: str) -> None:
+        log.warning("northbound: %s %s without reading answers; dropped", self.conn.host, what)
         self.recv_buffer = b""
         self._queue.clear()
         if self.transport:
