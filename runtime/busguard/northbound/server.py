@@ -20,12 +20,14 @@ the registers. Why: through pymodbus (frame -> PDU -> ``async_getValues`` unpack
 slice into ints -> pymodbus packing them again -> ``pdu_send``, plus a task per burst) the
 server reached 0.35-0.45x the map reads per second of a plain pymodbus server on the same map
 (``busguard bench --only northbound``: 8.3 vs 21.1 map reads/s with 1 client, 28.8 vs 81.6
-with 16). With the fast path, the same bench (quick runs, loaded 2-vCPU box, the scan and the
-image encoding sharing the process) gave 1.2-1.6x with 1 client, 1.4-1.5x with 16 and about
-2x with 64; alone (a static image, no scan) the server used 36 us of CPU per request at 16
-clients against 218 us for plain pymodbus, the rest of its time being the send syscall and the
-event loop. Writes, refused functions and malformed frames still go through pymodbus, in order
-with the reads (see :class:`GuardedHandler`).
+with 16). With the fast path, the same bench (quick runs on a shared 2-vCPU box, the scan and
+the image encoding sharing the process and its GIL) gave 1.2-1.6x with 1 client, 1.4-1.5x with
+16 and 1.9-2x with 64 when the box was 65-75% busy, and 0.7-0.9x / 1.0x / 1.0-1.5x when other
+work kept it 80-98% busy: what is left in the request path is the per-scan image encoding and
+the scan thread holding the GIL. Alone (a static image, no scan) the server used 36 us of CPU
+per request at 16 clients against 218 us for plain pymodbus, the rest being the send syscall
+and the event loop. Writes, refused functions and malformed frames still go through pymodbus,
+in order with the reads (see :class:`GuardedHandler`).
 
 Everything runs on a dedicated event loop thread ("busguard-northbound"), apart from the
 drivers' I/O loop and the scan thread.
