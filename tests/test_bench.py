@@ -109,35 +109,3 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path):
     scan = report["measurements"][0]
     assert scan["details"]["achieved"]["meter_requests_per_s"] > 0
     assert scan["details"]["loaded"]["stats"]["cycles"] > 0
-
-
-def test_shared_image_prototype_copies_the_latest_complete_write():
-    """The split-scan prototype: the scan side always gets a complete image, even while the
-    I/O side is half-way through writing the other slot."""
-    import os
-
-    from busguard.bench import shmimage
-    from busguard.clock import FakeClock
-    from busguard.image import PointSpec, ProcessImage, Quality
-
-    specs = [PointSpec(f"m.p{i}", "m") for i in range(4)]
-    io_side, scan_side = ProcessImage(specs, FakeClock()), ProcessImage(specs, FakeClock())
-    name = f"bg-test-{os.getpid()}"
-    close = shmimage.export(io_side, name)
-    copy_in, close_in = shmimage.importer(scan_side, name)
-    try:
-        io_side.write_many([("m.p1", 3.5, Quality.GOOD), ("m.p3", 7.0, Quality.GOOD)])
-        assert copy_in() == 0
-        assert scan_side.values[1] == 3.5 and scan_side.values[3] == 7.0
-        assert list(scan_side.quality) == [3, 0, 3, 0]
-        shm = shmimage.shared_memory.SharedMemory(name=name)
-        views = shmimage._Views(shm, 4)
-        other = 1 - views.head[0]
-        views.head[1 + other] += 1  # a writer stalled half-way through the other slot
-        assert copy_in() == 0 and scan_side.values[1] == 3.5
-        views.head[1 + other] += 1
-        views.release()
-        shm.close()
-    finally:
-        close_in()
-        close()

@@ -57,6 +57,10 @@ class Driver:
     kind: ClassVar[str] = ""  # "meter", "probe", "breaker" or "output"
     params: ClassVar[Mapping[str, Param]] = {}
     default_poll_ms: ClassVar[float] = 1000.0
+    # True for input-only drivers that only write the image (write/write_many/set_quality)
+    # and never read it or take outputs: with ``[scan] io = "process"`` they run in the I/O
+    # process (busguard.ioprocess) instead of beside the scan.
+    io_process_ok: ClassVar[bool] = False
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         self.config = config

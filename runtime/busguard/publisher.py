@@ -24,6 +24,9 @@ class Publisher:
     section: ClassVar[str] = ""
     params: ClassVar[Mapping[str, Param]] = {}
     doc: ClassVar[str] = ""
+    # True when the publisher can serve from the I/O process (``[scan] io = "process"``):
+    # it then implements :meth:`start_remote` there and :meth:`start_local` here.
+    io_process_ok: ClassVar[bool] = False
 
     def __init__(self, config: PublisherConfig, site: SiteConfig) -> None:
         self.config = config

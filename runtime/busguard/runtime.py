@@ -28,6 +28,7 @@ from busguard.config.site import SiteConfig, load_site
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, ProcessImage, Quality
+from busguard.iosupervisor import IoSupervisor
 from busguard.plugins import build_plugin_manager, collect_types
 from busguard.publisher import Publisher
 from busguard.record import Recorder
@@ -156,6 +157,7 @@ class Runtime:
         self._io_loop: asyncio.AbstractEventLoop | None = None
         self._io_thread: threading.Thread | None = None
         self.driver_ctx: DriverContext | None = None
+        self.io: IoSupervisor | None = None  # [scan] io = "process": the I/O process
 
     @classmethod
     def from_file(cls, path: str | Path, clock: Clock | None = None,
@@ -170,6 +172,14 @@ class Runtime:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, record: str | Path | None = None) -> None:
         """Restore retained state, start publishers and drivers. Returns promptly."""
+        if self.site.scan.io == "process":
+            if isinstance(self.clock, MonotonicClock):
+                # first, so the I/O process imports and builds while retained state loads
+                self.io = IoSupervisor(self)
+                self.io.start()
+            else:
+                log.warning("[scan] io = \"process\" needs the real clock; with an injected "
+                            "clock the drivers run in this process")
         self._io_loop = asyncio.new_event_loop()
         self._io_thread = threading.Thread(target=self._io_loop.run_forever,
                                            name="busguard-io", daemon=True)
@@ -178,7 +188,7 @@ class Runtime:
         for pub in self.publishers:
             pub.start(self)
         self.driver_ctx = DriverContext(self.image, self.clock, self._io_loop, self.site)
-        for drv in self.drivers:
+        for drv in self.local_drivers():
             drv.start(self.driver_ctx)
         if record is not None:
             self.recorder = Recorder(record, self.recording_header())
@@ -210,7 +220,7 @@ class Runtime:
             self.pm.hook.busguard_shutdown(runtime=self)
         except Exception:
             log.exception("a shutdown observer failed")
-        for drv in self.drivers:
+        for drv in self.local_drivers():
             try:
                 drv.stop()
             except Exception:
@@ -220,6 +230,8 @@ class Runtime:
                 pub.stop()
             except Exception:
                 log.exception("publisher %s failed to stop cleanly", pub.section)
+        if self.io is not None:
+            self.io.stop()
         if self.recorder is not None:
             self.recorder.close()
         if self._io_loop is not None:
@@ -231,7 +243,16 @@ class Runtime:
         self.state = "stopped"
 
     # -- the cycle -------------------------------------------------------------------------
+    def local_drivers(self) -> list[Driver]:
+        """The drivers this process runs (all but those the I/O process runs)."""
+        if self.io is None:
+            return self.drivers
+        return [d for d in self.drivers if not d.io_process_ok]
+
     def _cycle(self, now: float, lateness: float) -> CycleResult:
+        io = self.io
+        if io is not None:
+            io.before_scan()
         snap = self.image.snapshot(now)
         result = self.engine.step(snap, self.clock.wall())
         result.lateness_s = lateness
@@ -240,6 +261,8 @@ class Runtime:
             self.recorder.add(result.cycle, snap, result.t_utc, result.outputs)
         for pub in self.publishers:
             pub.on_scan(result)
+        if io is not None:
+            io.after_scan()
         hook = self.pm.hook
         for name, exc in result.faults:
             self._observe(hook.busguard_fault, runtime=self, source=name, error=exc,
@@ -293,4 +316,11 @@ class Runtime:
                 "scan": self.stats.snapshot().as_dict(),
                 "alarms": [a.as_dict() for a in self.alarms.active()],
                 "faulted_blocks": dict(self.engine.faulted),
-                "drivers": {d.name: d.stats() for d in self.drivers}}
+                "drivers": {d.name: self.driver_stats(d) for d in self.drivers},
+                **({"io_process": self.io.status()} if self.io is not None else {})}
+
+    def driver_stats(self, drv: Driver) -> dict[str, Any]:
+        """A driver's health figures, from the I/O process when it runs there."""
+        if self.io is not None and drv.io_process_ok:
+            return self.io.driver_stats(drv.name) or {"state": "io process not reporting"}
+        return drv.stats()

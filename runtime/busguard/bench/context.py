@@ -24,7 +24,9 @@ class Bench:
     parts: dict[str, bool]
     target_args: Sequence[str] = ()  # levers for the measured runtime (see bench.target)
     meters_backend: str = "sim"
-    split_scan: bool = False  # prototype: the scan in its own process (bench.shmimage)
+    # (1) is measured loaded once per mode: [scan] io = "process" (judged: the design for
+    # heavy I/O) and io = "thread" (everything beside the scan, shown for comparison)
+    io_modes: tuple[str, ...] = ("process", "thread")
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
     children: list[Child] = field(default_factory=list)
     profile_dir: Path | None = None  # py-spy record every measured runtime into this folder

@@ -72,7 +72,8 @@ def busy_pct(a: tuple[int, int], b: tuple[int, int]) -> float:
 def run(selected: Sequence[str] = MODULES, quick: bool = False,
         json_path: str | Path | None = None, target_args: Sequence[str] = (),
         meters_backend: str = "sim", keep_workdir: bool = False,
-        profile_dir: str | Path | None = None, smoke: bool = False, split_scan: bool = False,
+        profile_dir: str | Path | None = None, smoke: bool = False,
+        io_modes: Sequence[str] = ("process", "thread"),
         out: Any = None) -> list[Measurement]:
     out = out or sys.stdout
     _pm, registry = load_types()
@@ -81,7 +82,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
     bench = Bench(quick=quick or smoke, smoke=smoke, workdir=workdir, registry=registry, parts=have,
                   target_args=tuple(target_args), meters_backend=meters_backend,
                   profile_dir=Path(profile_dir) if profile_dir else None,
-                  split_scan=split_scan)
+                  io_modes=tuple(io_modes))
     results: list[Measurement] = []
     t_start = time.monotonic()
     try:
@@ -116,7 +117,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     report = {"machine": machine(), "quick": quick, "smoke": smoke,
-              "target_args": list(target_args), "split_scan": split_scan,
+              "target_args": list(target_args), "io_modes": list(io_modes),
               "meters_backend": meters_backend, "parts": have,
               "seconds": round(time.monotonic() - t_start, 1),
               "measurements": [m.as_dict() for m in results]}
@@ -127,8 +128,6 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
           f"Linux {mi['kernel']}, Python {mi['python']}, pymodbus {mi['pymodbus']}", file=out)
     if target_args:
         print(f"levers on the measured runtime: {' '.join(target_args)}", file=out)
-    if split_scan:
-        print("design prototype: the scan in its own process (--split-scan)", file=out)
     print(table(results), file=out)
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

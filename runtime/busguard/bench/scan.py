@@ -12,7 +12,6 @@ full northbound map 10 times a second. Lateness and overruns come from the runti
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 from typing import Any
 
@@ -59,21 +58,37 @@ def run(b: Bench) -> list[Measurement]:
     base = t.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
     t.close()
 
+    out: list[Measurement] = []
+    for k, io in enumerate(b.io_modes):
+        got, missing, details = _loaded(b, io, dur, warm, meters_n, probes_n)
+        details["baseline"] = base
+        judged = k == 0
+        out.append(_scan_rows(base, got, missing, details, io, judged))
+        if judged:
+            out.append(_resource_rows(base, got))
+    return out
+
+
+def _loaded(b: Bench, io: str, dur: float, warm: float, meters_n: int, probes_n: int
+            ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """The measured runtime under the full load, with ``[scan] io = io``."""
     load: dict[str, Any] = {"meters": f"{meters_n} x modbus_tcp every {POLL_MS:g} ms "
-                                      f"({b.meters_backend} meter servers)"}
+                                      f"({b.meters_backend} meter servers)", "io": io}
     missing = []
+    name = f"scan-load-{io}"
     with ExitStack() as stack:
         meters = stack.enter_context(b.child("meters", ["--count", meters_n, "--backend",
-                                                         b.meters_backend], "scan-meters"))
+                                                         b.meters_backend], f"{name}-meters"))
         spec = _spec(dur)
+        spec.io = io
         names = add_tcp_meters(spec, meters.ready["ports"], POLL_MS)
         add_limit_blocks(spec, names, "current_l1_a", high=600.0, output="relay.alarm")
         spec.add("output", name="bench-out", driver="bench_output", outputs=["relay.alarm"])
         probes = None
         if b.parts["w1"]:
-            w1_dir = b.workdir / "scan-w1"
+            w1_dir = b.workdir / f"{name}-w1"
             probes = stack.enter_context(b.child("probes", ["--dir", w1_dir, "--count", probes_n],
-                                                 "scan-probes"))
+                                                 f"{name}-probes"))
             add_w1_probes(spec, str(w1_dir), sensor_ids(probes_n), 1000.0)
             load["probes"] = f"{probes_n} x w1, files rewritten every 1 s"
         else:
@@ -83,34 +98,20 @@ def run(b: Bench) -> list[Measurement]:
             nb_port = northbound_map.configure(spec)
         else:
             missing.append("northbound [modbus_server]")
-        io_proc = None
-        if b.split_scan:  # prototype: drivers + northbound in one process, the scan in another
-            shm = f"busguard-bench-{os.getpid()}"
-            io_proc = stack.enter_context(b.target(spec, "scan-load", ["--shm-export", shm],
-                                                   levers=False))
-            tgt = stack.enter_context(b.target(b.workdir / "scan-load" / "site.toml",
-                                               "scan-load-scan", ["--shm-import", shm]))
-            load["split"] = ("prototype: scan in its own process, image through shared "
-                             "memory; the I/O process keeps its own 10 ms loop for the "
-                             "northbound frames")
-        else:
-            tgt = stack.enter_context(b.target(spec, "scan-load"))
+        tgt = stack.enter_context(b.target(spec, name))
         dcim = None
         if nb_port:
-            blocks, _size = northbound_map.blocks(b.workdir / "scan-load" / "site.toml")
+            blocks, _size = northbound_map.blocks(b.workdir / name / "site.toml")
             dcim = stack.enter_context(b.child(
                 "clients", ["--port", nb_port, "--blocks", northbound_map.dumps(blocks)],
-                "scan-dcim"))
+                f"{name}-dcim"))
             dcim.request("start", mode="paced", clients=b.count(DCIM_CLIENTS), hz=DCIM_HZ)
             nregs = sum(x[2] for x in blocks)
             load["dcim"] = (f"{b.count(DCIM_CLIENTS)} clients x full map ({nregs} registers, "
                             f"{len(blocks)} requests) at {DCIM_HZ:g} Hz")
-        if io_proc is not None:
-            io_proc.send("measure", warmup_s=0.0, duration_s=dur + 2 * warm + 1.0)
         m0 = meters.request("stats")
         got = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
         m1 = meters.request("stats")
-        io_res = io_proc.reply(dur + 60) if io_proc is not None else None
         dcim_stats = dcim.request("stop") if dcim else None
         probe_stats = probes.request("stats") if probes else None
     span = m1["t"] - m0["t"]
@@ -119,16 +120,19 @@ def run(b: Bench) -> list[Measurement]:
                 "dcim": dcim_stats, "probe_writes": probe_stats and probe_stats["writes"],
                 "quality": got["quality"]}
     details = {"duration_s": dur, "warmup_s": warm, "load": load, "missing_load": missing,
-               "achieved": achieved, "baseline": base, "loaded": got, "io_process": io_res}
-    return [_scan_rows(base, got, missing, details), _resource_rows(base, got, io_res)]
+               "achieved": achieved, "loaded": got}
+    return got, missing, details
 
 
 def _scan_rows(base: dict[str, Any], got: dict[str, Any], missing: list[str],
-               details: dict[str, Any]) -> Measurement:
+               details: dict[str, Any], io: str, judged: bool) -> Measurement:
     s, bs = got["stats"], base["stats"]
-    judged = not missing
-    note = "" if judged else ("floor not judged: load incomplete, missing " +
-                              ", ".join(missing))
+    complete = not missing
+    judged = judged and complete
+    note = "" if complete else ("floor not judged: load incomplete, missing " +
+                                ", ".join(missing))
+    if complete and not judged:
+        note = "for comparison (not judged)"
 
     def judge(status: str) -> str:
         return status if judged else INFO
@@ -142,29 +146,34 @@ def _scan_rows(base: dict[str, Any], got: dict[str, Any], missing: list[str],
             judge(PASS if s["overruns"] == 0 else MISS),
             f"{s['cycles']} scans measured"),
     ]
-    return Measurement("1-scan", KEYS[0][1], rows, details=details)
+    key = "1-scan" if io == "process" else f"1-scan-{io}"
+    return Measurement(key, f"{KEYS[0][1]}, [scan] io = \"{io}\"", rows, details=details)
 
 
-def _resource_rows(base: dict[str, Any], got: dict[str, Any],
-                   io_res: dict[str, Any] | None) -> Measurement:
-    rss = got["memory"].get("vmhwm_mb")
+def _resource_rows(base: dict[str, Any], got: dict[str, Any]) -> Measurement:
+    """RSS and CPU of the runtime: with ``io = "process"``, of both its processes."""
+    rss = got["memory"].get("vmhwm_mb") or 0.0
+    io_res = got.get("io_process")
     rows: list[Row] = []
-    if io_res is not None:  # split prototype: both processes are the runtime
-        io_rss = io_res["memory"].get("vmhwm_mb")
-        rows += [Row("RSS (peak), scan + I/O processes", (rss or 0.0) + (io_rss or 0.0), "MB",
+    if io_res:
+        io_rss = io_res["memory"].get("vmhwm_mb") or 0.0
+        rows += [Row("RSS (peak), scan + I/O processes", rss + io_rss, "MB",
                      base["memory"].get("vmhwm_mb"), "idle", f"< {RSS_FLOOR_MB:g} MB",
-                     below((rss or 0.0) + (io_rss or 0.0), RSS_FLOOR_MB)),
-                 Row("CPU share, I/O process", 100.0 * io_res["cpu_share"], "%")]
-        rss = None
+                     below(rss + io_rss, RSS_FLOOR_MB)),
+                 Row("RSS (peak), scan process", rss, "MB", base["memory"].get("vmhwm_mb"),
+                     "idle"),
+                 Row("CPU share, I/O process", 100.0 * io_res["cpu_share"], "%",
+                     note="of one core, user+system")]
+    else:
+        rows.append(Row("RSS (peak)", rss, "MB", base["memory"].get("vmhwm_mb"), "idle",
+                        f"< {RSS_FLOOR_MB:g} MB", below(rss, RSS_FLOOR_MB)))
     rows += [
-        Row("RSS (peak)" + (", scan process" if rss is None else ""),
-            rss if rss is not None else got["memory"].get("vmhwm_mb"), "MB",
-            base["memory"].get("vmhwm_mb"), "idle", "" if rss is None else
-            f"< {RSS_FLOOR_MB:g} MB", INFO if rss is None else below(rss, RSS_FLOOR_MB)),
-        Row("CPU share", 100.0 * got["cpu_share"], "%", 100.0 * base["cpu_share"], "idle",
+        Row("CPU share" + (", scan process" if io_res else ""), 100.0 * got["cpu_share"], "%",
+            100.0 * base["cpu_share"], "idle",
             note="of one core, user+system, runtime process only"),
-        Row("threads", got["threads"], "", base["threads"], "idle"),
+        Row("threads" + (", scan process" if io_res else ""), got["threads"], "",
+            base["threads"], "idle"),
     ]
     return Measurement("6-resources", KEYS[1][1], rows,
                        details={"loaded_memory": got["memory"], "idle_memory": base["memory"],
-                                "io_process_memory": io_res and io_res["memory"]})
+                                "io_process": io_res})

@@ -43,6 +43,7 @@ class SiteSpec:
     name: str = "bench"
     period_ms: float = 10.0
     stats_window: int = 6000
+    io: str = "thread"  # [scan] io: "thread" or "process"
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     entries: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -51,7 +52,8 @@ class SiteSpec:
 
     def toml(self) -> str:
         out = [_table("[site]", {"name": self.name}),
-               _table("[scan]", {"period_ms": self.period_ms, "stats_window": self.stats_window}),
+               _table("[scan]", {"period_ms": self.period_ms, "stats_window": self.stats_window,
+                                   "io": self.io}),
                _table("[paths]", {"state_dir": "state", "fault_log": "state/fault.log"})]
         out += [_table(f"[{name}]", opts) for name, opts in self.tables.items()]
         out += [_table(f"[[{kind}]]", opts) for kind, opts in self.entries]

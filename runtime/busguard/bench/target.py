@@ -59,6 +59,7 @@ class BenchOutput(Driver):
 
 
 class BenchPlugin:
+    io_process_ok = True  # the I/O process of [scan] io = "process" needs the type too
     @hookimpl
     def busguard_register_types(self, registry: TypeRegistry) -> None:
         registry.add_driver(BenchOutput)
@@ -95,20 +96,28 @@ def measure(rt: Runtime, warmup_s: float, duration_s: float) -> dict[str, Any]:
     rt.stats = rt.loop.stats = rec
     BenchOutput.changes.clear()
     gc_before = _gc_counts()
+    io_pid = rt.io.pid if rt.io is not None else None
+    from busguard.bench.procs import proc_cpu_s, proc_memory
+
+    io_c0 = proc_cpu_s(io_pid) if io_pid else 0.0
     t0, c0 = time.monotonic(), os.times()
     rt.run(max_cycles=cycles)
     t1, c1 = time.monotonic(), os.times()
+    io_c1 = proc_cpu_s(io_pid) if io_pid else 0.0
     wall = t1 - t0
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     st = rec.snapshot()
-    from busguard.bench.procs import proc_memory
-
-    return {"stats": st.as_dict(), "wall_s": wall, "cpu_s": cpu, "cpu_share": cpu / wall,
+    io_res = None
+    if io_pid:  # [scan] io = "process": the runtime is two processes
+        io_res = {"pid": io_pid, "cpu_s": io_c1 - io_c0, "cpu_share": (io_c1 - io_c0) / wall,
+                  "memory": proc_memory(io_pid), "restarts": rt.io.starts - 1}
+    return {"io_process": io_res, "stats": st.as_dict(), "wall_s": wall, "cpu_s": cpu,
+            "cpu_share": cpu / wall,
             "memory": proc_memory("self"), "threads": len(os.listdir("/proc/self/task")),
             "gc_collections": [a - b for a, b in zip(_gc_counts(), gc_before, strict=True)],
             "quality": quality_summary(rt),
             "outputs": [list(c) for c in BenchOutput.changes],
-            "drivers": {d.name: d.stats() for d in rt.drivers[:2]}}
+            "drivers": {d.name: rt.driver_stats(d) for d in rt.drivers[:2]}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,34 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--switch-interval-ms", type=float, default=0.0)
     ap.add_argument("--fifo", type=int, default=0, metavar="PRIO")
     ap.add_argument("--gc-freeze", action="store_true")
-    ap.add_argument("--shm-export", metavar="NAME",
-                    help="prototype: mirror the image into shared memory NAME (I/O process)")
-    ap.add_argument("--shm-import", metavar="NAME",
-                    help="prototype: the scan only, inputs from shared memory NAME (no "
-                         "drivers or publishers started in this process)")
     args = ap.parse_args(argv)
     if args.switch_interval_ms > 0:
         sys.setswitchinterval(args.switch_interval_ms / 1000.0)
     rt = Runtime.from_file(args.site, extra=[BenchPlugin()])
-    closers = []
-    if args.shm_import:
-        from busguard.bench import shmimage
-
-        copy_in, close = shmimage.importer(rt.image, args.shm_import)
-        closers.append(close)
-        cycle = rt.loop.cycle
-
-        def cycle_from_shm(now: float, lateness: float) -> Any:
-            copy_in()
-            return cycle(now, lateness)
-
-        rt.loop.cycle = cycle_from_shm
-    else:
-        if args.shm_export:
-            from busguard.bench import shmimage
-
-            closers.append(shmimage.export(rt.image, args.shm_export))
-        rt.start()
+    rt.start()
+    if rt.io is not None:  # scan until the I/O process serves (it waits for a first frame)
+        t_end = time.monotonic() + 20.0
+        while not rt.io.ready and time.monotonic() < t_end:
+            rt.run(max_cycles=10)
     fifo = "off"
     if args.fifo:
         try:  # Linux: applies to the calling (scan) thread only
@@ -171,8 +161,6 @@ def main(argv: list[str] | None = None) -> int:
                 say({"error": f"unknown command {msg.get('cmd')!r}"})
     finally:
         rt.stop()
-        for close in closers:
-            close()
     return 0
 
 

@@ -33,14 +33,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "responder; polling throughput always uses the minimal responder")
     p.add_argument("--switch-interval-ms", type=float, metavar="MS",
                    help="lever: the measured runtime's GIL switch interval")
-    p.add_argument("--fifo", type=int, metavar="PRIO",
-                   help="lever: SCHED_FIFO priority for the measured runtime's scan thread")
+    p.add_argument("--fifo", type=int, metavar="PRIO", default=40,
+                   help="SCHED_FIFO priority of the measured runtime's scan thread, when "
+                        "permitted (default 40, what `busguard run` asks for; 0: normal "
+                        "priority)")
     p.add_argument("--gc-freeze", action="store_true",
                    help="lever: gc.freeze() start-up objects in the measured runtime")
-    p.add_argument("--split-scan", action="store_true",
-                   help="design prototype for (1): the scan in its own process, reading the "
-                        "image from shared memory; drivers and northbound in another "
-                        "(levers then apply to the scan process)")
+    p.add_argument("--io", choices=("process", "thread", "both"), default="both",
+                   help="[scan] io of the measured runtime under load in (1): the I/O "
+                        "process (judged), threads beside the scan, or both (default)")
     p.add_argument("--profile", metavar="DIR", help="sample every measured runtime with "
                    "py-spy (pip install py-spy; needs ptrace rights) into DIR/<run>.folded")
     p.add_argument("--keep", action="store_true", help="keep the work folder (sites, logs)")
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     results = runner.run(args.only or runner.MODULES, quick=args.quick, json_path=args.json,
                          target_args=levers, meters_backend=args.meters,
                          keep_workdir=args.keep, profile_dir=args.profile, smoke=args.smoke,
-                         split_scan=args.split_scan)
+                         io_modes=("process", "thread") if args.io == "both"
+                         else (args.io,))
     bad = (ERROR,) if args.smoke else (MISS, ERROR)
     return 1 if any(m.status in bad for m in results) else 0

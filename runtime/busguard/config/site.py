@@ -3,7 +3,7 @@
 Layout of a site file (see docs/configuration.md)::
 
     [site]            name, description
-    [scan]            period_ms, stale_after_polls, stats_window
+    [scan]            period_ms, stale_after_polls, stats_window, io
     [paths]           state_dir, fault_log (relative paths are relative to the site file)
     [plugins]         disabled = ["entry-point-name", ...]
     [[meter]] [[probe]] [[breaker]] [[output]]
@@ -47,6 +47,9 @@ SCAN_PARAMS = {
                                doc="a point is stale once older than this many poll periods"),
     "stats_window": Param(int, default=6000, minval=100, maxval=1_000_000,
                           doc="scans kept for the lateness percentiles"),
+    "io": Param(str, default="thread", choices=("thread", "process"),
+                doc="where the input drivers and the DCIM server run: threads beside the "
+                    "scan, or their own process (for heavy I/O; see docs/architecture.md)"),
 }
 PATHS_PARAMS = {
     "state_dir": Param(str, default="var/lib/busguard", doc="retained state directory"),
@@ -63,6 +66,7 @@ class ScanConfig:
     period_ms: float = 10.0
     stale_after_polls: float = 3.0
     stats_window: int = 6000
+    io: str = "thread"
 
     @property
     def period_s(self) -> float:

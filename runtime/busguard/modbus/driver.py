@@ -532,6 +532,7 @@ def _nan0(x: float) -> float:
 
 class ModbusTcpMeter(ModbusMeter):
     type_name = "modbus_tcp"
+    io_process_ok = True  # input only: may run in the I/O process
     params: ClassVar[Mapping[str, Param]] = {
         "host": Param(str, doc="meter IP address or host name"),
         "port": Param(int, default=502, minval=1, maxval=65535),
@@ -548,6 +549,7 @@ class ModbusTcpMeter(ModbusMeter):
 
 class ModbusRtuMeter(ModbusMeter):
     type_name = "modbus_rtu"
+    io_process_ok = True
     params: ClassVar[Mapping[str, Param]] = {
         "line": Param(str, doc="name of an [[rs485]] entry"),
         "timeout_ms": Param(float, default=0.0, minval=0.0, maxval=60000.0, unit="ms",

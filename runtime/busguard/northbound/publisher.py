@@ -60,6 +60,7 @@ class ModbusServerPublisher(Publisher):
 
     section = "modbus_server"
     doc = "the DCIM's Modbus TCP server (register map, allowlists, TLS)"
+    io_process_ok = True
     params: ClassVar[Mapping[str, Param]] = {
         "host": Param(str, default="127.0.0.1", doc="address to listen on; any address other "
                       "than loopback needs `allow`"),
@@ -156,6 +157,11 @@ class ModbusServerPublisher(Publisher):
         self._retained = runtime.pm.get_plugin(PLUGIN_NAME)
         self._frame = self._capture(0, runtime.clock.wall(), runtime.image.snapshot(),
                                     runtime.engine.outputs, "built")
+        if runtime.io is not None:  # the server runs in the I/O process; frames go there
+            runtime.io.frame_source = self
+            log.info("modbus_server: the register map (map v%d, %d registers) is served by "
+                     "the I/O process", mapdef.MAP_VERSION, self.map.size)
+            return
         self.server = NorthboundServer(self, self.policy, self.endpoints(),
                                        handshake_timeout_s=10.0)
         self.server.start()
@@ -168,8 +174,36 @@ class ModbusServerPublisher(Publisher):
             self.server.stop()
             self.server = None
 
+    def start_remote(self, runtime: Runtime, frames: Any) -> None:
+        """In the I/O process: serve the register images the scan process sends (``frames``,
+        a :class:`busguard.ioprocess.RemoteFrames`); command writes are validated here and
+        go to the scan process like any image write."""
+        self.runtime = runtime
+        self.map = mapdef.for_runtime(runtime)
+        self.encoder = Encoder(self.map, runtime.image.index, runtime.site.scan.period_ms,
+                               runtime.site.config_hash)
+        self.server = NorthboundServer(_RemoteImage(self, frames), self.policy,
+                                       self.endpoints(), handshake_timeout_s=10.0)
+        self.server.start()
+        log.info("modbus_server: serving the register map (map v%d, %d registers) on %s",
+                 mapdef.MAP_VERSION, self.map.size, ", ".join(
+                     f"{k} {h}:{p}" for k, h, p in self.server.bound))
+
     def status(self) -> dict[str, Any]:
+        rt = self.runtime
+        if self.server is None and rt is not None and rt.io is not None:
+            return rt.io.publisher_status(self.section)
         return self.server.status() if self.server else {}
+
+    def port(self, kind: str = "tcp") -> int:
+        """The bound port (here or, with ``[scan] io = "process"``, in the I/O process)."""
+        if self.server is not None:
+            return self.server.port(kind)
+        for item in self.status().get("listening", []):
+            k, _sp, addr = item.partition(" ")
+            if k == kind:
+                return int(addr.rsplit(":", 1)[1])
+        raise KeyError(kind)
 
     # -- scan thread -----------------------------------------------------------------------
     def on_scan(self, result: CycleResult) -> None:
@@ -249,3 +283,22 @@ class ModbusServerPublisher(Publisher):
             log.info("northbound: %s wrote %s = %r", client, rec.name, v)
         return None
 
+
+class _RemoteImage:
+    """The I/O process's image source: the newest register image the scan process sent (the
+    map's template until the first one), and writes validated by the publisher."""
+
+    def __init__(self, pub: ModbusServerPublisher, frames: Any) -> None:
+        self.pub = pub
+        self.frames = frames
+
+    def image(self) -> bytes:
+        got = self.frames.latest()
+        if got is None:
+            assert self.pub.encoder is not None
+            return self.pub.encoder.template
+        return got
+
+    def write(self, func_code: int, address: int, values: Sequence[int],
+              client: str) -> ExcCodes | None:
+        return self.pub.write(func_code, address, values, client)

@@ -356,6 +356,7 @@ class W1Probe(Driver):
     """A DS18B20-family probe on the Linux w1 bus: point ``{probe}.temp_c``."""
 
     type_name = "w1"
+    io_process_ok = True  # input only: may run in the I/O process
     kind = "probe"
     default_poll_ms = 1000.0
     params: ClassVar[Mapping[str, Param]] = {

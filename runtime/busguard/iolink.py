@@ -1,0 +1,169 @@
+"""The link between the scan process and its I/O process (``[scan] io = "process"``).
+
+Why a second process: in one interpreter the scan thread shares the GIL with the Modbus
+pollers and the DCIM's server. Under load (64 meters, 8 DCIM clients reading the whole map
+at 10 Hz, on 2 cores) a poller thread holding the GIL is preempted by the OS while the scan
+thread waits for it, SCHED_FIFO or not, and the scan's p99 lateness reaches several ms
+(docs/benchmarks.md). With the pollers and the server in a child process, the scan process
+runs little besides the scan, and nothing it waits for is held by a thread of normal priority.
+
+The link is one ``AF_UNIX``/``SOCK_SEQPACKET`` socket pair (message boundaries kept, ordering
+and memory visibility the kernel's business, no shared-memory barriers to get right on ARM):
+
+- I/O process -> scan process: image writes exactly as drivers make them (``write_many`` and
+  ``set_quality`` batches, with their timestamps), applied by the scan process to its own
+  :class:`~busguard.image.ProcessImage` at the start of each cycle, before the snapshot. The
+  scan process keeps the one image: retained state, min/max transient windows, ageing and
+  recording work as in one process. Also: "a client read the frame, send the next" demands,
+  the driver and server statistics once a second, and a ready message with the bound ports.
+- scan process -> I/O process: the northbound register image, encoded by the scan thread
+  after a cycle and only when a client has read the previous one.
+
+Neither side ever blocks on the other: sends are non-blocking and a full socket buffer drops
+the message and counts it (dropped inputs just age to stale, as with a quiet meter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import socket
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from busguard.clock import Clock
+from busguard.image import PointSpec, ProcessImage, Quality
+
+WRITE, QUALITY, DEMAND, STATS, READY, FRAME, LOG = b"W", b"Q", b"D", b"S", b"R", b"F", b"L"
+_WHEAD = struct.Struct("<cdd")  # kind, t_mono, t_utc
+_WITEM = struct.Struct("<IdB")  # point index, value, quality
+_QHEAD = struct.Struct("<cdB")  # kind, t_mono, quality
+_QITEM = struct.Struct("<I")
+BUFFER_BYTES = 4 << 20
+MAX_MESSAGE = 1 << 20  # a register image of 500k registers; maps are far smaller
+
+
+def socket_pair() -> tuple[socket.socket, socket.socket]:
+    """(scan side, I/O side), both non-inheritable; large buffers so bursts never block."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (a, b):
+        with contextlib.suppress(OSError):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER_BYTES)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
+    return a, b
+
+
+def send(sock: socket.socket, kind: bytes, body: bytes = b"") -> bool:
+    """Send one message without waiting; False when the peer's buffer is full or gone."""
+    try:
+        sock.send(kind + body, socket.MSG_DONTWAIT)
+        return True
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return False
+
+
+def send_obj(sock: socket.socket, kind: bytes, obj: Any) -> bool:
+    return send(sock, kind, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class RemoteImage:
+    """The I/O process's stand-in for the process image: the writer half of
+    :class:`~busguard.image.ProcessImage` (same names, same arguments), each call one message
+    to the scan process. Drivers cannot tell the difference; they never read the image."""
+
+    def __init__(self, specs: Sequence[PointSpec], index: dict[str, int], sock: socket.socket,
+                 clock: Clock) -> None:
+        self.specs = tuple(specs)
+        self.index = index
+        self._sock = sock
+        self._clock = clock
+        self.sent = 0
+        self.dropped = 0
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.index
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def _send(self, body: bytes) -> None:
+        if send(self._sock, b"", body):
+            self.sent += 1
+        else:
+            self.dropped += 1
+
+    def write(self, name: str, value: float, quality: Quality = Quality.GOOD,
+              t_mono: float | None = None, t_utc: float | None = None) -> None:
+        self.write_many(((name, value, quality),), t_mono, t_utc)
+
+    def write_many(self, items: Iterable[tuple[str, float, Quality]],
+                   t_mono: float | None = None, t_utc: float | None = None) -> None:
+        tm = self._clock.monotonic() if t_mono is None else t_mono
+        tw = self._clock.wall() if t_utc is None else t_utc
+        idx = self.index
+        pack = _WITEM.pack
+        body = b"".join(pack(idx[name], float(value), int(q)) for name, value, q in items)
+        if body:
+            self._send(_WHEAD.pack(WRITE, tm, tw) + body)
+
+    def set_quality(self, names: Iterable[str], quality: Quality,
+                    t_mono: float | None = None) -> None:
+        tm = self._clock.monotonic() if t_mono is None else t_mono
+        idx = self.index
+        body = b"".join(_QITEM.pack(idx[n]) for n in names)
+        if body:
+            self._send(_QHEAD.pack(QUALITY, tm, int(quality)) + body)
+
+    def restore(self, name: str, value: float, t_utc: float) -> None:
+        """Retained values are restored by the scan process, which owns the image."""
+
+
+class Drained:
+    """What one :func:`drain` found besides image writes."""
+
+    __slots__ = ("demand", "messages", "objects")
+
+    def __init__(self) -> None:
+        self.demand = False
+        self.messages = 0
+        self.objects: list[tuple[bytes, Any]] = []
+
+
+def drain(sock: socket.socket, image: ProcessImage, limit: int = 10_000) -> Drained:
+    """Apply every waiting message to ``image`` (the scan process, before its snapshot).
+
+    Bounded by ``limit`` messages so a flood can never hold the scan; the rest waits for the
+    next cycle."""
+    out = Drained()
+    specs = image.specs
+    witem, qitem = _WITEM.iter_unpack, _QITEM.iter_unpack
+    for _ in range(limit):
+        try:
+            msg = sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            break
+        if not msg:
+            break  # the peer closed: the supervisor sees the process end
+        out.messages += 1
+        kind = msg[:1]
+        if kind == WRITE:
+            _k, tm, tw = _WHEAD.unpack_from(msg)
+            image.write_many([(specs[i].name, v, Quality(q))
+                              for i, v, q in witem(msg[_WHEAD.size:])], tm, tw)
+        elif kind == QUALITY:
+            _k, tm, q = _QHEAD.unpack_from(msg)
+            image.set_quality([specs[i].name for (i,) in qitem(msg[_QHEAD.size:])],
+                              Quality(q), tm)
+        elif kind == DEMAND:
+            out.demand = True
+        elif kind in (STATS, READY, LOG):
+            try:
+                out.objects.append((kind, pickle.loads(msg[1:])))
+            except Exception:  # a bad message is dropped, never fatal
+                continue
+    return out

@@ -1,0 +1,191 @@
+"""The scan process's side of ``[scan] io = "process"``: starts the I/O process
+(:mod:`busguard.ioprocess`), restarts it when it ends, and moves the link's messages
+(:mod:`busguard.iolink`) at the two points of a cycle where that is safe: before the snapshot
+(driver writes into the image) and after the publishers saw the cycle (a register image out,
+when a DCIM client asked for one).
+
+Restarts come from this module's own thread, which runs at normal priority (it is created
+before the scan thread asks for SCHED_FIFO, and on a reload after the runtime dropped it), so
+the I/O process never inherits real-time priority. A restart backs off from 1 s to 30 s; while
+the I/O process is away its inputs age to stale and the blocks follow their fail-safe policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import sys
+import threading
+import time
+import types
+from typing import TYPE_CHECKING, Any, Protocol
+
+from busguard import iolink
+
+if TYPE_CHECKING:
+    from busguard.runtime import Runtime
+
+log = logging.getLogger("busguard.io")
+BACKOFF_S = (1.0, 30.0)
+STOP_WAIT_S = 3.0
+
+
+class FrameSource(Protocol):
+    def image(self) -> bytes: ...
+
+
+def plugin_specs(rt: Runtime) -> list[str]:
+    """``module:Class`` of the plugin objects given to the runtime directly (not through
+    entry points, which the I/O process finds by itself) that declare ``io_process_ok``:
+    the I/O process makes one each (no arguments) so it knows the same types."""
+    out = []
+    for p in rt.pm.get_plugins():
+        cls = type(p)
+        if not isinstance(p, types.ModuleType) and getattr(cls, "io_process_ok", False):
+            module = cls.__module__
+            if module == "__main__":  # run as `python -m pkg.mod`: import it by that name
+                spec = getattr(sys.modules["__main__"], "__spec__", None)
+                module = spec.name if spec is not None else module
+            out.append(f"{module}:{cls.__qualname__}")
+    return out
+
+
+class IoSupervisor:
+    """Owns the I/O process of one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.frame_source: FrameSource | None = None
+        self.ready: dict[str, Any] = {}
+        self.stats: dict[str, Any] = {}
+        self.starts = 0
+        self.exits: list[int] = []
+        self.frames_sent = 0
+        self._sock: Any = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._demand = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle (start and stop from the runtime's controlling thread) -------------------
+    def start(self) -> None:
+        self._spawn()
+        self._thread = threading.Thread(target=self._watch, name="busguard-io-supervisor",
+                                        daemon=True)
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        ours, theirs = iolink.socket_pair()
+        fd = theirs.fileno()
+        cmd = [sys.executable, "-m", "busguard.ioprocess", str(self.rt.site.file), "--fd",
+               str(fd)]
+        for spec in plugin_specs(self.rt):
+            cmd += ["--plugin", spec]
+        try:
+            proc = subprocess.Popen(cmd, pass_fds=(fd,), stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            log.error("io process: cannot start %s: %s", sys.executable, exc)
+            return
+        theirs.close()
+        old = self._sock
+        self._sock, self._proc = ours, proc
+        self.ready = {}
+        self.starts += 1
+        if old is not None:
+            with contextlib.suppress(OSError):
+                old.close()
+        log.info("io process started (pid %d): input drivers and the DCIM server run there",
+                 proc.pid)
+
+    def _watch(self) -> None:
+        delay = BACKOFF_S[0]
+        while not self._stop.wait(0.2):
+            proc = self._proc
+            if proc is None or proc.poll() is None:
+                if self.ready and delay > BACKOFF_S[0]:
+                    delay = BACKOFF_S[0]  # it came up fine: the next failure starts over
+                continue
+            self.exits.append(int(proc.returncode))
+            log.error("io process (pid %d) ended with code %s; its inputs go stale; "
+                      "restarting in %.1f s", proc.pid, proc.returncode, delay)
+            if self._stop.wait(delay):
+                break
+            delay = min(BACKOFF_S[1], delay * 2)
+            if not self._stop.is_set():
+                self._spawn()
+
+    def stop(self) -> None:
+        """Close the link (the I/O process sees it and ends), wait, then insist."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        sock, proc = self._sock, self._proc
+        self._sock = None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(STOP_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- scan thread ------------------------------------------------------------------------
+    def before_scan(self) -> None:
+        """Apply the I/O process's writes to the image (before the cycle's snapshot)."""
+        sock = self._sock
+        if sock is None:
+            return
+        got = iolink.drain(sock, self.rt.image)
+        if got.demand:
+            self._demand = True
+        for kind, obj in got.objects:
+            if kind == iolink.READY:
+                self.ready = obj if isinstance(obj, dict) else {}
+                if "error" in self.ready:
+                    log.error("io process failed to start: %s", self.ready["error"])
+                else:
+                    log.info("io process ready: %d drivers; %s", len(obj.get("drivers", ())),
+                             "; ".join(f"{k}: {', '.join(v.get('listening', []))}"
+                                       for k, v in obj.get("publishers", {}).items()))
+            elif kind == iolink.STATS and isinstance(obj, dict):
+                self.stats = obj
+
+    def after_scan(self) -> None:
+        """Send a fresh register image when a client read the last one."""
+        if not self._demand or self.frame_source is None or self._sock is None:
+            return
+        self._demand = False
+        if iolink.send(self._sock, iolink.FRAME, self.frame_source.image()):
+            self.frames_sent += 1
+
+    # -- views ------------------------------------------------------------------------------
+    def driver_stats(self, name: str) -> dict[str, Any] | None:
+        return self.stats.get("drivers", {}).get(name)
+
+    def publisher_status(self, section: str) -> dict[str, Any]:
+        got = self.stats.get("publishers", {}).get(section)
+        if got is None:
+            got = self.ready.get("publishers", {}).get(section, {})
+        return dict(got)
+
+    def status(self) -> dict[str, Any]:
+        return {"pid": self.pid, "alive": self.alive(), "starts": self.starts,
+                "exits": list(self.exits), "frames_sent": self.frames_sent,
+                "ready": bool(self.ready) and "error" not in self.ready,
+                "link": self.stats.get("link", {}), "as_of": time.time()}

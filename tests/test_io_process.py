@@ -1,0 +1,186 @@
+"""``[scan] io = "process"``: meters polled and the DCIM served by a second process.
+
+Real processes, a real Modbus TCP slave and real sockets on 127.0.0.1; the scan runs on the
+real clock in a thread of the test. Waits are bounded polls of observable state, never sleeps
+standing in for a result.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from busguard.image import Quality
+from busguard.modbus import load_profile
+from busguard.northbound import mapdef
+from busguard.runtime import Runtime
+from modbus_slave import SlaveThread, point, serve_profile, wait_until
+
+GEN = load_profile("generic-pqm")
+VALUES = {p.name: 100.0 + i for i, p in enumerate(GEN.points)}
+
+
+@pytest.fixture
+def slave():
+    s = SlaveThread()
+    yield s
+    s.stop()
+
+
+def site_text(meter_port: int, state: str, io: str = "process") -> str:
+    return (f'[site]\nname = "split"\n[scan]\nperiod_ms = 10\nio = "{io}"\n'
+            f'[paths]\nstate_dir = "{state}"\nfault_log = "{state}/fault.log"\n'
+            f'[modbus_server]\nport = 0\nmax_requests_per_s = 5000\nwrite_allow = ["127.0.0.1/32"]\n'
+            f'[[meter]]\nname = "m1"\nhost = "127.0.0.1"\nport = {meter_port}\npoll_ms = 50\n'
+            f'timeout_ms = 200\nbackoff_ms = 50\nbackoff_max_ms = 200\n'
+            f'[[block]]\nname = "m1-load"\ntype = "threshold_alarm"\n'
+            f'point = "m1.current_l1_a"\nhigh = 500.0\nhysteresis = 5.0\ncode = "BG-T"\n')
+
+
+class Running:
+    """A runtime scanning on the real clock in a background thread."""
+
+    def __init__(self, path: str) -> None:
+        self.rt = Runtime.from_file(path)
+        self.rt.start()
+        self.thread = threading.Thread(target=self.rt.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.rt.request_stop()
+        self.thread.join(timeout=10)
+        self.rt.stop()
+
+
+@pytest.fixture
+def running(tmp_path):
+    made: list[Running] = []
+
+    def make(text: str) -> Running:
+        path = tmp_path / "site.toml"
+        path.write_text(text, encoding="utf-8")
+        r = Running(str(path))
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+def good(rt, name):
+    v, q = point(rt, name)
+    return v if q == Quality.GOOD else None
+
+
+def test_meter_values_reach_the_scan_and_the_alarm_from_the_io_process(slave, running,
+                                                                        tmp_path):
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), GEN, VALUES)
+    r = running(site_text(port, str(tmp_path / "state")))
+    rt = r.rt
+    assert rt.io is not None and rt.io.alive() and rt.io.pid != os.getpid()
+    assert rt.local_drivers() == []  # the meter is polled in the other process
+    wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="first value")
+    assert good(rt, "m1.current_l1_a") == pytest.approx(VALUES["current_l1_a"])
+    assert good(rt, "m1.comm_ok") == 1.0
+    # the driver's statistics come over from the I/O process
+    wait_until(lambda: rt.status()["drivers"]["m1"].get("polls", 0) >= 2, what="stats")
+    assert not rt.alarms.alarms
+    serve_profile(slave.unit(1), GEN, {**VALUES, "current_l1_a": 612.0})
+    wait_until(lambda: "m1-load:limit" in rt.alarms.alarms, what="the limit alarm")
+
+
+def test_dcim_reads_the_map_from_the_io_process_and_writes_commands(slave, running,
+                                                                     tmp_path):
+    from pymodbus.client import ModbusTcpClient
+
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), GEN, VALUES)
+    r = running(site_text(port, str(tmp_path / "state")))
+    rt = r.rt
+    pub = rt.publishers[0]
+    assert pub.server is None  # no listener in the scan process
+    wait_until(lambda: rt.io.ready.get("publishers"), what="the server's port")
+    nb_port = pub.port()
+    wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="first value")
+    rec = pub.map.record_of("m1.current_l1_a")
+    client = ModbusTcpClient("127.0.0.1", port=nb_port, timeout=3, retries=0)
+    assert client.connect()
+    try:
+        def served_value():
+            regs = client.read_holding_registers(rec.address, count=4, device_id=1).registers
+            v = client.convert_from_registers(regs[:2], client.DATATYPE.FLOAT32)
+            return v if regs[2] == int(Quality.GOOD) else None
+
+        got = wait_until(served_value, what="the value served by the I/O process")
+        assert got == pytest.approx(VALUES["current_l1_a"])
+        head = client.read_holding_registers(0, count=8, device_id=1).registers
+        assert head[0] == mapdef.MAGIC and head[2] == 1  # running
+        # a write outside the command area is refused there, with the map's own rules
+        refused = client.write_register(rec.address, 1, device_id=1)
+        assert refused.isError()
+        # an acknowledge written by the DCIM becomes an image write in the scan process
+        ack = pub.map.command_at(pub.map.commands[0].address)[0]
+        regs = client.convert_to_registers(7.0, client.DATATYPE.FLOAT32)
+        assert not client.write_registers(ack.address, regs, device_id=1).isError()
+        wait_until(lambda: good(rt, ack.name) == 7.0, what="the command in the scan image")
+    finally:
+        client.close()
+
+
+def test_a_killed_io_process_ages_its_inputs_and_is_restarted(slave, running, tmp_path,
+                                                                monkeypatch):
+    import busguard.iosupervisor as sup
+
+    monkeypatch.setattr(sup, "BACKOFF_S", (0.2, 1.0))
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), GEN, VALUES)
+    r = running(site_text(port, str(tmp_path / "state")))
+    rt = r.rt
+    wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="first value")
+    first = rt.io.pid
+    os.kill(first, signal.SIGKILL)
+    # nothing writes the meter's points now: they go stale by age (3 polls of 50 ms)
+    def scanned():
+        return rt.last_result.snapshot["m1.current_l1_a"]
+
+    wait_until(lambda: scanned().quality is Quality.STALE, what="stale in the scan")
+    assert scanned().value == pytest.approx(VALUES["current_l1_a"])  # the last value kept
+    wait_until(lambda: rt.io.pid != first and rt.io.alive(), what="a new io process")
+    assert rt.io.exits == [-signal.SIGKILL]
+    wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="fresh values again")
+
+
+def test_stop_ends_the_io_process(slave, tmp_path):
+    port = slave.serve_tcp()
+    path = tmp_path / "site.toml"
+    path.write_text(site_text(port, str(tmp_path / "state")), encoding="utf-8")
+    r = Running(str(path))
+    proc = r.rt.io._proc
+    r.stop()
+    assert proc.poll() is not None  # ended, not orphaned
+    assert not r.rt.io.alive()
+
+
+def test_thread_mode_and_the_fake_clock_keep_drivers_in_process(slave, make_runtime,
+                                                                 tmp_path):
+    port = slave.serve_tcp()
+    rt = make_runtime(site_text(port, str(tmp_path / "state")), start=True)
+    assert rt.io is None and rt.local_drivers() == rt.drivers  # FakeClock: one process
+    rt2 = make_runtime(site_text(port, str(tmp_path / "s2"), io="thread"))
+    assert rt2.site.scan.io == "thread"
+
+
+def test_io_option_is_validated(site_file):
+    from busguard.errors import ConfigError
+    from busguard.runtime import check_site
+
+    path = site_file('[site]\nname = "x"\n[scan]\nio = "fork"\n')
+    with pytest.raises(ConfigError) as err:
+        check_site(path)
+    msg = str(err.value)
+    assert "scan.io" in msg and "thread" in msg and "process" in msg
