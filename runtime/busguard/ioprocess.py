@@ -7,8 +7,8 @@ point layout and register map), starts the drivers that declare ``io_process_ok`
 publishers that declare it, and then only moves messages: driver writes out, register images
 in. It owns no state worth keeping: the scan process holds the image, the retained state and
 the decisions, so this process can die and be restarted at any time; its inputs just age to
-stale meanwhile. It ends when the scan process closes the link (or dies), on SIGTERM, and on
-SIGINT.
+stale meanwhile. It ends when the scan process closes the link (or dies) and on SIGTERM;
+it ignores SIGINT (Ctrl-C is the scan process's to handle).
 """
 
 from __future__ import annotations
@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             proc.stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # Ctrl-C reaches the whole process group: the scan process handles it and closes the
+    # link, which ends this process after the scan process stopped (no restart race)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         proc = IoProcess(args.site, sock, [_make(p) for p in args.plugin])
         ready = proc.start()
