@@ -113,20 +113,25 @@ class ProcessImage:
         tm = self._clock.monotonic() if t_mono is None else t_mono
         tw = self._clock.wall() if t_utc is None else t_utc
         idx = self.index
+        good = Quality.GOOD
         with self._lock:
+            # the arrays as locals, bound under the lock (snapshot() swaps vmin/vmax under it):
+            # a meter poll writes ~30 points per call, many times a second per meter, and the
+            # attribute lookups per point were most of this loop's cost
+            quality, t_mono, t_utc = self.quality, self.t_mono, self.t_utc
+            values, vmin, vmax = self.values, self.vmin, self.vmax
             for name, value, q in items:
                 i = idx[name]
                 v = float(value)
-                self.quality[i] = q
-                self.t_mono[i] = tm
-                self.t_utc[i] = tw
-                if q is Quality.GOOD or q == 0:
-                    self.values[i] = v
-                    lo, hi = self.vmin[i], self.vmax[i]
-                    if not (lo <= v):  # NaN-safe: first value of the window
-                        self.vmin[i] = v
-                    if not (hi >= v):
-                        self.vmax[i] = v
+                quality[i] = q
+                t_mono[i] = tm
+                t_utc[i] = tw
+                if q is good or q == 0:
+                    values[i] = v
+                    if not (vmin[i] <= v):  # NaN-safe: first value of the window
+                        vmin[i] = v
+                    if not (vmax[i] >= v):
+                        vmax[i] = v
 
     def set_quality(self, names: Iterable[str], quality: Quality,
                     t_mono: float | None = None) -> None:

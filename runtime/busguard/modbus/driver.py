@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import math
 import zlib
@@ -103,15 +104,26 @@ class Gate:
 class CompiledBlock:
     """What decoding one read block needs, prepared once per block and calibration.
 
-    ``points`` holds per point (full image name, scale, CT multiplier, gain, offset), so a
-    poll neither formats names nor looks calibrations up per value; ``decoder`` unpacks all
-    of the block's raw numbers with one precompiled struct. The arithmetic is the same as
-    ``Cal.apply(PointDef.decode(regs), ct)``: ``((raw * scale) * ct) * gain + offset``.
+    ``names`` are the points' image names and ``factors`` their (scale, CT multiplier, gain,
+    offset), so a poll neither formats names nor looks calibrations up per value;
+    ``decoder`` unpacks all of the block's raw numbers with one precompiled struct. The
+    arithmetic is the same as ``Cal.apply(PointDef.decode(regs), ct)``:
+    ``((raw * scale) * ct) * gain + offset``.
     """
 
     block: ReadBlock
     decoder: BlockDecoder
-    points: tuple[tuple[str, float, float, float, float], ...]
+    names: tuple[str, ...]
+    factors: tuple[tuple[float, float, float, float], ...]
+
+    def items(self, regs: list[int]) -> list[tuple[str, float, Quality]]:
+        """(name, value, quality) of every point: GOOD, or BAD for a NaN or infinite value."""
+        vals = [raw * scale * ct * gain + offset for (scale, ct, gain, offset), raw in
+                zip(self.factors, self.decoder.decode(regs), strict=True)]
+        if math.isfinite(sum(vals)):  # an infinite or NaN value would make the sum one
+            return list(zip(self.names, vals, itertools.repeat(GOOD)))
+        return [(n, v, GOOD if math.isfinite(v) else BAD)
+                for n, v in zip(self.names, vals, strict=True)]
 
 
 @dataclass
@@ -307,12 +319,12 @@ class ModbusMeter(Driver):
             return c
         dec = BlockDecoder(block.count, [(pd.address - block.address, pd.type, pd.word_order)
                                          for pd in block.points])
-        pts = []
+        factors = []
         for pd in block.points:
             k = cal[pd.name]
-            pts.append((self.full[pd.name], pd.scale, k.ct_ratio if pd.ct else 1.0, k.gain,
-                        k.offset))
-        c = CompiledBlock(block, dec, tuple(pts))
+            factors.append((pd.scale, k.ct_ratio if pd.ct else 1.0, k.gain, k.offset))
+        c = CompiledBlock(block, dec, tuple(self.full[pd.name] for pd in block.points),
+                          tuple(factors))
         self._compiled[id(block)] = c
         return c
 
@@ -353,13 +365,7 @@ class ModbusMeter(Driver):
                 log.info("%s: %s answer again (unit %d, profile %s); points GOOD", self.name,
                          block.describe(), self.unit, self.profile.name)
             self.blocks[i] = BlockState()
-            comp = self._compile(block, cal)
-            isfinite = math.isfinite
-            for (name, scale, ct, gain, offset), raw in zip(comp.points,
-                                                           comp.decoder.decode(regs),
-                                                           strict=True):
-                value = raw * scale * ct * gain + offset
-                items.append((name, value, GOOD if isfinite(value) else BAD))
+            items += self._compile(block, cal).items(regs)
         for i in reversed(to_split):  # find which registers are missing: one read per point
             singles = [ReadBlock(b.function, pd.address, pd.count, (pd,))
                        for b in (self.plan[i],) for pd in b.points]
