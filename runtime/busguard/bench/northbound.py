@@ -3,7 +3,9 @@ clients, beside a plain pymodbus server holding the same number of registers.
 
 busguard: the measured runtime (:mod:`busguard.bench.target`) with 64 meters and 32 probes
 (memory drivers: no field I/O here, the map is what is measured) and [modbus_server], scanning
-every 10 ms while the clients read. Baseline: :mod:`busguard.bench.plainserver`. Clients:
+every 10 ms while the clients read, with ``[scan] io`` as the judged mode of (1) (``process``:
+the server in the I/O process, register images encoded by the scan process on demand).
+Baseline: :mod:`busguard.bench.plainserver`. Clients:
 :mod:`busguard.bench.clients` in its own process, closed loop (each client starts its next
 map read when the last one ended), one connection each, the same reads for both servers.
 """
@@ -44,6 +46,7 @@ def run(b: Bench) -> list[Measurement]:
     dur = b.seconds(10.0, 1.5)
     concurrency = tuple(b.count(c) for c in CONCURRENCY)
     spec = site(b)
+    spec.io = b.io_modes[0]  # the server where the judged mode of (1) runs it
     port = spec.tables["modbus_server"]["port"]
     path = spec.write(b.workdir / "nb-busguard" / "site.toml")
     blocks, size = northbound_map.blocks(path)
@@ -82,15 +85,14 @@ def run(b: Bench) -> list[Measurement]:
                         "plain pymodbus"))
         at = c == P99_AT
         rows.append(Row(f"map read p99, {c}", bg["p99_ms"], "ms", pl["p99_ms"],
-                        "plain pymodbus", f"< {P99_FLOOR_MS:g} ms" if at else "",
-                        below(bg["p99_ms"], P99_FLOOR_MS) if at else INFO,
-                        (f"one map read is {len(blocks)} requests in sequence; per request "
-                         f"p99 {bg['request_p99_ms']:.2f} ms (plain "
-                         f"{pl['request_p99_ms']:.2f} ms)") if at else ""))
-        if at:
+                        "plain pymodbus", status=INFO,
+                        note=f"one map read is {len(blocks)} requests in sequence"
+                        if at else ""))
+        if at:  # the floor reads "p99 under 2 ms" per read request: a map read is 77 of them
             rows.append(Row(f"request p99, {c}", bg["request_p99_ms"], "ms",
-                            pl["request_p99_ms"], "plain pymodbus",
-                            note="one request of a map read (the floor read per request)"))
+                            pl["request_p99_ms"], "plain pymodbus", f"< {P99_FLOOR_MS:g} ms",
+                            below(bg["request_p99_ms"], P99_FLOOR_MS),
+                            "one read request (<= 125 registers) of a map read"))
         if bg["errors"] or bg["exception_replies"]:
             rows[-1].note += f"; {bg['errors']} errors, {bg['exception_replies']} exceptions"
     details = {"duration_s": dur, "map_registers": size, "registers_per_map_read": nregs,
@@ -98,4 +100,5 @@ def run(b: Bench) -> list[Measurement]:
                "busguard": {str(k): v for k, v in res["busguard"].items()},
                "plain": {str(k): v for k, v in res["plain"].items()}}
     return [Measurement(KEYS[0][0], f"{KEYS[0][1]} ({nregs} registers, {len(blocks)} "
-                        f"requests per read)", rows, details=details)]
+                        f"requests per read; [scan] io = \"{spec.io}\")", rows,
+                        details=details)]
