@@ -220,10 +220,11 @@ class MbapConnection(asyncio.Protocol):
         else:
             self._on_garbage()
 
-    async def request(self, unit: int, fc: int, address: int, count_or_values: Any,
-                      timeout_s: float) -> Any:
-        """Send one request and wait for its answer: the read PDU, None for a write, an int
-        exception code; raises TimeoutError or :class:`_Lost`."""
+    def send(self, unit: int, fc: int, address: int, count_or_values: Any,
+             timeout_s: float) -> tuple[asyncio.Future, asyncio.TimerHandle]:
+        """Send one request; the future gets its answer (the read PDU, None for a write, an
+        int exception code) or TimeoutError/:class:`_Lost`. The caller awaits it, then
+        cancels the timer and calls :meth:`done` (no coroutine of its own per request)."""
         transport = self.transport
         if transport is None:
             raise _Lost("not connected")
@@ -237,18 +238,17 @@ class MbapConnection(asyncio.Protocol):
         else:
             count = int(count_or_values)
             frame = _READ.pack(tid, 0, 6, unit, fc, address, count)
+        transport.write(frame)  # first: if it raises, no timer is left behind
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut = loop.create_future()  # the answer cannot come before the caller awaits it
         self._pending = (tid, fc, count, fut)
-        timer = loop.call_later(timeout_s, _expire, fut)
-        try:
-            transport.write(frame)
-            answer = await fut
-        finally:
-            timer.cancel()
-            self._pending = None
-        self.until_close = TIMEOUTS_BEFORE_CLOSE
-        return answer
+        return fut, loop.call_later(timeout_s, _expire, fut)
+
+    def done(self, answered: bool) -> None:
+        """The request ended; ``answered``: a frame came back for it."""
+        self._pending = None
+        if answered:
+            self.until_close = TIMEOUTS_BEFORE_CLOSE
 
 
 def _expire(fut: asyncio.Future) -> None:
@@ -311,9 +311,15 @@ class TcpLink:
                 await gate.acquire()
             try:
                 t0 = time.perf_counter()
+                answered = False
                 try:
-                    answer = await client.request(unit, fc, address, count_or_values,
-                                                  timeout_s)
+                    fut, timer = client.send(unit, fc, address, count_or_values, timeout_s)
+                    try:
+                        answer = await fut
+                        answered = True
+                    finally:
+                        timer.cancel()
+                        client.done(answered)
                 except _Lost as exc:
                     raise CommError(DISCONNECT, f"connection to {self._where} lost: {exc}",
                                     errno.ECONNRESET) from exc
