@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import subprocess
 import sys
 import threading
 import time
 import types
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from busguard import iolink
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 if TYPE_CHECKING:
     from busguard.runtime import Runtime
@@ -51,11 +60,65 @@ def plugin_specs(rt: Runtime) -> list[str]:
     return out
 
 
+@dataclass
+class Spawned:
+    """A started I/O process and our end of its link."""
+
+    site_file: str
+    sock: socket.socket
+    proc: subprocess.Popen[bytes]
+
+    def close(self) -> None:
+        """Not adopted by a runtime after all: close the link; the process ends by itself."""
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(STOP_WAIT_S)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def spawn(site_file: str | Path, plugins: Sequence[str] = ()) -> Spawned | None:
+    """Start ``python -m busguard.ioprocess SITE`` with one end of a new link."""
+    ours, theirs = iolink.socket_pair()
+    fd = theirs.fileno()
+    cmd = [sys.executable, "-m", "busguard.ioprocess", str(site_file), "--fd", str(fd)]
+    for spec in plugins:
+        cmd += ["--plugin", spec]
+    try:
+        proc = subprocess.Popen(cmd, pass_fds=(fd,), stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        ours.close()
+        theirs.close()
+        log.error("io process: cannot start %s: %s", sys.executable, exc)
+        return None
+    theirs.close()
+    return Spawned(str(site_file), ours, proc)
+
+
+def prespawn(site_file: str | Path) -> Spawned | None:
+    """Start the I/O process of a site that asks for one (``[scan] io = "process"``) before
+    the site is built, so both processes build in parallel and a restarted unit serves the
+    DCIM sooner. Reads only that one option (the runtime validates the whole file);
+    returns None for any other site or a file that does not parse."""
+    try:
+        with open(site_file, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    scan = data.get("scan")
+    if not isinstance(scan, dict) or scan.get("io") != "process":
+        return None
+    return spawn(site_file)
+
+
 class IoSupervisor:
     """Owns the I/O process of one runtime."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, first: Spawned | None = None) -> None:
         self.rt = runtime
+        self._first = first
         self.frame_source: FrameSource | None = None
         self.ready: dict[str, Any] = {}
         self.stats: dict[str, Any] = {}
@@ -70,28 +133,28 @@ class IoSupervisor:
 
     # -- lifecycle (start and stop from the runtime's controlling thread) -------------------
     def start(self) -> None:
-        self._spawn()
+        first, self._first = self._first, None
+        if first is not None and first.proc.poll() is None and \
+                Path(first.site_file).resolve() == Path(self.rt.site.file).resolve() and \
+                not plugin_specs(self.rt):
+            self._adopt(first)
+        else:
+            if first is not None:
+                first.close()
+            self._spawn()
         self._thread = threading.Thread(target=self._watch, name="busguard-io-supervisor",
                                         daemon=True)
         self._thread.start()
 
     def _spawn(self) -> None:
-        ours, theirs = iolink.socket_pair()
-        fd = theirs.fileno()
-        cmd = [sys.executable, "-m", "busguard.ioprocess", str(self.rt.site.file), "--fd",
-               str(fd)]
-        for spec in plugin_specs(self.rt):
-            cmd += ["--plugin", spec]
-        try:
-            proc = subprocess.Popen(cmd, pass_fds=(fd,), stdin=subprocess.DEVNULL)
-        except OSError as exc:
-            ours.close()
-            theirs.close()
-            log.error("io process: cannot start %s: %s", sys.executable, exc)
-            return
-        theirs.close()
+        got = spawn(self.rt.site.file, plugin_specs(self.rt))
+        if got is not None:
+            self._adopt(got)
+
+    def _adopt(self, got: Spawned) -> None:
         old = self._sock
-        self._sock, self._proc = ours, proc
+        self._sock, self._proc = got.sock, got.proc
+        proc = got.proc
         self.ready = {}
         self.starts += 1
         if old is not None:

@@ -28,7 +28,7 @@ from busguard.config.site import SiteConfig, load_site
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, ProcessImage, Quality
-from busguard.iosupervisor import IoSupervisor
+from busguard.iosupervisor import IoSupervisor, Spawned
 from busguard.plugins import build_plugin_manager, collect_types
 from busguard.publisher import Publisher
 from busguard.record import Recorder
@@ -170,16 +170,22 @@ class Runtime:
         return cls(site, pm, registry, clock)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self, record: str | Path | None = None) -> None:
-        """Restore retained state, start publishers and drivers. Returns promptly."""
+    def start(self, record: str | Path | None = None, io: Spawned | None = None) -> None:
+        """Restore retained state, start publishers and drivers. Returns promptly.
+
+        ``io``: an I/O process started early for this site (:func:`busguard.iosupervisor.
+        prespawn`), adopted instead of starting one now."""
         if self.site.scan.io == "process":
             if isinstance(self.clock, MonotonicClock):
                 # first, so the I/O process imports and builds while retained state loads
-                self.io = IoSupervisor(self)
+                self.io = IoSupervisor(self, first=io)
                 self.io.start()
+                io = None
             else:
                 log.warning("[scan] io = \"process\" needs the real clock; with an injected "
                             "clock the drivers run in this process")
+        if io is not None:
+            io.close()
         self._io_loop = asyncio.new_event_loop()
         self._io_thread = threading.Thread(target=self._io_loop.run_forever,
                                            name="busguard-io", daemon=True)

@@ -10,6 +10,7 @@ import sys
 import threading
 
 from busguard.commands import default_site
+from busguard.iosupervisor import prespawn
 from busguard.reload import Reloader
 from busguard.runtime import Runtime
 from busguard.service import Service, clear_realtime
@@ -37,8 +38,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = default_site(args.site)
+    early_io = prespawn(path)  # [scan] io = "process": it builds while we do
     service = Service()  # systemd notify/watchdog/status; inert outside systemd
-    rt = Runtime.from_file(path, extra=[service])
+    try:
+        rt = Runtime.from_file(path, extra=[service])
+    except BaseException:
+        if early_io is not None:
+            early_io.close()
+        raise
     reloader = Reloader(path, rt, extra=[service], service=service)
     stop_reason = {"why": "end"}
 
@@ -54,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         t = threading.Timer(args.duration, reloader.request_stop)
         t.daemon = True
         timers.append(t)
-    rt.start(record=args.record)
+    rt.start(record=args.record, io=early_io)
     for t in timers:
         t.start()
     if args.stats_every > 0:
