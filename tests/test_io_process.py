@@ -33,7 +33,8 @@ def slave():
 def site_text(meter_port: int, state: str, io: str = "process") -> str:
     return (f'[site]\nname = "split"\n[scan]\nperiod_ms = 10\nio = "{io}"\n'
             f'[paths]\nstate_dir = "{state}"\nfault_log = "{state}/fault.log"\n'
-            f'[modbus_server]\nport = 0\nmax_requests_per_s = 5000\nwrite_allow = ["127.0.0.1/32"]\n'
+            f'[modbus_server]\nport = 0\nmax_requests_per_s = 5000\n'
+            f'write_allow = ["127.0.0.1/32"]\n'
             f'[[meter]]\nname = "m1"\nhost = "127.0.0.1"\nport = {meter_port}\npoll_ms = 50\n'
             f'timeout_ms = 200\nbackoff_ms = 50\nbackoff_max_ms = 200\n'
             f'[[block]]\nname = "m1-load"\ntype = "threshold_alarm"\n'
