@@ -146,6 +146,11 @@ def _scan_rows(base: dict[str, Any], got: dict[str, Any], missing: list[str],
             judge(PASS if s["overruns"] == 0 else MISS),
             f"{s['cycles']} scans measured"),
     ]
+    m = got.get("meters") or {}
+    if m.get("meters"):
+        rows.append(Row("meter polls missed", m["missed_polls"], "", status=INFO,
+                        note=f"{m['polls']:,} polls of {m['meters']} meters every "
+                             f"{POLL_MS:g} ms, {m['timeouts']} timeouts"))
     key = "1-scan" if io == "process" else f"1-scan-{io}"
     return Measurement(key, f"{KEYS[0][1]}, [scan] io = \"{io}\"", rows, details=details)
 

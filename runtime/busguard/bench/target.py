@@ -88,9 +88,37 @@ def _gc_counts() -> list[int]:
     return [s["collections"] for s in gc.get_stats()]
 
 
+def poll_totals(rt: Runtime) -> dict[str, int]:
+    """Polls, missed polls and lost requests summed over the runtime's meters (the drivers'
+    own counters; from the I/O process when they run there)."""
+    out = {"meters": 0, "polls": 0, "missed_polls": 0, "timeouts": 0}
+    for d in rt.drivers:
+        if d.kind != "meter":
+            continue
+        st = rt.driver_stats(d)
+        out["meters"] += 1
+        out["polls"] += int(st.get("polls") or 0)
+        out["missed_polls"] += int(st.get("missed_polls") or 0)
+        out["timeouts"] += int(st.get("timeout_count") or 0)
+    return out
+
+
+def fresh_io_stats(rt: Runtime) -> None:
+    """With an I/O process, scan until its next statistics report (once a second) is in, so
+    driver counters are current."""
+    if rt.io is None:
+        return
+    seen = rt.io.stats
+    t_end = time.monotonic() + 2.5
+    while rt.io.stats is seen and time.monotonic() < t_end:
+        rt.run(max_cycles=5)
+
+
 def measure(rt: Runtime, warmup_s: float, duration_s: float) -> dict[str, Any]:
     period = rt.site.scan.period_s
     rt.run(max_cycles=max(1, round(warmup_s / period)))
+    fresh_io_stats(rt)
+    polls0 = poll_totals(rt)
     cycles = max(1, round(duration_s / period))
     rec = LatenessRecorder(cycles, rt.site.scan.period_ms)
     rt.stats = rt.loop.stats = rec
@@ -107,16 +135,21 @@ def measure(rt: Runtime, warmup_s: float, duration_s: float) -> dict[str, Any]:
     wall = t1 - t0
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     st = rec.snapshot()
+    gc_after = _gc_counts()
+    outputs = [list(c) for c in BenchOutput.changes]
+    fresh_io_stats(rt)  # (scans after the measured ones are not in ``st``)
+    polls1 = poll_totals(rt)
     io_res = None
     if io_pid:  # [scan] io = "process": the runtime is two processes
         io_res = {"pid": io_pid, "cpu_s": io_c1 - io_c0, "cpu_share": (io_c1 - io_c0) / wall,
                   "memory": proc_memory(io_pid), "restarts": rt.io.starts - 1}
-    return {"io_process": io_res, "stats": st.as_dict(), "wall_s": wall, "cpu_s": cpu,
-            "cpu_share": cpu / wall,
+    meters = {k: polls1[k] - polls0[k] for k in polls1}
+    meters["meters"] = polls1["meters"]
+    return {"io_process": io_res, "meters": meters,
+            "stats": st.as_dict(), "wall_s": wall, "cpu_s": cpu, "cpu_share": cpu / wall,
             "memory": proc_memory("self"), "threads": len(os.listdir("/proc/self/task")),
-            "gc_collections": [a - b for a, b in zip(_gc_counts(), gc_before, strict=True)],
-            "quality": quality_summary(rt),
-            "outputs": [list(c) for c in BenchOutput.changes],
+            "gc_collections": [a - b for a, b in zip(gc_after, gc_before, strict=True)],
+            "quality": quality_summary(rt), "outputs": outputs,
             "drivers": {d.name: rt.driver_stats(d) for d in rt.drivers[:2]}}
 
 
