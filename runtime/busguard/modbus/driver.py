@@ -364,7 +364,8 @@ class ModbusMeter(Driver):
             if st.code:
                 log.info("%s: %s answer again (unit %d, profile %s); points GOOD", self.name,
                          block.describe(), self.unit, self.profile.name)
-            self.blocks[i] = BlockState()
+            if st.code or st.delay_s or st.retry_at:  # else it is a fresh state already
+                self.blocks[i] = BlockState()
             items += self._compile(block, cal).items(regs)
         for i in reversed(to_split):  # find which registers are missing: one read per point
             singles = [ReadBlock(b.function, pd.address, pd.count, (pd,))

@@ -301,7 +301,8 @@ class TcpLink:
                       gate: asyncio.Semaphore | None = None) -> tuple[list[int], float]:
         """One attempt; returns (registers, latency_s) or raises CommError/ExceptionReply."""
         pool = self._pool if self._pool is not None else self._ensure_pool()
-        client = await pool.get()
+        # a free connection is taken without a coroutine (Queue.get does the same then)
+        client = pool.get_nowait() if not pool.empty() else await pool.get()
         try:
             if client.transport is None:
                 await self._connect(client, timeout_s)
