@@ -1,6 +1,7 @@
 """busguard's own Modbus TCP client (TcpLink over MbapConnection), against a scripted server:
 answers matched by transaction id (a late answer is dropped), exception replies, garbage kept
-off the values, the connection given up after 3 + 2 timeouts in a row, writes (function 16)."""
+off the values, the connection given up at the fifth timeout in a row, writes (function 16),
+one timeout timer per connection."""
 
 from __future__ import annotations
 
@@ -121,5 +122,52 @@ def test_garbage_short_answers_and_giving_up_a_silent_connection() -> None:
         with pytest.raises(CommError) as e:
             await link.request("read", 1, "holding", 0, 2, 0.5)
         assert e.value.kind == DISCONNECT
+
+    asyncio.run(main())
+
+
+class _Wire:
+    """A transport that keeps what was written."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+def test_one_timer_per_connection_enforces_each_request_s_own_timeout() -> None:
+    from busguard.modbus.transport import MbapConnection
+
+    async def main() -> None:
+        conn = MbapConnection(lambda: None)
+        wire = _Wire()
+        conn.connection_made(wire)  # type: ignore[arg-type]
+
+        def answer_last() -> None:
+            tid = struct.unpack(">H", wire.sent[-1][:2])[0]
+            conn.data_received(_frame(tid, 1, bytes((3, 4, 0, 1, 0, 2))))
+
+        long = conn.send(1, 3, 0, 2, 30.0)  # the timer is armed 30 s ahead
+        answer_last()
+        assert long.result()[2:] == b"\x00\x01\x00\x02"
+        conn.done(True)
+        short = conn.send(1, 3, 0, 2, 0.01)  # must not wait for the 30 s timer
+        await asyncio.wait({short}, timeout=10.0)
+        assert short.done() and isinstance(short.exception(), TimeoutError)
+        conn.done(False)
+        quick = conn.send(1, 3, 0, 2, 0.01)  # answered: its timer will fire for nothing
+        answer_last()
+        conn.done(True)
+        later = conn.send(1, 3, 0, 2, 30.0)
+        await asyncio.sleep(0.05)  # the 0.01 s timer fired, re-armed for this one's deadline
+        assert quick.done() and not later.done()
+        answer_last()
+        assert later.result()
+        conn.done(True)
+        conn.close()
 
     asyncio.run(main())

@@ -16,12 +16,13 @@ Why TCP does not go through pymodbus's client: per request it builds PDU objects
 framer and decoder (formatting a debug string of every PDU even with debug logging off),
 records a frame dump, holds an asyncio lock and wraps the answer in ``asyncio.wait_for``;
 measured with 64 meters polled back to back that was most of the driver's CPU per request.
-A read is one ``struct.pack``, one ``transport.write``, one future with one timer, and one
-``unpack_from`` of the answer. It keeps what the pymodbus client did for the driver: a
-connection at a time per request, answers matched by transaction id (a late answer to a
-timed-out request is dropped), exception responses, garbage discarded without dropping the
-connection (the request then ends as a timeout), and the connection closed after
-``retries + 3`` (3) timeouts in a row so the next attempt reconnects.
+A read is one ``struct.pack``, one ``transport.write``, one future (the connection's one
+timeout timer is re-armed only when it fires), and one ``unpack_from`` of the answer. It
+keeps what the pymodbus client did for the driver: a connection at a time per request,
+answers matched by transaction id (a late answer to a timed-out request is dropped),
+exception responses, garbage discarded without dropping the connection (the request then
+ends as a timeout), and the connection given up at the fifth timeout in a row (pymodbus's
+countdown from ``retries + 3``) so the next attempt reconnects.
 
 pymodbus's own retries and reconnect timers are switched off on the RTU line (``retries=0``,
 ``reconnect_delay=0``), and the TCP client has none: the driver decides when to retry, back
@@ -135,7 +136,8 @@ _MBAP = struct.Struct(">HHH")             # transaction id, protocol id (0), len
 _READ = struct.Struct(">HHHBBHH")         # MBAP + unit, function, address, count
 _WRITE_HEAD = struct.Struct(">HHHBBHHB")  # MBAP + unit, 0x10, address, count, byte count
 _REGS: dict[int, struct.Struct] = {}      # register count -> ">nH"
-# pymodbus closed its connection after retries + 3 timeouts in a row (retries = 0 here)
+# pymodbus counted down from retries + 3 (retries = 0 here) and closed its connection at
+# the timeout after the count went below zero: the fifth in a row
 TIMEOUTS_BEFORE_CLOSE = 3
 
 
@@ -167,6 +169,15 @@ class MbapConnection(asyncio.Protocol):
         self._tid = 0
         self._pending: tuple[int, int, int, asyncio.Future] | None = None  # tid, fc, count
         self.until_close = TIMEOUTS_BEFORE_CLOSE
+        # one timer per connection, not one per request: requests follow each other far
+        # faster than they time out, so a timer made and cancelled per request was most of
+        # the event loop's work per request. The timer is armed for the oldest deadline it
+        # may have to enforce; when it fires for a request that has since been answered, it
+        # re-arms itself for the deadline of the request now pending (or stops when idle).
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def connected(self) -> bool:
@@ -187,6 +198,9 @@ class MbapConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -221,10 +235,11 @@ class MbapConnection(asyncio.Protocol):
             self._on_garbage()
 
     def send(self, unit: int, fc: int, address: int, count_or_values: Any,
-             timeout_s: float) -> tuple[asyncio.Future, asyncio.TimerHandle]:
+             timeout_s: float) -> asyncio.Future:
         """Send one request; the future gets its answer (the read PDU, None for a write, an
-        int exception code) or TimeoutError/:class:`_Lost`. The caller awaits it, then
-        cancels the timer and calls :meth:`done` (no coroutine of its own per request)."""
+        int exception code), or TimeoutError ``timeout_s`` after now, or :class:`_Lost`.
+        The caller awaits it, then calls :meth:`done` (no coroutine of its own per
+        request)."""
         transport = self.transport
         if transport is None:
             raise _Lost("not connected")
@@ -238,22 +253,37 @@ class MbapConnection(asyncio.Protocol):
         else:
             count = int(count_or_values)
             frame = _READ.pack(tid, 0, 6, unit, fc, address, count)
-        transport.write(frame)  # first: if it raises, no timer is left behind
+        transport.write(frame)  # first: if it raises, nothing is left pending
         loop = asyncio.get_running_loop()
         fut = loop.create_future()  # the answer cannot come before the caller awaits it
         self._pending = (tid, fc, count, fut)
-        return fut, loop.call_later(timeout_s, _expire, fut)
+        self._deadline = deadline = loop.time() + timeout_s
+        timer = self._timer
+        if timer is None or self._timer_at > deadline or self._timer_loop is not loop:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer_at, self._timer_loop = deadline, loop
+        return fut
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        p = self._pending
+        if p is None or p[3].done():
+            return  # idle: the next request arms it again
+        if self._deadline <= self._timer_at:  # the pending request's own deadline
+            p[3].set_exception(TimeoutError())
+        else:  # armed for an earlier request: now for the pending one's deadline
+            loop = self._timer_loop
+            assert loop is not None
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+            self._timer_at = self._deadline
 
     def done(self, answered: bool) -> None:
         """The request ended; ``answered``: a frame came back for it."""
         self._pending = None
         if answered:
             self.until_close = TIMEOUTS_BEFORE_CLOSE
-
-
-def _expire(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
 
 
 class TcpLink:
@@ -314,12 +344,11 @@ class TcpLink:
                 t0 = time.perf_counter()
                 answered = False
                 try:
-                    fut, timer = client.send(unit, fc, address, count_or_values, timeout_s)
+                    fut = client.send(unit, fc, address, count_or_values, timeout_s)
                     try:
                         answer = await fut
                         answered = True
                     finally:
-                        timer.cancel()
                         client.done(answered)
                 except _Lost as exc:
                     raise CommError(DISCONNECT, f"connection to {self._where} lost: {exc}",
