@@ -204,6 +204,11 @@ class MbapConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
+        if not buf and len(data) >= 8:  # the usual case: exactly one whole answer
+            tid, proto, length = _MBAP.unpack_from(data)
+            if proto == 0 and 2 <= length <= 254 and len(data) == 6 + length:
+                self._frame(tid, data[7:])
+                return
         buf += data
         while len(buf) >= 8:
             tid, proto, length = _MBAP.unpack_from(buf)
