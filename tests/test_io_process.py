@@ -30,10 +30,10 @@ def slave():
     s.stop()
 
 
-def site_text(meter_port: int, state: str, io: str = "process") -> str:
+def site_text(meter_port: int, state: str, io: str = "process", nb_port: int = 0) -> str:
     return (f'[site]\nname = "split"\n[scan]\nperiod_ms = 10\nio = "{io}"\n'
             f'[paths]\nstate_dir = "{state}"\nfault_log = "{state}/fault.log"\n'
-            f'[modbus_server]\nport = 0\nmax_requests_per_s = 5000\n'
+            f'[modbus_server]\nport = {nb_port}\nmax_requests_per_s = 5000\n'
             f'write_allow = ["127.0.0.1/32"]\n'
             f'[[meter]]\nname = "m1"\nhost = "127.0.0.1"\nport = {meter_port}\npoll_ms = 50\n'
             f'timeout_ms = 200\nbackoff_ms = 50\nbackoff_max_ms = 200\n'
@@ -185,3 +185,60 @@ def test_io_option_is_validated(site_file):
         check_site(path)
     msg = str(err.value)
     assert "scan.io" in msg and "thread" in msg and "process" in msg
+
+
+def scan_until(rt, pred, timeout: float = 8.0, what: str = "condition"):
+    """Scan the runtime on the real clock until ``pred()`` holds (bounded)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        rt.run(max_cycles=5)
+
+
+def test_reload_hands_over_to_a_new_io_process_on_the_same_port(slave, tmp_path):
+    from pymodbus.client import ModbusTcpClient
+
+    from busguard.reload import Reloader
+
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), GEN, VALUES)
+    import socket
+
+    with socket.socket() as s:  # a free port, fixed across the reload
+        s.bind(("127.0.0.1", 0))
+        fixed = s.getsockname()[1]
+    text = site_text(port, str(tmp_path / "state"), nb_port=fixed)
+    path = tmp_path / "site.toml"
+    path.write_text(text, encoding="utf-8")
+    rt = Runtime.from_file(str(path))
+    rt.start()
+    new = rt
+    try:
+        scan_until(rt, lambda: rt.io.ready.get("publishers"), what="the first io process")
+        nb_port = rt.publishers[0].port()
+        scan_until(rt, lambda: good(rt, "m1.current_l1_a") is not None, what="first value")
+        old_proc = rt.io._proc
+        path.write_text(text.replace("high = 500.0", "high = 90.0"), encoding="utf-8")
+        reloader = Reloader(path, rt)
+        assert reloader.prepare() is True
+        reloader._swap()
+        new = reloader.current
+        assert new is not rt and new.io is not None and new.io.pid != old_proc.pid
+        wait_until(lambda: old_proc.poll() is not None, what="the old io process's exit")
+        scan_until(new, lambda: new.io.ready.get("publishers"), what="the new io process")
+        assert new.publishers[0].port() == nb_port == fixed  # the same port, bound again
+        assert good(new, "m1.current_l1_a") == pytest.approx(VALUES["current_l1_a"])
+        scan_until(new, lambda: "m1-load:limit" in new.alarms.alarms, what="the new limit")
+        client = ModbusTcpClient("127.0.0.1", port=nb_port, timeout=3, retries=0)
+        assert client.connect()
+        try:
+            head = client.read_holding_registers(0, count=8, device_id=1).registers
+            assert head[0] == mapdef.MAGIC
+        finally:
+            client.close()
+    finally:
+        new.stop()
+        rt.stop()

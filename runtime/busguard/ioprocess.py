@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -92,11 +93,12 @@ class IoProcess:
                     "serving the map's template until one comes", timeout_s)
         return True
 
-    def start(self) -> dict[str, Any]:
+    def start(self) -> dict[str, Any] | None:
+        """Start publishers and drivers; None when the scan process went away first."""
         threading.Thread(target=self.loop.run_forever, name="busguard-io",
                          daemon=True).start()
         if self.publishers and not self.first_frame():
-            raise RuntimeError("the scan process closed the link")
+            return None
         ready: dict[str, Any] = {"pid": os.getpid(), "drivers": [d.name for d in self.drivers],
                                  "publishers": {}}
         for pub in self.publishers:
@@ -147,16 +149,20 @@ class IoProcess:
                 iolink.send_obj(self.sock, iolink.STATS, self.stats())
 
     def stop(self) -> None:
-        for d in self.drivers:
-            try:
-                d.stop()
-            except Exception:
-                log.exception("driver %s failed to stop cleanly", d.name)
+        """Publishers first, then the link closes (the scan process waits for that: a
+        reload's next I/O process binds the same port), then the drivers."""
         for p in self.publishers:
             try:
                 p.stop()
             except Exception:
                 log.exception("publisher %s failed to stop cleanly", p.section)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        for d in self.drivers:
+            try:
+                d.stop()
+            except Exception:
+                log.exception("driver %s failed to stop cleanly", d.name)
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
@@ -197,12 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("io process: start failed")
         iolink.send_obj(sock, iolink.READY, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
+    if ready is None:
+        log.info("io process: the scan process stopped before we started; exiting")
+        proc.stop()
+        return 0
     iolink.send_obj(sock, iolink.READY, ready)
     try:
         proc.serve()
     finally:
         proc.stop()
-        sock.close()
     return 0
 
 

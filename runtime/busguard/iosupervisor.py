@@ -113,6 +113,31 @@ def prespawn(site_file: str | Path) -> Spawned | None:
     return spawn(site_file)
 
 
+def _half_close_and_wait(sock: socket.socket, timeout_s: float) -> None:
+    """Shut our sending side down, read until the peer closes its end (bounded), close."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(iolink.MAX_MESSAGE):
+                break
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class IoSupervisor:
     """Owns the I/O process of one runtime."""
 
@@ -180,26 +205,24 @@ class IoSupervisor:
             if not self._stop.is_set():
                 self._spawn()
 
-    def stop(self) -> None:
-        """Close the link (the I/O process sees it and ends), wait, then insist."""
+    def stop(self, wait: bool = True) -> None:
+        """End the I/O process: half-close the link, which it answers by closing its
+        listeners and then its end of the link (so the port is free when this returns), then
+        it stops its drivers and exits. ``wait``: also wait for the exit (a final stop);
+        without (a reload's hand-over) a thread reaps it, insisting after 3 s."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
         sock, proc = self._sock, self._proc
         self._sock = None
         if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+            _half_close_and_wait(sock, STOP_WAIT_S)
         if proc is not None and proc.poll() is None:
-            try:
-                proc.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(STOP_WAIT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            if wait:
+                _reap(proc)
+            else:
+                threading.Thread(target=_reap, args=(proc,), name="busguard-io-reaper",
+                                 daemon=True).start()
 
     @property
     def pid(self) -> int | None:

@@ -237,7 +237,7 @@ class Runtime:
             except Exception:
                 log.exception("publisher %s failed to stop cleanly", pub.section)
         if self.io is not None:
-            self.io.stop()
+            self.io.stop(wait=failsafe)  # a hand-over (reload) need not wait for its exit
         if self.recorder is not None:
             self.recorder.close()
         if self._io_loop is not None:
