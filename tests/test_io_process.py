@@ -242,3 +242,28 @@ def test_reload_hands_over_to_a_new_io_process_on_the_same_port(slave, tmp_path)
     finally:
         new.stop()
         rt.stop()
+
+
+def test_a_frame_sent_to_the_io_process_encodes_to_the_same_registers(make_runtime,
+                                                                      run_scans, tmp_path):
+    """The I/O process encodes what the scan process would have: same bytes, register for
+    register, including NaN, huge values, qualities and alarm bits."""
+    from busguard.northbound.encode import frame_from_bytes, frame_to_bytes
+
+    text = site_text(1, str(tmp_path / "state"), io="thread").replace(
+        '[[meter]]\nname = "m1"\nhost = "127.0.0.1"\nport = 1\n',
+        '[[meter]]\nname = "m1"\ndriver = "memory"\npoints = ["current_l1_a", "thd_v_l1_pct"]\n'
+        'initial = { current_l1_a = 612.0, thd_v_l1_pct = 1e39 }\n'
+    ).replace("timeout_ms = 200\nbackoff_ms = 50\nbackoff_max_ms = 200\n", "")
+    rt = make_runtime(text, start=True)
+    try:
+        run_scans(rt, 3)
+        pub = rt.publishers[0]
+        frame = pub._frame
+        assert frame.alarms  # the limit alarm is in the frame
+        again = frame_from_bytes(frame_to_bytes(frame), rt.image.specs, rt.image.index)
+        assert pub.encoder.encode(again) == pub.encoder.encode(frame)
+        with pytest.raises(ValueError, match="layout"):
+            frame_from_bytes(frame_to_bytes(frame), rt.image.specs[:-1], rt.image.index)
+    finally:
+        rt.stop()

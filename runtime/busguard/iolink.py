@@ -16,8 +16,9 @@ and memory visibility the kernel's business, no shared-memory barriers to get ri
   scan process keeps the one image: retained state, min/max transient windows, ageing and
   recording work as in one process. Also: "a client read the frame, send the next" demands,
   the driver and server statistics once a second, and a ready message with the bound ports.
-- scan process -> I/O process: the northbound register image, encoded by the scan thread
-  after a cycle and only when a client has read the previous one.
+- scan process -> I/O process: the northbound frame of a cycle (the snapshot's arrays as raw
+  bytes and the small parts: outputs, alarms), sent after the cycle and only when a client has
+  read the previous one; the I/O process encodes it into the register image.
 
 Neither side ever blocks on the other: sends are non-blocking and a full socket buffer drops
 the message and counts it (dropped inputs just age to stale, as with a quiet meter).

@@ -1,8 +1,8 @@
 """The scan process's side of ``[scan] io = "process"``: starts the I/O process
 (:mod:`busguard.ioprocess`), restarts it when it ends, and moves the link's messages
 (:mod:`busguard.iolink`) at the two points of a cycle where that is safe: before the snapshot
-(driver writes into the image) and after the publishers saw the cycle (a register image out,
-when a DCIM client asked for one).
+(driver writes into the image) and after the publishers saw the cycle (the cycle's northbound
+frame out, when a DCIM client asked for one).
 
 Restarts come from this module's own thread, which runs at normal priority (it is created
 before the scan thread asks for SCHED_FIFO, and on a reload after the runtime dropped it), so
@@ -41,7 +41,7 @@ STOP_WAIT_S = 3.0
 
 
 class FrameSource(Protocol):
-    def image(self) -> bytes: ...
+    def frame_payload(self) -> bytes: ...
 
 
 def plugin_specs(rt: Runtime) -> list[str]:
@@ -257,7 +257,7 @@ class IoSupervisor:
         if not self._demand or self.frame_source is None or self._sock is None:
             return
         self._demand = False
-        if iolink.send(self._sock, iolink.FRAME, self.frame_source.image()):
+        if iolink.send(self._sock, iolink.FRAME, self.frame_source.frame_payload()):
             self.frames_sent += 1
 
     # -- views ------------------------------------------------------------------------------

@@ -22,7 +22,13 @@ from busguard.config.params import Param, Section
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import Quality
 from busguard.northbound import access, mapdef
-from busguard.northbound.encode import AlarmInfo, Encoder, Frame
+from busguard.northbound.encode import (
+    AlarmInfo,
+    Encoder,
+    Frame,
+    frame_from_bytes,
+    frame_to_bytes,
+)
 from busguard.northbound.server import Endpoint, NorthboundServer
 from busguard.publisher import Publisher
 
@@ -241,6 +247,11 @@ class ModbusServerPublisher(Publisher):
                      getattr(ret, "status", "disabled"), getattr(ret, "starts", 0))
 
     # -- server side (northbound thread) ----------------------------------------------------
+    def frame_payload(self) -> bytes:
+        """The newest frame for the I/O process (it encodes it there)."""
+        assert self._frame is not None
+        return frame_to_bytes(self._frame)
+
     def image(self) -> bytes:
         frame = self._frame
         enc = self._encoded
@@ -285,19 +296,29 @@ class ModbusServerPublisher(Publisher):
 
 
 class _RemoteImage:
-    """The I/O process's image source: the newest register image the scan process sent (the
-    map's template until the first one), and writes validated by the publisher."""
+    """The I/O process's image source: the newest frame the scan process sent, encoded here
+    once (the map's template until the first one), and writes validated by the publisher."""
 
     def __init__(self, pub: ModbusServerPublisher, frames: Any) -> None:
         self.pub = pub
         self.frames = frames
+        self._encoded: tuple[bytes | None, bytes] = (None, b"")
 
     def image(self) -> bytes:
+        enc = self.pub.encoder
+        rt = self.pub.runtime
+        assert enc is not None and rt is not None
         got = self.frames.latest()
         if got is None:
-            assert self.pub.encoder is not None
-            return self.pub.encoder.template
-        return got
+            return enc.template
+        if self._encoded[0] is not got:  # only the server thread calls this
+            try:
+                frame = frame_from_bytes(got, rt.image.specs, rt.image.index)
+            except Exception:  # a damaged message: keep serving the last good image
+                log.exception("modbus_server: undecodable frame from the scan process")
+                return self._encoded[1] or enc.template
+            self._encoded = (got, enc.encode(frame))
+        return self._encoded[1]
 
     def write(self, func_code: int, address: int, values: Sequence[int],
               client: str) -> ExcCodes | None:
