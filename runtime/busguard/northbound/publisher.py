@@ -82,6 +82,10 @@ class ModbusServerPublisher(Publisher):
         "max_requests_per_s": Param(float, default=200.0, minval=0.1, maxval=100000.0,
                                     doc="per client address, over all its connections"),
         "tls": Param(dict, default={}, doc="Modbus/TCP Security: {cert, key, ca, port = 802}"),
+        "refresh_ms": Param(float, default=50.0, minval=0.0, maxval=1000.0, unit="ms",
+                            doc="with [scan] io = \"process\": the register image served is "
+                                "at most this much older than the last scan (a fresh one at "
+                                "most this often; 0: every scan a client reads)"),
     }
 
     def __init__(self, config: PublisherConfig, site: SiteConfig) -> None:
@@ -303,6 +307,8 @@ class _RemoteImage:
         self.pub = pub
         self.frames = frames
         self._encoded: tuple[bytes | None, bytes] = (None, b"")
+        self._lock = threading.Lock()
+        frames.on_frame.append(self.image)  # encode on arrival, off the request path
 
     def image(self) -> bytes:
         enc = self.pub.encoder
@@ -311,14 +317,18 @@ class _RemoteImage:
         got = self.frames.latest()
         if got is None:
             return enc.template
-        if self._encoded[0] is not got:  # only the server thread calls this
-            try:
-                frame = frame_from_bytes(got, rt.image.specs, rt.image.index)
-            except Exception:  # a damaged message: keep serving the last good image
-                log.exception("modbus_server: undecodable frame from the scan process")
-                return self._encoded[1] or enc.template
-            self._encoded = (got, enc.encode(frame))
-        return self._encoded[1]
+        done = self._encoded
+        if done[0] is got:
+            return done[1]
+        with self._lock:  # the receiving thread and the server thread: encode once
+            if self._encoded[0] is not got:
+                try:
+                    frame = frame_from_bytes(got, rt.image.specs, rt.image.index)
+                except Exception:  # a damaged message: keep serving the last good image
+                    log.exception("modbus_server: undecodable frame from the scan process")
+                    return self._encoded[1] or enc.template
+                self._encoded = (got, enc.encode(frame))
+            return self._encoded[1]
 
     def write(self, func_code: int, address: int, values: Sequence[int],
               client: str) -> ExcCodes | None:
