@@ -103,3 +103,33 @@ def test_snapshot_is_consistent_under_concurrent_writers():
             t.join(timeout=30)
     assert torn == 0
     assert img.snapshot().values[0] == img.snapshot().values[1]
+
+
+def test_ageing_by_runs_equals_the_point_by_point_rule():
+    """Ageing skips a device whose oldest point is fresh; the outcome must be exactly the rule
+    'good and now - t_mono > max_age' applied to every point, whatever the mix of devices,
+    ages (finite, infinite), qualities and stamps (never written, restored, fresh, old)."""
+    import random
+
+    rng = random.Random(11)
+    ages = [0.3] * 5 + [math.inf] * 2 + [0.3] * 3 + [1.5] * 4 + [0.05]
+    specs = [PointSpec(f"d{i}.p", f"d{i // 3}", max_age_s=a) for i, a in enumerate(ages)]
+    for _trial in range(300):
+        clock = FakeClock()
+        clock.advance(rng.uniform(0.0, 5.0))
+        img = ProcessImage(specs, clock)
+        for s in specs:
+            r = rng.random()
+            if r < 0.15:
+                continue  # never written
+            if r < 0.25:
+                img.restore(s.name, 1.0, 0.0)  # stale, t_mono never set
+                continue
+            t = clock.monotonic() - rng.choice([0.0, 0.05, 0.3, 0.3000001, 1.0, 1.5, 4.0])
+            q = rng.choice([Quality.GOOD] * 4 + [Quality.BAD, Quality.NOT_CONNECTED])
+            img.write(s.name, 2.0, q, t_mono=t)
+        now = clock.monotonic()
+        want = [Quality.STALE if q == 0 and now - t > a else Quality(q)
+                for q, t, a in zip(img.quality, img.t_mono, img.max_age, strict=True)]
+        snap = img.snapshot(now)
+        assert [snap[s.name].quality for s in specs] == want

@@ -95,6 +95,18 @@ class ProcessImage:
         self.vmin = array("d", [NAN]) * n
         self.vmax = array("d", [NAN]) * n
         self.max_age = array("d", [s.max_age_s for s in self.specs])
+        # runs of consecutive points with the same finite max age (a device's points are
+        # declared together): ageing checks a run's oldest stamp first and looks at its
+        # points one by one only when that one is old enough to be stale
+        self._age_runs: list[tuple[int, int, float]] = []
+        for i, age in enumerate(self.max_age):
+            if math.isinf(age):
+                continue
+            if self._age_runs and self._age_runs[-1][1] == i and self._age_runs[-1][2] == age:
+                a, _b, _ = self._age_runs[-1]
+                self._age_runs[-1] = (a, i + 1, age)
+            else:
+                self._age_runs.append((i, i + 1, age))
 
     def __contains__(self, name: object) -> bool:
         return name in self.index
@@ -168,12 +180,16 @@ class ProcessImage:
             nan_row = array("d", [NAN]) * n
             self.vmin = nan_row
             self.vmax = nan_row[:]
-        # ageing in one pass over the three arrays (zip, not indexing: ~3x faster per point,
-        # and this runs every scan over every point)
-        rows = zip(quality, t_mono, self.max_age, strict=True)
+        # Ageing, every scan over every point: per run of equal max age, the oldest stamp
+        # first (min() runs in C). now - t only grows as t falls, so when the oldest point
+        # of a run is not stale, none is: the common case costs one min() per device.
         stale = Quality.STALE  # a local: the Enum attribute lookup per stale point cost ~4x
-        for i in [i for i, (q, t, a) in enumerate(rows) if q == 0 and now - t > a]:
-            quality[i] = stale
+        for a, b, age in self._age_runs:
+            if not now - min(t_mono[a:b]) > age:
+                continue
+            for i in range(a, b):
+                if quality[i] == 0 and now - t_mono[i] > age:
+                    quality[i] = stale
         return Snapshot(self.specs, self.index, now, values, quality, t_mono, t_utc, vmin, vmax)
 
 
