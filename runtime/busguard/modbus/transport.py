@@ -100,9 +100,11 @@ async def _call(client: Any, op: str, unit: int, function: str, address: int,
         raise ExceptionReply(FUNCTION_CODES.get(function, 0) if op == "read" else 0x10, code)
     if op == "read":
         regs = list(rr.registers)
-        if len(regs) < count_or_values:
-            raise CommError(CRC, f"short answer: {len(regs)} of {count_or_values} registers")
-        return regs[:count_or_values]
+        if len(regs) != count_or_values:  # RTU has no transaction id: a late answer to
+            # another request of the same unit can arrive instead; its length gives it away
+            raise CommError(CRC, f"answer of {len(regs)} registers to a read of "
+                                 f"{count_or_values} (a late answer to another request?)")
+        return regs
     return []
 
 
@@ -454,6 +456,9 @@ class RtuLine:
                         raise CommError(CRC, f"{self._rx} bytes on {self.describe()} but no "
                                         f"valid answer from unit {unit} (CRC/framing error or "
                                         f"garbage)") from exc
+                    # a late answer may still come: let the line go quiet before the next
+                    # request on it, so that answer cannot be taken for the next one's
+                    await asyncio.sleep(min(timeout_s, QUIET_AFTER_TIMEOUT_S))
                     raise _timeout(f"no answer from unit {unit} on {self.describe()} within "
                                    f"{timeout_s * 1e3:g} ms") from exc
                 except CommError:
@@ -466,6 +471,9 @@ class RtuLine:
             with contextlib.suppress(Exception):
                 self._client.close()
             self._client = None
+
+
+QUIET_AFTER_TIMEOUT_S = 0.05  # RS-485: silence kept after a timeout, before the next request
 
 
 def write_values(values: Sequence[int]) -> list[int]:
