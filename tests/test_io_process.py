@@ -267,3 +267,24 @@ def test_a_frame_sent_to_the_io_process_encodes_to_the_same_registers(make_runti
             frame_from_bytes(frame_to_bytes(frame), rt.image.specs[:-1], rt.image.index)
     finally:
         rt.stop()
+
+
+def test_only_input_only_drivers_move_to_the_io_process():
+    from busguard.driver import Driver
+
+    class Reader(Driver):
+        io_process_ok = True
+
+    class ReaderThatAlsoDrives(Driver):
+        io_process_ok = True
+
+        def consumes(self):
+            return ("relay.alarm",)
+
+    class Plain(Driver):
+        pass
+
+    cfg = type("Cfg", (), {"name": "d"})()
+    assert Reader(cfg, None).runs_in_io_process
+    assert not ReaderThatAlsoDrives(cfg, None).runs_in_io_process  # outputs stay by the scan
+    assert not Plain(cfg, None).runs_in_io_process

@@ -62,6 +62,12 @@ class Driver:
     # process (busguard.ioprocess) instead of beside the scan.
     io_process_ok: ClassVar[bool] = False
 
+    @property
+    def runs_in_io_process(self) -> bool:
+        """Whether ``[scan] io = "process"`` runs this driver in the I/O process: declared
+        ``io_process_ok`` and taking no outputs (outputs are applied beside the scan)."""
+        return self.io_process_ok and not self.consumes()
+
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         self.config = config
         self.site = site

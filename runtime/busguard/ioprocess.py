@@ -76,7 +76,7 @@ class IoProcess:
         self.image = iolink.RemoteImage(self.rt.image.specs, self.rt.image.index, sock,
                                         self.clock)
         self.rt.image = self.image  # type: ignore[assignment]  # writes go to the link
-        self.drivers: list[Driver] = [d for d in self.rt.drivers if d.io_process_ok]
+        self.drivers: list[Driver] = [d for d in self.rt.drivers if d.runs_in_io_process]
         self.publishers = [p for p in self.rt.publishers if p.io_process_ok]
         refresh_ms = max([float(p.config.params.get("refresh_ms", 0.0))
                           for p in self.publishers] or [0.0])

@@ -253,7 +253,7 @@ class Runtime:
         """The drivers this process runs (all but those the I/O process runs)."""
         if self.io is None:
             return self.drivers
-        return [d for d in self.drivers if not d.io_process_ok]
+        return [d for d in self.drivers if not d.runs_in_io_process]
 
     def _cycle(self, now: float, lateness: float) -> CycleResult:
         io = self.io
@@ -327,6 +327,6 @@ class Runtime:
 
     def driver_stats(self, drv: Driver) -> dict[str, Any]:
         """A driver's health figures, from the I/O process when it runs there."""
-        if self.io is not None and drv.io_process_ok:
+        if self.io is not None and drv.runs_in_io_process:
             return self.io.driver_stats(drv.name) or {"state": "io process not reporting"}
         return drv.stats()
