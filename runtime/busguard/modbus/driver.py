@@ -487,11 +487,11 @@ class ModbusMeter(Driver):
             return
         p50 = self.comm.poll_latency_ms(50)
         if self.config.poll_ms < LATENCY_FACTOR * p50:
-            self.latency_warned = True
             log.warning("%s: poll period %g ms is under %gx the measured latency (p50 %.1f ms "
                         "per poll at %s); requests will back up: set poll_ms >= %.0f",
                         self.name, self.config.poll_ms, LATENCY_FACTOR, p50, self.where(),
                         math.ceil(LATENCY_FACTOR * p50))
+            self.latency_warned = True  # after the log line: whoever sees the flag finds it
 
     def stats(self) -> dict[str, Any]:
         d = self.comm.as_dict()
