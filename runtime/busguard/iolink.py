@@ -36,7 +36,7 @@ from typing import Any
 from busguard.clock import Clock
 from busguard.image import PointSpec, ProcessImage, Quality
 
-WRITE, QUALITY, DEMAND, STATS, READY, FRAME, LOG = b"W", b"Q", b"D", b"S", b"R", b"F", b"L"
+WRITE, QUALITY, DEMAND, STATS, READY, FRAME = b"W", b"Q", b"D", b"S", b"R", b"F"
 _WHEAD = struct.Struct("<cdd")  # kind, t_mono, t_utc
 _WITEM = struct.Struct("<IdB")  # point index, value, quality
 _QHEAD = struct.Struct("<cdB")  # kind, t_mono, quality
@@ -162,7 +162,7 @@ def drain(sock: socket.socket, image: ProcessImage, limit: int = 10_000) -> Drai
                               Quality(q), tm)
         elif kind == DEMAND:
             out.demand = True
-        elif kind in (STATS, READY, LOG):
+        elif kind in (STATS, READY):
             try:
                 out.objects.append((kind, pickle.loads(msg[1:])))
             except Exception:  # a bad message is dropped, never fatal
