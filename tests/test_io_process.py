@@ -151,9 +151,14 @@ def test_a_killed_io_process_ages_its_inputs_and_is_restarted(slave, running, tm
 
     wait_until(lambda: scanned().quality is Quality.STALE, what="stale in the scan")
     assert scanned().value == pytest.approx(VALUES["current_l1_a"])  # the last value kept
+    wait_until(lambda: "io-process:down" in rt.alarms.alarms, what="the BG-IO-PROCESS alarm")
+    assert rt.alarms.alarms["io-process:down"].condition.code == "BG-IO-PROCESS"
     wait_until(lambda: rt.io.pid != first and rt.io.alive(), what="a new io process")
     assert rt.io.exits == [-signal.SIGKILL]
     wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="fresh values again")
+    wait_until(lambda: "io-process:down" not in rt.alarms.alarms, what="the alarm cleared")
+    log = (tmp_path / "state" / "fault.log").read_text(encoding="utf-8")
+    assert "raised code=BG-IO-PROCESS" in log and "cleared code=BG-IO-PROCESS" in log
 
 
 def test_stop_ends_the_io_process(slave, tmp_path):

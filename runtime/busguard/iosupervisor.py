@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from busguard import iolink
+from busguard.alarms import AlarmCondition, Severity
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("busguard.io")
 BACKOFF_S = (1.0, 30.0)
+IO_ALARM_SOURCE = "io-process"  # the alarm table's owner name for the I/O process alarm
 STOP_WAIT_S = 3.0
 
 
@@ -259,6 +261,23 @@ class IoSupervisor:
         self._demand = False
         if iolink.send(self._sock, iolink.FRAME, self.frame_source.frame_payload()):
             self.frames_sent += 1
+
+    def conditions(self) -> list[AlarmCondition]:
+        """The alarm while the I/O process is away (ended, or failed to start): one raise
+        when it goes, one clear when it is back, like any alarm (scan thread)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None and "error" not in self.ready:
+            return []
+        if proc is None:
+            why = "could not be started"
+        elif "error" in self.ready:
+            why = f"failed to start: {self.ready['error']}"
+        else:
+            why = f"ended with code {proc.returncode}"
+        return [AlarmCondition("down", Severity.MAJOR, "BG-IO-PROCESS",
+                               f"I/O process {why}; its inputs go stale; restarting",
+                               device=IO_ALARM_SOURCE,
+                               values={"starts": self.starts, "exits": len(self.exits)})]
 
     # -- views ------------------------------------------------------------------------------
     def driver_stats(self, name: str) -> dict[str, Any] | None:

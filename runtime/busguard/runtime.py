@@ -28,7 +28,7 @@ from busguard.config.site import SiteConfig, load_site
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, ProcessImage, Quality
-from busguard.iosupervisor import IoSupervisor, Spawned
+from busguard.iosupervisor import IO_ALARM_SOURCE, IoSupervisor, Spawned
 from busguard.plugins import build_plugin_manager, collect_types
 from busguard.publisher import Publisher
 from busguard.record import Recorder
@@ -262,6 +262,9 @@ class Runtime:
         snap = self.image.snapshot(now)
         result = self.engine.step(snap, self.clock.wall())
         result.lateness_s = lateness
+        if io is not None:
+            result.edges.extend(self.alarms.update(IO_ALARM_SOURCE, io.conditions(),
+                                                   result.t_utc))
         self._apply(result.outputs)
         if self.recorder is not None:
             self.recorder.add(result.cycle, snap, result.t_utc, result.outputs)
