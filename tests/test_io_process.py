@@ -293,3 +293,30 @@ def test_only_input_only_drivers_move_to_the_io_process():
     assert Reader(cfg, None).runs_in_io_process
     assert not ReaderThatAlsoDrives(cfg, None).runs_in_io_process  # outputs stay by the scan
     assert not Plain(cfg, None).runs_in_io_process
+
+
+def test_an_undeliverable_frame_is_reported_once_not_per_scan(caplog):
+    """A frame larger than the link can carry (a huge map on a unit without the packaged
+    wmem_max) is never silently dropped: one error line per streak, naming the sizes."""
+    import logging
+
+    from busguard import iolink
+    from busguard.iosupervisor import IoSupervisor
+
+    class Big:
+        def frame_payload(self) -> bytes:
+            return b"x" * (8 << 20)  # over any send buffer
+
+    ours, theirs = iolink.socket_pair()
+    try:
+        sup = IoSupervisor(None)  # type: ignore[arg-type]  # only the link is used here
+        sup._sock, sup.frame_source = ours, Big()
+        caplog.set_level(logging.ERROR, logger="busguard.io")
+        for _ in range(3):
+            sup._demand = True
+            sup.after_scan()
+        lines = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+        assert len(lines) == 1 and "wmem_max" in lines[0] and sup.frames_sent == 0
+    finally:
+        ours.close()
+        theirs.close()

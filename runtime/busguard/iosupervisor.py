@@ -155,6 +155,7 @@ class IoSupervisor:
         self._sock: Any = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._demand = False
+        self._frame_failed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -259,8 +260,20 @@ class IoSupervisor:
         if not self._demand or self.frame_source is None or self._sock is None:
             return
         self._demand = False
-        if iolink.send(self._sock, iolink.FRAME, self.frame_source.frame_payload()):
+        payload = self.frame_source.frame_payload()
+        if iolink.send(self._sock, iolink.FRAME, payload):
             self.frames_sent += 1
+            self._frame_failed = False
+        elif not self._frame_failed:  # once per streak, not once per scan
+            self._frame_failed = True
+            try:
+                buf = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            except OSError:
+                buf = 0
+            log.error("io process: a northbound frame of %d bytes was not delivered (link "
+                      "send buffer %d bytes%s); the DCIM is served the last one delivered",
+                      len(payload) + 1, buf, "; raise net.core.wmem_max"
+                      if len(payload) + 1 > buf // 2 else ", full")
 
     def conditions(self) -> list[AlarmCondition]:
         """The alarm while the I/O process is away (ended, or failed to start): one raise
