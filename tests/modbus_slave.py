@@ -257,3 +257,11 @@ def point(rt, name: str) -> tuple[float, int]:
     """(value, quality) of a point in a runtime's live image."""
     i = rt.image.index[name]
     return rt.image.values[i], rt.image.quality[i]
+
+
+def generic_values() -> tuple[object, dict[str, float]]:
+    """The bundled generic-pqm profile and one distinct value per point (100, 101, ...)."""
+    from busguard.modbus import load_profile
+
+    gen = load_profile("generic-pqm")
+    return gen, {p.name: 100.0 + i for i, p in enumerate(gen.points)}

@@ -5,21 +5,11 @@ log gets one line per raise and per clear with the words operators grep for."""
 
 from __future__ import annotations
 
-import pytest
-
 from busguard.image import Quality
-from busguard.modbus import load_profile
-from modbus_slave import SlaveThread, point, serve_profile, wait_until
+from modbus_slave import generic_values, point, serve_profile, wait_until
 
-GEN = load_profile("generic-pqm")
-VALUES = {p.name: 100.0 + i for i, p in enumerate(GEN.points)}
+GEN, VALUES = generic_values()
 
-
-@pytest.fixture
-def slave():
-    s = SlaveThread()
-    yield s
-    s.stop()
 
 
 def site(port: int) -> str:

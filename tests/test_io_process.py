@@ -14,20 +14,12 @@ import threading
 import pytest
 
 from busguard.image import Quality
-from busguard.modbus import load_profile
 from busguard.northbound import mapdef
 from busguard.runtime import Runtime
-from modbus_slave import SlaveThread, point, serve_profile, wait_until
+from modbus_slave import generic_values, point, serve_profile, wait_until
 
-GEN = load_profile("generic-pqm")
-VALUES = {p.name: 100.0 + i for i, p in enumerate(GEN.points)}
+GEN, VALUES = generic_values()
 
-
-@pytest.fixture
-def slave():
-    s = SlaveThread()
-    yield s
-    s.stop()
 
 
 def site_text(meter_port: int, state: str, io: str = "process", nb_port: int = 0) -> str:
@@ -72,17 +64,21 @@ def running(tmp_path):
         r.stop()
 
 
+@pytest.fixture
+def split_rt(slave, running, tmp_path):
+    """A meter slave serving the generic profile and a runtime with io = "process" on it."""
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), GEN, VALUES)
+    return running(site_text(port, str(tmp_path / "state"))).rt
+
+
 def good(rt, name):
     v, q = point(rt, name)
     return v if q == Quality.GOOD else None
 
 
-def test_meter_values_reach_the_scan_and_the_alarm_from_the_io_process(slave, running,
-                                                                        tmp_path):
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
-    r = running(site_text(port, str(tmp_path / "state")))
-    rt = r.rt
+def test_meter_values_reach_the_scan_and_the_alarm_from_the_io_process(slave, split_rt):
+    rt = split_rt
     assert rt.io is not None and rt.io.alive() and rt.io.pid != os.getpid()
     assert rt.local_drivers() == []  # the meter is polled in the other process
     wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="first value")
@@ -95,14 +91,10 @@ def test_meter_values_reach_the_scan_and_the_alarm_from_the_io_process(slave, ru
     wait_until(lambda: "m1-load:limit" in rt.alarms.alarms, what="the limit alarm")
 
 
-def test_dcim_reads_the_map_from_the_io_process_and_writes_commands(slave, running,
-                                                                     tmp_path):
+def test_dcim_reads_the_map_from_the_io_process_and_writes_commands(split_rt):
     from pymodbus.client import ModbusTcpClient
 
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
-    r = running(site_text(port, str(tmp_path / "state")))
-    rt = r.rt
+    rt = split_rt
     pub = rt.publishers[0]
     assert pub.server is None  # no listener in the scan process
     wait_until(lambda: rt.io.ready.get("publishers"), what="the server's port")

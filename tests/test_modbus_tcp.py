@@ -10,17 +10,10 @@ import pytest
 
 from busguard.image import Quality
 from busguard.modbus import load_profile
-from modbus_slave import SlaveThread, point, serve_profile, wait_until
+from modbus_slave import SlaveThread, generic_values, point, serve_profile, wait_until
 
-GEN = load_profile("generic-pqm")
-VALUES = {p.name: 100.0 + i for i, p in enumerate(GEN.points)}
+GEN, VALUES = generic_values()
 
-
-@pytest.fixture
-def slave():
-    s = SlaveThread()
-    yield s
-    s.stop()
 
 
 def site(port: int, extra: str = "", name: str = "m1", tmp: str = "",

@@ -6,14 +6,7 @@ import pytest
 
 from busguard.image import Quality
 from busguard.modbus.codec import decode
-from modbus_slave import SlaveThread, point, wait_until
-
-
-@pytest.fixture
-def slave():
-    s = SlaveThread()
-    yield s
-    s.stop()
+from modbus_slave import point, wait_until
 
 
 def site(port: int, extra: str = "", tmp: str = "", dtype: str = "uint16",

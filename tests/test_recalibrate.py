@@ -8,7 +8,6 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,12 +56,6 @@ class Alternating(dict):
             return self.words[self.flip][addr - self.first]
         return super().get(addr, default)
 
-
-@pytest.fixture
-def slave() -> Iterator[SlaveThread]:
-    s = SlaveThread()
-    yield s
-    s.stop()
 
 
 def _site(tmp_path: Path, slave: SlaveThread, l1_raw_a: float, l2_raw_a: float = 50.0):

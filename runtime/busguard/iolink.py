@@ -96,9 +96,7 @@ class RemoteImage:
         else:
             self.dropped += 1
 
-    def write(self, name: str, value: float, quality: Quality = Quality.GOOD,
-              t_mono: float | None = None, t_utc: float | None = None) -> None:
-        self.write_many(((name, value, quality),), t_mono, t_utc)
+    write = ProcessImage.write  # the same one-point form of write_many
 
     def write_many(self, items: Iterable[tuple[str, float, Quality]],
                    t_mono: float | None = None, t_utc: float | None = None) -> None:
@@ -125,11 +123,10 @@ class RemoteImage:
 class Drained:
     """What one :func:`drain` found besides image writes."""
 
-    __slots__ = ("demand", "messages", "objects")
+    __slots__ = ("demand", "objects")
 
     def __init__(self) -> None:
         self.demand = False
-        self.messages = 0
         self.objects: list[tuple[bytes, Any]] = []
 
 
@@ -150,7 +147,6 @@ def drain(sock: socket.socket, image: ProcessImage, limit: int = 10_000) -> Drai
             break
         if not msg:
             break  # the peer closed: the supervisor sees the process end
-        out.messages += 1
         kind = msg[:1]
         if kind == WRITE:
             _k, tm, tw = _WHEAD.unpack_from(msg)

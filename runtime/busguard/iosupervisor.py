@@ -74,11 +74,7 @@ class Spawned:
         """Not adopted by a runtime after all: close the link; the process ends by itself."""
         with contextlib.suppress(OSError):
             self.sock.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(STOP_WAIT_S)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        _reap(self.proc)
 
 
 def spawn(site_file: str | Path, plugins: Sequence[str] = ()) -> Spawned | None:
