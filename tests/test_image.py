@@ -114,10 +114,13 @@ def test_ageing_by_runs_equals_the_point_by_point_rule():
     rng = random.Random(11)
     ages = [0.3] * 5 + [math.inf] * 2 + [0.3] * 3 + [1.5] * 4 + [0.05]
     specs = [PointSpec(f"d{i}.p", f"d{i // 3}", max_age_s=a) for i, a in enumerate(ages)]
-    for _trial in range(300):
+    for trial in range(600):
         clock = FakeClock()
         clock.advance(rng.uniform(0.0, 5.0))
         img = ProcessImage(specs, clock)
+        # half the trials as devices write: a device's points share one stamp (the whole
+        # run ages at once), the other half with a stamp per point
+        device_stamp: dict[str, float] = {}
         for s in specs:
             r = rng.random()
             if r < 0.15:
@@ -125,11 +128,16 @@ def test_ageing_by_runs_equals_the_point_by_point_rule():
             if r < 0.25:
                 img.restore(s.name, 1.0, 0.0)  # stale, t_mono never set
                 continue
-            t = clock.monotonic() - rng.choice([0.0, 0.05, 0.3, 0.3000001, 1.0, 1.5, 4.0])
+            back = rng.choice([0.0, 0.05, 0.3, 0.3000001, 1.0, 1.5, 4.0])
+            if trial % 2:
+                back = device_stamp.setdefault(s.source, back)
+            t = clock.monotonic() - back
             q = rng.choice([Quality.GOOD] * 4 + [Quality.BAD, Quality.NOT_CONNECTED])
             img.write(s.name, 2.0, q, t_mono=t)
         now = clock.monotonic()
         want = [Quality.STALE if q == 0 and now - t > a else Quality(q)
                 for q, t, a in zip(img.quality, img.t_mono, img.max_age, strict=True)]
+        live = list(img.quality)
         snap = img.snapshot(now)
         assert [snap[s.name].quality for s in specs] == want
+        assert list(img.quality) == live  # ageing marks the snapshot, not the drivers' image

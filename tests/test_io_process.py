@@ -149,8 +149,13 @@ def test_a_killed_io_process_ages_its_inputs_and_is_restarted(slave, running, tm
     assert rt.io.exits == [-signal.SIGKILL]
     wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="fresh values again")
     wait_until(lambda: "io-process:down" not in rt.alarms.alarms, what="the alarm cleared")
-    log = (tmp_path / "state" / "fault.log").read_text(encoding="utf-8")
-    assert "raised code=BG-IO-PROCESS" in log and "cleared code=BG-IO-PROCESS" in log
+    fault_log = tmp_path / "state" / "fault.log"
+
+    def logged() -> bool:  # the fault log is written by its own thread, a moment later
+        text = fault_log.read_text(encoding="utf-8")
+        return "raised code=BG-IO-PROCESS" in text and "cleared code=BG-IO-PROCESS" in text
+
+    wait_until(logged, what="both edges in the fault log")
 
 
 def test_stop_ends_the_io_process(slave, tmp_path):

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
-from busguard.image import Snapshot
+from busguard.image import Quality, Snapshot
 
 SEVERITIES = tuple(s.word for s in Severity)
 
@@ -40,38 +40,59 @@ class ThresholdAlarm(Block):
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
+        p = self.p
+        # the parameters as attributes, read once: a site runs one of these per meter every
+        # scan, and the dict look-ups per scan were a large share of its cost
+        self.point: str = p["point"]
+        self.high, self.low = float(p["high"]), float(p["low"])
+        self.hysteresis = float(p["hysteresis"])
+        self.severity = Severity[p["severity"].upper()]
+        self.output: str = p["output"]
+        self.failsafe = float(p["output_failsafe"])
+        self.failsafe_on_bad = p["on_bad_input"] == "failsafe"
+        self.use_peak = bool(p["use_peak"])
         self.active = False
-        self.out = float(self.p["output_failsafe"])
+        self.out = self.failsafe
+        # the BG-INPUT condition of the last bad quality: the same object while the input
+        # stays bad the same way (a dead meter network must not make the scan dearer)
+        self._input_alarm: tuple[int, AlarmCondition] | None = None
 
     def inputs(self) -> tuple[str, ...]:
-        return (self.p["point"],)
+        return (self.point,)
 
     def outputs(self) -> Mapping[str, float]:
-        return {self.p["output"]: float(self.p["output_failsafe"])} if self.p["output"] else {}
+        return {self.output: self.failsafe} if self.output else {}
 
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
-        point = self.p["point"]
+        point = self.point
         res = BlockResult()
-        if not inputs.is_good(point):
-            q = inputs[point].quality.word
-            res.alarms.append(AlarmCondition("input", Severity.WARNING, "BG-INPUT",
-                                             f"{point} is {q}; limit check suspended",
-                                             device=inputs[point].source))
-            if self.p["on_bad_input"] == "failsafe":
-                self.out = float(self.p["output_failsafe"])
+        i = inputs.index[point]
+        q = inputs.quality[i]
+        if q != 0:
+            cached = self._input_alarm
+            if cached is None or cached[0] != q:
+                cached = (q, AlarmCondition(
+                    "input", Severity.WARNING, "BG-INPUT",
+                    f"{point} is {Quality(q).word}; limit check suspended",
+                    device=inputs.specs[i].source))
+                self._input_alarm = cached
+            res.alarms.append(cached[1])
+            if self.failsafe_on_bad:
+                self.out = self.failsafe
         else:
-            v = inputs.peak(point) if self.p["use_peak"] else inputs.value(point)
-            hi, lo, hyst = self.p["high"], self.p["low"], self.p["hysteresis"]
+            v = inputs.peak(point) if self.use_peak else inputs.values[i]
+            hi, lo = self.high, self.low
             if self.active:
+                hyst = self.hysteresis
                 self.active = v >= hi - hyst or v <= lo + hyst
             else:
                 self.active = v >= hi or v <= lo
             self.out = 1.0 if self.active else 0.0
             if self.active:
                 res.alarms.append(AlarmCondition(
-                    "limit", Severity[self.p["severity"].upper()], self.p["code"],
-                    f"{point} = {v:g} outside [{lo:g}, {hi:g}]", device=inputs[point].source,
+                    "limit", self.severity, self.p["code"],
+                    f"{point} = {v:g} outside [{lo:g}, {hi:g}]", device=inputs.specs[i].source,
                     values={"value": v, "high": hi, "low": lo}))
-        if self.p["output"]:
-            res.outputs[self.p["output"]] = self.out
+        if self.output:
+            res.outputs[self.output] = self.out
         return res

@@ -98,6 +98,9 @@ class AlarmTable:
     def update(self, block: str, conditions: Iterable[AlarmCondition],
                t_utc: float) -> list[AlarmEdge]:
         """Replace ``block``'s current conditions; return the edges that produces."""
+        ids = self._ids.get(block)
+        if not conditions and not ids:  # the common case: nothing held, nothing to clear
+            return []
         edges: list[AlarmEdge] = []
         seen: set[str] = set()
         for cond in conditions:
@@ -123,8 +126,8 @@ class AlarmTable:
                     state.acked = False
                     state.raised_utc = t_utc
                     edges.append(AlarmEdge("raised", state, t_utc))
-        ids = self._ids.get(block)
-        for aid in [a for a in ids if a not in seen] if ids else ():
+        ids = self._ids.get(block)  # again: adopt() may have made the set
+        for aid in [a for a in ids if a not in seen] if ids and not ids <= seen else ():
             state = self.alarms[aid]
             if state.condition.latch and not state.acked:
                 state.active = False  # condition gone, kept until acknowledged

@@ -75,6 +75,10 @@ class PointValue:
         return self.quality is Quality.GOOD
 
 
+# quality code -> code after ageing a point past its max age: GOOD becomes STALE, others stay
+_AGE_GOOD = bytes([Quality.STALE, *range(1, 256)])
+
+
 class ProcessImage:
     """The live input image. Thread-safe for writers; snapshots are consistent."""
 
@@ -183,9 +187,18 @@ class ProcessImage:
         # Ageing, every scan over every point: per run of equal max age, the oldest stamp
         # first (min() runs in C). now - t only grows as t falls, so when the oldest point
         # of a run is not stale, none is: the common case costs one min() per device.
+        # A device that stopped answering keeps its points GOOD in the live image (the
+        # driver's word) with old stamps, so they age here every scan: when the newest stamp
+        # of the run is stale too (the usual case: a device's points are written together),
+        # the whole run is flagged by one bytes.translate in C instead of a Python loop per
+        # point (that loop made a scan with a dead meter network ~5x dearer than a healthy one).
         stale = Quality.STALE  # a local: the Enum attribute lookup per stale point cost ~4x
         for a, b, age in self._age_runs:
-            if not now - min(t_mono[a:b]) > age:
+            stamps = t_mono[a:b]
+            if not now - min(stamps) > age:
+                continue
+            if now - max(stamps) > age:
+                quality[a:b] = array("B", quality[a:b].tobytes().translate(_AGE_GOOD))
                 continue
             for i in range(a, b):
                 if quality[i] == 0 and now - t_mono[i] > age:

@@ -63,6 +63,10 @@ class ScanEngine:
                 self.failsafe[out] = float(value)
         self.outputs: dict[str, float] = dict(self.failsafe)
         self._last_cmd: dict[str, float] = {}
+        # each block with the outputs it declared, taken once: a block's outputs are fixed
+        # when it is built (ownership was checked above on them), and asking every block for
+        # a fresh dict every scan was a tenth of the cycle on a site of 64 small blocks
+        self._declared = [(b, frozenset(b.outputs())) for b in self.blocks]
 
     def step(self, snap: Snapshot, t_utc: float) -> CycleResult:
         """Run one cycle over ``snap`` (taken at ``snap.now``)."""
@@ -75,21 +79,25 @@ class ScanEngine:
         if self._command_edge(snap, RESET_FAULTS_POINT) and self.faulted:
             log.warning("fault reset requested: re-enabling %s", ", ".join(self.faulted))
             self.faulted.clear()
-        for block in self.blocks:
-            if block.name in self.faulted:
-                edges.extend(self.alarms.update(block.name, [self._fault_alarm(block)], t_utc))
+        outputs = self.outputs
+        update = self.alarms.update
+        faulted = self.faulted
+        for block, declared in self._declared:
+            if faulted and block.name in faulted:
+                edges.extend(update(block.name, [self._fault_alarm(block)], t_utc))
                 continue
             try:
                 res = block.scan(snap, now)
-                outs = block.outputs()
                 for name, value in res.outputs.items():
-                    if name not in outs:
+                    if name not in declared:
                         raise KeyError(f"block wrote undeclared output {name!r}")
                     v = float(value)
                     if math.isnan(v):
                         raise ValueError(f"block wrote NaN to output {name!r}")
-                    self.outputs[name] = v
-                edges.extend(self.alarms.update(block.name, res.alarms, t_utc))
+                    outputs[name] = v
+                new_edges = update(block.name, res.alarms, t_utc)
+                if new_edges:
+                    edges.extend(new_edges)
             except Exception as exc:  # isolate: one bad block never stops the scan
                 self.faulted[block.name] = f"{type(exc).__name__}: {exc}"
                 log.error("block %s faulted at cycle %d: %s\n%s", block.name, self.cycle,
