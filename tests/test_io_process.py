@@ -317,3 +317,46 @@ def test_an_undeliverable_frame_is_reported_once_not_per_scan(caplog):
     finally:
         ours.close()
         theirs.close()
+
+
+def test_stepped_encodings_interleaved_give_whole_images(make_runtime, run_scans, tmp_path):
+    """The I/O process encodes a frame a few devices at a time between requests; two frames
+    encoded step by step, interleaved, must each give exactly their whole encoding (no state
+    shared between two encodings), and a many-device map takes several steps."""
+    from busguard.northbound import encode
+
+    meters = "".join(f'[[meter]]\nname = "m{i}"\ndriver = "memory"\n'
+                     f'points = ["current_l1_a", "voltage_l1_n_v", "power_kw"]\n'
+                     f'initial = {{ current_l1_a = {100 + i}.5, voltage_l1_n_v = 230.0 }}\n'
+                     for i in range(80))
+    text = site_text(1, str(tmp_path / "state"), io="thread").replace(
+        '[[meter]]\nname = "m1"\nhost = "127.0.0.1"\nport = 1\n', meters + '[[meter]]\n'
+        'name = "m1x"\nhost = "127.0.0.1"\nport = 1\n')
+    rt = make_runtime(text, start=True)
+    try:
+        run_scans(rt, 2)
+        pub = rt.publishers[0]
+        first = pub._frame
+        rt.image.write("m3.current_l1_a", 999.0)
+        run_scans(rt, 1)
+        second = pub._frame
+        enc = pub.encoder
+        a, b = enc.encode_steps(first), enc.encode_steps(second)
+        done: dict[str, bytes] = {}
+        steps = 0
+        while len(done) < 2:
+            for name, gen in (("first", a), ("second", b)):
+                if name in done:
+                    continue
+                try:
+                    next(gen)
+                    steps += 1
+                except StopIteration as stop:
+                    done[name] = stop.value
+        assert len(enc.steps) >= 240 // encode.STEP_POINTS > 1
+        assert steps == 2 * len(enc.steps)
+        assert done["first"] == enc.encode(first)
+        assert done["second"] == enc.encode(second)
+        assert done["first"] != done["second"]
+    finally:
+        rt.stop()

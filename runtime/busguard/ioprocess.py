@@ -39,7 +39,7 @@ FIRST_FRAME_S = 3.0
 class RemoteFrames:
     """The frames the scan process sends. The next one is asked for only after a client read
     the current one (no work while nobody reads) and at most every ``refresh_s``: each new
-    frame is encoded on the server's thread, so under many clients a frame per scan would
+    frame is encoded on the server's loop, so under many clients a frame per scan would
     cost the server more than all its requests (``[modbus_server] refresh_ms``)."""
 
     def __init__(self, sock: socket.socket, refresh_s: float = 0.0) -> None:
@@ -57,9 +57,16 @@ class RemoteFrames:
         self._at = time.monotonic()
         self.received += 1
         for fn in self.on_frame:
-            fn()  # e.g. encode now, on the receiving thread, not in a client's request
+            fn()  # e.g. hand it to the server's loop to encode, not in a client's request
+
+    @property
+    def newest(self) -> bytes | None:
+        """The newest frame, without asking for the next one."""
+        return self._latest
 
     def latest(self) -> bytes | None:
+        """The newest frame; asks for the next one when a client read this one and
+        ``refresh_s`` passed since it came."""
         if not self._asked and time.monotonic() - self._at >= self.refresh_s:
             self._asked = iolink.send(self._sock, iolink.DEMAND)
         return self._latest

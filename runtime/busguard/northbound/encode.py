@@ -13,7 +13,7 @@ import math
 import pickle
 import struct
 from array import array
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 
 from busguard.image import PointSpec, Snapshot
@@ -24,6 +24,7 @@ _REC = struct.Struct(">fHH")
 _H = struct.Struct(">H")
 _I = struct.Struct(">I")
 _FLOAT32_MAX = 3.4028234663852886e38
+STEP_POINTS = 128  # point records per step of Encoder.encode_steps (about 0.1 ms)
 
 
 @dataclass(frozen=True)
@@ -139,11 +140,13 @@ class Encoder:
         # encoding is then a few list passes over all points plus one pack per run, not a
         # function call and a pack per point (3.3 ms -> under 1 ms for 64 meters).
         self.point_idx: list[int] = []
-        self.runs: list[tuple[int, int, int, struct.Struct]] = []  # (byte off, from, to, S)
+        # per device: the runs (byte offset, from, to, Struct) with from/to in point_idx
+        self.dev_runs: list[list[tuple[int, int, int, struct.Struct]]] = []
         self.dev_spans: list[tuple[int, int]] = []  # per device: [from, to) in point_idx
         for d in regmap.devices:
             slots = [(2 * r.address, self.index[r.name]) for r in d.points if r is not None]
             first = len(self.point_idx)
+            runs: list[tuple[int, int, int, struct.Struct]] = []
             run_start: int | None = None
             for r in [*d.points, None]:  # the None closes the last run
                 if r is not None:
@@ -152,9 +155,10 @@ class Encoder:
                     self.point_idx.append(self.index[r.name])
                 elif run_start is not None:
                     k = len(self.point_idx) - run_start
-                    self.runs.append((run_off, run_start, len(self.point_idx),
-                                      struct.Struct(">" + "fHH" * k)))
+                    runs.append((run_off, run_start, len(self.point_idx),
+                                 struct.Struct(">" + "fHH" * k)))
                     run_start = None
+            self.dev_runs.append(runs)
             self.dev_spans.append((first, len(self.point_idx)))
             _H.pack_into(tpl, 2 * d.address, d.ordinal)
             _H.pack_into(tpl, 2 * d.address + 8, len(slots))
@@ -166,6 +170,16 @@ class Encoder:
                     a = 2 * (d.address + md.DEVICE_HEADER_WORDS + j * md.POINT_WORDS)
                     _REC.pack_into(tpl, a, math.nan, 3, md.AGE_MAX_MS)
             self.devices.append((d, slots))
+        # the devices in groups of about STEP_POINTS records: one step of encode_steps each
+        self.steps: list[tuple[int, int]] = []  # [from, to) in self.devices
+        start, points = 0, 0
+        for k, (a, b) in enumerate(self.dev_spans):
+            points += b - a
+            if points >= STEP_POINTS:
+                self.steps.append((start, k + 1))
+                start, points = k + 1, 0
+        if start < len(self.dev_spans):
+            self.steps.append((start, len(self.dev_spans)))
         self.extras = [(2 * r.address, self.index[r.name]) for r in regmap.extras]
         self.commands = [(2 * c.address, self.index[c.name]) for c in regmap.commands]
         self.outputs = [(2 * r.address, r.name, regmap.output_owner[r.name])
@@ -176,6 +190,19 @@ class Encoder:
 
     def encode(self, frame: Frame | None) -> bytes:
         """The register image of one frame (the template alone before the first)."""
+        steps = self.encode_steps(frame)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def encode_steps(self, frame: Frame | None) -> Generator[None, None, bytes]:
+        """:meth:`encode` in steps of about ``STEP_POINTS`` point records: a generator that
+        yields between steps and returns the image. The I/O process's server runs it on its
+        own event loop, one step per turn, so a new frame never holds a DCIM request for a
+        whole encoding (1-2 ms for 64 meters) and no other thread takes the GIL from the
+        server to encode."""
         if frame is None:
             return self.template
         buf = bytearray(self.template)
@@ -211,38 +238,43 @@ class Encoder:
             by_block.setdefault(a.block, []).append(a)
             unacked += not a.acked
             highest = max(highest, a.severity + 1)
-        idx = self.point_idx
         fmax = _FLOAT32_MAX
         inf, copysign = math.inf, math.copysign
-        pv = [vals[i] for i in idx]
-        pq = [qual[i] for i in idx]
-        pt = [tmono[i] for i in idx]
-        ages = [(now - t) * 1000.0 if t != ninf else
-                ((t_utc - tutc[i]) * 1000.0 if tutc[i] > 0 else max_age)
-                for t, i in zip(pt, idx, strict=True)]
-        ages = [max_age if not a < max_age - 0.5 else (int(a + 0.5) if a > 0 else 0)
-                for a in ages]
-        restored_pts = [t == ninf and v == v for t, v in zip(pt, pv, strict=True)]
-        flat = [x for r in zip([v if v != v or -fmax <= v <= fmax else copysign(inf, v)
-                                for v in pv], pq, ages, strict=True) for x in r]
-        for off, a, b, st in self.runs:
-            st.pack_into(buf, off, *flat[3 * a:3 * b])
-        for (d, slots), (a, b) in zip(self.devices, self.dev_spans, strict=True):
-            worst = max(pq[a:b], default=0)
-            restored_here = sum(restored_pts[a:b])
-            restored_total += restored_here
-            flags = 0
-            if d.kind == "breaker":
-                if frame.outputs.get(f"{d.name}.shunt_trip", 0.0) >= 0.5:
-                    flags |= 1
-                if d.name in frame.latched:
-                    flags |= 2
-            if restored_here:
-                flags |= 4
-            base = 2 * d.address
-            _H.pack_into(buf, base + 2, worst if slots else 3)
-            _H.pack_into(buf, base + 4, alarm_bits(tuple(by_device.get(d.name, ()))))
-            _H.pack_into(buf, base + 6, flags)
+        for d0, d1 in self.steps:
+            lo, hi = self.dev_spans[d0][0], self.dev_spans[d1 - 1][1]
+            idx = self.point_idx[lo:hi]
+            pv = [vals[i] for i in idx]
+            pq = [qual[i] for i in idx]
+            pt = [tmono[i] for i in idx]
+            ages = [(now - t) * 1000.0 if t != ninf else
+                    ((t_utc - tutc[i]) * 1000.0 if tutc[i] > 0 else max_age)
+                    for t, i in zip(pt, idx, strict=True)]
+            ages = [max_age if not a < max_age - 0.5 else (int(a + 0.5) if a > 0 else 0)
+                    for a in ages]
+            restored_pts = [t == ninf and v == v for t, v in zip(pt, pv, strict=True)]
+            flat = [x for r in zip([v if v != v or -fmax <= v <= fmax else copysign(inf, v)
+                                    for v in pv], pq, ages, strict=True) for x in r]
+            for k in range(d0, d1):
+                for off, a, b, st in self.dev_runs[k]:
+                    st.pack_into(buf, off, *flat[3 * (a - lo):3 * (b - lo)])
+                d, slots = self.devices[k]
+                a, b = self.dev_spans[k]
+                worst = max(pq[a - lo:b - lo], default=0)
+                restored_here = sum(restored_pts[a - lo:b - lo])
+                restored_total += restored_here
+                flags = 0
+                if d.kind == "breaker":
+                    if frame.outputs.get(f"{d.name}.shunt_trip", 0.0) >= 0.5:
+                        flags |= 1
+                    if d.name in frame.latched:
+                        flags |= 2
+                if restored_here:
+                    flags |= 4
+                base = 2 * d.address
+                _H.pack_into(buf, base + 2, worst if slots else 3)
+                _H.pack_into(buf, base + 4, alarm_bits(tuple(by_device.get(d.name, ()))))
+                _H.pack_into(buf, base + 6, flags)
+            yield
         for off, i in self.extras:
             _q, restored = put(off, i)
             restored_total += restored

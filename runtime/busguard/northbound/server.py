@@ -408,6 +408,17 @@ class NorthboundServer:
             self._thread.join(timeout=5)
         self._loop = None
 
+    def call_soon(self, fn: Callable[[], object]) -> bool:
+        """Run ``fn`` on the server's loop (from any thread); False when it is not running."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        try:
+            loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # closed meanwhile
+            return False
+        return True
+
     def port(self, kind: str = "tcp") -> int:
         for k, _h, p in self.bound:
             if k == kind:
