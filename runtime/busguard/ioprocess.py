@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from busguard import iolink
+from busguard import gcpolicy, iolink
 from busguard.clock import MonotonicClock
 from busguard.driver import Driver, DriverContext
 
@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("io process: the scan process stopped before we started; exiting")
         proc.stop()
         return 0
+    gcpolicy.settle()  # no 20 ms full collection while serving (busguard.gcpolicy)
     iolink.send_obj(sock, iolink.READY, ready)
     try:
         proc.serve()

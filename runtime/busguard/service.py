@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import sdnotify
 
-from busguard import __version__, hookimpl
+from busguard import __version__, gcpolicy, hookimpl
 from busguard.calibration import atomic_write, utc_stamp
 from busguard.config.params import Param
 
@@ -317,12 +317,15 @@ class Service:
         self._pid_path = path
 
     def enter_realtime(self) -> str:
-        """Called from the scan thread before it scans: SCHED_FIFO when the site asks and the
-        system permits; logs what it got."""
+        """Called from the scan thread before it scans (at start and after each reload):
+        SCHED_FIFO when the site asks and the system permits, logs what it got; and the
+        collector settled (:func:`busguard.gcpolicy.settle`)."""
         if self.options.get("realtime", "auto") == "off":
             self.scheduling = "SCHED_OTHER (realtime = \"off\")"
         else:
             self.scheduling = set_realtime(int(self.options.get("rt_priority", 40)))
         log.info("scan thread scheduling: %s", self.scheduling)
+        log.info("start-up objects frozen out of the garbage collector's reach (%.1f ms)",
+                 gcpolicy.settle())
         return self.scheduling
 

@@ -8,8 +8,8 @@ recorder's figures, this process's CPU time and RSS, and the output changes seen
 
 Levers (for the design experiments in docs/benchmarks.md): ``--switch-interval-ms`` (the
 interpreter's GIL switch interval), ``--fifo PRIO`` (SCHED_FIFO for the scan thread only,
-set after the I/O thread exists so it stays at normal priority), ``--gc-freeze`` (move
-start-up objects out of the collector's reach before measuring).
+set after the I/O thread exists so it stays at normal priority). Start-up objects are frozen
+out of the collector's reach before measuring, as ``busguard run`` does (:mod:`busguard.gcpolicy`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from busguard import hookimpl
+from busguard import gcpolicy, hookimpl
 from busguard.config.params import Param
 from busguard.driver import Driver
 from busguard.image import Quality
@@ -158,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("site")
     ap.add_argument("--switch-interval-ms", type=float, default=0.0)
     ap.add_argument("--fifo", type=int, default=0, metavar="PRIO")
-    ap.add_argument("--gc-freeze", action="store_true")
     args = ap.parse_args(argv)
     if args.switch_interval_ms > 0:
         sys.setswitchinterval(args.switch_interval_ms / 1000.0)
@@ -175,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             fifo = f"on (priority {args.fifo})"
         except (OSError, AttributeError) as exc:
             fifo = f"refused ({exc})"
-    if args.gc_freeze:
-        gc.collect()
-        gc.freeze()
+    gcpolicy.settle()  # as busguard run does before it scans
     say({"ready": True, "pid": os.getpid(), "points": len(rt.image), "fifo": fifo,
          "switch_interval_ms": sys.getswitchinterval() * 1000.0})
     try:

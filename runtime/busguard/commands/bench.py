@@ -7,7 +7,7 @@ import argparse
 from busguard.bench import runner
 from busguard.bench.result import ERROR, MISS
 
-LEVERS = ("--switch-interval-ms", "--fifo", "--gc-freeze")
+LEVERS = ("--switch-interval-ms", "--fifo")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,8 +37,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="SCHED_FIFO priority of the measured runtime's scan thread, when "
                         "permitted (default 40, what `busguard run` asks for; 0: normal "
                         "priority)")
-    p.add_argument("--gc-freeze", action="store_true",
-                   help="lever: gc.freeze() start-up objects in the measured runtime")
     p.add_argument("--io", choices=("process", "thread", "both"), default="both",
                    help="[scan] io of the measured runtime under load in (1): the I/O "
                         "process (judged), threads beside the scan, or both (default)")
@@ -54,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
         levers += ["--switch-interval-ms", str(args.switch_interval_ms)]
     if args.fifo:
         levers += ["--fifo", str(args.fifo)]
-    if args.gc_freeze:
-        levers.append("--gc-freeze")
     results = runner.run(args.only or runner.MODULES, quick=args.quick, json_path=args.json,
                          target_args=levers, meters_backend=args.meters,
                          keep_workdir=args.keep, profile_dir=args.profile, smoke=args.smoke,
