@@ -80,7 +80,11 @@ class ThresholdAlarm(Block):
             if self.failsafe_on_bad:
                 self.out = self.failsafe
         else:
-            v = inputs.peak(point) if self.use_peak else inputs.values[i]
+            v = inputs.values[i]
+            if self.use_peak:  # Snapshot.peak, inline: the highest value since the last scan
+                top = inputs.vmax[i]
+                if top > v:  # False for NaN (nothing written in the window)
+                    v = top
             hi, lo = self.high, self.low
             if self.active:
                 hyst = self.hysteresis

@@ -82,12 +82,16 @@ class AlarmTable:
         # alarm ids per block: update() runs for every block every scan and must not walk
         # every alarm of the site to find the block's own (it was O(blocks x alarms))
         self._ids: dict[str, set[str]] = {}
+        # per block holding exactly one alarm: its state, so a block that reports the same
+        # condition object scan after scan (a held alarm) costs a look-up, not an update
+        self._held: dict[str, AlarmState] = {}
 
     def adopt(self, state: AlarmState) -> None:
         """Take over an alarm known from elsewhere (retained state, the runtime before a
         reload) as it is: no edge, it was raised before."""
         self.alarms[state.id] = state
         self._ids.setdefault(state.block, set()).add(state.id)
+        self._held.pop(state.block, None)
 
     def _drop(self, state: AlarmState) -> None:
         del self.alarms[state.id]
@@ -101,6 +105,12 @@ class AlarmTable:
         ids = self._ids.get(block)
         if not conditions and not ids:  # the common case: nothing held, nothing to clear
             return []
+        if ids is not None and len(ids) == 1 and isinstance(conditions, list) and \
+                len(conditions) == 1:  # the next most common: one alarm that still holds
+            state = self._held.get(block)
+            if state is not None and state.condition is conditions[0] and state.active and \
+                    state.id in ids:
+                return []
         edges: list[AlarmEdge] = []
         seen: set[str] = set()
         for cond in conditions:
@@ -134,6 +144,10 @@ class AlarmTable:
                 continue
             self._drop(state)
             edges.append(AlarmEdge("cleared", state, t_utc))
+        if ids is not None and len(ids) == 1 and len(seen) == 1:
+            self._held[block] = self.alarms[next(iter(seen))]
+        else:
+            self._held.pop(block, None)
         return edges
 
     def acknowledge(self, t_utc: float, alarm_id: str | None = None) -> list[AlarmEdge]:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 Value = float
 
 
-@dataclass
+@dataclass(slots=True)
 class BlockResult:
     """What one scan of a block produced: output values and the alarm conditions that hold."""
 
