@@ -10,8 +10,8 @@ latency is its send to its reply's last byte.
 Why not asyncio streams: with ``StreamReader.readexactly`` and a task per connection the
 client process spent about twice the CPU per request of this loop, and with 16 closed-loop
 clients it added its own scheduling delays to the tail it measured (request p99 4.8 ms on a
-server whose p99 this loop measures at 2.3 ms, same server, same run of the box; see
-docs/benchmarks.md, "(3) per-request p99").
+server whose p99 this loop measures at 3.3 ms; docs/benchmarks.md, "What changed the
+figures", step 7).
 
 Modes: ``closed`` (each client starts its next map read as soon as the last one finished: the
 throughput test) and ``paced`` (each client reads the map ``hz`` times per second on absolute
