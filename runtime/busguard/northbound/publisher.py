@@ -323,7 +323,8 @@ class _RemoteImage:
         self._image = enc.template
         self._done: bytes | None = None  # the frame message that _image shows
         self._encoding = False
-        self.encoded = 0  # frames encoded (status)
+        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak one
+        self.encoded = 0  # frames encoded
         first = frames.latest()
         if first is not None:  # the restart's first frame: no client yet, encode it now
             self._encode_all(first)
@@ -355,7 +356,7 @@ class _RemoteImage:
     def _kick(self) -> None:  # server loop
         if not self._encoding:
             self._encoding = True
-            asyncio.get_running_loop().create_task(self._encode_newest())
+            self._task = asyncio.get_running_loop().create_task(self._encode_newest())
 
     async def _encode_newest(self) -> None:  # server loop
         enc = self.pub.encoder
