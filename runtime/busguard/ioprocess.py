@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[io]: %(message)s")
-    # the frame encoding (main thread) hands the interpreter lock to the server's and the
-    # drivers' thread every 0.5 ms instead of every 5 ms, so no request waits a whole encode
+    # the drivers' thread and the server's thread hand the interpreter lock to each other
+    # every 0.5 ms instead of every 5 ms, so no DCIM request waits long behind a busy poller
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     sock = socket.socket(fileno=args.fd)
     proc: IoProcess | None = None

@@ -324,7 +324,6 @@ class _RemoteImage:
         self._done: bytes | None = None  # the frame message that _image shows
         self._encoding = False
         self._task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak one
-        self.encoded = 0  # frames encoded
         first = frames.latest()
         if first is not None:  # the restart's first frame: no client yet, encode it now
             self._encode_all(first)
@@ -344,7 +343,6 @@ class _RemoteImage:
         if frame is not None:
             assert self.pub.encoder is not None
             self._image, self._done = self.pub.encoder.encode(frame), got
-            self.encoded += 1
 
     def _arrived(self) -> None:
         server = self.pub.server
@@ -373,7 +371,6 @@ class _RemoteImage:
                         next(steps)
                     except StopIteration as done:
                         self._image, self._done = done.value, got
-                        self.encoded += 1
                         break
                     await asyncio.sleep(0)  # let the requests that came in meanwhile be served
         except Exception:  # never the server's end: keep serving the last good image
