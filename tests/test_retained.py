@@ -15,10 +15,12 @@ import pytest
 
 from busguard.image import Quality
 from busguard.retained import (
+    CHUNK_ITEMS,
     PLUGIN_NAME,
     CorruptState,
     decode_state,
     encode_state,
+    json_pieces,
     read_state,
 )
 from busguard.testing import run_scans
@@ -97,6 +99,22 @@ def test_round_trip_and_damage_is_detected():
         decode_state(bytes(flipped))
     with pytest.raises(CorruptState):
         decode_state(b"\x00\xff garbage\n{}")
+
+
+def test_the_body_is_encoded_in_bounded_pieces_as_json_dumps_would_write_it():
+    """Saves run beside the scan: no single encoding call may take a long list whole."""
+    n = CHUNK_ITEMS * 5 + 7
+    body = {"points": {"names": [f"m{i}.v" for i in range(n)], "values": [i / 7 for i in range(n)],
+                       "quality": list(range(n)), "t_utc": tuple(1.7e9 + i for i in range(n))},
+            "alarms": [{"code": "BG-X", "n": i, "tags": ["a", "b"]} for i in range(n)],
+            "blocks": {}, "empty": [], "odd keys": {1: "int key", 2: None}, "z": "\u00e9\u2028",
+            "short": [1.5, None, True]}
+    pieces = list(json_pieces(body))
+    assert "".join(pieces) == json.dumps(body, separators=(",", ":"), sort_keys=True)
+    assert len(pieces) > 6 * 5  # every long list came in slices
+    longest = max(len(p) for p in pieces)
+    assert longest < len(json.dumps(body["alarms"])) / 4
+    assert decode_state(encode_state(body)) == json.loads(json.dumps(body))
 
 
 def test_latch_is_saved_at_once_and_restored_with_last_values(unit):

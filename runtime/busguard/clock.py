@@ -7,7 +7,11 @@ runs faster than real time with no sleeps and gives the same result every run.
 from __future__ import annotations
 
 import time
+from array import array
 from typing import Protocol
+
+SPIN_WINDOW = 500  # wake-ups per margin update (5 s at a 10 ms period)
+SPIN_PAD_S = 0.00005  # margin above the measured p99 wake-up lateness
 
 
 class Clock(Protocol):
@@ -27,7 +31,24 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """The real clock: time.monotonic for scheduling, time.time for UTC stamps."""
+    """The real clock: time.monotonic for scheduling, time.time for UTC stamps.
+
+    ``spin_s`` (``[scan] spin_ms``): wake up to that long before each deadline and busy-wait
+    the rest. A CPU that halts while the scan sleeps can take a millisecond or more to run it
+    again (a virtual CPU the hypervisor must reschedule, a deep C-state); spinning keeps the
+    CPU awake through the end of the period. The margin follows the machine: it is the p99 of
+    how late the last ``SPIN_WINDOW`` sleeps woke, plus ``SPIN_PAD_S``, never more than
+    ``spin_s``; so a machine that wakes on time spins for microseconds, and one that does not
+    pays up to ``spin_s`` of CPU per cycle (see docs/benchmarks.md for what it gave and cost).
+    """
+
+    def __init__(self, spin_s: float = 0.0) -> None:
+        if spin_s < 0:
+            raise ValueError("spin_s cannot be negative")
+        self.spin_s = spin_s
+        self.margin_s = spin_s  # until a window of wake-ups is measured: the whole allowance
+        self._late = array("d", bytes(8 * SPIN_WINDOW))
+        self._n = 0
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -38,9 +59,25 @@ class MonotonicClock:
     def sleep_until(self, deadline: float) -> None:
         # time.sleep to an absolute deadline: p99 wake-up lateness ~0.16 ms idle on the
         # reference machine, against ~0.35 ms for asyncio.sleep (see docs/benchmarks.md).
-        delay = deadline - time.monotonic()
+        now = time.monotonic
+        target = deadline - self.margin_s
+        delay = target - now()
         if delay > 0:
             time.sleep(delay)
+            if self.spin_s:
+                self._woke(now() - target)
+        if self.spin_s:
+            while now() < deadline:
+                pass
+
+    def _woke(self, late_s: float) -> None:
+        """Keep how late a sleep woke; at the end of each window, set the margin from it."""
+        self._late[self._n] = late_s
+        self._n += 1
+        if self._n == SPIN_WINDOW:
+            self._n = 0
+            p99 = sorted(self._late)[int(SPIN_WINDOW * 0.99)]
+            self.margin_s = min(self.spin_s, max(0.0, p99) + SPIN_PAD_S)
 
 
 class FakeClock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -41,6 +42,12 @@ log = logging.getLogger("busguard.runtime")
 SYSTEM_POINTS = ("scan.cycles", "scan.overruns", "scan.lateness_p50_ms", "scan.lateness_p99_ms",
                  "scan.lateness_max_ms")
 STATS_EVERY_S = 1.0
+# The scan thread waits at most this long for the interpreter lock when another thread of
+# the scan process (the retained-state writer, the status writer, local drivers) holds it:
+# a waiting thread asks for the lock only after the switch interval, 5 ms by default, half a
+# scan period. Library calls that hold the lock for long are cut into pieces where they run
+# beside the scan (retained.json_pieces).
+SCAN_SWITCH_INTERVAL_S = 0.0005
 
 
 def core_points() -> list[PointSpec]:
@@ -131,7 +138,7 @@ class Runtime:
         self.site = site
         self.pm = pm
         self.registry = registry
-        self.clock: Clock = clock or MonotonicClock()
+        self.clock: Clock = clock or MonotonicClock(spin_s=site.scan.spin_ms / 1000.0)
         self.blocks = build_blocks(site, registry)
         self.image = ProcessImage(_layout(site, self.blocks), self.clock)
         # Command points start at 0, a known baseline: after a cold start the DCIM's first
@@ -175,6 +182,8 @@ class Runtime:
 
         ``io``: an I/O process started early for this site (:func:`busguard.iosupervisor.
         prespawn`), adopted instead of starting one now."""
+        if isinstance(self.clock, MonotonicClock):
+            sys.setswitchinterval(SCAN_SWITCH_INTERVAL_S)
         if self.site.scan.io == "process":
             if isinstance(self.clock, MonotonicClock):
                 # first, so the I/O process imports and builds while retained state loads

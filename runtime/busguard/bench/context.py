@@ -32,6 +32,7 @@ class Bench:
     profile_dir: Path | None = None  # py-spy record every measured runtime into this folder
     profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
+    spin_ms: float | None = None  # [scan] spin_ms of every measured site (None: the default)
     smoke: bool = False  # CI: every measurement wired end to end in seconds, tiny sizes
 
     def seconds(self, full: float, quick: float) -> float:
@@ -54,6 +55,8 @@ class Bench:
                levers: bool = True) -> Child:
         """The measured runtime (bench.target) on a site written from ``spec`` (or an
         existing site file); ``levers``: with the bench's levers (--fifo...)."""
+        if isinstance(spec, SiteSpec) and self.spin_ms is not None:
+            spec.spin_ms = self.spin_ms
         site = spec if isinstance(spec, Path) else spec.write(self.workdir / name / "site.toml")
         args = [str(site), *(self.target_args if levers else ()), *extra_args]
         c = self.child("target", args, name, ready_timeout_s=60.0)

@@ -86,7 +86,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
         json_path: str | Path | None = None, target_args: Sequence[str] = (),
         meters_backend: str = "sim", keep_workdir: bool = False,
         profile_dir: str | Path | None = None, smoke: bool = False,
-        io_modes: Sequence[str] = ("process", "thread"),
+        io_modes: Sequence[str] = ("process", "thread"), spin_ms: float | None = None,
         out: Any = None) -> list[Measurement]:
     out = out or sys.stdout
     _byte_compile()
@@ -96,7 +96,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
     bench = Bench(quick=quick or smoke, smoke=smoke, workdir=workdir, registry=registry, parts=have,
                   target_args=tuple(target_args), meters_backend=meters_backend,
                   profile_dir=Path(profile_dir) if profile_dir else None,
-                  io_modes=tuple(io_modes))
+                  io_modes=tuple(io_modes), spin_ms=spin_ms)
     results: list[Measurement] = []
     t_start = time.monotonic()
     try:
@@ -132,6 +132,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
             shutil.rmtree(workdir, ignore_errors=True)
     report = {"machine": machine(), "quick": quick, "smoke": smoke,
               "target_args": list(target_args), "io_modes": list(io_modes),
+              "spin_ms": spin_ms,
               "meters_backend": meters_backend, "parts": have,
               "seconds": round(time.monotonic() - t_start, 1),
               "measurements": [m.as_dict() for m in results]}
@@ -142,6 +143,8 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
           f"Linux {mi['kernel']}, Python {mi['python']}, pymodbus {mi['pymodbus']}", file=out)
     if target_args:
         print(f"levers on the measured runtime: {' '.join(target_args)}", file=out)
+    if spin_ms is not None:
+        print(f"[scan] spin_ms of every measured site: {spin_ms:g}", file=out)
     print(table(results), file=out)
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

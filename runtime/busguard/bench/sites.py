@@ -44,6 +44,7 @@ class SiteSpec:
     period_ms: float = 10.0
     stats_window: int = 6000
     io: str = "thread"  # [scan] io: "thread" or "process"
+    spin_ms: float | None = None  # [scan] spin_ms (None: the runtime's default)
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     entries: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -53,7 +54,8 @@ class SiteSpec:
     def toml(self) -> str:
         out = [_table("[site]", {"name": self.name}),
                _table("[scan]", {"period_ms": self.period_ms, "stats_window": self.stats_window,
-                                   "io": self.io}),
+                                   "io": self.io} | ({} if self.spin_ms is None
+                                                     else {"spin_ms": self.spin_ms})),
                _table("[paths]", {"state_dir": "state", "fault_log": "state/fault.log"})]
         out += [_table(f"[{name}]", opts) for name, opts in self.tables.items()]
         out += [_table(f"[[{kind}]]", opts) for kind, opts in self.entries]

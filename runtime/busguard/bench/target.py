@@ -28,6 +28,7 @@ from busguard.config.params import Param
 from busguard.driver import Driver
 from busguard.image import Quality
 from busguard.registry import TypeRegistry
+from busguard.retained import RetainedState
 from busguard.runtime import Runtime
 from busguard.stats import LatenessRecorder
 
@@ -103,6 +104,11 @@ def poll_totals(rt: Runtime) -> dict[str, int]:
     return out
 
 
+def _retained_saves(rt: Runtime) -> int:
+    """Saves of retained state so far (each one a burst of work beside the scan)."""
+    return sum(p.saves for p in rt.pm.get_plugins() if isinstance(p, RetainedState))
+
+
 def fresh_io_stats(rt: Runtime) -> None:
     """With an I/O process, scan until its next statistics report (once a second) is in, so
     driver counters are current."""
@@ -124,6 +130,7 @@ def measure(rt: Runtime, warmup_s: float, duration_s: float) -> dict[str, Any]:
     rt.stats = rt.loop.stats = rec
     BenchOutput.changes.clear()
     gc_before = _gc_counts()
+    saves0 = _retained_saves(rt)
     io_pid = rt.io.pid if rt.io is not None else None
     from busguard.bench.procs import proc_cpu_s, proc_memory
 
@@ -136,6 +143,7 @@ def measure(rt: Runtime, warmup_s: float, duration_s: float) -> dict[str, Any]:
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     st = rec.snapshot()
     gc_after = _gc_counts()
+    saves = _retained_saves(rt) - saves0
     outputs = [list(c) for c in BenchOutput.changes]
     fresh_io_stats(rt)  # (scans after the measured ones are not in ``st``)
     polls1 = poll_totals(rt)
@@ -149,6 +157,8 @@ def measure(rt: Runtime, warmup_s: float, duration_s: float) -> dict[str, Any]:
             "stats": st.as_dict(), "wall_s": wall, "cpu_s": cpu, "cpu_share": cpu / wall,
             "memory": proc_memory("self"), "threads": len(os.listdir("/proc/self/task")),
             "gc_collections": [a - b for a, b in zip(gc_after, gc_before, strict=True)],
+            "retained_saves": saves,
+            "spin_margin_ms": getattr(rt.clock, "margin_s", 0.0) * 1000.0,
             "quality": quality_summary(rt), "outputs": outputs,
             "drivers": {d.name: rt.driver_stats(d) for d in rt.drivers[:2]}}
 
@@ -159,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--switch-interval-ms", type=float, default=0.0)
     ap.add_argument("--fifo", type=int, default=0, metavar="PRIO")
     args = ap.parse_args(argv)
-    if args.switch_interval_ms > 0:
-        sys.setswitchinterval(args.switch_interval_ms / 1000.0)
     rt = Runtime.from_file(args.site, extra=[BenchPlugin()])
     rt.start()
+    if args.switch_interval_ms > 0:  # the lever, over what Runtime.start set
+        sys.setswitchinterval(args.switch_interval_ms / 1000.0)
     if rt.io is not None:  # scan until the I/O process serves (it waits for a first frame)
         t_end = time.monotonic() + 20.0
         while not rt.io.ready and time.monotonic() < t_end:

@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="SCHED_FIFO priority of the measured runtime's scan thread, when "
                         "permitted (default 40, what `busguard run` asks for; 0: normal "
                         "priority)")
+    p.add_argument("--spin-ms", type=float, metavar="MS",
+                   help="lever: [scan] spin_ms of every measured site (wake that long before "
+                        "each deadline and busy-wait the rest)")
     p.add_argument("--io", choices=("process", "thread", "both"), default="both",
                    help="[scan] io of the measured runtime under load in (1): the I/O "
                         "process (judged), threads beside the scan, or both (default)")
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         levers += ["--fifo", str(args.fifo)]
     results = runner.run(args.only or runner.MODULES, quick=args.quick, json_path=args.json,
                          target_args=levers, meters_backend=args.meters,
-                         keep_workdir=args.keep, profile_dir=args.profile, smoke=args.smoke,
+                         keep_workdir=args.keep, spin_ms=args.spin_ms,
+                         profile_dir=args.profile, smoke=args.smoke,
                          io_modes=("process", "thread") if args.io == "both"
                          else (args.io,))
     bad = (ERROR,) if args.smoke else (MISS, ERROR)

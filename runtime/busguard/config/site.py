@@ -3,7 +3,7 @@
 Layout of a site file (see docs/configuration.md)::
 
     [site]            name, description
-    [scan]            period_ms, stale_after_polls, stats_window, io
+    [scan]            period_ms, stale_after_polls, stats_window, spin_ms, io
     [paths]           state_dir, fault_log (relative paths are relative to the site file)
     [plugins]         disabled = ["entry-point-name", ...]
     [[meter]] [[probe]] [[breaker]] [[output]]
@@ -47,6 +47,12 @@ SCAN_PARAMS = {
                                doc="a point is stale once older than this many poll periods"),
     "stats_window": Param(int, default=6000, minval=100, maxval=1_000_000,
                           doc="scans kept for the lateness percentiles"),
+    "spin_ms": Param(float, default=1.0, minval=0.0, maxval=5.0, unit="ms",
+                     doc="wake up to this long before each deadline and busy-wait the rest, "
+                         "as long as this machine's recent wake-ups were late (their p99): "
+                         "keeps a halted CPU's wake-up delay out of the scan's lateness (VMs, "
+                         "deep C-states) for up to this much CPU per cycle; see "
+                         "docs/benchmarks.md"),
     "io": Param(str, default="thread", choices=("thread", "process"),
                 doc="where the input drivers and the DCIM server run: threads beside the "
                     "scan, or their own process (for heavy I/O; see docs/architecture.md)"),
@@ -67,6 +73,7 @@ class ScanConfig:
     stale_after_polls: float = 3.0
     stats_window: int = 6000
     io: str = "thread"
+    spin_ms: float = 1.0
 
     @property
     def period_s(self) -> float:
@@ -214,6 +221,14 @@ def parse_site(data: Mapping[str, Any], registry: TypeRegistry, file: str = "sit
     sc = table("scan")
     scan = ScanConfig(**sc.read(SCAN_PARAMS))
     sc.finish()
+    given = data.get("scan")
+    if scan.spin_ms > scan.period_ms / 2 and not (isinstance(given, dict)
+                                                  and "spin_ms" in given):
+        scan = replace(scan, spin_ms=scan.period_ms / 4)  # the default, on a short period
+    elif scan.spin_ms > scan.period_ms / 2:
+        problems.append(ConfigProblem(
+            file, "scan.spin_ms", f"{scan.spin_ms:g} ms would busy-wait more than half of the "
+            f"{scan.period_ms:g} ms period; valid: 0 to {scan.period_ms / 2:g}"))
     pa = table("paths")
     paths = pa.read(PATHS_PARAMS)
     pa.finish()
