@@ -11,7 +11,8 @@ from array import array
 from typing import Protocol
 
 SPIN_WINDOW = 500  # wake-ups per margin update (5 s at a 10 ms period)
-SPIN_PAD_S = 0.00005  # margin above the measured p99 wake-up lateness
+SPIN_TARGET_S = 0.00025  # p99 wake-up lateness the margin aims for (the floor is 1 ms)
+SPIN_PAD_S = 0.00005  # the least margin while spinning is allowed
 
 
 class Clock(Protocol):
@@ -36,10 +37,12 @@ class MonotonicClock:
     ``spin_s`` (``[scan] spin_ms``): wake up to that long before each deadline and busy-wait
     the rest. A CPU that halts while the scan sleeps can take a millisecond or more to run it
     again (a virtual CPU the hypervisor must reschedule, a deep C-state); spinning keeps the
-    CPU awake through the end of the period. The margin follows the machine: it is the p99 of
-    how late the last ``SPIN_WINDOW`` sleeps woke, plus ``SPIN_PAD_S``, never more than
-    ``spin_s``; so a machine that wakes on time spins for microseconds, and one that does not
-    pays up to ``spin_s`` of CPU per cycle (see docs/benchmarks.md for what it gave and cost).
+    CPU awake through the end of the period. The margin follows the machine: a sleep that
+    wakes L late leaves the scan max(0, L - margin) late, so the margin is the p99 of how late
+    the last ``SPIN_WINDOW`` sleeps woke, less ``SPIN_TARGET_S``, at least ``SPIN_PAD_S`` and
+    never more than ``spin_s``. A machine that wakes on time spins for microseconds; one that
+    does not pays up to ``spin_s`` of CPU per cycle, every microsecond of which takes a core
+    from the I/O process (see docs/benchmarks.md for what it gave and cost).
     """
 
     def __init__(self, spin_s: float = 0.0) -> None:
@@ -77,7 +80,7 @@ class MonotonicClock:
         if self._n == SPIN_WINDOW:
             self._n = 0
             p99 = sorted(self._late)[int(SPIN_WINDOW * 0.99)]
-            self.margin_s = min(self.spin_s, max(0.0, p99) + SPIN_PAD_S)
+            self.margin_s = min(self.spin_s, max(SPIN_PAD_S, p99 - SPIN_TARGET_S))
 
 
 class FakeClock:

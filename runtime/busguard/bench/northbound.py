@@ -62,6 +62,7 @@ def run(b: Bench) -> list[Measurement]:
             scan = tgt.reply(dur + 60)
             got["runtime_cpu_share"] = scan["cpu_share"]
             got["scan"] = scan["stats"]
+            got["spin_margin_ms"] = scan.get("spin_margin_ms")
             res["busguard"][c] = got
     with b.child("plainserver", ["--registers", size], "nb-plain") as plain, b.child(
             "clients", ["--port", plain.ready["port"], "--blocks",
