@@ -49,7 +49,8 @@ SCAN_PARAMS = {
                           doc="scans kept for the lateness percentiles"),
     "spin_ms": Param(float, default=1.0, minval=0.0, maxval=5.0, unit="ms",
                      doc="wake up to this long before each deadline and busy-wait the rest, "
-                         "as long as this machine's recent wake-ups were late (their p99): "
+                         "as long as this machine's recent wake-ups need for a p99 lateness "
+                         "of 0.25 ms: "
                          "keeps a halted CPU's wake-up delay out of the scan's lateness (VMs, "
                          "deep C-states) for up to this much CPU per cycle; see "
                          "docs/benchmarks.md"),
