@@ -166,6 +166,28 @@ def test_site_uses_its_own_profile_file_relative_to_the_site(tmp_path):
     assert "m1.voltage_l1_n_v" not in names
 
 
+def test_a_profile_file_is_read_once_until_it_changes(tmp_path):
+    """64 meters of one model share one parsed profile; an edited file is read again (a
+    reload sees it), and a file made invalid is reported, not served from memory."""
+    path = tmp_path / "mine.toml"
+    path.write_text('[profile]\nname = "mine"\n[points.current_l1_a]\naddress = 10\n',
+                    encoding="utf-8")
+    first = load_profile(str(path))
+    assert load_profile(str(path)) is first
+    path.write_text('[profile]\nname = "mine"\n[points.current_l1_a]\naddress = 20\n'
+                    '[points.temp_c]\naddress = 30\n', encoding="utf-8")
+    second = load_profile(str(path))
+    assert second is not first
+    assert second.point("current_l1_a").address == 20 and "temp_c" in second
+    path.write_text('[profile]\nname = "mine"\n[points.current_l1_a]\naddress = -1\n',
+                    encoding="utf-8")
+    with pytest.raises(ConfigError):
+        load_profile(str(path))
+    path.unlink()
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_profile(str(path))
+
+
 def test_site_with_bad_profile_gets_precise_errors(tmp_path):
     _pm, reg = load_types()
     site = _write(tmp_path, _site(tmp_path, 'profile = "pm5001"'), "site.toml")
