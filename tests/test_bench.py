@@ -111,6 +111,10 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path):
     assert scan["details"]["achieved"]["meter_requests_per_s"] > 0
     assert scan["details"]["loaded"]["stats"]["cycles"] > 0
     assert scan["details"]["load"]["io"] == "process"
+    mach = scan["details"]["machine"]  # the box's own noise, beside every figure
+    assert 0.0 <= mach["busy_pct"] <= 100.0 and 0.0 <= mach["steal_pct"] <= 100.0
+    assert scan["details"]["loaded"]["retained_saves"] >= 0
+    assert 0.0 < scan["details"]["loaded"]["spin_margin_ms"] <= 1.0  # the default allowance
     res = report["measurements"][1]
     assert res["details"]["io_process"]["pid"] > 0  # both processes measured
     assert any(r["metric"].startswith("RSS (peak), scan + I/O") for r in res["rows"])

@@ -121,9 +121,11 @@ def table(measurements: Sequence[Measurement]) -> str:
             continue
         mach = m.details.get("machine")
         if mach:
+            steal = mach.get("steal_pct")
             notes.append(f"{m.key}: machine CPU busy {mach['busy_pct']:.0f}% of all cores "
                          f"during the measurement (bench processes included), load average "
-                         f"{mach['load_avg'][0]:.2f}")
+                         f"{mach['load_avg'][0]:.2f}"
+                         + (f", hypervisor steal {steal:.1f}%" if steal is not None else ""))
         for i, r in enumerate(m.rows):
             base = fmt(r.baseline, r.unit)
             if r.baseline_label and r.baseline is not None:
