@@ -46,22 +46,6 @@ def test_a_past_deadline_returns_at_once_and_a_negative_margin_is_refused():
         MonotonicClock(spin_s=-0.001)
 
 
-def test_the_site_spin_ms_reaches_the_runtime_clock(site_file):
-    site = site_file("""
-[site]
-name = "t"
-[scan]
-spin_ms = 0.5
-[[meter]]
-name = "m1"
-driver = "memory"
-poll_ms = 100
-points = ["current_l1_a"]
-""")
-    rt = Runtime.from_file(site)
-    assert isinstance(rt.clock, MonotonicClock) and rt.clock.spin_s == pytest.approx(0.0005)
-
-
 def test_the_margin_follows_how_late_this_machine_wakes(monkeypatch):
     """Prompt wake-ups shrink the margin (little CPU spent spinning); late ones keep it at
     the allowance."""
@@ -87,12 +71,17 @@ def test_the_margin_follows_how_late_this_machine_wakes(monkeypatch):
     assert clock.margin_s == 0.0015  # capped at the allowance
 
 
-def test_the_default_allowance_fits_a_short_period(site_file):
-    site = site_file("""
+@pytest.mark.parametrize(("scan", "spin_ms"), [
+    ("spin_ms = 0.5", 0.5),   # what the site says reaches the clock
+    ("period_ms = 1", 0.25),  # the 1 ms default cut to a quarter of a short period
+    ("", 1.0),
+])
+def test_the_site_spin_ms_reaches_the_runtime_clock(site_file, scan, spin_ms):
+    site = site_file(f"""
 [site]
 name = "t"
 [scan]
-period_ms = 1
+{scan}
 [[meter]]
 name = "m1"
 driver = "memory"
@@ -100,5 +89,6 @@ poll_ms = 100
 points = ["current_l1_a"]
 """)
     rt = Runtime.from_file(site)
-    assert rt.site.scan.spin_ms == pytest.approx(0.25)
-    assert rt.clock.spin_s == pytest.approx(0.00025)
+    assert rt.site.scan.spin_ms == pytest.approx(spin_ms)
+    assert isinstance(rt.clock, MonotonicClock)
+    assert rt.clock.spin_s == pytest.approx(spin_ms / 1000.0)
