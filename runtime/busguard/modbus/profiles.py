@@ -165,8 +165,8 @@ def resolve_profile(name_or_path: str, base_dir: Path | None = None) -> Path | N
 # Profiles read, by (file, mtime, size): a site of 64 meters of one model parsed the same file
 # 128 times at start (0.2-0.3 s of a restart, twice: the scan and the I/O process build the
 # drivers); an edited file has a new mtime or size and is read again (a reload sees it).
-# A Profile is frozen, so sharing one between drivers is safe.
-_LOADED: dict[tuple[str, int, int], Profile] = {}
+# One version per file is kept. A Profile is frozen, so sharing one between drivers is safe.
+_LOADED: dict[str, tuple[int, int, Profile]] = {}
 
 
 def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Profile:
@@ -187,10 +187,10 @@ def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Prof
     file = str(path)
     try:
         st = path.stat()
-        key = (file, st.st_mtime_ns, st.st_size)
-        cached = _LOADED.get(key)
-        if cached is not None:
-            return cached
+        version = (st.st_mtime_ns, st.st_size)
+        cached = _LOADED.get(file)
+        if cached is not None and cached[:2] == version:
+            return cached[2]
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, "(file)", f"cannot read: {exc.strerror}")]) from exc
@@ -199,7 +199,7 @@ def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Prof
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem(file, "(syntax)", f"not valid TOML: {exc}")]) from exc
     profile = parse_profile(data, file)
-    _LOADED[key] = profile
+    _LOADED[file] = (*version, profile)
     return profile
 
 
