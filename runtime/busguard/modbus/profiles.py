@@ -199,7 +199,7 @@ def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Prof
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem(file, "(syntax)", f"not valid TOML: {exc}")]) from exc
     profile = parse_profile(data, file)
-    _LOADED[file] = (*version, profile)
+    _LOADED[file] = (version[0], version[1], profile)
     return profile
 
 
