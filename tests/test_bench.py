@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from busguard.bench import runner
+from busguard.bench import native, runner
 from busguard.bench.procs import Child
 from busguard.bench.result import INFO, MISS, PASS, SKIP, Measurement, Row, below, pct, table
 from busguard.bench.sites import SiteSpec, add_limit_blocks, add_memory_meters
@@ -118,3 +119,73 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path):
     res = report["measurements"][1]
     assert res["details"]["io_process"]["pid"] > 0  # both processes measured
     assert any(r["metric"].startswith("RSS (peak), scan + I/O") for r in res["rows"])
+
+
+needs_cc = pytest.mark.skipif(native.compiler() is None, reason="no C compiler on this machine")
+
+
+def _map_blocks(size: int) -> list[list[int]]:
+    return [[3, a, min(125, size - a)] for a in range(0, size, 125)]
+
+
+@needs_cc
+def test_compiled_client_reads_the_map_as_the_python_client_does(tmp_path):
+    """The same closed-loop run, answered by a real pymodbus server on 127.0.0.1, through
+    either client: whole map reads, each its blocks in sequence, no errors."""
+    binary, why = native.build(tmp_path)
+    assert binary is not None, why
+    blocks = _map_blocks(300)
+    got = {}
+    with Child("busguard.bench.plainserver", ["--registers", "300"], tmp_path, "plain") as srv:
+        port = str(srv.ready["port"])
+        for name, extra in (("native", ["--native", str(binary)]), ("python", [])):
+            with Child("busguard.bench.clients", ["--port", port, "--blocks",
+                                                  json.dumps(blocks), *extra],
+                       tmp_path, f"clients-{name}") as cl:
+                got[name] = cl.request("run", mode="closed", clients=3, duration_s=0.3)
+        served = srv.request("stats")
+    for name, st in got.items():
+        assert st["client"] == name
+        assert st["reads"] > 0 and st["errors"] == 0 and st["exception_replies"] == 0
+        assert st["requests_per_map"] == 3
+        # every map read is its 3 requests; at most one map read per client is cut off
+        assert 3 * st["reads"] <= st["requests"] < 3 * (st["reads"] + 3)
+        assert 0 < st["request_p50_ms"] <= st["request_p99_ms"] <= st["max_ms"]
+        assert st["p50_ms"] >= st["request_p50_ms"]
+    assert served["cpu_s"] > 0
+
+
+@needs_cc
+def test_compiled_client_counts_exceptions_and_lost_connections(tmp_path):
+    binary, why = native.build(tmp_path)
+    assert binary is not None, why
+    with Child("busguard.bench.plainserver", ["--registers", "100"], tmp_path, "plain") as srv:
+        port = int(srv.ready["port"])
+        past_end = native.NativeLoad(binary, "127.0.0.1", port, 1, [(3, 90, 20)], 2, tmp_path)
+        past_end.start()
+        time.sleep(0.3)
+        st = past_end.finish()
+        assert st["reads"] > 0 and st["exception_replies"] == st["reads"]
+        assert st["errors"] == 0
+        lost = native.NativeLoad(binary, "127.0.0.1", port, 1, [(3, 0, 10)], 2, tmp_path)
+        lost.start()
+        time.sleep(0.3)
+    time.sleep(0.3)  # the server is gone: reconnections fail every 50 ms, counted
+    st = lost.finish()
+    assert st["reads"] > 0 and st["errors"] > 0
+    assert not list(tmp_path.glob("loadclient-*"))  # its sample files are cleaned up
+
+
+def test_without_a_compiler_the_bench_falls_back_to_the_python_client(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    from busguard.bench.context import Bench
+
+    bench = Bench(quick=True, workdir=tmp_path, registry=None, parts={},  # type: ignore[arg-type]
+                  log=lambda msg: None)
+    args, client = bench.closed_loop_client()
+    assert args == [] and client.startswith("python (") and "C compiler" in client
+    bench.client = "native"
+    with pytest.raises(RuntimeError, match="cannot build the compiled client"):
+        bench.closed_loop_client()
+    bench.client = "python"
+    assert bench.closed_loop_client() == ([], "python")

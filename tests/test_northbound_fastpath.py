@@ -117,6 +117,18 @@ def test_frames_split_across_segments(served):
         assert response(s) == (3, 3, b"\x02" + struct.pack(">H", mapdef.MAGIC))
 
 
+def test_a_burst_of_pipelined_reads_larger_than_one_receive_is_answered_in_order(served):
+    """24 KB of reads in one send: several receives of the connection's buffer, every read
+    answered once and in order (none dropped as "sent too much")."""
+    _rt, _pub, port = served('allow = ["127.0.0.1/32"]\nmax_requests_per_s = 100000.0\n')
+    n = 2000
+    with connect(port) as s:
+        s.sendall(b"".join(rd(0, 1, t) for t in range(1, n + 1)))
+        got = [response(s) for _ in range(n)]
+    assert [g[0] for g in got] == list(range(1, n + 1))
+    assert {g[2] for g in got} == {b"\x02" + struct.pack(">H", mapdef.MAGIC)}
+
+
 def test_throttled_reads_wait_in_order_then_the_fast_path_resumes(served):
     _rt, pub, port = served('max_requests_per_s = 20.0\n')
     with connect(port) as s:

@@ -14,7 +14,8 @@ server whose p99 this loop measures at 3.3 ms; docs/benchmarks.md, "What changed
 figures", step 7).
 
 Modes: ``closed`` (each client starts its next map read as soon as the last one finished: the
-throughput test) and ``paced`` (each client reads the map ``hz`` times per second on absolute
+throughput test; run by the compiled client of :mod:`busguard.bench.native` when the bench
+could build it) and ``paced`` (each client reads the map ``hz`` times per second on absolute
 deadlines: the DCIM load of the scan-determinism test).
 """
 
@@ -31,8 +32,10 @@ import socket
 import struct
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+from busguard.bench.native import NativeLoad
 from busguard.bench.procs import self_usage, serve_commands
 from busguard.bench.result import pct
 
@@ -224,7 +227,7 @@ class Load:
             raise RuntimeError(f"client loop failed: {self.failure!r}") from self.failure
         wall = self.t1 - self.t0
         lat = self.latencies
-        return {"mode": self.mode, "clients": self.clients, "hz": self.hz,
+        return {"mode": self.mode, "clients": self.clients, "hz": self.hz, "client": "python",
                 "reads": len(lat), "wall_s": wall,
                 "reads_per_s": len(lat) / wall if wall > 0 else 0.0,
                 "requests_per_map": len(self.args.blocks),
@@ -239,11 +242,16 @@ class Load:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    current: dict[str, Load] = {}
+    current: dict[str, Load | NativeLoad] = {}
 
     async def start(msg: dict[str, Any]) -> dict[str, Any]:
-        load = Load(args, msg.get("mode", "closed"), int(msg.get("clients", 1)),
-                    float(msg.get("hz", 0.0)))
+        mode, clients = msg.get("mode", "closed"), int(msg.get("clients", 1))
+        load: Load | NativeLoad
+        if mode == "closed" and args.native:
+            load = NativeLoad(args.native, args.host, args.port, args.unit, args.blocks,
+                              clients, args.native.parent)
+        else:
+            load = Load(args, mode, clients, float(msg.get("hz", 0.0)))
         load.start()
         current["load"] = load
         return {"started": True}
@@ -267,6 +275,9 @@ def main() -> None:
     ap.add_argument("--unit", type=int, default=1)
     ap.add_argument("--blocks", type=json.loads, required=True,
                     help='JSON list of [function, address, count], e.g. [[3, 0, 125]]')
+    ap.add_argument("--native", type=Path, default=None,
+                    help="the compiled client (busguard.bench.native.build): closed-loop runs "
+                         "use it instead of the Python loop")
     args = ap.parse_args()
     args.blocks = [tuple(int(x) for x in b) for b in args.blocks]
     asyncio.run(main_async(args))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from busguard.bench import native
 from busguard.bench.procs import Child
 from busguard.bench.sites import SiteSpec
 from busguard.registry import TypeRegistry
@@ -34,6 +35,20 @@ class Bench:
 
     spin_ms: float | None = None  # [scan] spin_ms of every measured site (None: the default)
     smoke: bool = False  # CI: every measurement wired end to end in seconds, tiny sizes
+    client: str = "auto"  # closed-loop DCIM client of (3): auto, native (compiled), python
+
+    def closed_loop_client(self) -> tuple[list[str], str]:
+        """The arguments that give :mod:`busguard.bench.clients` the compiled client (none for
+        the Python loop) and which client that is, with the reason when not the asked one."""
+        if self.client == "python":
+            return [], "python"
+        binary, why = native.build(self.workdir)
+        if binary is not None:
+            return ["--native", str(binary)], "native"
+        if self.client == "native":
+            raise RuntimeError(f"--client native: cannot build the compiled client: {why}")
+        self.log(f"bench: the closed-loop client is the Python loop: {why}")
+        return [], f"python ({why})"
 
     def seconds(self, full: float, quick: float) -> float:
         if self.smoke:

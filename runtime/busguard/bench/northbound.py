@@ -52,9 +52,10 @@ def run(b: Bench) -> list[Measurement]:
     blocks, size = northbound_map.blocks(path)
     nregs = sum(x[2] for x in blocks)
     res: dict[str, dict[int, dict[str, Any]]] = {"busguard": {}, "plain": {}}
+    client_args, client = b.closed_loop_client()
     with b.target(spec, "nb-busguard") as tgt, b.child(
-            "clients", ["--port", port, "--blocks", northbound_map.dumps(blocks)],
-            "nb-clients-busguard") as cl:
+            "clients", ["--port", port, "--blocks", northbound_map.dumps(blocks),
+                        *client_args], "nb-clients-busguard") as cl:
         for c in concurrency:
             tgt.send("measure", warmup_s=0.0, duration_s=dur + 0.2)
             got = cl.request("run", mode="closed", clients=c, duration_s=dur,
@@ -66,7 +67,7 @@ def run(b: Bench) -> list[Measurement]:
             res["busguard"][c] = got
     with b.child("plainserver", ["--registers", size], "nb-plain") as plain, b.child(
             "clients", ["--port", plain.ready["port"], "--blocks",
-                        northbound_map.dumps(blocks)], "nb-clients-plain") as cl:
+                        northbound_map.dumps(blocks), *client_args], "nb-clients-plain") as cl:
         for c in concurrency:
             s0 = plain.request("stats")
             got = cl.request("run", mode="closed", clients=c, duration_s=dur,
@@ -96,10 +97,11 @@ def run(b: Bench) -> list[Measurement]:
                             "one read request (<= 125 registers) of a map read"))
         if bg["errors"] or bg["exception_replies"]:
             rows[-1].note += f"; {bg['errors']} errors, {bg['exception_replies']} exceptions"
-    details = {"duration_s": dur, "map_registers": size, "registers_per_map_read": nregs,
+    details = {"duration_s": dur, "client": client, "map_registers": size,
+               "registers_per_map_read": nregs,
                "requests_per_map_read": len(blocks), "blocks": blocks,
                "busguard": {str(k): v for k, v in res["busguard"].items()},
                "plain": {str(k): v for k, v in res["plain"].items()}}
-    return [Measurement(KEYS[0][0], f"{KEYS[0][1]} ({nregs} registers, {len(blocks)} "
-                        f"requests per read; [scan] io = \"{spec.io}\")", rows,
-                        details=details)]
+    title = (f"{KEYS[0][1]} ({nregs} registers, {len(blocks)} requests per read; "
+             f"[scan] io = \"{spec.io}\"; {client.split()[0]} client)")
+    return [Measurement(KEYS[0][0], title, rows, details=details)]

@@ -97,7 +97,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
         meters_backend: str = "sim", keep_workdir: bool = False,
         profile_dir: str | Path | None = None, smoke: bool = False,
         io_modes: Sequence[str] = ("process", "thread"), spin_ms: float | None = None,
-        out: Any = None) -> list[Measurement]:
+        client: str = "auto", out: Any = None) -> list[Measurement]:
     out = out or sys.stdout
     _byte_compile()
     _pm, registry = load_types()
@@ -106,7 +106,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
     bench = Bench(quick=quick or smoke, smoke=smoke, workdir=workdir, registry=registry, parts=have,
                   target_args=tuple(target_args), meters_backend=meters_backend,
                   profile_dir=Path(profile_dir) if profile_dir else None,
-                  io_modes=tuple(io_modes), spin_ms=spin_ms)
+                  io_modes=tuple(io_modes), spin_ms=spin_ms, client=client)
     results: list[Measurement] = []
     t_start = time.monotonic()
     try:
@@ -144,7 +144,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
             shutil.rmtree(workdir, ignore_errors=True)
     report = {"machine": machine(), "quick": quick, "smoke": smoke,
               "target_args": list(target_args), "io_modes": list(io_modes),
-              "spin_ms": spin_ms,
+              "spin_ms": spin_ms, "client": client,
               "meters_backend": meters_backend, "parts": have,
               "seconds": round(time.monotonic() - t_start, 1),
               "measurements": [m.as_dict() for m in results]}

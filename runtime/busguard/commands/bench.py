@@ -43,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--io", choices=("process", "thread", "both"), default="both",
                    help="[scan] io of the measured runtime under load in (1): the I/O "
                         "process (judged), threads beside the scan, or both (default)")
+    p.add_argument("--client", choices=("auto", "native", "python"), default="auto",
+                   help="closed-loop DCIM client of the northbound measurement (3): the "
+                        "compiled one (built with the machine's cc), the Python loop, or "
+                        "auto (default: compiled when a C compiler is there)")
     p.add_argument("--profile", metavar="DIR", help="sample every measured runtime with "
                    "py-spy (pip install py-spy; needs ptrace rights) into DIR/<run>.folded")
     p.add_argument("--keep", action="store_true", help="keep the work folder (sites, logs)")
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     results = runner.run(args.only or runner.MODULES, quick=args.quick, json_path=args.json,
                          target_args=levers, meters_backend=args.meters,
                          keep_workdir=args.keep, spin_ms=args.spin_ms,
-                         profile_dir=args.profile, smoke=args.smoke,
+                         profile_dir=args.profile, smoke=args.smoke, client=args.client,
                          io_modes=("process", "thread") if args.io == "both"
                          else (args.io,))
     bad = (ERROR,) if args.smoke else (MISS, ERROR)
