@@ -5,7 +5,10 @@ limits the rate and the latency: MBAP frames built with ``struct`` once, non-blo
 on one ``selectors`` loop in a worker thread, one outstanding request per connection (as a
 DCIM polls). One *map read* is the whole register map, read as the given blocks one after
 the other on one connection; its latency is first request out to last reply in. A request's
-latency is its send to its reply's last byte.
+latency is its send to its reply's last byte arriving in the client's socket (the kernel's
+receive timestamp, SO_TIMESTAMPNS), so the client's own scheduling on a shared 2-core box does
+not count as the server's; the latency to the client reading the reply is kept beside it
+(``seen_request_*``; docs/benchmarks.md, step 10).
 
 Why not asyncio streams: with ``StreamReader.readexactly`` and a task per connection the
 client process spent about twice the CPU per request of this loop, and with 16 closed-loop
@@ -37,9 +40,13 @@ from typing import Any
 
 from busguard.bench.native import NativeLoad
 from busguard.bench.procs import self_usage, serve_commands
-from busguard.bench.result import pct
+from busguard.bench.result import pct, seen_figures
 
 RECONNECT_S = 0.05
+# Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS), which Python's socket module does not name
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("=qq")
+ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
 CONNECT_TIMEOUT_S = 2.0
 _TID = struct.Struct(">H")
 _LEN = struct.Struct(">H")
@@ -59,13 +66,18 @@ class MapReader:
         self.block = 0  # the block whose answer is awaited
         self.buf = bytearray()
         self.t_req = 0.0
+        self.t_req_ns = 0  # CLOCK_REALTIME, the kernel stamp's clock
         self.t_map = 0.0
         self.ok = True
+        self.unstamped = 0
         self.busy = False  # a map read is under way
+        self.t_rx_ns = 0  # the kernel's receive stamp of the reply's last segment so far
 
     def connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT_S)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setblocking(False)
         self.sock = sock
         self.buf.clear()
@@ -86,21 +98,33 @@ class MapReader:
         assert self.sock is not None
         self.tid = (self.tid + 1) & 0xFFFF
         self.t_req = now
+        self.t_req_ns = time.time_ns()
+        self.t_rx_ns = 0
         self.sock.send(_TID.pack(self.tid) + self.tails[self.block])
 
-    def readable(self, req_lat: list[float], clock: Any) -> bool:
+    def readable(self, req_lat: list[float], seen_lat: list[float], clock: Any) -> bool:
         """Take what arrived; send the next request of the map. True when the map read ended
         (raises OSError when the connection went)."""
         assert self.sock is not None
-        data = self.sock.recv(65536)
+        data, anc, _flags, _addr = self.sock.recvmsg(65536, ANCILLARY_BYTES)
         if not data:
             raise ConnectionResetError("server closed the connection")
+        for level, kind, cdata in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack_from(cdata)
+                self.t_rx_ns = sec * 1_000_000_000 + nsec
         buf = self.buf
         buf += data
         if len(buf) < 6 or len(buf) < 6 + _LEN.unpack_from(buf, 4)[0]:
             return False
         now = clock()
-        req_lat.append(now - self.t_req)
+        seen = now - self.t_req
+        stamped = (self.t_rx_ns - self.t_req_ns) * 1e-9
+        if not self.t_rx_ns or not 0.0 <= stamped <= seen:
+            self.unstamped += 1  # no stamp, or the wall clock stepped: what the loop saw
+            stamped = seen
+        req_lat.append(stamped)
+        seen_lat.append(seen)
         if len(buf) > 7 and buf[7] & 0x80:
             self.ok = False
         buf.clear()  # one request in flight: nothing follows the reply
@@ -119,6 +143,7 @@ class Load:
         self.args, self.mode, self.clients, self.hz = args, mode, clients, hz
         self.latencies: list[float] = []
         self.req_latencies: list[float] = []
+        self.seen_latencies: list[float] = []
         self.errors = 0
         self.exceptions = 0
         self.late = 0
@@ -127,6 +152,7 @@ class Load:
         self.failure: BaseException | None = None
         self.t0 = self.t1 = 0.0
         self.cpu0 = 0.0
+        self.readers: list[MapReader] = []
 
     def start(self) -> None:
         readers = [MapReader(self.args.host, self.args.port, self.args.blocks, self.args.unit)
@@ -163,7 +189,8 @@ class Load:
             else:
                 r.begin(now)
         grid = [t for t, _ in sorted(due, key=lambda x: x[1])] if period else []
-        lat, req_lat = self.latencies, self.req_latencies
+        lat, req_lat, seen_lat = self.latencies, self.req_latencies, self.seen_latencies
+        self.readers = readers
 
         def failed(i: int, when: float) -> None:
             """Count it and drop the connection; closed loop: reconnect shortly; paced: the
@@ -199,7 +226,7 @@ class Load:
                 i = key.data
                 r = readers[i]
                 try:
-                    if r.readable(req_lat, clock):
+                    if r.readable(req_lat, seen_lat, clock):
                         end = clock()
                         lat.append(end - r.t_map)
                         if not r.ok:
@@ -237,6 +264,8 @@ class Load:
                 "request_p50_ms": pct(self.req_latencies, 50) * 1e3,
                 "request_p99_ms": pct(self.req_latencies, 99) * 1e3,
                 "request_p999_ms": pct(self.req_latencies, 99.9) * 1e3,
+                **seen_figures(self.seen_latencies),
+                "unstamped": sum(r.unstamped for r in self.readers),
                 "errors": self.errors, "exception_replies": self.exceptions, "late": self.late,
                 "cpu_s": self_usage()["cpu_s"] - self.cpu0}
 

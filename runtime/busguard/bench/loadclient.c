@@ -10,8 +10,16 @@
  *
  * Usage: loadclient HOST PORT UNIT CLIENTS DURATION_S OUT_PREFIX FC,ADDR,COUNT...
  * Each connection reads the blocks in turn (one map read), then starts again, until
- * DURATION_S has passed or SIGTERM came (`start`/`stop`). Writes OUT_PREFIX.map and OUT_PREFIX.req: the map-read and request
- * latencies in nanoseconds, native uint32. Prints one JSON line with the counts on stdout.
+ * DURATION_S has passed or SIGTERM came (`start`/`stop`). Writes, in nanoseconds as native
+ * uint32: OUT_PREFIX.map (map reads), OUT_PREFIX.req (each request, send to the reply's
+ * arrival in this socket: the kernel's receive timestamp, SO_TIMESTAMPNS) and OUT_PREFIX.seen
+ * (send to this loop reading the reply). Prints one JSON line with the counts on stdout.
+ *
+ * Why two request latencies: client and server share two cores here, so the time from the
+ * reply's arrival to this loop running again (the client's own scheduling: its core waking
+ * from a halt, or the server thread finishing its slice) would count as the server's. The
+ * kernel stamp ends the request where a remote DCIM's network would (docs/benchmarks.md,
+ * step 10). A reply that comes without a stamp counts its seen latency (`unstamped`).
  * A lost connection counts as an error and is re-opened after 50 ms (as the Python client).
  * Exit 2 on bad arguments, 3 when the first connections cannot be opened.
  */
@@ -46,6 +54,7 @@ typedef struct {
     int ok;           /* no exception reply in this map read */
     uint16_t tid;
     int64_t t_req, t_map;
+    int64_t t_req_rt, t_rx_rt; /* CLOCK_REALTIME, the kernel stamp's clock */
     int64_t reconnect_at; /* 0: connected */
     size_t have;
     unsigned char buf[MAX_REPLY];
@@ -55,11 +64,18 @@ static int nblocks;
 static unsigned char (*frames)[12];
 static struct sockaddr_storage addr;
 static socklen_t addrlen;
-static lats_t map_lat, req_lat;
+static lats_t map_lat, req_lat, seen_lat;
+static long unstamped;
 static long errors, exceptions;
 static volatile sig_atomic_t stopping;
 
 static void on_term(int sig) { (void)sig; stopping = 1; }
+
+static int64_t rt_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -81,6 +97,7 @@ static int open_conn(int ep, conn_t *c, int index) {
     if (fd < 0) return -1;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     if (connect(fd, (struct sockaddr *)&addr, addrlen) < 0) { close(fd); return -1; }
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)index};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) { close(fd); return -1; }
@@ -96,6 +113,8 @@ static int send_req(conn_t *c, int64_t t) {
     f[0] = (unsigned char)(c->tid >> 8);
     f[1] = (unsigned char)c->tid;
     c->t_req = t;
+    c->t_req_rt = rt_ns();
+    c->t_rx_rt = 0;
     return send(c->fd, f, 12, MSG_NOSIGNAL) == 12 ? 0 : -1;
 }
 
@@ -116,7 +135,20 @@ static void fail(int ep, conn_t *c, int64_t t) {
 
 /* Take what arrived; -1 when the connection went. */
 static int readable(conn_t *c) {
-    ssize_t got = recv(c->fd, c->buf + c->have, sizeof c->buf - c->have, 0);
+    struct iovec iov = {c->buf + c->have, sizeof c->buf - c->have};
+    char ctl[128];
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+                        .msg_controllen = sizeof ctl};
+    ssize_t got = recvmsg(c->fd, &mh, 0);
+    if (got > 0) {
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+                struct timespec ts;
+                memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+                c->t_rx_rt = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+            }
+        }
+    }
     if (got <= 0) {
         if (got < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
         return -1;
@@ -127,7 +159,13 @@ static int readable(conn_t *c) {
     if (want > sizeof c->buf) return -1; /* not a reply to a <= 125-register read */
     if (c->have < want) return 0;
     int64_t t = now_ns();
-    push(&req_lat, t - c->t_req);
+    int64_t stamped = c->t_rx_rt - c->t_req_rt;
+    if (!c->t_rx_rt || stamped < 0 || stamped > t - c->t_req) {
+        unstamped++; /* no stamp, or the wall clock stepped: what this loop saw */
+        stamped = t - c->t_req;
+    }
+    push(&req_lat, stamped);
+    push(&seen_lat, t - c->t_req);
     if (c->have > 7 && (c->buf[7] & 0x80)) c->ok = 0;
     c->have = 0; /* one request in flight: nothing follows the reply */
     if (++c->block < nblocks) return send_req(c, t);
@@ -235,10 +273,11 @@ int main(int argc, char **argv) {
                  (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
                  ((ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) +
                   (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec)) / 1e6;
-    if (write_lats(prefix, "map", &map_lat) < 0 || write_lats(prefix, "req", &req_lat) < 0)
+    if (write_lats(prefix, "map", &map_lat) < 0 || write_lats(prefix, "req", &req_lat) < 0 ||
+        write_lats(prefix, "seen", &seen_lat) < 0)
         return 4;
     printf("{\"reads\": %zu, \"requests\": %zu, \"errors\": %ld, \"exception_replies\": %ld, "
-           "\"wall_s\": %.6f, \"cpu_s\": %.6f}\n",
-           map_lat.n, req_lat.n, errors, exceptions, (t1 - t0) / 1e9, cpu);
+           "\"unstamped\": %ld, \"wall_s\": %.6f, \"cpu_s\": %.6f}\n",
+           map_lat.n, req_lat.n, errors, exceptions, unstamped, (t1 - t0) / 1e9, cpu);
     return 0;
 }

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from busguard.bench.result import pct
+from busguard.bench.result import pct, seen_figures
 
 SOURCE = "loadclient.c"
 BUILD_TIMEOUT_S = 60.0
@@ -98,9 +98,9 @@ class NativeLoad:
         if self.proc.returncode != 0:
             raise RuntimeError(f"loadclient exited {self.proc.returncode}: {err.strip()[:300]}")
         counts = json.loads(out.strip().splitlines()[-1])
-        files = [self.prefix.with_suffix(".map"), self.prefix.with_suffix(".req")]
+        files = [self.prefix.with_suffix(ext) for ext in (".map", ".req", ".seen")]
         try:
-            lat, req = (_latencies(f) for f in files)
+            lat, req, seen = (_latencies(f) for f in files)
         finally:
             for f in files:
                 f.unlink(missing_ok=True)
@@ -112,6 +112,7 @@ class NativeLoad:
                 "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
                 "max_ms": max(lat) * 1e3 if lat else math.nan,
                 "request_p50_ms": pct(req, 50) * 1e3, "request_p99_ms": pct(req, 99) * 1e3,
-                "request_p999_ms": pct(req, 99.9) * 1e3,
-                "errors": counts["errors"], "exception_replies": counts["exception_replies"],
+                "request_p999_ms": pct(req, 99.9) * 1e3, **seen_figures(seen),
+                "unstamped": counts["unstamped"], "errors": counts["errors"],
+                "exception_replies": counts["exception_replies"],
                 "late": 0, "cpu_s": counts["cpu_s"]}

@@ -24,6 +24,14 @@ def pct(samples: Sequence[float], p: float) -> float:
     return s[rank - 1]
 
 
+def seen_figures(seen: Sequence[float]) -> dict[str, float]:
+    """Request latency percentiles (ms) to the client reading the reply: the bench clients'
+    ``seen_request_*`` beside the kernel-stamped ``request_*``."""
+    return {"seen_request_p50_ms": pct(seen, 50) * 1e3,
+            "seen_request_p99_ms": pct(seen, 99) * 1e3,
+            "seen_request_p999_ms": pct(seen, 99.9) * 1e3}
+
+
 @dataclass
 class Row:
     """One figure: the busguard value, the baseline measured in the same run, the floor."""
