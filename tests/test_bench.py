@@ -114,6 +114,8 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path):
     assert scan["details"]["load"]["io"] == "process"
     mach = scan["details"]["machine"]  # the box's own noise, beside every figure
     assert 0.0 <= mach["busy_pct"] <= 100.0 and 0.0 <= mach["steal_pct"] <= 100.0
+    assert len(mach["cpu_ref_ms"]) == 2 and all(r > 0 for r in mach["cpu_ref_ms"])
+    assert "reference loop" in run.stdout
     assert scan["details"]["loaded"]["retained_saves"] >= 0
     assert 0.0 < scan["details"]["loaded"]["spin_margin_ms"] <= 1.0  # the default allowance
     res = report["measurements"][1]

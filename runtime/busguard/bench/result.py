@@ -130,10 +130,13 @@ def table(measurements: Sequence[Measurement]) -> str:
         mach = m.details.get("machine")
         if mach:
             steal = mach.get("steal_pct")
+            refs = mach.get("cpu_ref_ms") or []
             notes.append(f"{m.key}: machine CPU busy {mach['busy_pct']:.0f}% of all cores "
                          f"during the measurement (bench processes included), load average "
                          f"{mach['load_avg'][0]:.2f}"
-                         + (f", hypervisor steal {steal:.1f}%" if steal is not None else ""))
+                         + (f", hypervisor steal {steal:.1f}%" if steal is not None else "")
+                         + (f", reference loop {refs[0]:.0f}/{refs[1]:.0f} ms before/after"
+                            if len(refs) == 2 and all(r == r for r in refs) else ""))
         for i, r in enumerate(m.rows):
             base = fmt(r.baseline, r.unit)
             if r.baseline_label and r.baseline is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -79,6 +80,23 @@ def steal_pct(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
     return 100.0 * (b[2] - a[2]) / total if total > 0 else float("nan")
 
 
+def cpu_ref_ms(rounds: int = 3) -> float:
+    """The best of ``rounds`` timings of a fixed pure-Python loop (1e6 iterations), in ms.
+
+    Why: a shared host's virtual CPUs do not only lose time to steal, they also run slower
+    while the neighbours load the shared caches and cores: on the bench machine the same
+    loop at twice the length took 108-200 ms within one hour (docs/benchmarks.md, step 10). Taken before and after each
+    measurement, it says how fast the machine was while the figures were made."""
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        acc = 0
+        for i in range(1_000_000):
+            acc += i * i
+        best = min(best, time.perf_counter() - t)
+    return best * 1e3
+
+
 def _byte_compile() -> None:
     """Byte-compile busguard's own modules first, as an installed package is: start-up times
     (5) must not include compiling sources, which a checkout with PYTHONDONTWRITEBYTECODE=1
@@ -118,6 +136,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
                 continue
             missing = [p for p in getattr(mod, "NEEDS", ()) if not have.get(p)]
             t0 = time.monotonic()
+            ref0 = cpu_ref_ms() if not missing else math.nan
             cpu0 = machine_cpu()
             if missing:
                 why = "skipped: needs " + "; ".join(PART_WHO.get(p, p) for p in missing)
@@ -133,10 +152,12 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
                     bench.close_all()
             cpu1 = machine_cpu()
             busy, steal = busy_pct(cpu0, cpu1), steal_pct(cpu0, cpu1)
+            refs = [ref0, cpu_ref_ms() if not missing else math.nan]
             for m in found:
                 m.seconds = time.monotonic() - t0
                 m.details["machine"] = {"busy_pct": busy, "steal_pct": steal,
-                                        "load_avg": os.getloadavg()}
+                                        "load_avg": os.getloadavg(),
+                                        "cpu_ref_ms": refs}
             results.extend(found)
     finally:
         bench.close_all()
