@@ -2,12 +2,15 @@
 
 Why: a plain ``asyncio.Protocol`` on a socket transport gets each segment from
 ``sock.recv(256 KiB)`` (``_SelectorSocketTransport.max_size`` in Python 3.10-3.11). An
-allocation that size is above glibc's mmap threshold, so every receive is an mmap, a page fault
-and a munmap (a TLB flush across all the process's threads), however few bytes came: about
-20 us of CPU per receive, against 5 us for ``recv_into`` an existing buffer (measured on the
-bench machine; docs/benchmarks.md, step 10). A Modbus/TCP frame is at most 260 bytes and a
-busguard connection has one or a few in flight, so that cost was most of the I/O process's
-time under DCIM load: 61 % of it in the kernel's memory management.
+allocation that size is above glibc's default mmap threshold, so until glibc raises that
+threshold (it does after freeing a large mapped chunk, which a receive shrunk by ``realloc``
+never is) every receive is an mmap, page faults and a munmap (a TLB flush across all the
+process's threads), however few bytes came: about 20 us of CPU per receive, against 5 us for
+``recv_into`` an existing buffer (measured on the bench machine; docs/benchmarks.md, step 10).
+A Modbus/TCP frame is at most 260 bytes, so in that state the cost was most of the I/O
+process's time under DCIM load (61 % of it in the kernel, led by memory management) and
+halved its requests per second. Receiving into a kept buffer makes the cost the same in every
+allocator state.
 
 A :class:`asyncio.BufferedProtocol` hands the transport a buffer to receive into instead
 (``get_buffer``/``buffer_updated``, a documented asyncio interface that TLS transports honour
