@@ -40,7 +40,7 @@ from typing import Any
 
 from busguard.bench.native import NativeLoad
 from busguard.bench.procs import self_usage, serve_commands
-from busguard.bench.result import pct, seen_figures
+from busguard.bench.result import map_read_figures
 
 RECONNECT_S = 0.05
 # Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS), which Python's socket module does not name
@@ -159,6 +159,7 @@ class Load:
                    for _ in range(self.clients)]
         for r in readers:
             r.connect()
+        self.readers = readers
         self.t0 = time.monotonic()
         self.cpu0 = self_usage()["cpu_s"]
         self.thread = threading.Thread(target=self._guarded, args=(readers,),
@@ -190,7 +191,6 @@ class Load:
                 r.begin(now)
         grid = [t for t, _ in sorted(due, key=lambda x: x[1])] if period else []
         lat, req_lat, seen_lat = self.latencies, self.req_latencies, self.seen_latencies
-        self.readers = readers
 
         def failed(i: int, when: float) -> None:
             """Count it and drop the connection; closed loop: reconnect shortly; paced: the
@@ -252,19 +252,9 @@ class Load:
             self.thread.join(timeout=10)
         if self.failure is not None:
             raise RuntimeError(f"client loop failed: {self.failure!r}") from self.failure
-        wall = self.t1 - self.t0
-        lat = self.latencies
         return {"mode": self.mode, "clients": self.clients, "hz": self.hz, "client": "python",
-                "reads": len(lat), "wall_s": wall,
-                "reads_per_s": len(lat) / wall if wall > 0 else 0.0,
-                "requests_per_map": len(self.args.blocks),
-                "requests": len(self.req_latencies),
-                "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
-                "max_ms": max(lat) * 1e3 if lat else math.nan,
-                "request_p50_ms": pct(self.req_latencies, 50) * 1e3,
-                "request_p99_ms": pct(self.req_latencies, 99) * 1e3,
-                "request_p999_ms": pct(self.req_latencies, 99.9) * 1e3,
-                **seen_figures(self.seen_latencies),
+                **map_read_figures(self.latencies, self.req_latencies, self.seen_latencies,
+                                   self.t1 - self.t0, len(self.args.blocks)),
                 "unstamped": sum(r.unstamped for r in self.readers),
                 "errors": self.errors, "exception_replies": self.exceptions, "late": self.late,
                 "cpu_s": self_usage()["cpu_s"] - self.cpu0}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import array
 import json
-import math
 import os
 import shutil
 import signal
@@ -23,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from busguard.bench.result import pct, seen_figures
+from busguard.bench.result import map_read_figures
 
 SOURCE = "loadclient.c"
 BUILD_TIMEOUT_S = 60.0
@@ -104,15 +103,8 @@ class NativeLoad:
         finally:
             for f in files:
                 f.unlink(missing_ok=True)
-        wall = counts["wall_s"]
         return {"mode": "closed", "clients": self.clients, "hz": 0.0, "client": "native",
-                "reads": len(lat), "wall_s": wall,
-                "reads_per_s": len(lat) / wall if wall > 0 else 0.0,
-                "requests_per_map": len(self.blocks), "requests": len(req),
-                "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
-                "max_ms": max(lat) * 1e3 if lat else math.nan,
-                "request_p50_ms": pct(req, 50) * 1e3, "request_p99_ms": pct(req, 99) * 1e3,
-                "request_p999_ms": pct(req, 99.9) * 1e3, **seen_figures(seen),
+                **map_read_figures(lat, req, seen, counts["wall_s"], len(self.blocks)),
                 "unstamped": counts["unstamped"], "errors": counts["errors"],
                 "exception_replies": counts["exception_replies"],
                 "late": 0, "cpu_s": counts["cpu_s"]}

@@ -24,12 +24,19 @@ def pct(samples: Sequence[float], p: float) -> float:
     return s[rank - 1]
 
 
-def seen_figures(seen: Sequence[float]) -> dict[str, float]:
-    """Request latency percentiles (ms) to the client reading the reply: the bench clients'
-    ``seen_request_*`` beside the kernel-stamped ``request_*``."""
-    return {"seen_request_p50_ms": pct(seen, 50) * 1e3,
-            "seen_request_p99_ms": pct(seen, 99) * 1e3,
-            "seen_request_p999_ms": pct(seen, 99.9) * 1e3}
+def map_read_figures(maps: Sequence[float], requests: Sequence[float], seen: Sequence[float],
+                     wall_s: float, blocks: int) -> dict[str, Any]:
+    """What both bench clients report of a run of map reads (samples in seconds, figures in
+    ms): map reads and their latency, each request's latency to its reply's kernel receive
+    stamp (``request_*``) and to the client reading it (``seen_request_*``)."""
+    return {"reads": len(maps), "wall_s": wall_s,
+            "reads_per_s": len(maps) / wall_s if wall_s > 0 else 0.0,
+            "requests_per_map": blocks, "requests": len(requests),
+            "p50_ms": pct(maps, 50) * 1e3, "p99_ms": pct(maps, 99) * 1e3,
+            "max_ms": max(maps) * 1e3 if maps else math.nan,
+            **{f"{name}_{label}_ms": pct(samples, p) * 1e3
+               for name, samples in (("request", requests), ("seen_request", seen))
+               for label, p in (("p50", 50), ("p99", 99), ("p999", 99.9))}}
 
 
 @dataclass

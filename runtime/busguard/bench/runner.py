@@ -85,8 +85,9 @@ def cpu_ref_ms(rounds: int = 3) -> float:
 
     Why: a shared host's virtual CPUs do not only lose time to steal, they also run slower
     while the neighbours load the shared caches and cores: on the bench machine the same
-    loop at twice the length took 108-200 ms within one hour (docs/benchmarks.md, step 10). Taken before and after each
-    measurement, it says how fast the machine was while the figures were made."""
+    loop at twice the length took 108-200 ms within one hour (docs/benchmarks.md, step 10).
+    Taken before and after each measurement, it says how fast the machine was while the
+    figures were made."""
     best = float("inf")
     for _ in range(rounds):
         t = time.perf_counter()
