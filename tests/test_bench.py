@@ -196,3 +196,34 @@ def test_without_a_compiler_the_bench_falls_back_to_the_python_client(tmp_path, 
         bench.closed_loop_client()
     bench.client = "python"
     assert bench.closed_loop_client() == ([], "python")
+
+
+@needs_cc
+def test_compiled_client_ends_when_the_bench_process_dies(tmp_path):
+    """Started for "forever" and stopped with SIGTERM: if its parent dies first, it must not
+    go on loading the machine."""
+    binary, why = native.build(tmp_path)
+    assert binary is not None, why
+    with Child("busguard.bench.plainserver", ["--registers", "10"], tmp_path, "plain") as srv:
+        code = ("import sys, time; from pathlib import Path; from busguard.bench import native;"
+                f"load = native.NativeLoad(Path({str(binary)!r}), '127.0.0.1', "
+                f"{srv.ready['port']}, 1, [(3, 0, 10)], 1, Path({str(tmp_path)!r}));"
+                "load.start(); print(load.proc.pid, flush=True); time.sleep(60)")
+        owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            pid = int(owner.stdout.readline())
+        finally:
+            owner.kill()
+            owner.wait()
+
+        def gone() -> bool:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    return any(line.startswith("State:") and "Z" in line for line in f)
+            except FileNotFoundError:
+                return True
+
+        deadline = time.monotonic() + 10
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone()

@@ -21,6 +21,7 @@
  * kernel stamp ends the request where a remote DCIM's network would (docs/benchmarks.md,
  * step 10). A reply that comes without a stamp counts its seen latency (`unstamped`).
  * A lost connection counts as an error and is re-opened after 50 ms (as the Python client).
+ * It ends with its parent (PR_SET_PDEATHSIG; the parent's pid in $LOADCLIENT_PARENT).
  * Exit 2 on bad arguments, 3 when the first connections cannot be opened.
  */
 #define _GNU_SOURCE
@@ -35,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -197,8 +199,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "loadclient: bad UNIT, CLIENTS or DURATION_S\n");
         return 2;
     }
+    /* never outlive the bench process that started us (it stops us with SIGTERM): it names
+     * itself in LOADCLIENT_PARENT, so a parent gone before the prctl is seen too */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    const char *parent = getenv("LOADCLIENT_PARENT");
+    if (parent && getppid() != (pid_t)atol(parent)) return 0;
     nblocks = argc - 7;
     frames = calloc((size_t)nblocks, sizeof *frames);
+    if (!frames) { perror("calloc"); return 4; }
     for (int i = 0; i < nblocks; i++) {
         unsigned fc, a, n;
         if (sscanf(argv[7 + i], "%u,%u,%u", &fc, &a, &n) != 3 || fc > 255 || a > 65535 ||
@@ -226,6 +234,7 @@ int main(int argc, char **argv) {
 
     int ep = epoll_create1(0);
     conn_t *conns = calloc((size_t)nclients, sizeof *conns);
+    if (ep < 0 || !conns) { perror("loadclient"); return 4; }
     for (int i = 0; i < nclients; i++) {
         if (open_conn(ep, &conns[i], i) < 0) {
             fprintf(stderr, "loadclient: cannot connect to %s:%s: %s\n", host, port,

@@ -83,7 +83,8 @@ class NativeLoad:
                 str(FOREVER_S), str(self.prefix),
                 *(f"{fc},{addr},{count}" for fc, addr, count in self.blocks)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True,
+                                     env={**os.environ, "LOADCLIENT_PARENT": str(os.getpid())})
 
     def finish(self) -> dict[str, Any]:
         assert self.proc is not None
