@@ -134,7 +134,7 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
     """One client connection: ordered answers, policy checks, rate bucket, idle tracking.
 
     It receives into one buffer per connection (:class:`busguard.recvbuf.ReceiveIntoBuffer`):
-    as a plain protocol each request cost an mmap and a munmap of 256 KiB, about 20 us.
+    as a plain protocol each request could cost an mmap and a munmap of 256 KiB, about 20 us.
 
     Read requests (functions 3 and 4, a well-formed 12-byte frame) are answered in
     ``data_received`` itself from the pre-encoded image: one unpack, one slice of one
