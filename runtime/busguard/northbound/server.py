@@ -470,9 +470,10 @@ class NorthboundServer:
             sock.setblocking(False)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                # the kernel's share of unsent answers, fixed instead of autotuned up to
-                # megabytes: bounded memory per connection, and a client that sends without
-                # reading fills MAX_UNSENT (and is dropped) after this much, not after 4 MB
+            # the kernel's share of unsent answers, fixed instead of autotuned up to
+            # megabytes: bounded memory per connection, and a client that sends without
+            # reading fills MAX_UNSENT (and is dropped) after this much, not after 4 MB
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             task = loop.create_task(self._serve(sock, _Conn(host, port), sslctx))
             self._pending.add(task)
