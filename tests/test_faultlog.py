@@ -94,8 +94,12 @@ def test_seed_code_0x02_line(make_runtime, tmp_path):
 
 
 def test_no_line_per_scan(make_runtime, tmp_path):
+    # a jump to 72 C held for 5 s of scans: the warning, and (the jump is a 660 C/min rise
+    # between the first two readings 2 s apart) the rate and time-to-trip alarms: each once
     _rt, _views, lines = run(make_runtime, tmp_path, [{"bb1.temp_c": 72.0}] + [{}] * 50)
-    assert len(lines) == 1 and " warning raised code=BG-TEMP-WARN " in lines[0]
+    codes = [ln.split(" code=")[1].split()[0] for ln in lines]
+    assert sorted(codes) == ["BG-TEMP-RATE", "BG-TEMP-TTT", "BG-TEMP-WARN"]
+    assert all(" raised " in ln for ln in lines)
 
 
 def test_copytruncate_keeps_appending_at_the_new_end(tmp_path):

@@ -8,6 +8,7 @@ from busguard.drivers_memory import MemoryBreaker, MemoryMeter, MemoryOutput, Me
 from busguard.faultlog import (  # noqa: F401  (the fault log's observer hooks)
     faultlog_alarm_cleared,
     faultlog_alarm_raised,
+    faultlog_command_written,
     faultlog_fault,
     faultlog_shutdown,
     faultlog_startup,

@@ -88,6 +88,17 @@ def format_fault(t_utc: float, source: str, error: BaseException, details: dict[
             f"alarm={_field(source + ':fault')} msg={json.dumps(text)} values={values}")
 
 
+def format_command(t_utc: float, point: str, value: float, client: str) -> str:
+    """The one line for an accepted command write (``busguard_command_written``): the audit
+    trail of acknowledgements and trip resets, with who wrote it and from where."""
+    device = point.rsplit(".", 1)[0] if "." in point else point
+    values = json.dumps({"client": client, "point": point, "value": value}, sort_keys=True,
+                        separators=(",", ":"), default=str)
+    return (f"{iso(t_utc)} info command code=BG-CMD device={_field(device)} "
+            f"alarm={_field(point)} msg={json.dumps(f'{point} = {value:g} written by {client}')} "
+            f"values={values}")
+
+
 class FaultLog:
     """An append-only, rotation-safe line log with a background writer."""
 
@@ -227,6 +238,12 @@ def faultlog_fault(runtime: Runtime, source: str, error: BaseException,
     get_fault_log(runtime).write(format_fault(runtime.clock.wall(), source, error, details))
 
 
+@hookimpl(specname="busguard_command_written")
+def faultlog_command_written(runtime: Runtime, point: str, value: float, client: str,
+                             t_utc: float) -> None:
+    get_fault_log(runtime).write(format_command(t_utc, point, value, client))
+
+
 @hookimpl(specname="busguard_shutdown")
 def faultlog_shutdown(runtime: Runtime) -> None:
     fl = runtime.__dict__.get(_ATTR)
@@ -237,4 +254,4 @@ def faultlog_shutdown(runtime: Runtime) -> None:
 
 
 HOOKS = (faultlog_startup, faultlog_alarm_raised, faultlog_alarm_cleared, faultlog_fault,
-         faultlog_shutdown)
+         faultlog_command_written, faultlog_shutdown)

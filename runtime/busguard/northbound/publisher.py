@@ -295,8 +295,11 @@ class ModbusServerPublisher(Publisher):
                             client, rec.name, v, rec.minval, rec.maxval)
                 return ExcCodes.ILLEGAL_VALUE
         self.runtime.image.write_many([(rec.name, v, Quality.GOOD) for rec, v in items])
+        t_utc = self.runtime.clock.wall()
         for rec, v in items:
             log.info("northbound: %s wrote %s = %r", client, rec.name, v)
+            self.runtime.pm.hook.busguard_command_written(
+                runtime=self.runtime, point=rec.name, value=v, client=client, t_utc=t_utc)
         return None
 
 
