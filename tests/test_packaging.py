@@ -195,3 +195,23 @@ def test_deb_tree_runs_busguard_check(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     names = {p["name"] for p in json.loads(res.stdout)["plugins"]}
     assert {"core", "blocks"} <= names  # entry points found in the vendored dist-info
+
+
+def test_firewall_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """busguard-firewall.service (shipped disabled) is a valid unit that applies the nft
+    rules `busguard firewall` writes and removes its table on stop."""
+    exe = shutil.which("systemd-analyze")
+    unit_src = PKG / "systemd" / "busguard-firewall.service"
+    text = unit_src.read_text()
+    assert "busguard firewall /etc/busguard/site.toml --format nft | /usr/sbin/nft -f -" in text
+    assert "ExecStop=/usr/sbin/nft delete table inet busguard" in text
+    if exe is None or shutil.which("nft") is None:
+        pytest.skip("systemd-analyze or nft is not installed here (CI installs systemd and "
+                    "nftables)")
+    ours = Path(sys.executable).with_name("busguard")
+    unit = tmp_path / "busguard-firewall.service"
+    unit.write_text(text.replace("/usr/bin/busguard", str(ours)).replace(
+        "/usr/sbin/nft", shutil.which("nft")))
+    res = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
