@@ -215,3 +215,14 @@ def test_firewall_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     res = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+
+
+def test_licence_is_one_and_the_same_everywhere() -> None:
+    """LICENSE at the root is the Apache License 2.0 that pyproject.toml and the package's
+    debian/copyright (written by build-deb.sh) name."""
+    top = PKG.parent
+    text = (top / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert 'license = "Apache-2.0"' in (top / "pyproject.toml").read_text()
+    assert "License: Apache-2.0" in (PKG / "build-deb.sh").read_text()
+    assert (top / "CHANGELOG.md").read_text().startswith("# Changelog")
