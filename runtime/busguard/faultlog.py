@@ -50,7 +50,8 @@ SEED_CODES = {
     "0x02": "Modbus exception 0x02, 0x80 (Illegal Data Address): the register does not exist "
             "in the meter firmware; check the vendor register map / meter profile",
     "errno 110": "Connection Timeout (Errno 110): packet-loss or a downstream network failure; "
-                 "check the RJ45 jack on the PIU and the edge switch",
+                 "Modbus TCP: check the RJ45 jack on the PIU and the edge switch; RS-485: the "
+                 "line's wiring, termination, baud rate, parity and unit id",
     "0xCF": "Thermal-Critical (0xCF): busbar temperature at or above 90 C; emergency state",
     "BG-TRIP-*": "breaker-trip causes (overcurrent, ground fault, LED trip, input loss)",
 }

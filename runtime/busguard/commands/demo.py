@@ -50,7 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="simulator scenario (see `busguard simulate --help`)")
     p.add_argument("--speed", type=float, default=1.0, metavar="X",
                    help="simulator model seconds per wall second")
-    p.add_argument("--seed", type=int, default=1, metavar="N")
+    p.add_argument("--seed", type=int, default=1, metavar="N",
+                   help="seed of the simulator's model (loads, noise): the same seed replays "
+                        "the same world (default 1)")
     for knob, what in (("latency-ms", "extra reply latency (ms)"),
                        ("drop-pct", "percent of requests left unanswered"),
                        ("exception-pct", "percent of reads answered with exception 0x02"),
