@@ -75,9 +75,12 @@ def format_edge(edge: AlarmEdge) -> str:
     a = edge.alarm
     c = a.condition
     values = json.dumps(dict(c.values), sort_keys=True, separators=(",", ":"), default=str)
+    # a clear quotes the condition that ended, marked as over: read alone, the bare raise
+    # text ("input lost: ...") would say the opposite of what happened
+    msg = c.message if edge.kind == "raised" else f"over: {c.message}"
     return (f"{iso(edge.t_utc)} {c.severity.word} {edge.kind} code={_field(c.code)} "
             f"device={_field(c.device or a.block)} alarm={_field(a.id)} "
-            f"msg={json.dumps(c.message)} values={values}")
+            f"msg={json.dumps(msg)} values={values}")
 
 
 def format_fault(t_utc: float, source: str, error: BaseException, details: dict[str, Any]
