@@ -57,6 +57,9 @@ mkdir -p "$stage/usr/share/man/man1"
 # busguard(1) from the vendored tree's own --help texts
 COLUMNS=80 PYTHONPATH="$lib" "$PY" "$here/make-manpage.py" "$stage/usr/share/man/man1/busguard.1"
 gzip -9n "$stage/usr/share/man/man1/busguard.1"
+mkdir -p "$stage/usr/share/bash-completion/completions"
+PYTHONPATH="$lib" "$PY" "$here/make-completion.py" \
+  "$stage/usr/share/bash-completion/completions/busguard"
 install -D -m 0644 "$here/systemd/busguard.service" "$stage/usr/lib/systemd/system/busguard.service"
 # shipped disabled: docs/operations.md, "Network"
 install -D -m 0644 "$here/systemd/busguard-firewall.service" \

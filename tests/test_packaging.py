@@ -226,3 +226,19 @@ def test_licence_is_one_and_the_same_everywhere() -> None:
     assert 'license = "Apache-2.0"' in (top / "pyproject.toml").read_text()
     assert "License: Apache-2.0" in (PKG / "build-deb.sh").read_text()
     assert (top / "CHANGELOG.md").read_text().startswith("# Changelog")
+
+
+def test_bash_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
+    """packaging/make-completion.py writes a script bash accepts; it completes commands,
+    options and option choices the CLI declares (run in a real bash)."""
+    out = tmp_path / "busguard"
+    subprocess.run([sys.executable, str(PKG / "make-completion.py"), str(out)], check=True,
+                   timeout=60)
+    probe = (f'source {out}; '
+             'COMP_WORDS=(busguard fire); COMP_CWORD=1; _busguard; echo "${COMPREPLY[@]}"; '
+             'COMP_WORDS=(busguard demo --scenario ""); COMP_CWORD=3; _busguard; '
+             'echo "${COMPREPLY[@]}"')
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
+    first, second = done.stdout.splitlines()
+    assert first == "firewall"
+    assert "thermal-runaway" in second.split() and "cyclic-overload" in second.split()
