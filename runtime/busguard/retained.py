@@ -75,11 +75,11 @@ SECTION = "retained"
 PARAMS: Mapping[str, Param] = {
     "enabled": Param(bool, default=True, doc="save and restore retained state"),
     "file": Param(str, default="retained.json", doc="file name, relative to [paths] state_dir"),
-    "values_every_s": Param(float, default=60.0, minval=0.05, maxval=86400.0, unit="s",
+    "values_every_s": Param(float, default=60.0, minval=0.01, maxval=86400.0, unit="s",
                             doc="measured values are saved at most this often, and only when "
                                 "one changed (trips, acknowledgements, commands and block "
                                 "states are saved at once)"),
-    "interval_s": Param(float, default=None, minval=0.05, maxval=86400.0, unit="s",  # type: ignore[arg-type]
+    "interval_s": Param(float, default=None, minval=0.01, maxval=86400.0, unit="s",  # type: ignore[arg-type]
                         doc="former name of values_every_s (used when set)"),
 }
 ALARM_BLOCK = "retained-state"
