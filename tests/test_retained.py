@@ -442,3 +442,44 @@ def test_a_block_that_refuses_its_state_is_rolled_back_not_half_restored(make_ru
     assert rt2.image.snapshot()["m1.current_l1_a"].value != 1234.5
     assert "refused its state" in caplog.text and "Traceback" not in caplog.text
     rt2.stop()
+
+
+def test_nothing_is_written_while_nothing_changes_and_values_wait_for_their_slot(unit):
+    rt = unit(interval=3600.0)
+    obs = rt.pm.get_plugin(PLUGIN_NAME)
+    assert obs.values_every_s == 3600.0  # interval_s: the former name of values_every_s
+    rt.image.write("pqm-a1.current_l1_a", 400.0)
+    run_scans(rt, 1)  # the first scan saves (a start is a change)
+    wait_for(lambda: obs.saves == 1, what="first save")
+    before = state_file(rt).stat().st_mtime_ns
+    for k in range(5):
+        rt.image.write("pqm-a1.current_l1_a", 401.0 + k)  # values change: not due yet
+        run_scans(rt, 100)
+    assert obs.saves == 1 and obs.queued == 1
+    assert state_file(rt).stat().st_mtime_ns == before
+    rt.image.write("pqm-a1.current_l1_a", 1500.0)  # the trip latches: saved at once
+    run_scans(rt, 1)
+    wait_for(lambda: obs.saves == 2, what="the latch saved at once")
+    assert obs.reasons["change"] == 2 and obs.reasons["values"] == 0
+    rt.stop()
+
+
+def test_values_every_s_saves_only_changed_values(make_runtime, plugin, tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(interval=1.0).replace("interval_s = 1.0",
+                                                      "values_every_s = 0.5"),
+                    encoding="utf-8")
+    rt = make_runtime(site, extra=[plugin], start=True, retained=True)
+    obs = rt.pm.get_plugin(PLUGIN_NAME)
+    rt.image.write("pqm-a1.current_l1_a", 400.0)
+    run_scans(rt, 1)
+    wait_for(lambda: obs.saves == 1, what="first save")
+    run_scans(rt, 300)  # 3 s, six slots, the same values: nothing written
+    assert obs.saves == 1
+    rt.image.write("pqm-a1.current_l1_a", 401.0)
+    run_scans(rt, 60)  # within one slot
+    wait_for(lambda: obs.saves == 2, what="the changed value saved in its slot")
+    assert obs.reasons["values"] == 1
+    run_scans(rt, 300)
+    assert obs.saves == 2
+    rt.stop()

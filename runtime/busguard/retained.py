@@ -15,11 +15,13 @@ generations and its durable writes) and restores:
 
 Saving is driven by what changed, because the file usually lives on an SD card or eMMC:
 
-- at once (within ``MIN_GAP_S`` when changes come in a burst): an alarm edge, an
-  acknowledgement or any command the DCIM wrote (trip resets, counters), a block-state change
-  (a latch set or reset); these must survive a power cut;
-- measured values: at most every ``[retained] values_every_s`` (60 s), and only when a
-  retained value changed since the last save;
+- at once (within ``MIN_GAP_S`` when changes come in a burst): a latched alarm raised or
+  cleared, an acknowledgement or any command the DCIM wrote (trip resets, counters), a
+  block-state change (a latch set or reset); these must survive a power cut;
+- measured values and plain (non-latching) alarm edges: at most every
+  ``[retained] values_every_s`` (60 s), and only when a retained value or the alarm table
+  changed since the last save (plain alarms are derived from the inputs again after a
+  restart; a flapping BG-INPUT must not write the flash every few seconds);
 - nothing at all while nothing changed; once more at a clean stop.
 
 Saves run in a background thread (the scan only hands over references). The restore never
@@ -157,6 +159,7 @@ class RetainedState:
         self._last_cmds: bytes = b""
         self._saved_values: bytes | None = None
         self._dirty = False
+        self._alarms_changed = False
         self._state_failed: set[str] = set()
         self._last_change_save = -math.inf
         self._last_values_save = -math.inf
@@ -351,8 +354,13 @@ class RetainedState:
         states = block_states(runtime.blocks, self._state_failed)
         vals = snap.values
         cmds = array("d", [vals[i] for i in self._cmd_idx]).tobytes()
-        if result.edges or states != self._last_states or cmds != self._last_cmds:
+        if states != self._last_states or cmds != self._last_cmds:
             self._dirty = True  # trips, resets, acknowledgements, commands: at once
+        for edge in result.edges:
+            if edge.alarm.condition.latch:
+                self._dirty = True  # a latched alarm raised, or cleared by its ack: at once
+            else:  # a plain alarm is derived from the inputs again after a restart
+                self._alarms_changed = True
         self._last_states = states
         self._last_cmds = cmds
         now = result.now
@@ -363,12 +371,14 @@ class RetainedState:
             self._last_change_save = now
             self._saved_values = self._values_key(snap)
             self._last_values_save = now
+            self._alarms_changed = False
             self._queue(self._job(snap, result.t_utc, result.cycle, "change", states))
         elif now - self._last_values_save >= self.values_every_s:
             self._last_values_save = now
             key = self._values_key(snap)
-            if key != self._saved_values:  # nothing written while nothing changed
+            if key != self._saved_values or self._alarms_changed:  # nothing changed: no write
                 self._saved_values = key
+                self._alarms_changed = False
                 self._queue(self._job(snap, result.t_utc, result.cycle, "values", states))
 
     @hookimpl
@@ -386,8 +396,8 @@ class RetainedState:
         snap = last.snapshot if last is not None else runtime.image.snapshot()
         cycle = last.cycle if last is not None else 0
         if self.save(self._job(snap, runtime.clock.wall(), cycle, "shutdown")):
-            log.info("retained state saved to %s (%d saves this run, %d bytes)", self.path,
-                     self.saves, self.bytes_written)
+            log.info("retained state saved to %s (%d saves this run, %d bytes; by reason %s)",
+                     self.path, self.saves, self.bytes_written, self.reasons)
 
     def stats(self) -> dict[str, Any]:
         return {"status": self.status, "generation": self.generation, "saves": self.saves,
