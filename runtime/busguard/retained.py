@@ -226,8 +226,11 @@ class RetainedState:
         """How long a restored alarm of ``block`` is kept without its block reporting it: until
         every input of the block has been read again or has gone stale."""
         image = self.runtime.image
-        ages = [image.specs[image.index[n]].max_age_s for n in block.inputs()
-                if n in image.index]
+        try:
+            names = tuple(block.inputs())
+        except Exception:  # a block's inputs() is its business: fall back to the default
+            names = ()
+        ages = [image.specs[image.index[n]].max_age_s for n in names if n in image.index]
         finite = [a for a in ages if math.isfinite(a)]
         return min(HOLD_MAX_S, (max(finite) if finite else 10.0) + HOLD_MARGIN_S)
 
