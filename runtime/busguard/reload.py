@@ -29,16 +29,19 @@ started again, carrying over the state of both (a trip latched meanwhile stays l
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from busguard import faultlog, hookimpl
 from busguard.calibration import atomic_write, calibration_path
+from busguard.config.precheck import precheck
 from busguard.config.site import SiteConfig
 from busguard.errors import BusguardError, ConfigError
 from busguard.runtime import Runtime, check_site, load_types
@@ -117,6 +120,21 @@ def fingerprint(site: SiteConfig) -> tuple[str, str, str]:
     except OSError:
         cal = ""
     return str(Path(site.file).resolve()), site.config_hash, cal
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage collection while a site is read and built beside the scan: each one would
+    walk every object the parse just made, holding the interpreter lock the scan waits for
+    (the file is at most MAX_SITE_BYTES; :func:`busguard.gcpolicy.settle` runs after the
+    swap, before the next scan)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def site_bytes(path: Path, config_hash: str) -> bytes | None:
@@ -349,7 +367,9 @@ class Reloader:
         reopen_logs(cur)
         log.info("SIGHUP: fault log reopened; reloading %s", self.path)
         try:
-            site = check_site(self.path, extra=self.extra)
+            precheck(self.path)  # size, syntax, depth: judged in a child process first
+            with collector_paused():
+                site = check_site(self.path, extra=self.extra)
         except (ConfigError, BusguardError) as exc:
             self.refused += 1
             problems = getattr(exc, "problems", None)
@@ -370,7 +390,9 @@ class Reloader:
             return False
         carry = CarryOver(cur)
         try:
-            new = Runtime.from_file(self.path, clock=cur.clock, extra=[*self.extra, carry])
+            with collector_paused():
+                new = Runtime.from_file(self.path, clock=cur.clock,
+                                        extra=[*self.extra, carry])
         except Exception as exc:
             self.refused += 1
             log.error("reload refused: building %s failed: %s", self.path, exc)
