@@ -168,9 +168,11 @@ class Clients:
         """The connection whose slot a newcomer from ``host`` takes when the cap is full: an
         idle-ish one (no complete request for :attr:`Policy.evict_idle_s`) of an ordinary
         client, from the address holding the most connections, and of those the one whose
-        last request is oldest. Only from an address holding more connections than ``host``
-        does, so eviction evens shares out and never swaps equals back and forth; priority
-        clients' connections are never taken. None: nobody may be evicted."""
+        last request is oldest. Only from an address that would still hold more connections
+        than ``host`` after the swap, so eviction evens shares out: it never swaps equals back
+        and forth, and a lone connection is never taken (a flood from many addresses, one
+        connection each, cannot churn the slots; the reserve is what keeps a DCIM in then).
+        Priority clients' connections are never taken. None: nobody may be evicted."""
         pol = self.policy
         mine = self.per_client.get(host, 0)
         grace = pol.evict_idle_s
@@ -179,7 +181,7 @@ class Clients:
         for c in conns:
             n = self.per_client.get(c.host, 0)
             idle = now - c.last_request
-            if n <= mine or idle < grace or pol.is_priority(c.host):
+            if n <= mine + 1 or idle < grace or pol.is_priority(c.host):
                 continue
             key = (n, idle)
             if best is None or key > best_key:
