@@ -173,3 +173,25 @@ def test_sighup_with_a_50_mb_file_is_refused_without_parsing_it(running, tmp_pat
                                f"1048576 bytes (1 MiB)")
     assert _rss_kb(proc.pid) - before_kb < 20_000
     assert json.loads((tmp_path / "state" / "status.json").read_text())["state"] == "running"
+
+
+@pytest.mark.reliability
+def test_sighup_with_1_mb_of_junk_keys_is_judged_outside_the_running_process(
+        running, tmp_path: Path) -> None:
+    """Under the cap, but 70,000 unknown options: judged by the child's full check, so the
+    running process neither parses it nor holds 70,000 problems (before: +47 MB RSS and
+    2.7 s of its CPU, beside the scan)."""
+    site, proc = running
+    before_kb = _rss_kb(proc.pid)
+    site.write_text(GOOD + "[modbus_server]\n" + "".join(f"k{i} = {i}\n" for i in range(70_000)))
+    assert site.stat().st_size <= MAX_SITE_BYTES
+    last = _reload_result(tmp_path, proc, 0)
+    assert last["ok"] is False
+    lines = last["message"].splitlines()
+    assert lines[0] == (f"{site}: modbus_server.k0: unknown option 'k0'; valid options: "
+                        f"allow, host, idle_timeout_s, max_connections, "
+                        f"max_connections_per_client, max_requests_per_s, port, priority, "
+                        f"refresh_ms, reserved_connections, tls, write_allow")
+    assert lines[-1] == f"{site}: (file): and 69950 more problems (`busguard check` lists " \
+                        f"them all)"
+    assert _rss_kb(proc.pid) - before_kb < 20_000

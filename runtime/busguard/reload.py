@@ -41,7 +41,7 @@ from typing import Any
 
 from busguard import faultlog, hookimpl
 from busguard.calibration import atomic_write, calibration_path
-from busguard.config.precheck import precheck
+from busguard.config.precheck import MAX_PROBLEMS, precheck
 from busguard.config.site import SiteConfig
 from busguard.errors import BusguardError, ConfigError
 from busguard.runtime import Runtime, check_site, load_types
@@ -115,11 +115,16 @@ class CarryOver:
 
 def fingerprint(site: SiteConfig) -> tuple[str, str, str]:
     """What decides whether a reload changes anything: the site file and its calibration."""
+    return fingerprint_of(site.file, site.config_hash, site.state_dir)
+
+
+def fingerprint_of(file: str | Path, config_hash: str, state_dir: Path
+                   ) -> tuple[str, str, str]:
     try:
-        cal = hashlib.sha256(calibration_path(site.state_dir).read_bytes()).hexdigest()
+        cal = hashlib.sha256(calibration_path(state_dir).read_bytes()).hexdigest()
     except OSError:
         cal = ""
-    return str(Path(site.file).resolve()), site.config_hash, cal
+    return str(Path(file).resolve()), config_hash, cal
 
 
 @contextlib.contextmanager
@@ -366,27 +371,39 @@ class Reloader:
         cur = self.current
         reopen_logs(cur)
         log.info("SIGHUP: fault log reopened; reloading %s", self.path)
+        # judged in a child process first: the size, syntax and depth always; the whole check
+        # when the types all come from installed plugins (as with `busguard run`), so only a
+        # file that is a valid site is parsed here, once, to build it
+        full = not any(hasattr(p, "busguard_register_types") for p in self.extra)
+        site: SiteConfig | None = None
         try:
-            precheck(self.path)  # size, syntax, depth: judged in a child process first
-            with collector_paused():
-                site = check_site(self.path, extra=self.extra)
+            checked_hash = precheck(self.path, full=full)
+            if not full:
+                with collector_paused():
+                    site = check_site(self.path, extra=self.extra)
         except (ConfigError, BusguardError) as exc:
             self.refused += 1
-            problems = getattr(exc, "problems", None)
-            lines = [str(p) for p in problems] if problems else [str(exc)]
-            log.error("reload refused: %s has %d problem%s; the running site is unchanged",
-                      self.path, len(lines), "s" if len(lines) != 1 else "")
+            problems = getattr(exc, "problems", None) or []
+            if len(problems) <= MAX_PROBLEMS + 1:  # (the child's list ends with its count)
+                lines = [str(p) for p in problems] if problems else [str(exc)]
+            else:
+                lines = [str(p) for p in problems[:MAX_PROBLEMS]]
+                lines.append(f"{self.path}: (file): and {len(problems) - MAX_PROBLEMS} more "
+                             f"problems (`busguard check` lists them all)")
+            log.error("reload refused: %s has problems; the running site is unchanged",
+                      self.path)
             for line in lines:
                 log.error("  %s", line)
             if self.service is not None:
                 self.service.reload_finished(False, "\n".join(lines))
             return False
-        fp = fingerprint(site)
+        fp = fingerprint(site) if site is not None else \
+            fingerprint_of(self.path, checked_hash, cur.site.state_dir)
         if fp == self.loaded:
             log.info("reload: %s and the calibration file are unchanged; nothing to do",
                      self.path)
             if self.service is not None:
-                self.service.reload_finished(True, "unchanged", site.config_hash)
+                self.service.reload_finished(True, "unchanged", fp[1])
             return False
         carry = CarryOver(cur)
         try:
@@ -401,7 +418,8 @@ class Reloader:
             return False
         if self.terminating:
             return False
-        self._pending_bytes = site_bytes(self.path, site.config_hash)
+        fp = fingerprint(new.site)  # what was built (the file may have changed meanwhile)
+        self._pending_bytes = site_bytes(self.path, new.site.config_hash)
         if self.service is not None:
             self.service.reload_started()
         self._idle.clear()
