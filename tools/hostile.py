@@ -515,6 +515,7 @@ def run_mode(io: str, frames: int, flood_conns: int, flood_addresses: int,
     if flood_conns:
         t = Target(io, FLOOD_SERVER)
         try:
+            out["dcim_no_flood"] = dcim_reads(t.port, "127.0.0.4", min(flood_s, 5.0))
             out["flood"] = flood(t.port, flood_conns, flood_addresses, flood_s)
             out["alive_after_flood"] = t.alive() and t.read_ok()
             out["flood_log"] = t.log_figures()
