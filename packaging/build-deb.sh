@@ -69,6 +69,9 @@ install -D -m 0644 "$here/system/modules-load.conf" "$stage/usr/lib/modules-load
 install -D -m 0644 "$here/system/60-busguard-gpio.rules" "$stage/usr/lib/udev/rules.d/60-busguard-gpio.rules"
 install -D -m 0644 "$here/system/logrotate" "$stage/etc/logrotate.d/busguard"
 install -D -m 0644 "$here/etc/site.toml" "$stage/etc/busguard/site.toml"
+install -D -m 0644 "$here/etc/default-busguard" "$stage/etc/default/busguard"
+install -D -m 0644 "$here/system/sysusers.conf" "$stage/usr/lib/sysusers.d/busguard.conf"
+install -D -m 0644 "$here/system/tmpfiles.conf" "$stage/usr/lib/tmpfiles.d/busguard.conf"
 doc="$stage/usr/share/doc/busguard"
 install -d "$doc"
 for f in "$top/docs"/*.md "$here/README.md"; do
