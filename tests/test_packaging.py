@@ -289,3 +289,41 @@ def test_etc_default_sets_what_the_unit_defaults_to() -> None:
     assert "BUSGUARD_SITE=/etc/busguard/site.toml" in env
     assert '"BUSGUARD_RUN_OPTS=--stats-every 300"' in env
     assert "/etc/default/busguard" in (PKG / "debian" / "conffiles").read_text()
+
+
+def _tools_deb() -> Path | None:
+    deb = _deb()
+    if deb is None:
+        return None
+    found = sorted(deb.parent.glob("busguard-tools_*_all.deb"))
+    return found[-1] if found else None
+
+
+@needs_deb
+def test_two_packages_runtime_without_simulator_tools_with_it() -> None:
+    """busguard (the runtime) carries neither the simulator nor pymodbus's simulator web
+    pages; busguard-tools carries the simulator, depends on the same busguard version."""
+    runtime = {ln.split()[-1].lstrip(".") for ln in _dpkg_deb("-c", str(_deb())).splitlines()}
+    assert not [p for p in runtime if "/busguard/sim/" in p or "/simulator/web" in p]
+    tools_deb = _tools_deb()
+    assert tools_deb is not None, "build-deb.sh builds busguard-tools beside busguard"
+    tools = {ln.split()[-1].lstrip(".") for ln in _dpkg_deb("-c", str(tools_deb)).splitlines()}
+    assert "/usr/lib/busguard/lib/busguard/sim/runner.py" in tools
+    assert not (tools & {p for p in runtime if not p.endswith("/")})  # no file in both
+    fields = dict(re.findall(r"^ (\S+): (.*)$", _dpkg_deb("-I", str(tools_deb)), re.M))
+    version = _dpkg_deb("-f", str(_deb()), "Version").strip()
+    assert fields["Package"] == "busguard-tools"
+    assert fields["Depends"] == f"busguard (= {version})"
+
+
+@needs_deb
+def test_the_runtime_alone_says_where_the_simulator_is(tmp_path: Path) -> None:
+    subprocess.run(["dpkg-deb", "-x", str(_deb()), str(tmp_path)], check=True, timeout=60)
+    local = tmp_path / "launcher.py"
+    local.write_text((tmp_path / "usr/bin/busguard").read_text().replace(
+        "/usr/lib/busguard/lib", str(tmp_path / "usr/lib/busguard/lib")))
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    res = subprocess.run([python, "-I", str(local), "demo"], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "busguard-tools package: sudo apt-get install busguard-tools" in res.stderr
