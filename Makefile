@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean deb register-map
+.PHONY: demo test lint venv clean deb repo register-map
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,8 @@ clean:
 #   sudo packaging/test-install.sh dist/busguard_*_all.deb
 deb: $(STAMP)
 	PYTHON=$(BIN)/python packaging/build-deb.sh dist
+
+# A signed APT repository of dist/ in dist/repo (packaging/make-repo.sh; docs/operations.md,
+# "A fleet"): BUSGUARD_REPO_KEY=KEYID signs with your key, else a throw-away test key.
+repo: deb
+	packaging/make-repo.sh dist dist/repo
