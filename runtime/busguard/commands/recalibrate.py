@@ -250,7 +250,7 @@ def read_samples_running(site: SiteConfig, dev: DeviceConfig, point: str, n: int
     reads them (the value the scan used, calibration applied)."""
     from busguard.commands.status import connect, reader
     from busguard.northbound import mapdef as md
-    from busguard.northbound.reader import f32, read_all
+    from busguard.northbound.reader import read_all
 
     server = site.publishers.get("modbus_server")
     if server is None:
@@ -277,12 +277,12 @@ def read_samples_running(site: SiteConfig, dev: DeviceConfig, point: str, n: int
         last: dict[str, Any] = {"age": math.inf, "value": None, "k": 0}
 
         def sample() -> tuple[Any, float, str]:
-            w = read(base, md.POINT_WORDS)
-            value, age = f32(w[0:2]), w[3]
+            rec = md.POINT.unpack(read(base, md.POINT_WORDS))
+            value, age = rec["value"], rec["age_ms"]
             if age < last["age"] or value != last["value"]:  # a new reading arrived
                 last["k"] += 1
             last["age"], last["value"] = age, value
-            return last["k"], value, md.QUALITY_WORDS.get(w[2], "?")
+            return last["k"], value, md.QUALITY_WORDS.get(rec["quality"], "?")
 
         return collect(sample, n, timeout_s or (3 * dev.poll_s * n + 5.0),
                        f"{dev.name}.{point} at {host}", min(0.05, dev.poll_s / 4))

@@ -105,9 +105,13 @@ def markdown(m: md.RegisterMap, site_name: str, site_file: str, port: int = 502)
     lines += ["", "Device flags (device word 3):", "", "| bit | name | meaning |",
               "| ---: | --- | --- |"]
     lines += [f"| {b} | {n} | {d} |" for b, n, d in md.DEVICE_FLAGS]
-    lines += ["", "Device block: word 0 ordinal, 1 status (worst point quality), 2 alarm "
-              "bits, 3 flags, 4 points declared, 5 address of the device's reset command "
-              "record (breakers with a shunt-trip block; 0 if none), 6..7 reserved, then the "
+    head = {"ordinal": "ordinal", "status": "status (worst point quality)",
+            "alarms": "alarm bits", "flags": "flags", "points": "points declared",
+            "reset_command": "address of the device's reset command record (breakers "
+                             "whose block declares one; 0 if none)"}
+    lines += ["", "Device block: word " + ", ".join(
+                  f"{f.offset} {head.get(f.name, f.name)}" for f in md.DEVICE_HEADER.fields)
+              + f", {md.DEVICE_HEADER.words}..{md.DEVICE_HEADER_WORDS - 1} reserved, then the "
               "point records of the "
               "kind's standard quantities in a fixed order (an undeclared quantity reads NaN, "
               "quality 3).", "",

@@ -235,13 +235,12 @@ class ModbusServerPublisher(Publisher):
                           a.acked) for a in rt.alarms.alarms.values())
             latched = set()
             for b in rt.blocks:
-                br = getattr(b, "p", {}).get("breaker")
-                if br and b.name not in rt.engine.faulted:
-                    try:
-                        if b.state().get("latched"):
-                            latched.add(br)
-                    except Exception:  # a block's state() is its business; never the scan's
-                        log.debug("state() of block %s failed", b.name, exc_info=True)
+                if b.name in rt.engine.faulted:
+                    continue
+                try:  # what the block declares about its breakers (Block.breakers)
+                    latched.update(br for br, st in b.breakers().items() if st.latched)
+                except Exception:  # a block's own business; never the scan's
+                    log.debug("breakers() of block %s failed", b.name, exc_info=True)
             self._latched = frozenset(latched)
         faulted = frozenset(rt.engine.faulted) if rt.engine.faulted else _EMPTY
         if cycle and not faulted:
@@ -275,20 +274,20 @@ class ModbusServerPublisher(Publisher):
         items: list[tuple[mapdef.CommandRecord, float]] = []
         if func_code == 6:
             hit = self.map.command_at(address)
-            if hit is None or hit[1] != 3:
+            if hit is None or hit[1] != mapdef.COMMAND_LOW_WORD:
                 return ExcCodes.ILLEGAL_ADDRESS
             items.append((hit[0], float(values[0])))
         else:
             if not values or len(values) % 2:
                 return ExcCodes.ILLEGAL_ADDRESS
+            by_offset = {f.offset: f for f in mapdef.COMMAND.fields}
             for k in range(0, len(values), 2):
                 hit = self.map.command_at(address + k)
-                if hit is None or hit[1] not in (0, 2):
+                f = by_offset.get(hit[1]) if hit is not None else None
+                if hit is None or f is None:
                     return ExcCodes.ILLEGAL_ADDRESS
-                raw = ((values[k] & 0xFFFF) << 16) | (values[k + 1] & 0xFFFF)
-                v = struct.unpack(">f", raw.to_bytes(4, "big"))[0] if hit[1] == 0 \
-                    else float(raw)
-                items.append((hit[0], v))
+                raw = struct.pack(">HH", values[k] & 0xFFFF, values[k + 1] & 0xFFFF)
+                items.append((hit[0], float(f.struct.unpack(raw)[0])))
         for rec, v in items:
             if not math.isfinite(v) or v < rec.minval or v > rec.maxval:
                 log.warning("northbound: refused write from %s: %s = %r outside [%g, %g]",
