@@ -78,7 +78,9 @@ class Block:
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         self.name = name
-        self.p = dict(params)
+        #: the validated options (frozen :class:`busguard.config.params.Values` from
+        #: site.toml, every declared default applied): read as ``self.p["name"]``
+        self.p: Mapping[str, Any] = params
 
     @classmethod
     def from_config(cls, config: BlockConfig, site: SiteConfig) -> Block:

@@ -30,9 +30,10 @@ from typing import Any
 
 from busguard import faultlog, hookimpl
 from busguard.calibration import calibration_path
-from busguard.config.site import SiteConfig
+from busguard.config.site import SiteConfig, read_document
 from busguard.errors import BusguardError, ConfigError
-from busguard.runtime import Runtime, check_site, load_types
+from busguard.loader import load_types
+from busguard.runtime import Runtime, check_site
 from busguard.service import clear_realtime
 
 log = logging.getLogger("busguard.reload")
@@ -230,7 +231,8 @@ class Reloader:
         reopen_logs(cur)
         log.info("SIGHUP: fault log reopened; reloading %s", self.path)
         try:
-            site = check_site(self.path, extra=self.extra)
+            doc = read_document(self.path)  # parsed once for the check and the build
+            site = check_site(doc, extra=self.extra)
         except (ConfigError, BusguardError) as exc:
             self.refused += 1
             problems = getattr(exc, "problems", None)
@@ -251,7 +253,7 @@ class Reloader:
             return False
         carry = CarryOver(cur)
         try:
-            new = Runtime.from_file(self.path, clock=cur.clock, extra=[*self.extra, carry])
+            new = Runtime.from_file(doc, clock=cur.clock, extra=[*self.extra, carry])
         except Exception as exc:
             self.refused += 1
             log.error("reload refused: building %s failed: %s", self.path, exc)

@@ -193,14 +193,14 @@ def block_states(blocks: list[Block], failed: set[str]) -> dict[str, Any]:
 
 
 class RetainedState:
-    """Per-runtime observer (registered into that runtime's plugin manager at startup)."""
+    """Per-runtime observer (busguard.builtin registers the type; each runtime its object)."""
 
     def __init__(self, runtime: Runtime) -> None:
-        cfg = runtime.site.sections.get(SECTION) or {}
+        cfg = runtime.site.sections[SECTION]  # validated, defaults applied
         self.runtime = runtime
-        self.enabled = bool(cfg.get("enabled", True))
-        self.interval_s = float(cfg.get("interval_s", 5.0))
-        self.path = runtime.site.state_dir / str(cfg.get("file", "retained.json"))
+        self.enabled = cfg["enabled"]
+        self.interval_s = cfg["interval_s"]
+        self.path = runtime.site.state_dir / cfg["file"]
         self.status = "disabled" if not self.enabled else "none"
         self.starts = 1
         self.saves = 0
@@ -375,6 +375,16 @@ class RetainedState:
 
     # -- hooks -----------------------------------------------------------------------------
     @hookimpl
+    def busguard_startup(self, runtime: Runtime) -> None:
+        """Restore retained state before publishers and drivers start."""
+        if runtime is not self.runtime:
+            return
+        t0 = time.perf_counter()
+        self.restore()
+        log.debug("retained restore took %.1f ms", (time.perf_counter() - t0) * 1e3)
+        self.start_writer()
+
+    @hookimpl
     def busguard_scan_complete(self, runtime: Runtime, result: CycleResult) -> None:
         if not self.enabled or runtime is not self.runtime:
             return
@@ -418,17 +428,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (str, int, bool)) or obj is None:
         return obj
     return str(obj)
-
-
-# -- the plugin hooks (registered by busguard.builtin) -----------------------------------------
-@hookimpl(specname="busguard_startup")
-def retained_startup(runtime: Runtime) -> None:
-    """Restore retained state before publishers and drivers start."""
-    if runtime.pm.is_blocked(PLUGIN_NAME) or runtime.pm.get_plugin(PLUGIN_NAME) is not None:
-        return
-    store = RetainedState(runtime)
-    t0 = time.perf_counter()
-    store.restore()
-    log.debug("retained restore took %.1f ms", (time.perf_counter() - t0) * 1e3)
-    runtime.pm.register(store, name=PLUGIN_NAME)
-    store.start_writer()

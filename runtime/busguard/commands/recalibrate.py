@@ -45,7 +45,8 @@ from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import DriverContext
 from busguard.errors import BusguardError
 from busguard.image import ProcessImage, Quality
-from busguard.runtime import check_site, load_types
+from busguard.loader import load_types
+from busguard.runtime import check_site
 
 PHASES = ("L1", "L2", "L3", "N")
 

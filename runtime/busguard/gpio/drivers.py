@@ -35,8 +35,9 @@ def gpio_service(ctx: DriverContext) -> GpioService:
     site = ctx.site
 
     def build() -> GpioService:
-        section = site.sections.get("gpio", {})
-        return GpioService(make_backend(section, site.resolve))
+        backends = ctx.registry.gpio_backends if ctx.registry is not None else {}
+        return GpioService(make_backend(site.sections["gpio"], site.resolve,
+                                        backends=backends))
 
     svc = ctx.shared(SERVICE_KEY, build)
     assert isinstance(svc, GpioService)
@@ -310,9 +311,11 @@ class GpioRelay(Driver):
 
 def register_types(registry: Any) -> None:
     """Breaker ``gpio`` (the default breaker driver), output ``gpio_relay``, table [gpio]."""
-    from busguard.gpio.backends import GPIO_SECTION_PARAMS
+    from busguard.gpio.backends import BUILTIN_BACKENDS, GPIO_SECTION_PARAMS
 
     registry.add_driver(GpioBreaker, default=True)
     registry.add_driver(GpioRelay)
     registry.add_section("gpio", GPIO_SECTION_PARAMS,
                          doc="GPIO backend for breaker LEDs and relays: backend, chip, mock_dir")
+    for name, factory in BUILTIN_BACKENDS.items():  # a third party adds its own the same way
+        registry.add_gpio_backend(name, factory)

@@ -399,13 +399,14 @@ class RtuLine:
     """One RS-485 bus. Shared (through ``DriverContext.shared``) by every device on the port."""
 
     def __init__(self, cfg: Mapping[str, Any], port_path: str) -> None:
-        self.name = cfg.get("name") or port_path
+        # cfg: a validated [[rs485]] entry (every option present, its declared default applied)
+        self.name = cfg["name"] or port_path
         self.port = port_path
-        self.baudrate = int(cfg.get("baudrate", 19200))
-        self.parity = str(cfg.get("parity", "N"))
-        self.stopbits = int(cfg.get("stopbits", 1))
-        self.bytesize = int(cfg.get("bytesize", 8))
-        self.timeout_s = float(cfg.get("timeout_ms", 500.0)) / 1e3
+        self.baudrate = cfg["baudrate"]
+        self.parity = cfg["parity"]
+        self.stopbits = cfg["stopbits"]
+        self.bytesize = cfg["bytesize"]
+        self.timeout_s = cfg["timeout_ms"] / 1e3
         self.users = 0
         self.reconnects = 0
         self.crc_errors = 0

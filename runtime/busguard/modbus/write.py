@@ -29,7 +29,7 @@ from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
 from busguard.modbus import codec
 from busguard.modbus.commstats import OK, CommStats
-from busguard.modbus.driver import Gate, line_config, shared_line, stop_task
+from busguard.modbus.shared import Gate, line_config, modbus_gate, shared_line, stop_task
 from busguard.modbus.transport import CommError, ExceptionReply, TcpLink
 
 log = logging.getLogger("busguard.modbus")
@@ -109,8 +109,7 @@ class ModbusWrite(Driver):
 
     def start(self, ctx: DriverContext) -> None:
         self.ctx = ctx
-        limit = (ctx.site.sections.get("modbus") or {}).get("max_concurrent") or 64
-        self._gate = ctx.shared("modbus.gate", lambda: Gate(int(limit)))
+        self._gate = modbus_gate(ctx)
         self.link = shared_line(ctx, self.p["line"]) if self.p["line"] else \
             TcpLink(self.p["host"], self.p["port"])
         self._future = asyncio.run_coroutine_threadsafe(self._run(), ctx.loop)

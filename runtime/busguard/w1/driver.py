@@ -387,8 +387,7 @@ class W1Probe(Driver):
         family, serial, _ = parse_sensor(p["sensor_id"], p["sensor_type"])
         self.reader = ProbeReader(self.name, f"{self.name}.temp_c", family, serial,
                                   config.poll_s, p["max_rise_c_per_s"], p["resolution"])
-        section = site.sections.get("onewire", {})
-        self.base_dir = site.resolve(section.get("base_dir", DEFAULT_BASE_DIR))
+        self.base_dir = site.resolve(site.sections["onewire"]["base_dir"])
         self.bus: W1Bus | None = None
 
     def start(self, ctx: DriverContext) -> None:
