@@ -179,8 +179,8 @@ def recalibrate(site: SiteConfig, meter: str, reference_a: float, phase: str = "
 
     cal_file = calibration_path(site.state_dir)
     table = load_calibration(cal_file)
-    site_entry = (dev.params.get("calibration") or {}).get(point) or {}
-    old = effective(Calibration().merged(site_entry), table, meter, point)
+    old = effective(Calibration(), dev.params["calibration"].get(point),
+                    table.get(meter, {}).get(point))
     if mean - old.offset <= 0:
         raise Refused(f"mean reading {mean:.3f} A is not above the offset {old.offset:g} A")
     gain_new = old.gain * (reference_a - old.offset) / (mean - old.offset)
@@ -205,7 +205,7 @@ def recalibrate(site: SiteConfig, meter: str, reference_a: float, phase: str = "
 
 
 def _rating(dev: DeviceConfig) -> float | None:
-    ct = float(dev.params.get("ct_ratio") or 1.0)
+    ct = dev.params["ct_ratio"]
     return ct * 5.0 if ct > 1.0 else None
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from busguard.clock import SPIN_TARGET_S
 from busguard.config.params import REQUIRED, Param, Reference, Section, Values, bind_choices
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec
@@ -50,7 +51,7 @@ SCAN_PARAMS = {
     "spin_ms": Param(float, default=1.0, minval=0.0, maxval=5.0, unit="ms",
                      doc="wake up to this long before each deadline and busy-wait the rest, "
                          "as long as this machine's recent wake-ups need for a p99 lateness "
-                         "of 0.25 ms: "
+                         f"of {SPIN_TARGET_S * 1000:g} ms: "
                          "keeps a halted CPU's wake-up delay out of the scan's lateness (VMs, "
                          "deep C-states) for up to this much CPU per cycle; see "
                          "docs/benchmarks.md"),

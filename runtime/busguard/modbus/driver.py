@@ -26,12 +26,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from busguard import calibration as calib
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
-from busguard.modbus import calibration as calib
 from busguard.modbus.codec import BlockDecoder
 from busguard.modbus.commstats import EXCEPTION, OK, TIMEOUT, CommStats
 from busguard.modbus.planner import MAX_REGISTERS, ReadBlock, plan_reads
@@ -184,7 +184,7 @@ class ModbusMeter(Driver):
         self.ctx: DriverContext | None = None
         self._future: concurrent.futures.Future | None = None
         self._task: asyncio.Task | None = None
-        self._cal: dict[str, calib.Cal] = {}
+        self._cal: dict[str, calib.Calibration] = {}
         self._cal_version = -1
         self._cal_file: calib.CalibrationFile | None = None
         self._gate: Gate | None = None
@@ -213,7 +213,7 @@ class ModbusMeter(Driver):
         self.ctx = ctx
         quiet_pymodbus()
         self._gate = modbus_gate(ctx)
-        path = ctx.site.state_dir / calib.FILE_NAME
+        path = ctx.site.state_dir / calib.CAL_FILE
         self._cal_file = ctx.shared(f"modbus.calibration:{path}",
                                     lambda: calib.CalibrationFile(path))
         self.link = self.make_link(ctx)
@@ -271,18 +271,18 @@ class ModbusMeter(Driver):
                 self.comm.missed_polls += missed  # a slot less than a period late runs late
                 next_due += missed * period
 
-    def _calibration(self) -> dict[str, calib.Cal]:
+    def _calibration(self) -> dict[str, calib.Calibration]:
         assert self._cal_file is not None
         version = self._cal_file.refresh()
         if version != self._cal_version:
             self._cal_version = version
             self._compiled.clear()  # the per-block factors come from the calibration
-            self._cal = calib.effective([(pd.name, pd.ct) for pd in self.points],
-                                        self.p["ct_ratio"], self.p["calibration"] or {},
-                                        self._cal_file.for_meter(self.name))
+            self._cal = calib.meter_calibration([pd.name for pd in self.points],
+                                                self.p["ct_ratio"], self.p["calibration"],
+                                                self._cal_file.for_meter(self.name))
         return self._cal
 
-    def _compile(self, block: ReadBlock, cal: Mapping[str, calib.Cal]) -> CompiledBlock:
+    def _compile(self, block: ReadBlock, cal: Mapping[str, calib.Calibration]) -> CompiledBlock:
         """The decoding of ``block`` under calibration ``cal`` (cached until either
         changes: a split replaces the block object, a new calibration clears the cache)."""
         c = self._compiled.get(id(block))

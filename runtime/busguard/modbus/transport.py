@@ -39,7 +39,7 @@ import errno
 import logging
 import struct
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient
@@ -159,7 +159,7 @@ class MbapConnection(ReceiveIntoBuffer):
     """One Modbus TCP connection, one request at a time (the link's pool ensures it).
 
     Answers are received into one buffer per connection (:mod:`busguard.recvbuf`: a plain
-    protocol's receives can each cost an mmap and a munmap of 256 KiB, about 20 us).
+    protocol's receives can each cost an mmap and a munmap of 256 KiB).
 
     Frames are matched to the pending request by transaction id and function; anything else
     that parses as a frame (a late answer to a request that timed out) is dropped, and bytes
@@ -480,6 +480,3 @@ class RtuLine:
 
 QUIET_AFTER_TIMEOUT_S = 0.05  # RS-485: silence kept after a timeout, before the next request
 
-
-def write_values(values: Sequence[int]) -> list[int]:
-    return [int(v) & 0xFFFF for v in values]

@@ -29,7 +29,7 @@ _FLAG_LATCHED = md.flag_mask(md.DEVICE_FLAGS, "trip_latched")
 _FLAG_RESTORED = md.flag_mask(md.DEVICE_FLAGS, "restored")
 _FLAG_FAULTED = md.flag_mask(md.ALARM_BITS, "faulted")
 _FLOAT32_MAX = 3.4028234663852886e38
-STEP_POINTS = 128  # point records per step of Encoder.encode_steps (about 0.1 ms)
+STEP_POINTS = 128  # point records per step of Encoder.encode_steps
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Frame:
 def frame_to_bytes(frame: Frame) -> bytes:
     """A frame for the I/O process (``[scan] io = "process"``): the snapshot's arrays as raw
     bytes plus the small parts, so the scan process only copies and the I/O process encodes
-    (encoding a 64-meter map costs about 1-2 ms; the copy, tens of microseconds)."""
+    (encoding a map costs far more than the copy; docs/benchmarks.md)."""
     snap = frame.snapshot
     return pickle.dumps((
         frame.cycle, frame.t_utc, snap.now, snap.values.tobytes(), snap.quality.tobytes(),
@@ -148,7 +148,7 @@ class Encoder:
         # Every declared point record of every device, in map order, as image indices, and
         # per device the runs of consecutive records packed by one precompiled Struct each:
         # encoding is then a few list passes over all points plus one pack per run, not a
-        # function call and a pack per point (3.3 ms -> under 1 ms for 64 meters).
+        # function call and a pack per point (docs/benchmarks.md, "Figures behind the code").
         self.point_idx: list[int] = []
         # per device: the runs (byte offset, from, to, Struct) with from/to in point_idx
         self.dev_runs: list[list[tuple[int, int, int, struct.Struct]]] = []
@@ -210,7 +210,7 @@ class Encoder:
         """:meth:`encode` in steps of about ``STEP_POINTS`` point records: a generator that
         yields between steps and returns the image. The I/O process's server runs it on its
         own event loop, one step per turn, so a new frame never holds a DCIM request for a
-        whole encoding (1-2 ms for 64 meters) and no other thread takes the GIL from the
+        whole encoding and no other thread takes the GIL from the
         server to encode."""
         if frame is None:
             return self.template

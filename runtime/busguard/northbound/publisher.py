@@ -309,8 +309,8 @@ class _RemoteImage:
     of this process. Both were the tail of the DCIM's request latency: a request that came
     while a frame was being encoded waited for the whole encoding under a lock, and the
     receiving thread encoding it took the GIL from the server thread for up to a switch
-    interval at a time (``busguard bench --only northbound``: request p99 at 16 clients
-    4.5 ms with a frame every 10 ms, 1.6 ms with one a second, before this; docs/benchmarks.md).
+    interval at a time (``busguard bench --only northbound``; docs/benchmarks.md, "Figures
+    behind the code").
     A newer frame that comes during an encoding waits for it; one that comes after replaces
     it; the image served is at most one encoding behind the newest frame."""
 
