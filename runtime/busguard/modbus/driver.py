@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import itertools
 import logging
 import math
@@ -36,7 +35,14 @@ from busguard.modbus.codec import BlockDecoder
 from busguard.modbus.commstats import EXCEPTION, OK, TIMEOUT, CommStats
 from busguard.modbus.planner import MAX_REGISTERS, ReadBlock, plan_reads
 from busguard.modbus.profiles import Profile, load_profile
-from busguard.modbus.shared import Gate, line_config, modbus_gate, shared_line, stop_task
+from busguard.modbus.shared import (
+    Gate,
+    line_config,
+    modbus_gate,
+    shared_line,
+    stop_driver,
+    stop_task,
+)
 from busguard.modbus.transport import CommError, ExceptionReply, RtuLine, TcpLink, exception_name
 
 log = logging.getLogger("busguard.modbus")
@@ -221,15 +227,8 @@ class ModbusMeter(Driver):
 
     def stop(self) -> None:
         fut, self._future = self._future, None
-        if fut is None or self.ctx is None:
-            return
-        loop = self.ctx.loop
-        if loop.is_running():  # cancel the task and let it unwind on its loop, bounded
-            done = asyncio.run_coroutine_threadsafe(self._shutdown(fut), loop)
-            with contextlib.suppress(Exception):
-                done.result(timeout=3.0)
-        else:
-            fut.cancel()
+        if fut is not None and self.ctx is not None:
+            stop_driver(fut, self.ctx.loop, self._shutdown)
 
     async def _shutdown(self, fut: concurrent.futures.Future) -> None:
         await stop_task(self._task)

@@ -7,8 +7,10 @@ each other.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from busguard.config.params import Param
@@ -69,6 +71,18 @@ async def stop_task(task: asyncio.Task | None, timeout_s: float = 2.0) -> None:
         await asyncio.wait({task}, timeout=0.05)
     if not task.done():
         log.error("task %s did not stop within %g s", task.get_name(), timeout_s)
+
+
+def stop_driver(fut: concurrent.futures.Future, loop: asyncio.AbstractEventLoop,
+                shutdown: Callable[[concurrent.futures.Future], Awaitable[None]]) -> None:
+    """Stop a driver whose main task runs on ``loop``: ``shutdown(fut)`` cancels the task and
+    lets it unwind on its loop (bounded), or the future is cancelled when the loop is gone."""
+    if loop.is_running():
+        done = asyncio.run_coroutine_threadsafe(shutdown(fut), loop)  # type: ignore[arg-type]
+        with contextlib.suppress(Exception):
+            done.result(timeout=3.0)
+    else:
+        fut.cancel()
 
 
 def line_config(site: SiteConfig, name: str) -> Mapping[str, Any] | None:
