@@ -68,7 +68,7 @@ ORIGIN_LIVE, ORIGIN_RESTORED = 0, 1
 RETAINED_STATUS = {"loaded": 0, "none": 1, "corrupt": 2, "disabled": 3, "error": 4}
 QUALITY_WORDS = {0: "good", 1: "stale", 2: "bad", 3: "not-connected"}
 
-# alarm bitfield (device header word 2, alarm area word 0, header word 28)
+# alarm bitfield (DEVICE_HEADER "alarms", ALARM "alarms", HEADER "alarm_summary")
 ALARM_BITS = (
     (0, "active", "an alarm condition holds now"),
     (1, "info", "an info alarm is active or latched"),
@@ -80,7 +80,7 @@ ALARM_BITS = (
     (7, "unacked", "an alarm is not acknowledged yet"),
     (8, "faulted", "a block faulted (outputs forced to fail-safe)"),
 )
-# device flags (device header word 3)
+# device flags (DEVICE_HEADER "flags")
 DEVICE_FLAGS = (
     (0, "shunt_trip", "breakers: the shunt-trip output is commanding a trip"),
     (1, "trip_latched", "breakers: the trip is latched until reset ({breaker}.cmd_reset)"),
