@@ -36,7 +36,14 @@ from busguard.plugins import register_observers
 from busguard.publisher import Publisher
 from busguard.record import Recorder
 from busguard.registry import TypeRegistry
-from busguard.scan import ACK_POINT, RESET_FAULTS_POINT, CycleResult, ScanEngine, ScanLoop
+from busguard.scan import (
+    ACK_POINT,
+    RESET_FAULTS_POINT,
+    CycleResult,
+    ScanEngine,
+    ScanLoop,
+    output_clashes,
+)
 from busguard.stats import LatenessRecorder, ScanStats
 
 log = logging.getLogger("busguard.runtime")
@@ -66,20 +73,16 @@ def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
     """Instantiate the site's blocks in file order; construction problems become ConfigErrors."""
     blocks = []
     problems = []
-    owners: dict[str, str] = {}
     for bc in site.blocks:
         try:
-            block = registry.blocks[bc.type].from_config(bc, site)
+            blocks.append(registry.blocks[bc.type].from_config(bc, site))
         except ConfigError as exc:
             problems.extend(exc.problems)
-            continue
-        blocks.append(block)
-        for out in block.outputs():
-            if out in owners:
-                problems.append(ConfigProblem(site.file, bc.path, f"output {out!r} is already "
-                                              f"written by block {owners[out]!r}; an output has "
-                                              f"one writer"))
-            owners.setdefault(out, bc.name)
+    paths = {bc.name: bc.path for bc in site.blocks}
+    for out, first, block in output_clashes(blocks):
+        problems.append(ConfigProblem(site.file, paths[block.name], f"output {out!r} is "
+                                      f"already written by block {first!r}; an output has "
+                                      f"one writer"))
     if problems:
         raise ConfigError(problems)
     return blocks
