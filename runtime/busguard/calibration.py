@@ -16,26 +16,23 @@ calibration and a calibration never rewrites the site engineer's file::
     [meter."pqm-a1"]
     current_l1_a = { gain = 1.002, offset = 0.0, updated_utc = "2026-11-25T10:45:00Z" }
 
-Writes are atomic (temp file in the same folder, fsync, rename, fsync of the folder) and the
-previous file is kept as ``calibration.toml.<UTC stamp>.bak``.
+Writes are atomic (:mod:`busguard.atomicfile`) and the previous file is kept as
+``calibration.toml.<UTC stamp>.bak``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from busguard.atomicfile import atomic_write, backup
 from busguard.errors import ConfigError, ConfigProblem
 
 if sys.version_info >= (3, 11):
@@ -262,51 +259,6 @@ def _value(v: Any) -> str:
         return repr(v)
     s = str(v)
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def utc_stamp(t: float | None = None, compact: bool = False) -> str:
-    dt = datetime.fromtimestamp(t if t is not None else datetime.now(timezone.utc).timestamp(),
-                                tz=timezone.utc)
-    return dt.strftime("%Y%m%dT%H%M%SZ" if compact else "%Y-%m-%dT%H:%M:%SZ")
-
-
-def atomic_write(path: str | Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def backup(path: str | Path, t: float | None = None) -> Path | None:
-    """Copy ``path`` to ``path.<UTC stamp>.bak`` (atomically); None when there is no file."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    stamp = utc_stamp(t, compact=True)
-    dest = path.with_name(f"{path.name}.{stamp}.bak")
-    n = 1
-    while dest.exists():
-        n += 1
-        dest = path.with_name(f"{path.name}.{stamp}-{n}.bak")
-    atomic_write(dest, data, mode=path.stat().st_mode & 0o777)
-    return dest
 
 
 def update_calibration(path: str | Path, meter: str, point: str, entry: Mapping[str, Any],

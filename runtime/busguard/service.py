@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import sdnotify
 
 from busguard import __version__, gcpolicy, hookimpl
-from busguard.calibration import atomic_write, utc_stamp
+from busguard.atomicfile import atomic_write, utc_stamp
 from busguard.config.params import Param, defaults
 
 if TYPE_CHECKING:

@@ -31,13 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from busguard.atomicfile import utc_stamp
 from busguard.calibration import (
     Calibration,
     calibration_path,
     effective,
     load_calibration,
     update_calibration,
-    utc_stamp,
 )
 from busguard.clock import MonotonicClock
 from busguard.commands import default_site
