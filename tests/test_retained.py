@@ -355,3 +355,33 @@ def test_the_shunt_trip_blocks_latch_survives_a_restart(make_runtime, tmp_path):
     dev = next(d for d in m.devices if d.name == "cb1")
     with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
         assert read(s, dev.address, 4)[3] & 3 == 3  # shunt trip commanded and latched
+
+
+def test_the_thermal_replica_survives_a_restart_through_retained_state(make_runtime, tmp_path,
+                                                                        fake_clock):
+    """IEC 60255-149 thermal memory: theta is saved with the retained state on stop and
+    loaded before the first scan after a restart; the downtime (wall clock) cools it with the
+    cooling time constant: theta' = theta * exp(-downtime / tau)."""
+    site = tmp_path / "thermal.toml"
+    site.write_text(SHUNT_SITE.replace("pickup_a = 1000.0\ndelay_s = 0.0",
+                                       "thermal_ib_a = 1000.0\nthermal_tau_s = 60.0"),
+                    encoding="utf-8")
+    rt = make_runtime(site, start=True, retained=True)
+    amps = [("m1.current_l1_a", 900.0, Quality.GOOD), ("m1.current_l2_a", 900.0, Quality.GOOD),
+            ("m1.current_l3_a", 900.0, Quality.GOOD),
+            ("m1.residual_current_ma", 20.0, Quality.GOOD), ("cb1.led", 0.0, Quality.GOOD)]
+    # 30 scans 1 s apart at 900 A, tau 60 s: the first scan sees the current, the 29
+    # intervals after it heat: theta = 0.81 * (1 - exp(-29 / 60))
+    for _ in range(30):
+        fake_clock.advance(1.0)
+        rt.image.write_many(amps)
+        run_scans(rt, 1)
+    theta = rt.blocks[0].state()["thermal"]["theta"]
+    assert theta == pytest.approx(0.81 * (1 - math.exp(-29 / 60)), rel=1e-6)
+    rt.stop()
+    fake_clock.advance(60.0)  # one tau down
+    rt2 = make_runtime(site, start=True, retained=True)
+    rt2.image.write_many([(n, 0.0 if "current" in n else v, q) for n, v, q in amps])
+    (res,) = run_scans(rt2, 1)
+    assert res.outputs["st.thermal_pct"] == pytest.approx(100 * theta * math.exp(-1.0),
+                                                          rel=0.02)

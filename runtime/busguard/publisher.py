@@ -14,6 +14,7 @@ from busguard.config.params import Param
 
 if TYPE_CHECKING:
     from busguard.config.site import PublisherConfig, SiteConfig
+    from busguard.firewall import Listener
     from busguard.runtime import Runtime
     from busguard.scan import CycleResult
 
@@ -43,3 +44,8 @@ class Publisher:
 
     def status(self) -> dict[str, Any]:
         return {}
+
+    def listeners(self) -> list[Listener]:
+        """The ports this publisher listens on, with who may connect, from configuration
+        alone (no socket is opened): ``busguard firewall`` writes kernel rules from them."""
+        return []

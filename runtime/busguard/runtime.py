@@ -23,6 +23,7 @@ import pluggy
 
 from busguard import __version__
 from busguard.alarms import AlarmTable
+from busguard.annunciator import annunciators
 from busguard.block import Block
 from busguard.clock import Clock, MonotonicClock
 from busguard.config.site import Document, SiteConfig
@@ -42,7 +43,7 @@ from busguard.scan import (
     CycleResult,
     ScanEngine,
     ScanLoop,
-    output_clashes,
+    output_owners,
 )
 from busguard.stats import LatenessRecorder, ScanStats
 
@@ -79,10 +80,15 @@ def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
         except ConfigError as exc:
             problems.extend(exc.problems)
     paths = {bc.name: bc.path for bc in site.blocks}
-    for out, first, block in output_clashes(blocks):
+    owners, clashes = output_owners(blocks)
+    for out, first, block in clashes:
         problems.append(ConfigProblem(site.file, paths[block.name], f"output {out!r} is "
                                       f"already written by block {first!r}; an output has "
                                       f"one writer"))
+    try:  # outputs that follow the alarm table: after every block, so they see this scan's
+        blocks.extend(annunciators(site.devices, owners))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return blocks

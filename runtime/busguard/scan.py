@@ -44,9 +44,10 @@ class CycleResult:
     lateness_s: float = 0.0
 
 
-def output_clashes(blocks: Iterable[Block]) -> list[tuple[str, str, Block]]:
-    """An output has one writer: ``(output, first writer's name, later block)`` for every
-    output a block declares that an earlier block already writes."""
+def output_owners(blocks: Iterable[Block]
+                  ) -> tuple[dict[str, str], list[tuple[str, str, Block]]]:
+    """An output has one writer: output -> the block that writes it (the first to declare
+    it), and ``(output, first writer's name, later block)`` for every later declaration."""
     owners: dict[str, str] = {}
     clashes: list[tuple[str, str, Block]] = []
     for b in blocks:
@@ -55,7 +56,7 @@ def output_clashes(blocks: Iterable[Block]) -> list[tuple[str, str, Block]]:
                 clashes.append((out, owners[out], b))
             else:
                 owners[out] = b.name
-    return clashes
+    return owners, clashes
 
 
 class ScanEngine:
@@ -67,7 +68,7 @@ class ScanEngine:
         self.faulted: dict[str, str] = {}
         self.cycle = 0
         self.failsafe: dict[str, float] = {}
-        for out, first, b in output_clashes(self.blocks)[:1]:
+        for out, first, b in output_owners(self.blocks)[1][:1]:
             raise ValueError(f"output {out!r} is written by both {first!r} and {b.name!r}")
         for b in self.blocks:
             for out, value in b.outputs().items():
@@ -78,6 +79,9 @@ class ScanEngine:
         # when it is built (ownership was checked above on them), and asking every block for
         # a fresh dict every scan was a tenth of the cycle on a site of 64 small blocks
         self._declared = [(b, frozenset(b.outputs())) for b in self.blocks]
+        for b in self.blocks:
+            if b.reads_alarms:
+                b.bind_alarms(self.alarms)
 
     def step(self, snap: Snapshot, t_utc: float) -> CycleResult:
         """Run one cycle over ``snap`` (taken at ``snap.now``)."""

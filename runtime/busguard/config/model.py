@@ -15,8 +15,17 @@ from busguard.registry import DEVICE_KINDS
 
 NAME = Param(str, doc="unique name; letters, digits, '-', '_' and '.'")
 
-SITE_PARAMS = {"name": Param(str, doc="site name shown in status views"),
-               "description": Param(str, default="")}
+SITE_PARAMS = {
+    "name": Param(str, doc="site name shown in status views"),
+    "description": Param(str, default=""),
+    "nominal_voltage_ll_v": Param(float, default=None, minval=100.0, maxval=1000.0, unit="V",
+                                  doc="nominal line-to-line voltage of the busway (e.g. 415 or "
+                                      "480); required by blocks that judge voltage "
+                                      "(power_quality) and used by the simulator"),
+    "nominal_hz": Param(float, default=None, choices=(50.0, 60.0), unit="Hz",
+                        doc="nominal frequency; required by blocks that judge frequency "
+                            "(power_quality) and used by the simulator"),
+}
 SCAN_PARAMS = {
     "period_ms": Param(float, default=10.0, minval=1.0, maxval=1000.0, unit="ms",
                        doc="fixed scan period"),
@@ -114,6 +123,9 @@ class SiteConfig:
     points: tuple[PointSpec, ...]
     config_hash: str
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # the site's electrical nominals ([site]); None when the file does not say
+    nominal_voltage_ll_v: float | None = None
+    nominal_hz: float | None = None
 
     def devices_of(self, kind: str) -> tuple[DeviceConfig, ...]:
         return tuple(d for d in self.devices if d.kind == kind)

@@ -125,7 +125,9 @@ def parse_site(data: Mapping[str, Any], registry: TypeRegistry, file: str = "sit
         disabled_plugins=tuple(plugins["disabled"] or ()), devices=tuple(devices),
         blocks=tuple(blocks), publishers=MappingProxyType(publishers),
         sections=MappingProxyType(sections), points=(), config_hash=config_hash,
-        raw=MappingProxyType(dict(data)))
+        raw=MappingProxyType(dict(data)),
+        nominal_voltage_ll_v=site_vals["nominal_voltage_ll_v"],
+        nominal_hz=site_vals["nominal_hz"])
     points = t.declared_points(site)
     t.check_references(points)
     if problems:

@@ -21,6 +21,7 @@ from pymodbus.constants import ExcCodes
 
 from busguard.config.params import Param, Section
 from busguard.errors import ConfigError, ConfigProblem
+from busguard.firewall import Listener
 from busguard.image import Quality
 from busguard.northbound import access, mapdef
 from busguard.northbound.encode import (
@@ -142,6 +143,19 @@ class ModbusServerPublisher(Publisher):
         self._alarm_cycle = -ALARM_REFRESH_CYCLES
         self._last_good = 0.0
         self._retained: Any = None
+
+    def listeners(self) -> list[Listener]:
+        """The Modbus TCP port and, with `[modbus_server.tls]`, the Modbus/TCP Security port,
+        each admitting `allow` (empty: loopback only)."""
+        allow = self.policy.allow
+        out = []
+        if not (self.tls and self.tls["only"]):
+            out.append(Listener("tcp", self.host, int(self.config.params["port"]), allow,
+                                "modbus_server: Modbus TCP for the DCIM"))
+        if self.tls:
+            out.append(Listener("tcp", self.host, int(self.tls["port"]), allow,
+                                "modbus_server: Modbus/TCP Security (TLS)"))
+        return out
 
     # -- lifecycle -------------------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
@@ -294,8 +308,11 @@ class ModbusServerPublisher(Publisher):
                             client, rec.name, v, rec.minval, rec.maxval)
                 return ExcCodes.ILLEGAL_VALUE
         self.runtime.image.write_many([(rec.name, v, Quality.GOOD) for rec, v in items])
+        t_utc = self.runtime.clock.wall()
         for rec, v in items:
             log.info("northbound: %s wrote %s = %r", client, rec.name, v)
+            self.runtime.pm.hook.busguard_command_written(
+                runtime=self.runtime, point=rec.name, value=v, client=client, t_utc=t_utc)
         return None
 
 

@@ -23,7 +23,14 @@ from busguard.modbus.codec import decode, encode
 from busguard.modbus.profiles import Profile, load_profile
 from busguard.sim.files import GpioLines, W1Tree
 from busguard.sim.layout import SimLayout, layout_of
-from busguard.sim.model import BreakerSpec, MeterSpec, ProbeSpec, SiteModel
+from busguard.sim.model import (
+    F_NOMINAL,
+    V_LL_NOMINAL,
+    BreakerSpec,
+    MeterSpec,
+    ProbeSpec,
+    SiteModel,
+)
 from busguard.sim.scenarios import NO_FAULTS, CommFaults, Scenario, get_scenario
 
 log = logging.getLogger("busguard.sim")
@@ -63,7 +70,9 @@ class Simulator:
             [MeterSpec(m.name, m.rated_a, m.bus) for m in lay.meters],
             [ProbeSpec(p.name, i % n) for i, p in enumerate(lay.probes)],
             [BreakerSpec(b, j % n) for j, b in enumerate(lay.breakers)],
-            self.scenario, seed, faults, fault_meters)
+            self.scenario, seed, faults, fault_meters,
+            v_ll_nominal=site.nominal_voltage_ll_v or V_LL_NOMINAL,
+            f_nominal=site.nominal_hz or F_NOMINAL)
         unknown = sorted((fault_meters or frozenset()) - {m.name for m in lay.meters})
         if unknown:
             raise BusguardError(f"--fault-meters names no simulated meter: "
