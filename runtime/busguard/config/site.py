@@ -26,12 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from busguard.config.model import (
-    CORE_TABLES,
-    NAME,
     PATHS_PARAMS,
-    PLUGINS_PARAMS,
-    SCAN_PARAMS,
-    SITE_PARAMS,
     BlockConfig,
     DeviceConfig,
     PublisherConfig,
@@ -48,8 +43,7 @@ else:  # pragma: no cover - exercised on the 3.10 CI leg
     import tomli as tomllib
 
 # the site's model lives in busguard.config.model; callers import it from here as well
-__all__ = ["CORE_TABLES", "NAME", "PATHS_PARAMS", "PLUGINS_PARAMS", "SCAN_PARAMS",
-           "SITE_PARAMS", "BlockConfig", "DeviceConfig", "Document", "PublisherConfig",
+__all__ = ["PATHS_PARAMS", "BlockConfig", "DeviceConfig", "Document", "PublisherConfig",
            "ScanConfig", "SiteConfig", "disabled_plugins", "load_site", "parse_site",
            "read_document", "scan_options"]
 
