@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pymodbus.constants import ExcCodes
 
-from busguard.config.params import Param, Section
+from busguard.config.params import Param, Section, Values
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.firewall import Listener
 from busguard.image import Quality
@@ -117,16 +117,16 @@ class ModbusServerPublisher(Publisher):
             log.warning("modbus_server: host %s but no `allow` list: serving 127.0.0.1 only "
                         "until the allowlist is set", self.host)
             self.host = "127.0.0.1"
-        self.tls: dict[str, Any] | None = None
+        self.tls: Values | None = None  # the validated [modbus_server.tls] table
         if p["tls"]:
             ts = Section(config.file, f"{self.section}.tls", p["tls"], problems)
-            tv = ts.read(TLS_PARAMS)
+            tv = ts.values(TLS_PARAMS)
             ts.finish()
-            if tv.get("require_client_cert") and not tv.get("ca"):
+            if tv["require_client_cert"] and not tv["ca"]:
                 ts.problem("ca", "missing: client certificates are required "
                            "(require_client_cert = true) and need the CA that signs them")
             for key in ("cert", "key", "ca"):
-                if tv.get(key) and not site.resolve(tv[key]).is_file():
+                if tv[key] and not site.resolve(tv[key]).is_file():
                     ts.problem(key, f"no such file: {site.resolve(tv[key])}")
             self.tls = tv
         if problems:
