@@ -20,6 +20,8 @@ from busguard.image import PointSpec, Snapshot
 from busguard.northbound import mapdef as md
 
 _REC = struct.Struct(">" + md.POINT.format)  # one point record: value, quality, age
+_CMD = struct.Struct(">" + md.COMMAND.format)  # one command record: value, u32
+_ALARM = struct.Struct(">" + md.ALARM.format)  # one alarm record: bits, count
 _H = struct.Struct(">H")  # the device header words the hot loop packs
 _DEV_STATUS = md.DEVICE_HEADER.byte("status")
 _DEV_ALARMS = md.DEVICE_HEADER.byte("alarms")
@@ -290,7 +292,7 @@ class Encoder:
             restored_total += restored
         for off, i in self.commands:
             v = vals[i]
-            md.COMMAND.pack_into(buf, off, {"value": clamp_f32(v), "u32": clamp_u32(v)})
+            _CMD.pack_into(buf, off, clamp_f32(v), clamp_u32(v))
         for off, name, owner in self.outputs:
             v = frame.outputs.get(name, math.nan)
             q = 2 if owner in frame.faulted else (0 if frame.cycle > 0 else 1)
@@ -298,8 +300,7 @@ class Encoder:
         for off, block in self.alarm_blocks:
             mine = tuple(by_block.get(block, ()))
             bits = alarm_bits(mine) | (_FLAG_FAULTED if block in frame.faulted else 0)
-            md.ALARM.pack_into(buf, off, {"alarms": bits,
-                                          "alarm_count": min(len(mine), 0xFFFF)})
+            _ALARM.pack_into(buf, off, bits, min(len(mine), 0xFFFF))
         p99 = vals[self.p99_index] if self.p99_index is not None else math.nan
         md.HEADER.pack_into(buf, 0, {
             "runtime_state": md.RUNTIME_STATES.get(frame.state, 0),
