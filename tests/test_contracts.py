@@ -248,3 +248,13 @@ def test_block_result_add_skips_none():
     res.add(None)
     res.add(cond)
     assert res.alarms == [cond]
+
+
+def test_option_values_survive_copy_and_pickle(make_runtime):
+    import copy
+    import pickle
+
+    p = make_runtime(SITE).blocks[0].p
+    assert pickle.loads(pickle.dumps(p)) == p == copy.deepcopy(p)
+    with pytest.raises(AttributeError, match="no option 'hgih'"):
+        p.hgih  # noqa: B018

@@ -112,6 +112,8 @@ class Values(Mapping[str, Any]):
         return len(self._data)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_data":  # copy/pickle probes, a half-built one
+            raise AttributeError(name)
         try:
             return self._data[name]
         except KeyError:
