@@ -167,8 +167,8 @@ def test_an_unknown_gpio_backend_lists_the_registered_ones(tmp_path):
     path = tmp_path / "gpio.toml"
     path.write_text(GPIO_SITE.format(backend="wiringpi"), encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(
-            "gpio.backend: got 'wiringpi'; expected one of 'gpiod', 'rpigpio', 'mock', "
-            "'lgpio-test'")):
+            "gpio.backend: got 'wiringpi'; expected one of 'cdev', 'gpiod', 'rpigpio', "
+            "'mock', 'lgpio-test'")):
         check_site(path, extra=[ThirdPartyGpio()])
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from busguard import gcpolicy, iolink
 from busguard.clock import MonotonicClock
 from busguard.driver import Driver, DriverContext
+from busguard.errors import BusguardError
 
 log = logging.getLogger("busguard.ioprocess")
 STATS_EVERY_S = 1.0
@@ -222,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         proc = IoProcess(args.site, sock, [_make(p) for p in args.plugin])
         ready = proc.start()
     except Exception as exc:  # reported to the scan process, then exit 1
-        log.exception("io process: start failed")
+        if isinstance(exc, BusguardError):  # e.g. a port taken: the message says it all
+            log.error("io process: start failed: %s", exc)
+        else:
+            log.exception("io process: start failed")
         iolink.send_obj(sock, iolink.READY, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
     if ready is None:

@@ -167,7 +167,10 @@ class IoSupervisor:
         self._thread.start()
 
     def _spawn(self) -> None:
-        got = spawn(self.rt.site.file, plugin_specs(self.rt))
+        # io_site_file: a copy of the bytes this runtime runs, when the file on disk no
+        # longer holds them (the previous site started again after a refused reload)
+        got = spawn(getattr(self.rt, "io_site_file", None) or self.rt.site.file,
+                    plugin_specs(self.rt))
         if got is not None:
             self._adopt(got)
 

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pluggy
 
-from busguard.config.site import Document, SiteConfig, disabled_plugins, parse_site, read_document
+from busguard.config.site import (
+    Document,
+    SiteConfig,
+    disabled_plugins,
+    parse_document,
+    read_document,
+)
 from busguard.plugins import build_plugin_manager, collect_types
 from busguard.registry import TypeRegistry
 
@@ -44,6 +50,4 @@ def load(source: str | Path | Document, extra: Iterable[object] = ()) -> Loaded:
     """
     doc = source if isinstance(source, Document) else read_document(source)
     pm, registry = load_types(disabled=disabled_plugins(doc.data), extra=extra)
-    site = parse_site(doc.data, registry, file=doc.file, base_dir=doc.base_dir,
-                      config_hash=doc.config_hash)
-    return Loaded(site, pm, registry)
+    return Loaded(parse_document(doc, registry), pm, registry)
