@@ -28,7 +28,7 @@ import threading
 
 from busguard import hookimpl
 from busguard.alarms import AlarmCondition, Severity
-from busguard.block import Block, BlockResult
+from busguard.block import Block, BlockResult, BreakerStatus, BreakerView
 from busguard.config.params import Param
 from busguard.driver import Driver
 from busguard.image import PointSpec, Quality
@@ -104,6 +104,13 @@ class LatchTrip(Block):
                                              "latched trip", device=self.p["breaker"],
                                              latch=True))
         return res
+
+    def map_breakers(self):
+        br = self.p["breaker"]
+        return (BreakerView(br, br + ".shunt_trip", br + ".cmd_reset"),)
+
+    def breakers(self):
+        return {self.p["breaker"]: BreakerStatus(self.latched)}
 
     def state(self):
         return {"latched": self.latched}

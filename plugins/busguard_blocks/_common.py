@@ -156,9 +156,6 @@ class OnDelay:
             self.since = now
         return now - self.since >= self.delay_s - 1e-9  # scan times are sums of floats
 
-    def elapsed(self, now: float) -> float:
-        return 0.0 if self.since is None else now - self.since
-
 
 @dataclass
 class HighLimit:

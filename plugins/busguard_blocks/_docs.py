@@ -11,7 +11,6 @@ import math
 import sys
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any
 
 from busguard.block import Block
 from busguard.config.params import REQUIRED, Param
@@ -79,9 +78,9 @@ def block_markdown(cls: type[Block]) -> str:
            "| --- | --- | --- | --- |"]
     for name, p in cls.params.items():
         out.append(f"| `{name}` | `{_default(p)}` | {_cell(_valid(p))} | {_cell(p.doc)} |")
-    policy = getattr(cls, "failsafe_policy", "") or "See the description above."
+    policy = cls.failsafe_policy or "See the description above."
     out += ["", f"**Fail-safe policy.** {_cell(policy)}", ""]
-    codes: dict[str, Any] = dict(getattr(cls, "codes", {}) or {})
+    codes = cls.codes
     if codes:
         out += ["| code | severity and meaning |", "| --- | --- |"]
         out += [f"| `{code}` | {_cell(text)} |" for code, text in codes.items()]

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.alarms import AlarmCondition, Severity
-from busguard.block import Block, BlockResult
+from busguard.block import Block, BlockResult, BreakerStatus, BreakerView
 from busguard.config.params import Param
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Snapshot
@@ -242,6 +242,13 @@ class ShuntTrip(Block):
         return [PointSpec(self.reset_point, source="command", command=True, minval=0,
                           maxval=65535, doc=f"change (e.g. increment) to reset a latched "
                                             f"shunt trip of {self.p['breaker']}")]
+
+    def map_breakers(self) -> tuple[BreakerView, ...]:
+        return (BreakerView(self.p["breaker"], self.out, self.reset_point),)
+
+    def breakers(self) -> Mapping[str, BreakerStatus]:
+        return {self.p["breaker"]: BreakerStatus(
+            self.latched, str(self.trip.get("code", "")) if self.latched else "")}
 
     # -- the scan ------------------------------------------------------------------------------
     @staticmethod

@@ -30,12 +30,51 @@ class BlockResult:
     outputs: dict[str, Value] = field(default_factory=dict)
     alarms: list[AlarmCondition] = field(default_factory=list)
 
+    def add(self, alarm: AlarmCondition | None) -> None:
+        """Add an alarm condition that holds; ``None`` (a check that found nothing) is skipped."""
+        if alarm is not None:
+            self.alarms.append(alarm)
+
+
+@dataclass(frozen=True)
+class BreakerView:
+    """What the register map shows about one breaker a block protects, declared by the block
+    (:meth:`Block.map_breakers`), so the northbound never reads a block's params or state.
+
+    :param breaker: the ``[[breaker]]`` device name.
+    :param trip_output: the block output that commands the trip (>= 0.5: tripping); the
+        device's ``shunt_trip`` flag.
+    :param reset_command: the command point that resets a latched trip ("" if none); its
+        address is the device's ``reset_command`` word.
+    """
+
+    breaker: str
+    trip_output: str
+    reset_command: str = ""
+
+
+@dataclass(frozen=True)
+class BreakerStatus:
+    """A breaker's trip state now, from the block that protects it (:meth:`Block.breakers`).
+
+    :param latched: a trip is latched until an authorised reset (the ``trip_latched`` flag).
+    :param cause: the latched trip's code (e.g. ``0xCF``), "" when not latched.
+    """
+
+    latched: bool
+    cause: str = ""
+
 
 class Block:
     """Subclass this, set ``type_name`` and ``params``, implement ``scan``."""
 
     type_name: ClassVar[str] = ""
     params: ClassVar[Mapping[str, Param]] = {}
+    #: what the block does when an input is stale, bad or missing, and which outputs it
+    #: forces when it faults (one paragraph; docs/blocks.md shows it)
+    failsafe_policy: ClassVar[str] = ""
+    #: alarm code -> "severity: meaning" for every code the block raises (docs/blocks.md)
+    codes: ClassVar[Mapping[str, str]] = {}
     # True for a block that reads the alarm table (an annunciator): the scan engine hands it
     # the table through bind_alarms() before the first scan. Such a block sees the table as
     # the blocks before it in this scan left it, so it belongs after them.
@@ -43,7 +82,9 @@ class Block:
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         self.name = name
-        self.p = dict(params)
+        #: the validated options (frozen :class:`busguard.config.params.Values` from
+        #: site.toml, every declared default applied): read as ``self.p["name"]``
+        self.p: Mapping[str, Any] = params
 
     @classmethod
     def from_config(cls, config: BlockConfig, site: SiteConfig) -> Block:
@@ -67,6 +108,16 @@ class Block:
 
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         raise NotImplementedError
+
+    def map_breakers(self) -> tuple[BreakerView, ...]:
+        """The breakers this block protects, as the register map shows them (trip output,
+        reset command). Asked once, when the map is laid out."""
+        return ()
+
+    def breakers(self) -> Mapping[str, BreakerStatus]:
+        """Breaker name -> its trip state now, for every breaker of :meth:`map_breakers`.
+        Asked by the northbound from the scan thread when alarms change; must be cheap."""
+        return {}
 
     def state(self) -> dict[str, Any]:
         """State that must survive a restart (latched trips); JSON-serialisable."""

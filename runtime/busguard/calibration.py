@@ -1,9 +1,14 @@
-"""Per-point meter calibration: the ``{state_dir}/calibration.toml`` file and its arithmetic.
+"""Per-point meter calibration: the ``{state_dir}/calibration.toml`` file and its arithmetic,
+for the meter drivers (live, reloaded when the file changes) and ``busguard recalibrate``.
 
 A meter point's engineering value is ``raw * ct_ratio * gain + offset``, where ``raw`` is the
-decoded register times the profile's scale. ``ct_ratio``, ``gain`` and ``offset`` may come from
-site.toml (the meter driver's options) and from the calibration file that
-``busguard recalibrate`` writes; for each key the file wins. The file is never edited by hand in
+decoded register times the profile's scale and ``ct_ratio`` applies only to points the profile
+marks ``ct`` (currents, powers, energies). Sources, later wins per point and per key: the
+meter's ``ct_ratio`` option, its ``calibration = { point = { gain, offset, ct_ratio } }`` table
+in site.toml, then the calibration file ``busguard recalibrate`` writes. The drivers re-read
+the file when its modification time changes (checked at most once a second), so a
+recalibration takes effect without a restart; a file that does not parse is logged and the
+previous calibration stays in force. The file is never edited by hand in
 normal operation, and never written into site.toml, so a config change cannot undo a
 calibration and a calibration never rewrites the site engineer's file::
 
@@ -11,23 +16,23 @@ calibration and a calibration never rewrites the site engineer's file::
     [meter."pqm-a1"]
     current_l1_a = { gain = 1.002, offset = 0.0, updated_utc = "2026-11-25T10:45:00Z" }
 
-Writes are atomic (temp file in the same folder, fsync, rename, fsync of the folder) and the
-previous file is kept as ``calibration.toml.<UTC stamp>.bak``.
+Writes are atomic (:mod:`busguard.atomicfile`) and the previous file is kept as
+``calibration.toml.<UTC stamp>.bak``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
-import os
 import sys
-import tempfile
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from busguard.atomicfile import atomic_write, backup
 from busguard.errors import ConfigError, ConfigProblem
 
 if sys.version_info >= (3, 11):
@@ -35,8 +40,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on the 3.10 CI leg
     import tomli as tomllib
 
+log = logging.getLogger("busguard.calibration")
+
 CAL_FILE = "calibration.toml"
-KEYS = ("gain", "offset", "ct_ratio", "updated_utc")
+NUMBER_KEYS = ("gain", "offset", "ct_ratio")
+KEYS = (*NUMBER_KEYS, "updated_utc")
 
 
 @dataclass(frozen=True)
@@ -48,17 +56,68 @@ class Calibration:
     ct_ratio: float = 1.0
     updated_utc: str = ""
 
-    def apply(self, raw: float) -> float:
-        return raw * self.ct_ratio * self.gain + self.offset
-
-    def raw_of(self, value: float) -> float:
-        """The raw reading that produced ``value`` under this calibration."""
-        return (value - self.offset) / (self.ct_ratio * self.gain)
+    def apply(self, raw: float, ct: bool = True) -> float:
+        return raw * (self.ct_ratio if ct else 1.0) * self.gain + self.offset
 
     def merged(self, entry: Mapping[str, Any]) -> Calibration:
-        """This calibration with the keys ``entry`` (a file entry) sets replacing ours."""
-        return replace(self, **{k: entry[k] for k in ("gain", "offset", "ct_ratio",
-                                                       "updated_utc") if k in entry})
+        """This calibration with the keys ``entry`` (site.toml's or the file's) sets replacing
+        ours; a value that is not a finite number is left out (validation reports it)."""
+        vals: dict[str, Any] = {k: float(entry[k]) for k in NUMBER_KEYS
+                                if k in entry and _finite(entry[k])}
+        if isinstance(entry.get("updated_utc"), str):
+            vals["updated_utc"] = entry["updated_utc"]
+        return replace(self, **vals)
+
+
+def effective(base: Calibration, *entries: Mapping[str, Any] | None) -> Calibration:
+    """``base`` with each entry merged in turn (later wins): site.toml's, then the file's."""
+    cal = base
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            cal = cal.merged(entry)
+    return cal
+
+
+def meter_calibration(points: Iterable[str], meter_ct: float, site_cal: Mapping[str, Any],
+                      file_cal: Mapping[str, Any]) -> dict[str, Calibration]:
+    """The calibration of each point of a meter: its CT ratio, then site.toml, then the file."""
+    base = Calibration(ct_ratio=meter_ct)
+    return {name: effective(base, site_cal.get(name), file_cal.get(name)) for name in points}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_entry(entry: Mapping[str, Any], keys: tuple[str, ...] = KEYS
+                ) -> list[tuple[str, str]]:
+    """Problems (key, message) of one point's entry, in site.toml or the file."""
+    out = []
+    for k, v in entry.items():
+        if k not in keys:
+            out.append((k, f"unknown key {k!r}; valid: {', '.join(keys)}"))
+        elif k in NUMBER_KEYS:
+            if not _finite(v):
+                out.append((k, f"got {v!r}; expected a finite number"))
+            elif k != "offset" and v <= 0:
+                out.append((k, f"got {v!r}; expected a number > 0"))
+        elif not isinstance(v, str):
+            out.append((k, f"got {v!r}; expected a string"))
+    return out
+
+
+def check_entries(entries: Mapping[str, Any], names: set[str]) -> list[tuple[str, str]]:
+    """Problems (key, message) in a meter's ``calibration`` table of site.toml."""
+    out = []
+    for point, spec in entries.items():
+        if point not in names:
+            out.append((point, f"no point {point!r} in the meter's profile; known: "
+                        f"{', '.join(sorted(names))}"))
+        elif not isinstance(spec, Mapping):
+            out.append((point, "expected a table like { gain = 1.0, offset = 0.0 }"))
+        else:
+            out += [(f"{point}.{k}", msg) for k, msg in check_entry(spec)]
+    return out
 
 
 CalibrationTable = dict[str, dict[str, dict[str, Any]]]  # meter -> point -> entry
@@ -74,16 +133,7 @@ def load_calibration(path: str | Path) -> CalibrationTable:
     Raises :class:`ConfigError` (file: key: message) for a file that is not valid.
     """
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigProblem(file, "(file)", f"cannot read: {exc}")]) from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([ConfigProblem(file, "(syntax)", f"not valid TOML: {exc}")]) from exc
+    data = _read(path)
     problems: list[ConfigProblem] = []
     table: CalibrationTable = {}
     for key in data:
@@ -104,36 +154,75 @@ def load_calibration(path: str | Path) -> CalibrationTable:
                 problems.append(ConfigProblem(file, where, "expected an inline table "
                                                            "{ gain = ..., offset = ... }"))
                 continue
-            problems.extend(_check_entry(file, where, entry))
+            problems += [ConfigProblem(file, f"{where}.{k}", msg)
+                         for k, msg in check_entry(entry)]
             table.setdefault(meter, {})[point] = dict(entry)
     if problems:
         raise ConfigError(problems)
     return table
 
 
-def _check_entry(file: str, where: str, entry: Mapping[str, Any]) -> list[ConfigProblem]:
-    out = []
-    for k, v in entry.items():
-        if k not in KEYS:
-            out.append(ConfigProblem(file, f"{where}.{k}", f"unknown key; valid: "
-                                                           f"{', '.join(KEYS)}"))
-        elif k in ("gain", "ct_ratio", "offset"):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            if ok and k in ("gain", "ct_ratio") and v <= 0:
-                ok = False
-            if not ok:
-                need = "a finite number" if k == "offset" else "a number greater than 0"
-                out.append(ConfigProblem(file, f"{where}.{k}", f"got {v!r}; expected {need}"))
-        elif not isinstance(v, str):
-            out.append(ConfigProblem(file, f"{where}.{k}", f"got {v!r}; expected a string"))
-    return out
+def _read(path: str | Path) -> dict[str, Any]:
+    """The file's TOML (empty when there is no file); a :class:`ConfigError` otherwise."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(file, "(file)", f"cannot read: {exc}")]) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem(file, "(syntax)", f"not valid TOML: {exc}")]) from exc
 
 
-def effective(site_cal: Calibration, table: CalibrationTable, meter: str,
-              point: str) -> Calibration:
-    """The calibration in force for ``meter.point``: site.toml's, with the file's keys winning."""
-    entry = table.get(meter, {}).get(point)
-    return site_cal.merged(entry) if entry else site_cal
+class CalibrationFile:
+    """The calibration file as the meter drivers see it: shared by all meters of a runtime,
+    re-read when it changes; a file that cannot be read keeps the previous calibration."""
+
+    CHECK_EVERY_S = 1.0
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.version = 0
+        self._data: dict[str, Any] = {}
+        self._mtime: float | None = None
+        self._checked = -math.inf
+        self._lock = threading.Lock()
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False) -> int:
+        """Re-read the file if it changed; returns a version that changes with the content."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._checked < self.CHECK_EVERY_S:
+                return self.version
+            self._checked = now
+            try:
+                mtime: float | None = self.path.stat().st_mtime_ns
+            except OSError:
+                mtime = None
+            if mtime == self._mtime:
+                return self.version
+            self._mtime = mtime
+            try:
+                data = _read(self.path) if mtime is not None else {}
+            except ConfigError as exc:
+                log.warning("calibration file %s not read (%s); previous calibration kept",
+                            self.path, exc)
+                return self.version
+            if mtime is not None:
+                log.info("calibration file %s loaded", self.path)
+            meters = data.get("meter", {})
+            self._data = meters if isinstance(meters, dict) else {}
+            self.version += 1
+            return self.version
+
+    def for_meter(self, name: str) -> Mapping[str, Any]:
+        with self._lock:
+            entry = self._data.get(name, {})
+            return entry if isinstance(entry, dict) else {}
 
 
 def dumps(table: CalibrationTable) -> str:
@@ -170,51 +259,6 @@ def _value(v: Any) -> str:
         return repr(v)
     s = str(v)
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def utc_stamp(t: float | None = None, compact: bool = False) -> str:
-    dt = datetime.fromtimestamp(t if t is not None else datetime.now(timezone.utc).timestamp(),
-                                tz=timezone.utc)
-    return dt.strftime("%Y%m%dT%H%M%SZ" if compact else "%Y-%m-%dT%H:%M:%SZ")
-
-
-def atomic_write(path: str | Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def backup(path: str | Path, t: float | None = None) -> Path | None:
-    """Copy ``path`` to ``path.<UTC stamp>.bak`` (atomically); None when there is no file."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    stamp = utc_stamp(t, compact=True)
-    dest = path.with_name(f"{path.name}.{stamp}.bak")
-    n = 1
-    while dest.exists():
-        n += 1
-        dest = path.with_name(f"{path.name}.{stamp}-{n}.bak")
-    atomic_write(dest, data, mode=path.stat().st_mode & 0o777)
-    return dest
 
 
 def update_calibration(path: str | Path, meter: str, point: str, entry: Mapping[str, Any],

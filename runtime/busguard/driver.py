@@ -22,6 +22,7 @@ from busguard.image import PointSpec, ProcessImage
 
 if TYPE_CHECKING:
     from busguard.config.site import DeviceConfig, SiteConfig
+    from busguard.registry import TypeRegistry
 
 
 @dataclass
@@ -36,6 +37,7 @@ class DriverContext:
     clock: Clock
     loop: asyncio.AbstractEventLoop
     site: SiteConfig
+    registry: TypeRegistry | None = None  # the types the site was read with (GPIO backends)
     _shared: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -44,10 +46,6 @@ class DriverContext:
             if key not in self._shared:
                 self._shared[key] = factory()
             return self._shared[key]
-
-    def shared_objects(self) -> list[Any]:
-        with self._lock:
-            return list(self._shared.values())
 
 
 class Driver:

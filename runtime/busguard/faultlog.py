@@ -18,8 +18,9 @@ reload of ``busguard run`` builds a new runtime, whose startup opens the path af
 Call ``reopen`` from a normal thread, not from inside a signal handler (it takes a queue lock).
 Lines are written by a background thread: the scan only queues a string.
 
-This module is a built-in observer plugin: its hooks are exposed by the "core" entry point
-(:mod:`busguard.builtin`), exactly like a third party's would be.
+:class:`FaultLogObserver` is a built-in observer: the "core" plugin (:mod:`busguard.builtin`)
+registers it through ``registry.add_observer``, exactly as a third party would, and each runtime
+gets its own instance.
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from busguard.runtime import Runtime
 
 log = logging.getLogger("busguard.faultlog")
-
-_ATTR = "_busguard_fault_log"
 
 # Stable codes of the seed and what an operator greps for; blocks use these codes.
 SEED_CODES = {
@@ -203,59 +202,56 @@ class FaultLog:
             self._fh = None
 
 
+OBSERVER_NAME = "busguard-faultlog"
+
+
+class FaultLogObserver:
+    """The fault log of one runtime: an observer object the "core" plugin registers per
+    runtime (``registry.add_observer``), holding its :class:`FaultLog`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.log = FaultLog(runtime.site.fault_log)
+
+    @hookimpl
+    def busguard_startup(self, runtime: Runtime) -> None:
+        self.log.reopen()  # open now, so a permission problem shows at start, not at an alarm
+
+    @hookimpl
+    def busguard_alarm_raised(self, runtime: Runtime, edge: AlarmEdge) -> None:
+        self.log.write(format_edge(edge))
+
+    @hookimpl
+    def busguard_alarm_cleared(self, runtime: Runtime, edge: AlarmEdge) -> None:
+        self.log.write(format_edge(edge))
+
+    @hookimpl
+    def busguard_fault(self, runtime: Runtime, source: str, error: BaseException,
+                       details: dict[str, Any]) -> None:
+        self.log.write(format_fault(runtime.clock.wall(), source, error, details))
+
+    @hookimpl
+    def busguard_command_written(self, runtime: Runtime, point: str, value: float,
+                                 client: str, t_utc: float) -> None:
+        self.log.write(format_command(t_utc, point, value, client))
+
+    @hookimpl
+    def busguard_shutdown(self, runtime: Runtime) -> None:
+        self.log.flush()
+        self.log.close()
+
+
 def get_fault_log(runtime: Runtime) -> FaultLog:
-    """The runtime's fault log (created on first use, at ``site.fault_log``)."""
-    fl = runtime.__dict__.get(_ATTR)
-    if fl is None:
-        fl = FaultLog(runtime.site.fault_log)
-        runtime.__dict__[_ATTR] = fl
-    return fl
+    """The runtime's fault log (its observer's; a :class:`LookupError` when the observer is
+    not registered, e.g. blocked through ``[plugins] disabled``)."""
+    obs = runtime.pm.get_plugin(OBSERVER_NAME)
+    if not isinstance(obs, FaultLogObserver):
+        raise LookupError(f"runtime of {runtime.site.file} has no fault log observer")
+    return obs.log
 
 
 def reopen(runtime: Runtime) -> None:
     """Reopen the runtime's fault log: what the service does on SIGHUP after logrotate."""
-    fl = runtime.__dict__.get(_ATTR)
-    if fl is not None:
-        fl.reopen()
-
-
-# -- hooks (exposed by the "core" entry point through busguard.builtin) -------------------------
-@hookimpl(specname="busguard_startup")
-def faultlog_startup(runtime: Runtime) -> None:
-    fl = get_fault_log(runtime)
-    fl.reopen()  # open now, so a permission problem shows at start, not at the first alarm
-
-
-@hookimpl(specname="busguard_alarm_raised")
-def faultlog_alarm_raised(runtime: Runtime, edge: AlarmEdge) -> None:
-    get_fault_log(runtime).write(format_edge(edge))
-
-
-@hookimpl(specname="busguard_alarm_cleared")
-def faultlog_alarm_cleared(runtime: Runtime, edge: AlarmEdge) -> None:
-    get_fault_log(runtime).write(format_edge(edge))
-
-
-@hookimpl(specname="busguard_fault")
-def faultlog_fault(runtime: Runtime, source: str, error: BaseException,
-                   details: dict[str, Any]) -> None:
-    get_fault_log(runtime).write(format_fault(runtime.clock.wall(), source, error, details))
-
-
-@hookimpl(specname="busguard_command_written")
-def faultlog_command_written(runtime: Runtime, point: str, value: float, client: str,
-                             t_utc: float) -> None:
-    get_fault_log(runtime).write(format_command(t_utc, point, value, client))
-
-
-@hookimpl(specname="busguard_shutdown")
-def faultlog_shutdown(runtime: Runtime) -> None:
-    fl = runtime.__dict__.get(_ATTR)
-    if fl is not None:
-        fl.flush()
-        fl.close()
-        del runtime.__dict__[_ATTR]
-
-
-HOOKS = (faultlog_startup, faultlog_alarm_raised, faultlog_alarm_cleared, faultlog_fault,
-         faultlog_command_written, faultlog_shutdown)
+    obs = runtime.pm.get_plugin(OBSERVER_NAME)
+    if isinstance(obs, FaultLogObserver):
+        obs.log.reopen()

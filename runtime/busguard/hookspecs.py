@@ -7,6 +7,22 @@ called from the runtime, after the fact, and an observer that raises is logged, 
 
 Implement hooks with ``from busguard import hookimpl`` and expose the module (or object) under
 the ``busguard`` entry-point group of your distribution. See docs/plugins.md.
+
+The types a plugin registers have their own contracts, in their base classes:
+
+- :class:`busguard.block.Block`: ``type_name``, ``params`` (validated from site.toml; the block
+  reads them as ``self.p["name"]``, frozen, every default applied), ``failsafe_policy`` (what it
+  does when an input is stale or bad, and what it forces when it faults) and ``codes`` (every
+  alarm code it raises), both shown in docs/blocks.md; ``inputs()``, ``outputs()`` with their
+  fail-safe values, ``points()``, ``scan()``, ``state()``/``restore()``, and for a block that
+  protects breakers ``map_breakers()`` (trip output and reset command, once) and
+  ``breakers()`` (latched and cause, now): the only things the register map shows about a
+  breaker.
+- :class:`busguard.driver.Driver` and :class:`busguard.publisher.Publisher`.
+- Observers: ``registry.add_observer(name, factory)``; ``factory(runtime)`` returns an object
+  whose ``@hookimpl`` methods implement the observer hooks below for that runtime only.
+- GPIO backends: ``registry.add_gpio_backend(name, factory)``; ``factory(section, resolve,
+  ticks)`` returns a :class:`busguard.gpio.base.PinBackend` for ``[gpio] backend = name``.
 """
 
 from __future__ import annotations
@@ -34,7 +50,9 @@ def busguard_register_types(registry: TypeRegistry) -> None:
     parameter schemas validate the file.
 
     :param registry: call ``registry.add_block(cls)``, ``registry.add_driver(cls)``,
-        ``registry.add_publisher(cls)`` or ``registry.add_section(name, params)``.
+        ``registry.add_publisher(cls)``, ``registry.add_section(name, params)``,
+        ``registry.add_observer(name, factory)`` or ``registry.add_gpio_backend(name,
+        factory)``. Conflicting names are refused, naming both plugins.
     """
 
 

@@ -86,8 +86,8 @@ class IoProcess:
         self.rt.image = self.image  # type: ignore[assignment]  # writes go to the link
         self.drivers: list[Driver] = [d for d in self.rt.drivers if d.runs_in_io_process]
         self.publishers = [p for p in self.rt.publishers if p.io_process_ok]
-        refresh_ms = max([float(p.config.params.get("refresh_ms", 0.0))
-                          for p in self.publishers] or [0.0])
+        refresh_ms = max([p.config.params["refresh_ms"] for p in self.publishers
+                          if "refresh_ms" in p.config.params] or [0.0])
         self.frames = RemoteFrames(sock, refresh_ms / 1000.0)
         self.loop = asyncio.new_event_loop()
         self.stopping = threading.Event()
@@ -123,7 +123,8 @@ class IoProcess:
         for pub in self.publishers:
             pub.start_remote(self.rt, self.frames)  # type: ignore[attr-defined]
             ready["publishers"][pub.section] = pub.status()
-        ctx = DriverContext(self.image, self.clock, self.loop, self.rt.site)  # type: ignore[arg-type]
+        ctx = DriverContext(self.image, self.clock, self.loop, self.rt.site,  # type: ignore[arg-type]
+                            self.rt.registry)
         for drv in self.drivers:
             drv.start(ctx)
         return ready

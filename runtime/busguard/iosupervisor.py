@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from busguard import iolink
 from busguard.alarms import AlarmCondition, Severity
-from busguard.config.site import read_site_toml
+from busguard.config.site import Document, read_document, scan_options
 from busguard.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -92,17 +92,17 @@ def spawn(site_file: str | Path, plugins: Sequence[str] = ()) -> Spawned | None:
     return Spawned(str(site_file), ours, proc)
 
 
-def prespawn(site_file: str | Path) -> Spawned | None:
+def prespawn(site_file: str | Path, doc: Document | None = None) -> Spawned | None:
     """Start the I/O process of a site that asks for one (``[scan] io = "process"``) before
     the site is built, so both processes build in parallel and a restarted unit serves the
-    DCIM sooner. Reads only that one option (the runtime validates the whole file);
-    returns None for any other site or a file that does not parse."""
+    DCIM sooner. Reads only the [scan] table of the parsed file ``doc`` (the loader
+    validates the whole file); returns None for any other site or a file that does not
+    parse."""
     try:
-        data, _digest = read_site_toml(site_file)  # size cap, depth: never a traceback
+        doc = doc or read_document(site_file)
     except ConfigError:
         return None
-    scan = data.get("scan")
-    if not isinstance(scan, dict) or scan.get("io") != "process":
+    if scan_options(doc.data).io != "process":
         return None
     return spawn(site_file)
 

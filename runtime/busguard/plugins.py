@@ -42,16 +42,27 @@ def build_plugin_manager(disabled: Iterable[str] = (), extra: Iterable[object] =
 
 
 def collect_types(pm: pluggy.PluginManager) -> TypeRegistry:
-    """Ask every plugin to register its types; names each plugin in conflict messages."""
+    """Ask every plugin to register its types; names each plugin in conflict messages.
+
+    The hook is called through pluggy, one plugin at a time (``subset_hook_caller``), so the
+    registry knows who registered what."""
     registry = TypeRegistry()
-    for plugin in pm.get_plugins():
-        impl = getattr(plugin, "busguard_register_types", None)
-        if impl is None or pm.is_blocked(pm.get_name(plugin) or ""):
-            continue
-        registry.current_plugin = pm.get_name(plugin) or repr(plugin)
-        impl(registry=registry)
+    impls = pm.hook.busguard_register_types.get_hookimpls()
+    for impl in impls:
+        registry.current_plugin = impl.plugin_name
+        others = [i.plugin for i in impls if i is not impl]
+        pm.subset_hook_caller("busguard_register_types", others)(registry=registry)
     registry.current_plugin = ""
     return registry
+
+
+def register_observers(pm: pluggy.PluginManager, registry: TypeRegistry,
+                       runtime: object) -> None:
+    """Make each registered observer type's object for ``runtime`` and register it (unless
+    its name is blocked or already registered)."""
+    for name, factory in registry.observers.items():
+        if not pm.is_blocked(name) and pm.get_plugin(name) is None:
+            pm.register(factory(runtime), name=name)
 
 
 def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, str]]:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from busguard.block import Block
 from busguard.config.params import Param
 from busguard.driver import Driver
 from busguard.errors import PluginError
 from busguard.publisher import Publisher
+
+if TYPE_CHECKING:
+    from busguard.gpio.base import PinBackend
+    from busguard.runtime import Runtime
+
+#: builds one GPIO backend from the validated [gpio] table and the site's path resolver
+GpioBackendFactory = Callable[..., "PinBackend"]
 
 DEVICE_KINDS = ("meter", "probe", "breaker", "output")
 
@@ -35,6 +43,8 @@ class TypeRegistry:
     default_drivers: dict[str, str] = field(default_factory=dict)
     publishers: dict[str, type[Publisher]] = field(default_factory=dict)
     sections: dict[str, SharedSection] = field(default_factory=dict)
+    observers: dict[str, Callable[[Runtime], Any]] = field(default_factory=dict)
+    gpio_backends: dict[str, GpioBackendFactory] = field(default_factory=dict)
     origin: dict[str, str] = field(default_factory=dict)
     current_plugin: str = ""
 
@@ -71,3 +81,22 @@ class TypeRegistry:
                     doc: str = "", keyed: bool = False) -> None:
         self._claim(f"section [{name}]")
         self.sections[name] = SharedSection(name, dict(params), many, doc, keyed)
+
+    def add_observer(self, name: str, factory: Callable[[Runtime], Any]) -> None:
+        """An observer made for each runtime: ``factory(runtime)`` returns an object whose
+        ``@hookimpl`` methods (startup, scan complete, alarms, fault, shutdown) the runtime's
+        plugin manager registers under ``name`` (blocked by ``[plugins] disabled = [name]``)."""
+        self._claim(f"observer {name!r}")
+        self.observers[name] = factory
+
+    def add_gpio_backend(self, name: str, factory: GpioBackendFactory) -> None:
+        """A ``[gpio] backend = name``: ``factory(section, resolve, ticks)`` builds it from the
+        validated [gpio] table, the site's path resolver and the monotonic clock."""
+        self._claim(f"gpio backend {name!r}")
+        self.gpio_backends[name] = factory
+
+    def choices(self, kind: str) -> tuple[str, ...]:
+        """Names registered of a kind a :class:`Param` may take its choices from."""
+        if kind == "gpio_backend":
+            return tuple(self.gpio_backends)
+        raise PluginError(f"no registered kind {kind!r} to choose from")

@@ -40,11 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from busguard import faultlog, hookimpl
-from busguard.calibration import atomic_write, calibration_path
+from busguard.atomicfile import atomic_write
+from busguard.calibration import calibration_path
 from busguard.config.precheck import MAX_PROBLEMS, precheck
-from busguard.config.site import SiteConfig
+from busguard.config.site import Document, SiteConfig, read_document
 from busguard.errors import BusguardError, ConfigError
-from busguard.runtime import Runtime, check_site, load_types
+from busguard.loader import load_types
+from busguard.runtime import Runtime, check_site
 from busguard.service import clear_realtime
 
 log = logging.getLogger("busguard.reload")
@@ -376,11 +378,13 @@ class Reloader:
         # file that is a valid site is parsed here, once, to build it
         full = not any(hasattr(p, "busguard_register_types") for p in self.extra)
         site: SiteConfig | None = None
+        doc: Document | None = None
         try:
             checked_hash = precheck(self.path, full=full)
             if not full:
                 with collector_paused():
-                    site = check_site(self.path, extra=self.extra)
+                    doc = read_document(self.path)  # parsed once: for the check and the build
+                    site = check_site(doc, extra=self.extra)
         except (ConfigError, BusguardError) as exc:
             self.refused += 1
             problems = getattr(exc, "problems", None) or []
@@ -408,7 +412,7 @@ class Reloader:
         carry = CarryOver(cur)
         try:
             with collector_paused():
-                new = Runtime.from_file(self.path, clock=cur.clock,
+                new = Runtime.from_file(doc or self.path, clock=cur.clock,
                                         extra=[*self.extra, carry])
         except Exception as exc:
             self.refused += 1

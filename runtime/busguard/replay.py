@@ -6,10 +6,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from busguard.config.site import load_site
 from busguard.errors import RecordingError
+from busguard.loader import load
 from busguard.record import read_recording
-from busguard.runtime import build_blocks, load_types
+from busguard.runtime import build_blocks
 from busguard.scan import ScanEngine
 
 
@@ -39,8 +39,8 @@ def replay(recording: str | Path, site_path: str | Path | None = None,
     """Re-run the site's blocks over a recording; yields one step per recorded cycle."""
     header, cycles = read_recording(recording)
     site_file = Path(site_path) if site_path else Path(header["site_file"])
-    _pm, registry = load_types(extra=extra)
-    site = load_site(site_file, registry)
+    loaded = load(site_file, extra=extra)
+    site, registry = loaded.site, loaded.registry
     blocks = build_blocks(site, registry)
     missing = sorted({n for b in blocks for n in b.inputs()} - set(header["points"]))
     if missing:

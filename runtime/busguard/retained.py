@@ -132,16 +132,15 @@ def set_aside(path: Path, now_utc: float) -> Path:
 
 
 class RetainedState:
-    """Per-runtime observer (registered into that runtime's plugin manager at startup)."""
+    """Per-runtime observer (busguard.builtin registers the type; each runtime its object)."""
 
     def __init__(self, runtime: Runtime) -> None:
-        cfg = runtime.site.sections.get(SECTION) or {}
+        cfg = runtime.site.sections[SECTION]  # validated, defaults applied
         self.runtime = runtime
-        self.enabled = bool(cfg.get("enabled", True))
-        every = cfg.get("interval_s")
-        self.values_every_s = float(every if every is not None
-                                    else cfg.get("values_every_s", 60.0))
-        self.path = runtime.site.state_dir / str(cfg.get("file", "retained.json"))
+        self.enabled = cfg["enabled"]
+        every = cfg["interval_s"]  # the former name, used when set
+        self.values_every_s = every if every is not None else cfg["values_every_s"]
+        self.path = runtime.site.state_dir / cfg["file"]
         self.status = "disabled" if not self.enabled else "none"
         self.starts = 1
         self.generation = 0
@@ -350,6 +349,16 @@ class RetainedState:
 
     # -- hooks -----------------------------------------------------------------------------
     @hookimpl
+    def busguard_startup(self, runtime: Runtime) -> None:
+        """Restore retained state before publishers and drivers start."""
+        if runtime is not self.runtime:
+            return
+        t0 = time.perf_counter()
+        self.restore()
+        log.debug("retained restore took %.1f ms", (time.perf_counter() - t0) * 1e3)
+        self.start_writer()
+
+    @hookimpl
     def busguard_scan_complete(self, runtime: Runtime, result: CycleResult) -> None:
         if not self.enabled or runtime is not self.runtime:
             return
@@ -418,17 +427,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (str, int, bool)) or obj is None:
         return obj
     return str(obj)
-
-
-# -- the plugin hooks (registered by busguard.builtin) -----------------------------------------
-@hookimpl(specname="busguard_startup")
-def retained_startup(runtime: Runtime) -> None:
-    """Restore retained state before publishers and drivers start."""
-    if runtime.pm.is_blocked(PLUGIN_NAME) or runtime.pm.get_plugin(PLUGIN_NAME) is not None:
-        return
-    store = RetainedState(runtime)
-    t0 = time.perf_counter()
-    store.restore()
-    log.debug("retained restore took %.1f ms", (time.perf_counter() - t0) * 1e3)
-    runtime.pm.register(store, name=PLUGIN_NAME)
-    store.start_writer()

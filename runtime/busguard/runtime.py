@@ -26,16 +26,25 @@ from busguard.alarms import AlarmTable
 from busguard.annunciator import annunciators
 from busguard.block import Block
 from busguard.clock import Clock, MonotonicClock
-from busguard.config.site import SiteConfig, load_site
+from busguard.config.site import Document, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, ProcessImage, Quality
 from busguard.iosupervisor import IO_ALARM_SOURCE, IoSupervisor, Spawned
-from busguard.plugins import build_plugin_manager, collect_types
+from busguard.loader import load
+from busguard.loader import load_types as load_types  # re-exported: the public name
+from busguard.plugins import register_observers
 from busguard.publisher import Publisher
 from busguard.record import Recorder
 from busguard.registry import TypeRegistry
-from busguard.scan import ACK_POINT, RESET_FAULTS_POINT, CycleResult, ScanEngine, ScanLoop
+from busguard.scan import (
+    ACK_POINT,
+    RESET_FAULTS_POINT,
+    CycleResult,
+    ScanEngine,
+    ScanLoop,
+    output_owners,
+)
 from busguard.stats import LatenessRecorder, ScanStats
 
 log = logging.getLogger("busguard.runtime")
@@ -61,30 +70,21 @@ def core_points() -> list[PointSpec]:
     return pts
 
 
-def load_types(disabled: Iterable[str] = (), extra: Iterable[object] = ()
-               ) -> tuple[pluggy.PluginManager, TypeRegistry]:
-    pm = build_plugin_manager(disabled=disabled, extra=extra)
-    return pm, collect_types(pm)
-
-
 def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
     """Instantiate the site's blocks in file order; construction problems become ConfigErrors."""
     blocks = []
     problems = []
-    owners: dict[str, str] = {}
     for bc in site.blocks:
         try:
-            block = registry.blocks[bc.type].from_config(bc, site)
+            blocks.append(registry.blocks[bc.type].from_config(bc, site))
         except ConfigError as exc:
             problems.extend(exc.problems)
-            continue
-        blocks.append(block)
-        for out in block.outputs():
-            if out in owners:
-                problems.append(ConfigProblem(site.file, bc.path, f"output {out!r} is already "
-                                              f"written by block {owners[out]!r}; an output has "
-                                              f"one writer"))
-            owners.setdefault(out, bc.name)
+    paths = {bc.name: bc.path for bc in site.blocks}
+    owners, clashes = output_owners(blocks)
+    for out, first, block in clashes:
+        problems.append(ConfigProblem(site.file, paths[block.name], f"output {out!r} is "
+                                      f"already written by block {first!r}; an output has "
+                                      f"one writer"))
     try:  # outputs that follow the alarm table: after every block, so they see this scan's
         blocks.extend(annunciators(site.devices, owners))
     except ConfigError as exc:
@@ -94,13 +94,10 @@ def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
     return blocks
 
 
-def check_site(path: str | Path, extra: Iterable[object] = ()) -> SiteConfig:
+def check_site(path: str | Path | Document, extra: Iterable[object] = ()) -> SiteConfig:
     """Validate a site file fully (types, references, block construction); no I/O started."""
-    _pm, registry = load_types(extra=extra)
-    site = load_site(path, registry)
-    if site.disabled_plugins:  # reload without the disabled ones, then validate again
-        _pm, registry = load_types(disabled=site.disabled_plugins, extra=extra)
-        site = load_site(path, registry)
+    loaded = load(path, extra=extra)
+    site, registry = loaded.site, loaded.registry
     blocks = build_blocks(site, registry)
     _layout(site, blocks)
     problems = []
@@ -170,16 +167,13 @@ class Runtime:
         self._io_thread: threading.Thread | None = None
         self.driver_ctx: DriverContext | None = None
         self.io: IoSupervisor | None = None  # [scan] io = "process": the I/O process
+        register_observers(pm, registry, self)  # the fault log, retained state, ...
 
     @classmethod
-    def from_file(cls, path: str | Path, clock: Clock | None = None,
+    def from_file(cls, path: str | Path | Document, clock: Clock | None = None,
                   extra: Iterable[object] = ()) -> Runtime:
-        pm, registry = load_types(extra=extra)
-        site = load_site(path, registry)
-        if site.disabled_plugins:
-            pm, registry = load_types(disabled=site.disabled_plugins, extra=extra)
-            site = load_site(path, registry)
-        return cls(site, pm, registry, clock)
+        loaded = load(path, extra=extra)
+        return cls(loaded.site, loaded.pm, loaded.registry, clock)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, record: str | Path | None = None, io: Spawned | None = None) -> None:
@@ -207,7 +201,8 @@ class Runtime:
         self.pm.hook.busguard_startup(runtime=self)
         for pub in self.publishers:
             pub.start(self)
-        self.driver_ctx = DriverContext(self.image, self.clock, self._io_loop, self.site)
+        self.driver_ctx = DriverContext(self.image, self.clock, self._io_loop, self.site,
+                                        self.registry)
         for drv in self.local_drivers():
             drv.start(self.driver_ctx)
         if record is not None:

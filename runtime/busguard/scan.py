@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from busguard.alarms import AlarmCondition, AlarmEdge, AlarmTable, Severity
@@ -44,6 +44,21 @@ class CycleResult:
     lateness_s: float = 0.0
 
 
+def output_owners(blocks: Iterable[Block]
+                  ) -> tuple[dict[str, str], list[tuple[str, str, Block]]]:
+    """An output has one writer: output -> the block that writes it (the first to declare
+    it), and ``(output, first writer's name, later block)`` for every later declaration."""
+    owners: dict[str, str] = {}
+    clashes: list[tuple[str, str, Block]] = []
+    for b in blocks:
+        for out in b.outputs():
+            if out in owners:
+                clashes.append((out, owners[out], b))
+            else:
+                owners[out] = b.name
+    return owners, clashes
+
+
 class ScanEngine:
     """Runs blocks over snapshots. Deterministic: same snapshots in, same outputs out."""
 
@@ -53,13 +68,10 @@ class ScanEngine:
         self.faulted: dict[str, str] = {}
         self.cycle = 0
         self.failsafe: dict[str, float] = {}
-        owners: dict[str, str] = {}
+        for out, first, b in output_owners(self.blocks)[1][:1]:
+            raise ValueError(f"output {out!r} is written by both {first!r} and {b.name!r}")
         for b in self.blocks:
             for out, value in b.outputs().items():
-                if out in owners:
-                    raise ValueError(f"output {out!r} is written by both {owners[out]!r} and "
-                                     f"{b.name!r}")
-                owners[out] = b.name
                 self.failsafe[out] = float(value)
         self.outputs: dict[str, float] = dict(self.failsafe)
         self._last_cmd: dict[str, float] = {}

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import sdnotify
 
 from busguard import __version__, gcpolicy, hookimpl
-from busguard.calibration import atomic_write, utc_stamp
-from busguard.config.params import Param
+from busguard.atomicfile import atomic_write, utc_stamp
+from busguard.config.params import Param, defaults
 
 if TYPE_CHECKING:
     from busguard.config.site import SiteConfig
@@ -58,10 +58,10 @@ STATUS_FILE = "status.json"
 PID_FILE = "busguard.pid"
 
 
-def service_options(site: SiteConfig) -> dict[str, Any]:
-    """The site's [service] table with defaults (also for sites built without it)."""
-    given = dict(site.sections.get("service", {}))
-    return {k: given.get(k, p.default) for k, p in SERVICE_PARAMS.items()}
+def service_options(site: SiteConfig) -> Mapping[str, Any]:
+    """The site's validated [service] table (the declared defaults for a site read without
+    the plugin that owns it)."""
+    return site.sections.get("service") or defaults(SERVICE_PARAMS)
 
 
 def run_dir(site: SiteConfig) -> Path:
@@ -124,7 +124,7 @@ class Service:
             sock.setblocking(False)  # a full notify queue must never stall the scan
         self.watchdog_s = watchdog_interval(env)
         self.runtime: Runtime | None = None
-        self.options: dict[str, Any] = {}
+        self.options: Mapping[str, Any] = defaults(SERVICE_PARAMS)
         self.state = "starting"
         self.ready = False
         self.reloading = False
@@ -276,7 +276,7 @@ class Service:
 
     def _status_loop(self) -> None:
         while not self._stop.is_set():
-            every = float(self.options.get("status_every_s", 1.0))
+            every = self.options["status_every_s"]
             self._wake.wait(every)
             self._wake.clear()
             if self._stop.is_set():
@@ -320,10 +320,10 @@ class Service:
         """Called from the scan thread before it scans (at start and after each reload):
         SCHED_FIFO when the site asks and the system permits, logs what it got; and the
         collector settled (:func:`busguard.gcpolicy.settle`)."""
-        if self.options.get("realtime", "auto") == "off":
+        if self.options["realtime"] == "off":
             self.scheduling = "SCHED_OTHER (realtime = \"off\")"
         else:
-            self.scheduling = set_realtime(int(self.options.get("rt_priority", 40)))
+            self.scheduling = set_realtime(self.options["rt_priority"])
         log.info("scan thread scheduling: %s", self.scheduling)
         log.info("start-up objects frozen out of the garbage collector's reach (%.1f ms)",
                  gcpolicy.settle())

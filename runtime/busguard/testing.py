@@ -30,8 +30,6 @@ from busguard.runtime import Runtime
 from busguard.scan import CycleResult
 from busguard.w1.testing import w1_tree  # noqa: F401  (fixture, re-exported)
 
-MINIMAL_SITE = '[site]\nname = "test"\n'
-
 
 def run_scans(rt: Runtime, n: int,
               between: Callable[[Runtime, int], None] | None = None) -> list[CycleResult]:

@@ -65,6 +65,9 @@ class LiveView:
         self.meters = [d.name for d in site.devices_of("meter")]
         self.probes = [d.name for d in site.devices_of("probe")]
         self.breakers = [d.name for d in site.devices_of("breaker")]
+        # outputs that trip a breaker, as the blocks declare them (highlighted when set)
+        self.trip_outputs = {v.trip_output for b in getattr(rt, "blocks", ())
+                             for v in b.map_breakers()}
 
     # -- helpers ----------------------------------------------------------------------------
     def _c(self, colour: str, text: str) -> str:
@@ -158,7 +161,7 @@ class LiveView:
             lines += _wrap("BREAKERS ", cells)
         if res.outputs:
             cells = [self._c(YELLOW, f"{k}={v:g}") if v > 0 and (
-                k.startswith("relay.") or k.endswith(".shunt_trip")) else f"{k}={v:g}"
+                k.startswith("relay.") or k in self.trip_outputs) else f"{k}={v:g}"
                 for k, v in sorted(res.outputs.items())]
             lines += _wrap("OUTPUTS ", cells)
         alarms = self._alarms()

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from busguard.calibration import atomic_write, backup
+from busguard.atomicfile import atomic_write, backup, fsync_dir
 from busguard.commands import default_site
 from busguard.config.site import SiteConfig
 from busguard.errors import BusguardError, ConfigError
@@ -253,8 +253,4 @@ def _replace(staged: Path, current: Path) -> None:
         if os.geteuid() == 0:
             os.chown(staged, st.st_uid, st.st_gid)
     os.replace(staged, current)
-    dfd = os.open(current.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(current.parent)

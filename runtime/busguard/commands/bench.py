@@ -7,8 +7,6 @@ import argparse
 from busguard.bench import runner
 from busguard.bench.result import ERROR, MISS
 
-LEVERS = ("--switch-interval-ms", "--fifo")
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure scan determinism, polling, northbound, "

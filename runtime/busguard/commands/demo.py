@@ -156,15 +156,14 @@ def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float,
     for dev in site.devices_of("meter"):
         if dev.name in ready.get("tcp", {}):
             try:
-                prof = load_profile(str(dev.params.get("profile", "generic-pqm")), site.base_dir)
+                prof = load_profile(dev.params["profile"], site.base_dir)
                 p = prof.points[0]
                 first[dev.name] = (p.address, 3 if p.function == "holding" else 4)
             except Exception:
                 first[dev.name] = (0, 3)
     for dev in site.devices_of("output"):  # a simulated set point: read its own register
         if dev.name in ready.get("tcp", {}) and dev.driver == "modbus_write":
-            first[dev.name] = (int(dev.params["address"]) -
-                               int(dev.params.get("address_base") or 0), 3)
+            first[dev.name] = (dev.params["address"] - dev.params["address_base"], 3)
     pending = dict(ready.get("tcp", {}))
     links = dict(ready.get("rtu", {}))
     deadline = time.monotonic() + timeout
@@ -228,8 +227,7 @@ def sim_line(scenario: str, speed: float, exit_code: int | None,
 
 def _set_state_aside(site: Any) -> None:
     """Move the last run's retained state (e.g. a latched shunt trip) out of the way."""
-    name = str((site.sections.get("retained") or {}).get("file", "retained.json"))
-    path = site.state_dir / name
+    path = site.state_dir / site.sections["retained"]["file"]
     if path.is_file():
         aside = path.with_name(path.name + ".before-demo")
         os.replace(path, aside)

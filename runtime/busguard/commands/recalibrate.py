@@ -31,13 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from busguard.atomicfile import utc_stamp
 from busguard.calibration import (
     Calibration,
     calibration_path,
     effective,
     load_calibration,
     update_calibration,
-    utc_stamp,
 )
 from busguard.clock import MonotonicClock
 from busguard.commands import default_site
@@ -45,7 +45,8 @@ from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import DriverContext
 from busguard.errors import BusguardError
 from busguard.image import ProcessImage, Quality
-from busguard.runtime import check_site, load_types
+from busguard.loader import load_types
+from busguard.runtime import check_site
 
 PHASES = ("L1", "L2", "L3", "N")
 
@@ -180,8 +181,8 @@ def recalibrate(site: SiteConfig, meter: str, reference_a: float, phase: str = "
 
     cal_file = calibration_path(site.state_dir)
     table = load_calibration(cal_file)
-    site_entry = (dev.params.get("calibration") or {}).get(point) or {}
-    old = effective(Calibration().merged(site_entry), table, meter, point)
+    old = effective(Calibration(), dev.params["calibration"].get(point),
+                    table.get(meter, {}).get(point))
     if mean - old.offset <= 0:
         raise Refused(f"mean reading {mean:.3f} A is not above the offset {old.offset:g} A")
     gain_new = old.gain * (reference_a - old.offset) / (mean - old.offset)
@@ -206,7 +207,7 @@ def recalibrate(site: SiteConfig, meter: str, reference_a: float, phase: str = "
 
 
 def _rating(dev: DeviceConfig) -> float | None:
-    ct = float(dev.params.get("ct_ratio") or 1.0)
+    ct = dev.params["ct_ratio"]
     return ct * 5.0 if ct > 1.0 else None
 
 
@@ -252,7 +253,7 @@ def read_samples_running(site: SiteConfig, dev: DeviceConfig, point: str, n: int
     reads them (the value the scan used, calibration applied)."""
     from busguard.commands.status import connect, reader
     from busguard.northbound import mapdef as md
-    from busguard.northbound.reader import f32, read_all
+    from busguard.northbound.reader import read_all
 
     server = site.publishers.get("modbus_server")
     if server is None:
@@ -279,12 +280,12 @@ def read_samples_running(site: SiteConfig, dev: DeviceConfig, point: str, n: int
         last: dict[str, Any] = {"age": math.inf, "value": None, "k": 0}
 
         def sample() -> tuple[Any, float, str]:
-            w = read(base, md.POINT_WORDS)
-            value, age = f32(w[0:2]), w[3]
+            rec = md.POINT.unpack(read(base, md.POINT_WORDS))
+            value, age = rec["value"], rec["age_ms"]
             if age < last["age"] or value != last["value"]:  # a new reading arrived
                 last["k"] += 1
             last["age"], last["value"] = age, value
-            return last["k"], value, md.QUALITY_WORDS.get(w[2], "?")
+            return last["k"], value, md.QUALITY_WORDS.get(rec["quality"], "?")
 
         return collect(sample, n, timeout_s or (3 * dev.poll_s * n + 5.0),
                        f"{dev.name}.{point} at {host}", min(0.05, dev.poll_s / 4))

@@ -10,6 +10,7 @@ import sys
 import threading
 
 from busguard.commands import default_site
+from busguard.config.site import read_document
 from busguard.iosupervisor import prespawn
 from busguard.reload import Reloader
 from busguard.runtime import Runtime
@@ -38,10 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = default_site(args.site)
-    early_io = prespawn(path)  # [scan] io = "process": it builds while we do
+    doc = read_document(path)  # parsed once: for the I/O process's start and the runtime
+    early_io = prespawn(path, doc)  # [scan] io = "process": it builds while we do
     service = Service()  # systemd notify/watchdog/status; inert outside systemd
     try:
-        rt = Runtime.from_file(path, extra=[service])
+        rt = Runtime.from_file(doc, extra=[service])
     except BaseException:
         if early_io is not None:
             early_io.close()

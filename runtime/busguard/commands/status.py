@@ -12,11 +12,6 @@ from typing import Any
 from busguard.errors import BusguardError
 from busguard.northbound.reader import read_all
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the 3.10 CI leg
-    import tomli as tomllib
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="read a running busguard through its Modbus map",
@@ -43,15 +38,19 @@ BRIEF = ("voltage_l1_n_v", "current_l1_a", "current_l2_a", "current_l3_a", "powe
 
 
 def _port_from_site(site: str | None, tls: bool) -> int:
-    path = Path(site) if site else Path("site.toml")
+    """The [modbus_server] port (or its TLS port) of the site file, read by the loader; the
+    declared default when the file has none or cannot be loaded."""
+    from busguard.loader import load
+    from busguard.northbound.publisher import TLS_PARAMS, ModbusServerPublisher
+
+    declared = ModbusServerPublisher.params
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        ms = data.get("modbus_server") or {}
-        if tls:
-            return int((ms.get("tls") or {}).get("port", 802))
-        return int(ms.get("port", 502))
-    except (OSError, ValueError, TypeError):
-        return 802 if tls else 502
+        ms = load(Path(site) if site else Path("site.toml")).site.publishers["modbus_server"]
+    except (BusguardError, KeyError):  # no such file, not valid, no [modbus_server]
+        return TLS_PARAMS["port"].default if tls else declared["port"].default
+    if tls:
+        return ms.params["tls"].get("port", TLS_PARAMS["port"].default)
+    return ms.params["port"]
 
 
 def connect(host: str, port: int, timeout: float, tls_ca: str | None = None,

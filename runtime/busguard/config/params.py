@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from busguard.errors import ConfigProblem
@@ -37,6 +38,9 @@ class Param:
     ``ref`` names what a string (or each string of a list) must refer to: ``"meter"``,
     ``"probe"``, ``"breaker"`` or ``"point"`` (an input point some device declares). The site
     loader checks those references once every section is read.
+
+    ``choices_from`` names a kind of type the plugins register (``"gpio_backend"``): the valid
+    values are the names registered, bound when the site is read (:func:`bind_choices`).
     """
 
     type: type
@@ -50,6 +54,7 @@ class Param:
     unit: str = ""
     doc: str = ""
     min_items: int = 0
+    choices_from: str | None = None
 
     def describe(self) -> str:
         """What a valid value looks like, in words for the error message."""
@@ -74,6 +79,73 @@ class Param:
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def bind_choices(params: Mapping[str, Param],
+                 choices: Callable[[str], tuple[str, ...]]) -> Mapping[str, Param]:
+    """``params`` with every ``choices_from`` replaced by the names ``choices(kind)`` lists."""
+    if not any(p.choices_from for p in params.values()):
+        return params
+    return {name: replace(p, choices=choices(p.choices_from) or ("(none registered)",),
+                          choices_from=None) if p.choices_from else p
+            for name, p in params.items()}
+
+
+class Values(Mapping[str, Any]):
+    """A section's validated options: frozen, every declared option present with its default
+    applied once (when the file was read), read as ``v["name"]`` (what blocks and drivers do)
+    or ``v.name``. Lists are tuples and tables read-only mappings (one level deep), so a type
+    cannot change the site it was built from."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] = MappingProxyType({})) -> None:
+        object.__setattr__(self, "_data", {k: _frozen(v) for k, v in data.items()})
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_data":  # copy/pickle probes, a half-built one
+            raise AttributeError(name)
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(f"no option {name!r} (options: "
+                                 f"{', '.join(self._data) or 'none'})") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"options are frozen; cannot set {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Values({self._data!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (the I/O process link)
+        return (Values, ({k: _thawed(v) for k, v in self._data.items()},))
+
+
+def _frozen(value: Any) -> Any:
+    """A table option read-only (its own copy: a shared default dict stays unchanged)."""
+    if isinstance(value, dict):
+        return MappingProxyType(dict(value))
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    return dict(value) if isinstance(value, MappingProxyType) else value
+
+
+def defaults(params: Mapping[str, Param]) -> Values:
+    """The declared defaults alone (a table a site does not have; required options None)."""
+    return Values({n: None if p.default is REQUIRED else p.default for n, p in params.items()})
 
 
 @dataclass
@@ -120,6 +192,10 @@ class Section:
     def read(self, params: Mapping[str, Param]) -> dict[str, Any]:
         """Read every declared param; returns a plain dict of validated values."""
         return {name: self.get(name, p) for name, p in params.items()}
+
+    def values(self, params: Mapping[str, Param], **extra: Any) -> Values:
+        """:meth:`read`, frozen (plus ``extra`` options the caller read itself)."""
+        return Values({**self.read(params), **extra})
 
     def finish(self, extra_known: tuple[str, ...] = ()) -> None:
         """Report every option present in the table that nobody read."""

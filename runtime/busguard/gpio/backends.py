@@ -21,14 +21,15 @@ from busguard.gpio.base import Line, PinBackend
 from busguard.gpio.cdev import CdevBackend
 from busguard.gpio.mock import MockBackend
 
-BACKENDS = ("cdev", "gpiod", "rpigpio", "mock")
+DEFAULT_CHIP = "/dev/gpiochip0"
 
 GPIO_SECTION_PARAMS: Mapping[str, Param] = {
-    "backend": Param(str, default="cdev", choices=BACKENDS,
+    "backend": Param(str, default="cdev", choices_from="gpio_backend",
                      doc="pin library: cdev (the kernel's GPIO character device, built in, "
                          "nothing to install), gpiod (libgpiod v2 bindings), RPi.GPIO (not on "
-                         "a Pi 5) or mock (files, for tests and the simulator)"),
-    "chip": Param(str, default="/dev/gpiochip0",
+                         "a Pi 5) or mock (files, for tests and the simulator); a plugin may "
+                         "register another"),
+    "chip": Param(str, default=DEFAULT_CHIP,
                   doc="GPIO character device for cdev and gpiod (older Raspberry Pi 5 "
                       "kernels show the header on /dev/gpiochip4)"),
     "mock_dir": Param(str, default="var/sim/gpio",
@@ -70,7 +71,7 @@ class GpiodBackend(PinBackend):
     name = "gpiod"
     device_nodes = ("/dev/gpiochip*",)
 
-    def __init__(self, chip: str = "/dev/gpiochip0") -> None:
+    def __init__(self, chip: str = DEFAULT_CHIP) -> None:
         super().__init__(chip)
         try:
             import gpiod
@@ -206,17 +207,44 @@ class RpiGpioBackend(PinBackend):
 
 
 # -- factory ---------------------------------------------------------------------------------
+# Each backend is built by a factory(section, resolve, ticks) that the "core" plugin registers
+# (``registry.add_gpio_backend``), as a third-party plugin would register its own (lgpio...).
+def mock_backend(section: Mapping[str, Any], resolve: Callable[[str], Path],
+                 ticks: Callable[[], float]) -> PinBackend:
+    return MockBackend("mock", resolve(section["mock_dir"]), ticks)
+
+
+def rpigpio_backend(section: Mapping[str, Any], resolve: Callable[[str], Path],
+                    ticks: Callable[[], float]) -> PinBackend:
+    chip = section["chip"]
+    return RpiGpioBackend(chip if chip != DEFAULT_CHIP else "bcm")
+
+
+def gpiod_backend(section: Mapping[str, Any], resolve: Callable[[str], Path],
+                  ticks: Callable[[], float]) -> PinBackend:
+    return GpiodBackend(section["chip"])
+
+
+def cdev_backend(section: Mapping[str, Any], resolve: Callable[[str], Path],
+                 ticks: Callable[[], float]) -> PinBackend:
+    return CdevBackend(section["chip"])
+
+
+# in the order `[gpio] backend`'s error lists them (the default first)
+BUILTIN_BACKENDS: Mapping[str, Callable[..., PinBackend]] = {
+    "cdev": cdev_backend, "gpiod": gpiod_backend, "rpigpio": rpigpio_backend,
+    "mock": mock_backend}
+BACKENDS = tuple(BUILTIN_BACKENDS)  # the built-in backends' names
+
+
 def make_backend(section: Mapping[str, Any], resolve: Callable[[str], Path],
-                 ticks: Callable[[], float] = time.monotonic) -> PinBackend:
-    """The backend a site's [gpio] table asks for (``resolve``: the site's path resolver)."""
-    kind = section.get("backend", "cdev")
-    chip = section.get("chip", "/dev/gpiochip0")
-    if kind == "mock":
-        return MockBackend("mock", resolve(section.get("mock_dir", "var/sim/gpio")), ticks)
-    if kind == "rpigpio":
-        return RpiGpioBackend(chip if chip != "/dev/gpiochip0" else "bcm")
-    if kind == "cdev":
-        return CdevBackend(chip)
-    if kind == "gpiod":
-        return GpiodBackend(chip)
-    raise DriverError(f"[gpio] backend = {kind!r}: expected one of {', '.join(BACKENDS)}")
+                 ticks: Callable[[], float] = time.monotonic,
+                 backends: Mapping[str, Callable[..., PinBackend]] = BUILTIN_BACKENDS
+                 ) -> PinBackend:
+    """The backend a site's validated [gpio] table asks for (``resolve``: the site's path
+    resolver; ``backends``: the registered factories, by default the built-in ones)."""
+    kind = section["backend"]
+    factory = backends.get(kind)
+    if factory is None:
+        raise DriverError(f"[gpio] backend = {kind!r}: expected one of {', '.join(backends)}")
+    return factory(section, resolve, ticks)

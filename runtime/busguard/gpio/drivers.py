@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from busguard.annunciator import ANNUNCIATOR_PARAMS
@@ -36,8 +36,9 @@ def gpio_service(ctx: DriverContext) -> GpioService:
     site = ctx.site
 
     def build() -> GpioService:
-        section = site.sections.get("gpio", {})
-        return GpioService(make_backend(section, site.resolve))
+        backends = ctx.registry.gpio_backends if ctx.registry is not None else {}
+        return GpioService(make_backend(site.sections["gpio"], site.resolve,
+                                        backends=backends))
 
     svc = ctx.shared(SERVICE_KEY, build)
     assert isinstance(svc, GpioService)
@@ -48,7 +49,52 @@ def _line_param(doc: str, required: bool = True) -> Param:
     return Param(int, minval=0, maxval=1023, doc=doc, **({} if required else {"default": None}))
 
 
-class GpioBreaker(Driver):
+class _GpioDevice(Driver):
+    """What both GPIO drivers do with the site's GPIO service: claim lines (released again if
+    a claim fails), hand the output ``out_name`` to it, publish the output's read-back into
+    ``state_point`` and release the lines on stop."""
+
+    out_name = ""
+    state_point = ""
+
+    def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
+        super().__init__(config, site)
+        self._image: ProcessImage | None = None
+        self._service: GpioService | None = None
+        self._chan: OutputChannel | None = None
+
+    def _attach(self, ctx: DriverContext, claim: Callable[[GpioService], None]) -> None:
+        self._image = ctx.image
+        svc = gpio_service(ctx)
+        try:
+            claim(svc)
+        except (ValueError, DriverError) as exc:  # e.g. the line is used by another device
+            svc.remove_owner(self.name)
+            if isinstance(exc, DriverError):
+                raise
+            raise DriverError(f"{self.config.path}: {exc}") from exc
+        self._service = svc
+        svc.start()
+
+    def _on_output(self, chan: OutputChannel) -> None:
+        if self._image is None:
+            return
+        if chan.readback is not None and chan.quality is not Quality.NOT_CONNECTED:
+            self._image.write(self.state_point, float(chan.readback), chan.quality)
+        else:
+            self._image.set_quality((self.state_point,), chan.quality)
+
+    def apply(self, outputs: Mapping[str, float]) -> None:
+        if self._chan is not None and self._service is not None and self.out_name in outputs:
+            self._service.set_output(self._chan, outputs[self.out_name])
+
+    def stop(self) -> None:
+        if self._service is not None:
+            self._service.remove_owner(self.name)
+            self._service = None
+
+
+class GpioBreaker(_GpioDevice):
     """A breaker seen through its handle LED (and tripped through its shunt-trip coil)."""
 
     type_name = "gpio"
@@ -132,12 +178,9 @@ class GpioBreaker(Driver):
         self.patterns = {str(k): str(v) for k, v in dict(p["patterns"]).items()}
         self.decoder = LedDecoder(self.timing(p))
         self.led_point = f"{self.name}.led"
-        self.shunt_output = f"{self.name}.shunt_trip"
+        self.shunt_output = self.out_name = f"{self.name}.shunt_trip"
         self.state_point = f"{self.name}.shunt_trip_state"
         self.reading: LedReading = self.decoder.last
-        self._image: ProcessImage | None = None
-        self._service: GpioService | None = None
-        self._chan: OutputChannel | None = None
         self._last_pub = -1e18
         self._pub_code: int | str | None = "unset"
         self.samples = 0
@@ -152,22 +195,16 @@ class GpioBreaker(Driver):
 
     def start(self, ctx: DriverContext) -> None:
         p = self.config.params
-        self._image = ctx.image
-        svc = gpio_service(ctx)
-        try:
+
+        def claim(svc: GpioService) -> None:
             svc.add_input(self.name, p["led_line"], p["led_active_low"], p["sample_ms"] / 1000,
                           self._on_sample)
             if p["shunt_trip_line"] is not None:
                 self._chan = svc.add_output(self.name, self.shunt_output, p["shunt_trip_line"],
                                             p["shunt_trip_active_low"],
                                             p["shunt_refresh_ms"] / 1000, self._on_output)
-        except (ValueError, DriverError) as exc:  # e.g. the line is used by another device
-            svc.remove_owner(self.name)
-            if isinstance(exc, DriverError):
-                raise
-            raise DriverError(f"{self.config.path}: {exc}") from exc
-        self._service = svc
-        svc.start()
+
+        self._attach(ctx, claim)
 
     def _on_sample(self, t: float, level: int | None) -> None:
         img = self._image
@@ -197,24 +234,6 @@ class GpioBreaker(Driver):
         else:
             img.write(self.led_point, float(code), Quality.GOOD)
 
-    def _on_output(self, chan: OutputChannel) -> None:
-        if self._image is None:
-            return
-        if chan.readback is not None and chan.quality is not Quality.NOT_CONNECTED:
-            self._image.write(self.state_point, float(chan.readback), chan.quality)
-        else:
-            self._image.set_quality((self.state_point,), chan.quality)
-
-    def apply(self, outputs: Mapping[str, float]) -> None:
-        if self._chan is not None and self._service is not None and \
-                self.shunt_output in outputs:
-            self._service.set_output(self._chan, outputs[self.shunt_output])
-
-    def stop(self) -> None:
-        if self._service is not None:
-            self._service.remove_owner(self.name)
-            self._service = None
-
     def stats(self) -> dict[str, Any]:
         r = self.reading
         out: dict[str, Any] = {"led": r.label, "led_code": r.code, "meaning": self.meaning(r),
@@ -228,7 +247,7 @@ class GpioBreaker(Driver):
         return out
 
 
-class GpioRelay(Driver):
+class GpioRelay(_GpioDevice):
     """One output (e.g. ``relay.alarm``) on one GPIO line, with read-back verification."""
 
     type_name = "gpio_relay"
@@ -261,49 +280,23 @@ class GpioRelay(Driver):
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
-        self.output = str(config.params["output"])
+        self.output = self.out_name = str(config.params["output"])
         self.state_point = f"{self.name}.state"
-        self._image: ProcessImage | None = None
-        self._service: GpioService | None = None
-        self._chan: OutputChannel | None = None
 
     def consumes(self) -> tuple[str, ...]:
         return (self.output,)
 
     def start(self, ctx: DriverContext) -> None:
         p = self.config.params
-        self._image = ctx.image
-        svc = gpio_service(ctx)
-        try:
-            fb = None if p["feedback_line"] is None else (p["feedback_line"],
-                                                          p["feedback_active_low"])
+        fb = None if p["feedback_line"] is None else (p["feedback_line"],
+                                                      p["feedback_active_low"])
+
+        def claim(svc: GpioService) -> None:
             self._chan = svc.add_output(self.name, self.output, p["line"], p["active_low"],
                                         p["refresh_ms"] / 1000, self._on_output, feedback=fb,
                                         settle_s=p["feedback_settle_ms"] / 1000)
-        except (ValueError, DriverError) as exc:
-            svc.remove_owner(self.name)
-            if isinstance(exc, DriverError):
-                raise
-            raise DriverError(f"{self.config.path}: {exc}") from exc
-        self._service = svc
-        svc.start()
 
-    def _on_output(self, chan: OutputChannel) -> None:
-        if self._image is None:
-            return
-        if chan.readback is not None and chan.quality is not Quality.NOT_CONNECTED:
-            self._image.write(self.state_point, float(chan.readback), chan.quality)
-        else:
-            self._image.set_quality((self.state_point,), chan.quality)
-
-    def apply(self, outputs: Mapping[str, float]) -> None:
-        if self._chan is not None and self._service is not None and self.output in outputs:
-            self._service.set_output(self._chan, outputs[self.output])
-
-    def stop(self) -> None:
-        if self._service is not None:
-            self._service.remove_owner(self.name)
-            self._service = None
+        self._attach(ctx, claim)
 
     def stats(self) -> dict[str, Any]:
         return self._chan.stats() if self._chan is not None else {"line": self.config.params[
@@ -312,9 +305,11 @@ class GpioRelay(Driver):
 
 def register_types(registry: Any) -> None:
     """Breaker ``gpio`` (the default breaker driver), output ``gpio_relay``, table [gpio]."""
-    from busguard.gpio.backends import GPIO_SECTION_PARAMS
+    from busguard.gpio.backends import BUILTIN_BACKENDS, GPIO_SECTION_PARAMS
 
     registry.add_driver(GpioBreaker, default=True)
     registry.add_driver(GpioRelay)
     registry.add_section("gpio", GPIO_SECTION_PARAMS,
                          doc="GPIO backend for breaker LEDs and relays: backend, chip, mock_dir")
+    for name, factory in BUILTIN_BACKENDS.items():  # a third party adds its own the same way
+        registry.add_gpio_backend(name, factory)

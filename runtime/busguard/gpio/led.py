@@ -93,10 +93,6 @@ class LedDecoder:
             self._edges.append((t, level))
             self._level = level
 
-    def feed_edges(self, edges: list[tuple[float, int]]) -> None:
-        for t, level in edges:
-            self.feed(t, level)
-
     def _segments(self, now: float) -> list[tuple[int, float, bool]]:
         """Debounced (level, duration, ongoing) segments, oldest first."""
         g = self.timing.glitch_s

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +33,7 @@ from busguard.driver import Driver, DriverContext
 from busguard.iio.rtd import FULL_SCALE, temperature_of_code
 from busguard.iio.tree import find_device, read_attr
 from busguard.image import PointSpec, ProcessImage, Quality
+from busguard.probebus import ProbeBus
 
 log = logging.getLogger("busguard.iio")
 
@@ -162,31 +162,11 @@ class IioReader:
                 "state": self.state, **self.counts}
 
 
-class IioBus:
+class IioBus(ProbeBus):
     """One worker thread reading every IIO probe under one base folder, each on its period."""
 
-    def __init__(self, base_dir: Path, image: ProcessImage, clock: Clock,
-                 threaded: bool = True) -> None:
-        self.base_dir = Path(base_dir)
-        self.image = image
-        self.clock = clock
-        self.threaded = threaded
-        self.readers: list[IioReader] = []
-        self.passes = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, reader: IioReader) -> None:
-        with self._lock:
-            self.readers.append(reader)
-
-    def remove(self, name: str) -> None:
-        with self._lock:
-            self.readers = [r for r in self.readers if r.name != name]
-            empty = not self.readers
-        if empty:
-            self.stop()
+    label = "IIO folder"
+    thread_prefix = "busguard-iio"
 
     def poll_once(self, now: float | None = None, force: bool = False) -> float:
         """Read every due probe (all with ``force``); returns the next deadline."""
@@ -199,29 +179,6 @@ class IioBus:
                 r.read(self.image, self.clock)
         self.passes += 1
         return min((r.next_due for r in readers), default=now + 1.0)
-
-    def start(self) -> None:
-        if not self.threaded or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"busguard-iio:{self.base_dir}",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=3.0)
-        self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                deadline = self.poll_once()
-            except Exception:  # one bad pass must not end the probes' thread
-                log.exception("IIO folder %s: poll failed", self.base_dir)
-                deadline = time.monotonic() + 1.0
-            self._stop.wait(max(0.0, deadline - time.monotonic()))
 
 
 class IioProbe(Driver):
@@ -260,8 +217,7 @@ class IioProbe(Driver):
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
-        section = site.sections.get("iio", {})
-        self.base_dir = site.resolve(section.get("base_dir", DEFAULT_BASE_DIR))
+        self.base_dir = site.resolve(site.sections["iio"]["base_dir"])
         self.reader = IioReader(self.name, f"{self.name}.temp_c", config.params,
                                 config.poll_s, self.base_dir)
         self.bus: IioBus | None = None

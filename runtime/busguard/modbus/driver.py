@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import itertools
 import logging
 import math
@@ -26,16 +25,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from busguard import calibration as calib
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
-from busguard.modbus import calibration as calib
 from busguard.modbus.codec import BlockDecoder
 from busguard.modbus.commstats import EXCEPTION, OK, TIMEOUT, CommStats
 from busguard.modbus.planner import MAX_REGISTERS, ReadBlock, plan_reads
 from busguard.modbus.profiles import Profile, load_profile
+from busguard.modbus.shared import (
+    Gate,
+    line_config,
+    modbus_gate,
+    shared_line,
+    stop_driver,
+    stop_task,
+)
 from busguard.modbus.transport import CommError, ExceptionReply, RtuLine, TcpLink, exception_name
 
 log = logging.getLogger("busguard.modbus")
@@ -70,36 +77,6 @@ COMMON_PARAMS: dict[str, Param] = {
     "calibration": Param(dict, default={},
                          doc="per point { gain, offset, ct_ratio }; calibration.toml wins"),
 }
-RS485_PARAMS = {
-    "port": Param(str, doc="serial device, e.g. /dev/ttyUSB0 (relative: to site.toml)"),
-    "baudrate": Param(int, default=19200, choices=(1200, 2400, 4800, 9600, 19200, 38400,
-                                                    57600, 115200)),
-    "parity": Param(str, default="E", choices=("N", "E", "O")),
-    "stopbits": Param(int, default=1, choices=(1, 2)),
-    "bytesize": Param(int, default=8, choices=(7, 8)),
-    "timeout_ms": Param(float, default=200.0, minval=1.0, maxval=60000.0, unit="ms",
-                        doc="default answer timeout of devices on the line"),
-}
-MODBUS_PARAMS = {
-    "max_concurrent": Param(int, default=64, minval=1, maxval=4096,
-                            doc="requests in flight at once over all Modbus devices"),
-}
-
-
-class Gate:
-    """The global cap on requests in flight (``[modbus] max_concurrent``); one per runtime."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._sem: asyncio.Semaphore | None = None
-
-    @property
-    def sem(self) -> asyncio.Semaphore:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.limit)
-        return self._sem
-
-
 @dataclass(frozen=True)
 class CompiledBlock:
     """What decoding one read block needs, prepared once per block and calibration.
@@ -201,7 +178,8 @@ class ModbusMeter(Driver):
             self.points, p["max_gap"], min(p["max_registers"], self.profile.max_registers))
         self.full = {pd.name: f"{self.name}.{pd.name}" for pd in self.points}
         self.unit = p["unit"]
-        self.parallel = int(p.get("max_in_flight", 1))
+        # TCP: up to max_in_flight connections; RTU: one request at a time on the bus
+        self.parallel = p.get("max_in_flight", 1)
         self.comm = CommStats()
         self.blocks = [BlockState() for _ in self.plan]
         self.down = False
@@ -212,7 +190,7 @@ class ModbusMeter(Driver):
         self.ctx: DriverContext | None = None
         self._future: concurrent.futures.Future | None = None
         self._task: asyncio.Task | None = None
-        self._cal: dict[str, calib.Cal] = {}
+        self._cal: dict[str, calib.Calibration] = {}
         self._cal_version = -1
         self._cal_file: calib.CalibrationFile | None = None
         self._gate: Gate | None = None
@@ -240,9 +218,8 @@ class ModbusMeter(Driver):
     def start(self, ctx: DriverContext) -> None:
         self.ctx = ctx
         quiet_pymodbus()
-        limit = (ctx.site.sections.get("modbus") or {}).get("max_concurrent") or 64
-        self._gate = ctx.shared("modbus.gate", lambda: Gate(int(limit)))
-        path = ctx.site.state_dir / calib.FILE_NAME
+        self._gate = modbus_gate(ctx)
+        path = ctx.site.state_dir / calib.CAL_FILE
         self._cal_file = ctx.shared(f"modbus.calibration:{path}",
                                     lambda: calib.CalibrationFile(path))
         self.link = self.make_link(ctx)
@@ -250,15 +227,8 @@ class ModbusMeter(Driver):
 
     def stop(self) -> None:
         fut, self._future = self._future, None
-        if fut is None or self.ctx is None:
-            return
-        loop = self.ctx.loop
-        if loop.is_running():  # cancel the task and let it unwind on its loop, bounded
-            done = asyncio.run_coroutine_threadsafe(self._shutdown(fut), loop)
-            with contextlib.suppress(Exception):
-                done.result(timeout=3.0)
-        else:
-            fut.cancel()
+        if fut is not None and self.ctx is not None:
+            stop_driver(fut, self.ctx.loop, self._shutdown)
 
     async def _shutdown(self, fut: concurrent.futures.Future) -> None:
         await stop_task(self._task)
@@ -300,18 +270,18 @@ class ModbusMeter(Driver):
                 self.comm.missed_polls += missed  # a slot less than a period late runs late
                 next_due += missed * period
 
-    def _calibration(self) -> dict[str, calib.Cal]:
+    def _calibration(self) -> dict[str, calib.Calibration]:
         assert self._cal_file is not None
         version = self._cal_file.refresh()
         if version != self._cal_version:
             self._cal_version = version
             self._compiled.clear()  # the per-block factors come from the calibration
-            self._cal = calib.effective([(pd.name, pd.ct) for pd in self.points],
-                                        self.p["ct_ratio"], self.p["calibration"] or {},
-                                        self._cal_file.for_meter(self.name))
+            self._cal = calib.meter_calibration([pd.name for pd in self.points],
+                                                self.p["ct_ratio"], self.p["calibration"],
+                                                self._cal_file.for_meter(self.name))
         return self._cal
 
-    def _compile(self, block: ReadBlock, cal: Mapping[str, calib.Cal]) -> CompiledBlock:
+    def _compile(self, block: ReadBlock, cal: Mapping[str, calib.Calibration]) -> CompiledBlock:
         """The decoding of ``block`` under calibration ``cal`` (cached until either
         changes: a split replaces the block object, a new calibration clears the cache)."""
         c = self._compiled.get(id(block))
@@ -508,23 +478,6 @@ class ModbusMeter(Driver):
         return d
 
 
-async def stop_task(task: asyncio.Task | None, timeout_s: float = 2.0) -> None:
-    """Cancel ``task`` and wait for it, cancelling again if a cancellation got lost.
-
-    On Python < 3.12 ``asyncio.wait_for`` (used inside pymodbus) can swallow a cancellation
-    that arrives just as the awaited answer does; one more cancel ends the task then.
-    """
-    if task is None:
-        return
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not task.done() and loop.time() < deadline:
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.05)
-    if not task.done():
-        log.error("task %s did not stop within %g s", task.get_name(), timeout_s)
-
-
 def quiet_pymodbus() -> None:
     """pymodbus logs every timeout at ERROR; the driver logs one line per event instead.
     Left alone when an operator set the "pymodbus" logger's level explicitly."""
@@ -569,7 +522,7 @@ class ModbusRtuMeter(ModbusMeter):
               ) -> list[ConfigProblem]:
         out = super().check(config, site, profile)
         if line_config(site, config.params["line"]) is None:
-            names = [str(e.get("name")) for e in site.sections.get("rs485", ())]
+            names = [str(e["name"]) for e in site.sections["rs485"]]
             out.append(ConfigProblem(config.file, f"{config.path}.line",
                                      f"no [[rs485]] line named {config.params['line']!r}; "
                                      + (f"known: {', '.join(names)}" if names else
@@ -580,8 +533,9 @@ class ModbusRtuMeter(ModbusMeter):
     def timeout_s(self) -> float:
         t = self.p["timeout_ms"]
         if not t:
-            cfg = line_config(self.site, self.p["line"]) or {}
-            t = cfg.get("timeout_ms", 200.0)
+            cfg = line_config(self.site, self.p["line"])
+            assert cfg is not None  # checked with the site (check())
+            t = cfg["timeout_ms"]
         return t / 1e3
 
     def make_link(self, ctx: DriverContext) -> RtuLine:
@@ -590,33 +544,3 @@ class ModbusRtuMeter(ModbusMeter):
     def release_link(self) -> None:
         if self.link is not None:
             self.link.release()
-
-
-def line_config(site: SiteConfig, name: str) -> Mapping[str, Any] | None:
-    for entry in site.sections.get("rs485", ()):
-        if entry.get("name") == name:
-            return entry
-    return None
-
-
-def shared_line(ctx: DriverContext, name: str) -> RtuLine:
-    """The one :class:`RtuLine` object for the port of [[rs485]] entry ``name``."""
-    cfg = line_config(ctx.site, name)
-    if cfg is None:
-        raise ConfigError([ConfigProblem(ctx.site.file, "rs485", f"no line named {name!r}")])
-    port = str(ctx.site.resolve(cfg["port"])) if "://" not in cfg["port"] else cfg["port"]
-    line: RtuLine = ctx.shared(f"modbus.rs485:{port}", lambda: RtuLine(cfg, port))
-    line.acquire()
-    return line
-
-
-def register_types(registry: Any) -> None:
-    """Register the Modbus driver types and their shared tables (called from builtin)."""
-    from busguard.modbus.write import ModbusWrite
-
-    registry.add_driver(ModbusTcpMeter, default=True)
-    registry.add_driver(ModbusRtuMeter)
-    registry.add_driver(ModbusWrite)
-    registry.add_section("rs485", RS485_PARAMS, many=True, keyed=True,
-                         doc="RS-485 lines shared by modbus_rtu devices")
-    registry.add_section("modbus", MODBUS_PARAMS, doc="Modbus client settings")

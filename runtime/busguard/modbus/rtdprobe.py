@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from busguard import calibration as calib
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.errors import ConfigProblem
 from busguard.image import PointSpec, Quality
-from busguard.modbus import calibration as calib
 from busguard.modbus.driver import CompiledBlock, ModbusRtuMeter
 from busguard.modbus.planner import ReadBlock
 from busguard.modbus.profiles import Profile
@@ -98,7 +98,7 @@ class ModbusRtdProbe(ModbusRtuMeter):
         super().__init__(config, site)
         self.full = {pd.name: f"{self.name}.temp_c" for pd in self.points}
 
-    def _compile(self, block: ReadBlock, cal: Mapping[str, calib.Cal]) -> CompiledBlock:
+    def _compile(self, block: ReadBlock, cal: Mapping[str, calib.Calibration]) -> CompiledBlock:
         c = super()._compile(block, cal)
         if isinstance(c, EndsBlock):
             return c

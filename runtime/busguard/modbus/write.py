@@ -28,9 +28,8 @@ from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
-from busguard.modbus import codec
+from busguard.modbus import codec, shared
 from busguard.modbus.commstats import OK, CommStats
-from busguard.modbus.driver import Gate, line_config, shared_line, stop_task
 from busguard.modbus.transport import CommError, ExceptionReply, TcpLink
 
 log = logging.getLogger("busguard.modbus")
@@ -68,7 +67,7 @@ class ModbusWrite(Driver):
             problems.append(ConfigProblem(config.file, f"{config.path}.host",
                                           "set exactly one of host (Modbus TCP) or line "
                                           "(an [[rs485]] name)"))
-        elif p["line"] and line_config(site, p["line"]) is None:
+        elif p["line"] and shared.line_config(site, p["line"]) is None:
             problems.append(ConfigProblem(config.file, f"{config.path}.line",
                                           f"no [[rs485]] line named {p['line']!r}"))
         if p["scale"] == 0:
@@ -103,7 +102,7 @@ class ModbusWrite(Driver):
         self._task: asyncio.Task | None = None
         self.ctx: DriverContext | None = None
         self.link: Any = None
-        self._gate: Gate | None = None
+        self._gate: shared.Gate | None = None
         self.down = False
 
     def consumes(self) -> tuple[str, ...]:
@@ -111,9 +110,8 @@ class ModbusWrite(Driver):
 
     def start(self, ctx: DriverContext) -> None:
         self.ctx = ctx
-        limit = (ctx.site.sections.get("modbus") or {}).get("max_concurrent") or 64
-        self._gate = ctx.shared("modbus.gate", lambda: Gate(int(limit)))
-        self.link = shared_line(ctx, self.p["line"]) if self.p["line"] else \
+        self._gate = shared.modbus_gate(ctx)
+        self.link = shared.shared_line(ctx, self.p["line"]) if self.p["line"] else \
             TcpLink(self.p["host"], self.p["port"])
         self._future = asyncio.run_coroutine_threadsafe(self._run(), ctx.loop)
 
@@ -214,18 +212,11 @@ class ModbusWrite(Driver):
 
     def stop(self) -> None:
         fut, self._future = self._future, None
-        if fut is None or self.ctx is None:
-            return
-        loop = self.ctx.loop
-        if loop.is_running():  # cancel the task and let it unwind on its loop, bounded
-            done = asyncio.run_coroutine_threadsafe(self._shutdown(fut), loop)
-            with contextlib.suppress(Exception):
-                done.result(timeout=3.0)
-        else:
-            fut.cancel()
+        if fut is not None and self.ctx is not None:
+            shared.stop_driver(fut, self.ctx.loop, self._shutdown)
 
     async def _shutdown(self, fut: concurrent.futures.Future) -> None:
-        await stop_task(self._task)
+        await shared.stop_task(self._task)
         fut.cancel()
         # the runtime applies fail-safe outputs just before it stops drivers: write the last
         # value once more (bounded) so the device is left holding it

@@ -95,25 +95,38 @@ def markdown(m: md.RegisterMap, site_name: str, site_file: str, port: int = 502)
     ]
     for area, (base, count, stride) in md.mapping_summary(m).items():
         lines.append(f"| {area} | {base} | {count} | {stride} |")
-    lines += ["", "The directory in header words 32..55 holds the same table (base, count, "
+    dir_end = md.DIRECTORY_OFFSET + md.DIRECTORY_ENTRY.words * len(md.AREAS) - 1
+    dev_word = {f.name: f.offset for f in md.DEVICE_HEADER.fields}
+    alarm_words = (f"device word {dev_word['alarms']}, alarm area word "
+                   f"{md.ALARM['alarms'].offset}, header word "
+                   f"{md.HEADER['alarm_summary'].offset}")
+    lines += ["", f"The directory in header words {md.DIRECTORY_OFFSET}..{dir_end} holds the "
+              "same table (base, count, "
               "stride per area, in this order), so a tool can find every area from the header.",
               "", "## Codes", "", "Quality: " + ", ".join(
                   f"{k} {v}" for k, v in md.QUALITY_WORDS.items()) + ".", "",
-              "Alarm bits (device word 2, alarm area word 0, header word 28):", "",
+              f"Alarm bits ({alarm_words}):", "",
               "| bit | name | meaning |", "| ---: | --- | --- |"]
     lines += [f"| {b} | {n} | {d} |" for b, n, d in md.ALARM_BITS]
-    lines += ["", "Device flags (device word 3):", "", "| bit | name | meaning |",
+    lines += ["", f"Device flags (device word {dev_word['flags']}):", "",
+              "| bit | name | meaning |",
               "| ---: | --- | --- |"]
     lines += [f"| {b} | {n} | {d} |" for b, n, d in md.DEVICE_FLAGS]
-    lines += ["", "Device block: word 0 ordinal, 1 status (worst point quality), 2 alarm "
-              "bits, 3 flags, 4 points declared, 5 address of the device's reset command "
-              "record (breakers with a shunt-trip block; 0 if none), 6..7 reserved, then the "
+    head = {"ordinal": "ordinal", "status": "status (worst point quality)",
+            "alarms": "alarm bits", "flags": "flags", "points": "points declared",
+            "reset_command": "address of the device's reset command record (breakers "
+                             "whose block declares one; 0 if none)"}
+    lines += ["", "Device block: word " + ", ".join(
+                  f"{f.offset} {head.get(f.name, f.name)}" for f in md.DEVICE_HEADER.fields)
+              + f", {md.DEVICE_HEADER.words}..{md.DEVICE_HEADER_WORDS - 1} reserved, then the "
               "point records of the "
               "kind's standard quantities in a fixed order (an undeclared quantity reads NaN, "
               "quality 3).", "",
-              "Command records: words 0-1 float32, words 2-3 the same value as uint32 (use it "
+              f"Command records: words {_span(md.COMMAND['value'])} float32, words "
+              f"{_span(md.COMMAND['u32'])} the same value as uint32 (use it "
               "for times in epoch seconds, which float32 cannot hold to the second). Write "
-              "either pair whole with function 16, or word 3 alone with function 6 (values up "
+              f"either pair whole with function 16, or word {md.COMMAND_LOW_WORD} alone with "
+              "function 6 (values up "
               "to 65535). Counters fire once per change: read the value, write value + 1. "
               "A value reads back after the next scan.", ""]
     lines += ["## Block layouts", "",
@@ -137,3 +150,7 @@ def markdown(m: md.RegisterMap, site_name: str, site_file: str, port: int = 502)
         lines.append(f"| {f.address} | {f.words} | {f.type} | {f.access} | `{f.name}` | "
                      f"{f.unit} | {f.description} |")
     return "\n".join(lines) + "\n"
+
+
+def _span(f: md.FieldDef) -> str:
+    return f"{f.offset}-{f.offset + f.words - 1}"

@@ -19,12 +19,19 @@ from dataclasses import dataclass
 from busguard.image import PointSpec, Snapshot
 from busguard.northbound import mapdef as md
 
-_F = struct.Struct(">f")
-_REC = struct.Struct(">fHH")
-_H = struct.Struct(">H")
-_I = struct.Struct(">I")
+_REC = struct.Struct(">" + md.POINT.format)  # one point record: value, quality, age
+_CMD = struct.Struct(">" + md.COMMAND.format)  # one command record: value, u32
+_ALARM = struct.Struct(">" + md.ALARM.format)  # one alarm record: bits, count
+_H = struct.Struct(">H")  # the device header words the hot loop packs
+_DEV_STATUS = md.DEVICE_HEADER.byte("status")
+_DEV_ALARMS = md.DEVICE_HEADER.byte("alarms")
+_DEV_FLAGS = md.DEVICE_HEADER.byte("flags")
+_FLAG_SHUNT_TRIP = md.flag_mask(md.DEVICE_FLAGS, "shunt_trip")
+_FLAG_LATCHED = md.flag_mask(md.DEVICE_FLAGS, "trip_latched")
+_FLAG_RESTORED = md.flag_mask(md.DEVICE_FLAGS, "restored")
+_FLAG_FAULTED = md.flag_mask(md.ALARM_BITS, "faulted")
 _FLOAT32_MAX = 3.4028234663852886e38
-STEP_POINTS = 128  # point records per step of Encoder.encode_steps (about 0.1 ms)
+STEP_POINTS = 128  # point records per step of Encoder.encode_steps
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class Frame:
 def frame_to_bytes(frame: Frame) -> bytes:
     """A frame for the I/O process (``[scan] io = "process"``): the snapshot's arrays as raw
     bytes plus the small parts, so the scan process only copies and the I/O process encodes
-    (encoding a 64-meter map costs about 1-2 ms; the copy, tens of microseconds)."""
+    (encoding a map costs far more than the copy; docs/benchmarks.md)."""
     snap = frame.snapshot
     return pickle.dumps((
         frame.cycle, frame.t_utc, snap.now, snap.values.tobytes(), snap.quality.tobytes(),
@@ -87,27 +94,33 @@ def frame_from_bytes(data: bytes, specs: tuple[PointSpec, ...], index: Mapping[s
                  last_good_utc, retained_status, starts)
 
 
+_BIT_ACTIVE = md.flag_mask(md.ALARM_BITS, "active")
+_BIT_LATCHED = md.flag_mask(md.ALARM_BITS, "latched")
+_BIT_UNACKED = md.flag_mask(md.ALARM_BITS, "unacked")
+# Severity 0 (info) .. 4 (critical) -> its bit
+_SEVERITY_BITS = tuple(md.flag_mask(md.ALARM_BITS, n)
+                       for n in ("info", "warning", "minor", "major", "critical"))
+
+
 def alarm_bits(alarms: tuple[AlarmInfo, ...]) -> int:
     bits = 0
     for a in alarms:
-        if a.active:
-            bits |= 1
-        else:
-            bits |= 1 << 6
-        bits |= 1 << (1 + max(0, min(4, a.severity)))
+        bits |= _BIT_ACTIVE if a.active else _BIT_LATCHED
+        bits |= _SEVERITY_BITS[max(0, min(4, a.severity))]
         if not a.acked:
-            bits |= 1 << 7
+            bits |= _BIT_UNACKED
     return bits
 
 
-def f32(v: float) -> float:
+def clamp_f32(v: float) -> float:
     """A double as float32 can hold it (overflow to +-inf, not an exception)."""
     if v != v or -_FLOAT32_MAX <= v <= _FLOAT32_MAX:
         return v
     return math.copysign(math.inf, v)
 
 
-def u32(v: float) -> int:
+def clamp_u32(v: float) -> int:
+    """A double as uint32 can hold it (NaN and negatives 0, saturating at 2**32 - 1)."""
     if v != v or v <= 0:
         return 0
     return int(min(v, 0xFFFFFFFF))
@@ -121,16 +134,15 @@ class Encoder:
         self.map = regmap
         self.index = dict(index)
         tpl = bytearray(2 * regmap.size)
-        _H.pack_into(tpl, 0, md.MAGIC)
-        _H.pack_into(tpl, 2, md.MAP_VERSION)
-        _H.pack_into(tpl, 40, min(0xFFFF, round(period_ms)))
+        md.HEADER.pack_into(tpl, 0, {"magic": md.MAGIC, "map_version": md.MAP_VERSION,
+                                     "scan_period_ms": min(0xFFFF, round(period_ms))})
         with contextlib.suppress(ValueError):
-            tpl[44:52] = bytes.fromhex(config_hash[:16]).ljust(8, b"\0")
+            md.HEADER.pack_into(tpl, 0, {"config_hash": bytes.fromhex(config_hash[:16])})
         for i, area in enumerate(md.AREAS):
-            off = 2 * (md.DIRECTORY_OFFSET + 3 * i)
-            _H.pack_into(tpl, off, regmap.bases.get(area, 0))
-            _H.pack_into(tpl, off + 2, regmap.counts.get(area, 0))
-            _H.pack_into(tpl, off + 4, regmap.strides.get(area, 0))
+            md.DIRECTORY_ENTRY.pack_into(
+                tpl, 2 * (md.DIRECTORY_OFFSET + md.DIRECTORY_ENTRY.words * i),
+                {"base": regmap.bases.get(area, 0), "count": regmap.counts.get(area, 0),
+                 "stride": regmap.strides.get(area, 0)})
         for label, addr in regmap.names:
             raw = label.encode("ascii", "replace")[: 2 * md.NAME_WORDS]
             tpl[2 * addr: 2 * addr + len(raw)] = raw
@@ -138,7 +150,7 @@ class Encoder:
         # Every declared point record of every device, in map order, as image indices, and
         # per device the runs of consecutive records packed by one precompiled Struct each:
         # encoding is then a few list passes over all points plus one pack per run, not a
-        # function call and a pack per point (3.3 ms -> under 1 ms for 64 meters).
+        # function call and a pack per point (docs/benchmarks.md, "Figures behind the code").
         self.point_idx: list[int] = []
         # per device: the runs (byte offset, from, to, Struct) with from/to in point_idx
         self.dev_runs: list[list[tuple[int, int, int, struct.Struct]]] = []
@@ -156,20 +168,19 @@ class Encoder:
                 elif run_start is not None:
                     k = len(self.point_idx) - run_start
                     runs.append((run_off, run_start, len(self.point_idx),
-                                 struct.Struct(">" + "fHH" * k)))
+                                 struct.Struct(">" + md.POINT.format * k)))
                     run_start = None
             self.dev_runs.append(runs)
             self.dev_spans.append((first, len(self.point_idx)))
-            _H.pack_into(tpl, 2 * d.address, d.ordinal)
-            _H.pack_into(tpl, 2 * d.address + 8, len(slots))
             reset = regmap.reset_command(d.name)
-            if reset is not None:
-                _H.pack_into(tpl, 2 * d.address + 10, reset.address)
+            md.DEVICE_HEADER.pack_into(tpl, 2 * d.address, {
+                "ordinal": d.ordinal, "points": len(slots),
+                **({"reset_command": reset.address} if reset is not None else {})})
             for j, r in enumerate(d.points):  # undeclared: NaN, not connected, age max
                 if r is None:
                     a = 2 * (d.address + md.DEVICE_HEADER_WORDS + j * md.POINT_WORDS)
                     _REC.pack_into(tpl, a, math.nan, 3, md.AGE_MAX_MS)
-            self.devices.append((d, slots))
+            self.devices.append((d, slots, regmap.trip_outputs(d.name)))
         # the devices in groups of about STEP_POINTS records: one step of encode_steps each
         self.steps: list[tuple[int, int]] = []  # [from, to) in self.devices
         start, points = 0, 0
@@ -201,7 +212,7 @@ class Encoder:
         """:meth:`encode` in steps of about ``STEP_POINTS`` point records: a generator that
         yields between steps and returns the image. The I/O process's server runs it on its
         own event loop, one step per turn, so a new frame never holds a DCIM request for a
-        whole encoding (1-2 ms for 64 meters) and no other thread takes the GIL from the
+        whole encoding and no other thread takes the GIL from the
         server to encode."""
         if frame is None:
             return self.template
@@ -226,7 +237,7 @@ class Encoder:
             else:
                 age = (now - t) * 1000.0
             age = max_age if not age < max_age - 0.5 else (int(age + 0.5) if age > 0 else 0)
-            rec(buf, off, f32(v), q, age)
+            rec(buf, off, clamp_f32(v), q, age)
             return q, restored
 
         by_device: dict[str, list[AlarmInfo]] = {}
@@ -257,56 +268,56 @@ class Encoder:
             for k in range(d0, d1):
                 for off, a, b, st in self.dev_runs[k]:
                     st.pack_into(buf, off, *flat[3 * (a - lo):3 * (b - lo)])
-                d, slots = self.devices[k]
+                d, slots, trips = self.devices[k]
                 a, b = self.dev_spans[k]
                 worst = max(pq[a - lo:b - lo], default=0)
                 restored_here = sum(restored_pts[a - lo:b - lo])
                 restored_total += restored_here
                 flags = 0
-                if d.kind == "breaker":
-                    if frame.outputs.get(f"{d.name}.shunt_trip", 0.0) >= 0.5:
-                        flags |= 1
-                    if d.name in frame.latched:
-                        flags |= 2
+                for out in trips:  # the outputs the blocks declared for this breaker
+                    if frame.outputs.get(out, 0.0) >= 0.5:
+                        flags |= _FLAG_SHUNT_TRIP
+                if d.name in frame.latched:
+                    flags |= _FLAG_LATCHED
                 if restored_here:
-                    flags |= 4
+                    flags |= _FLAG_RESTORED
                 base = 2 * d.address
-                _H.pack_into(buf, base + 2, worst if slots else 3)
-                _H.pack_into(buf, base + 4, alarm_bits(tuple(by_device.get(d.name, ()))))
-                _H.pack_into(buf, base + 6, flags)
+                _H.pack_into(buf, base + _DEV_STATUS, worst if slots else 3)
+                _H.pack_into(buf, base + _DEV_ALARMS,
+                             alarm_bits(tuple(by_device.get(d.name, ()))))
+                _H.pack_into(buf, base + _DEV_FLAGS, flags)
             yield
         for off, i in self.extras:
             _q, restored = put(off, i)
             restored_total += restored
         for off, i in self.commands:
             v = vals[i]
-            _F.pack_into(buf, off, f32(v))
-            _I.pack_into(buf, off + 4, u32(v))
+            _CMD.pack_into(buf, off, clamp_f32(v), clamp_u32(v))
         for off, name, owner in self.outputs:
             v = frame.outputs.get(name, math.nan)
             q = 2 if owner in frame.faulted else (0 if frame.cycle > 0 else 1)
-            rec(buf, off, f32(v), q, 0)
+            rec(buf, off, clamp_f32(v), q, 0)
         for off, block in self.alarm_blocks:
             mine = tuple(by_block.get(block, ()))
-            bits = alarm_bits(mine) | ((1 << 8) if block in frame.faulted else 0)
-            _H.pack_into(buf, off, bits)
-            _H.pack_into(buf, off + 2, min(len(mine), 0xFFFF))
-        # header
-        _H.pack_into(buf, 4, md.RUNTIME_STATES.get(frame.state, 0))
-        _H.pack_into(buf, 6, md.ORIGIN_RESTORED if restored_total else md.ORIGIN_LIVE)
-        _H.pack_into(buf, 8, md.RETAINED_STATUS.get(frame.retained_status, 4))
-        _H.pack_into(buf, 10, min(restored_total, 0xFFFF))
-        _I.pack_into(buf, 12, frame.cycle & 0xFFFFFFFF)
-        _I.pack_into(buf, 16, frame.overruns & 0xFFFFFFFF)
+            bits = alarm_bits(mine) | (_FLAG_FAULTED if block in frame.faulted else 0)
+            _ALARM.pack_into(buf, off, bits, min(len(mine), 0xFFFF))
         p99 = vals[self.p99_index] if self.p99_index is not None else math.nan
-        _F.pack_into(buf, 20, f32(p99))
-        _I.pack_into(buf, 24, u32(t_utc - frame.started_utc))
-        _I.pack_into(buf, 28, u32(frame.last_good_utc))
-        _H.pack_into(buf, 32, min(len(frame.alarms), 0xFFFF))
-        _H.pack_into(buf, 34, min(unacked, 0xFFFF))
-        _H.pack_into(buf, 36, highest)
-        _H.pack_into(buf, 38, len(frame.faulted))
-        _H.pack_into(buf, 42, min(frame.starts, 0xFFFF))
-        _I.pack_into(buf, 52, u32(t_utc))
-        _H.pack_into(buf, 56, alarm_bits(frame.alarms) | ((1 << 8) if frame.faulted else 0))
+        md.HEADER.pack_into(buf, 0, {
+            "runtime_state": md.RUNTIME_STATES.get(frame.state, 0),
+            "data_origin": md.ORIGIN_RESTORED if restored_total else md.ORIGIN_LIVE,
+            "retained_status": md.RETAINED_STATUS.get(frame.retained_status, 4),
+            "points_restored": min(restored_total, 0xFFFF),
+            "cycle_count": frame.cycle & 0xFFFFFFFF,
+            "overruns": frame.overruns & 0xFFFFFFFF,
+            "scan_lateness_p99_ms": clamp_f32(p99),
+            "uptime_s": clamp_u32(t_utc - frame.started_utc),
+            "last_good_scan_utc": clamp_u32(frame.last_good_utc),
+            "active_alarms": min(len(frame.alarms), 0xFFFF),
+            "unacked_alarms": min(unacked, 0xFFFF),
+            "highest_severity": highest,
+            "faulted_blocks": len(frame.faulted),
+            "starts": min(frame.starts, 0xFFFF),
+            "image_utc": clamp_u32(t_utc),
+            "alarm_summary": alarm_bits(frame.alarms) | (_FLAG_FAULTED if frame.faulted
+                                                         else 0)})
         return bytes(buf)

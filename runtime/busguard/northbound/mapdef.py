@@ -27,6 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from busguard.northbound.fields import FieldDef, Record
+
+if TYPE_CHECKING:
+    from busguard.block import Block, BreakerView
 
 MAP_VERSION = 1
 MAGIC = 0x4247  # "BG"
@@ -55,14 +61,14 @@ STANDARD: dict[str, tuple[str, ...]] = {
     "breaker": ("led",),
 }
 STRIDE = {"meter": 128, "probe": 16, "breaker": 16}
-DEVICE_KINDS = ("meter", "probe", "breaker")
+MAPPED_KINDS = tuple(STANDARD)  # the device kinds with a block in the map (outputs: none)
 
 RUNTIME_STATES = {"built": 0, "running": 1, "stopping": 2, "stopped": 3}
 ORIGIN_LIVE, ORIGIN_RESTORED = 0, 1
 RETAINED_STATUS = {"loaded": 0, "none": 1, "corrupt": 2, "disabled": 3, "error": 4}
 QUALITY_WORDS = {0: "good", 1: "stale", 2: "bad", 3: "not-connected"}
 
-# alarm bitfield (device header word 2, alarm area word 0, header word 28)
+# alarm bitfield (DEVICE_HEADER "alarms", ALARM "alarms", HEADER "alarm_summary")
 ALARM_BITS = (
     (0, "active", "an alarm condition holds now"),
     (1, "info", "an info alarm is active or latched"),
@@ -74,7 +80,7 @@ ALARM_BITS = (
     (7, "unacked", "an alarm is not acknowledged yet"),
     (8, "faulted", "a block faulted (outputs forced to fail-safe)"),
 )
-# device flags (device header word 3)
+# device flags (DEVICE_HEADER "flags")
 DEVICE_FLAGS = (
     (0, "shunt_trip", "breakers: the shunt-trip output is commanding a trip"),
     (1, "trip_latched", "breakers: the trip is latched until reset ({breaker}.cmd_reset)"),
@@ -101,34 +107,78 @@ class Field:
                 "access": self.access, "area": self.area}
 
 
-# (offset, words, type, name, description, unit)
-HEADER_FIELDS: tuple[tuple[int, int, str, str, str, str], ...] = (
-    (0, 1, "uint16", "magic", "0x4247 ('BG'): this is a busguard map", ""),
-    (1, 1, "uint16", "map_version", f"layout version of this map ({MAP_VERSION})", ""),
-    (2, 1, "uint16", "runtime_state", "0 built/starting, 1 running, 2 stopping, 3 stopped", ""),
-    (3, 1, "uint16", "data_origin", "0 LIVE: every value was read since start; 1 RESTORED: "
-     "some values still come from retained state (served stale)", ""),
-    (4, 1, "uint16", "retained_status", "0 loaded, 1 no state file (cold start), 2 corrupt "
-     "file set aside, 3 retained state disabled, 4 last save failed", ""),
-    (5, 1, "uint16", "points_restored", "points still showing retained (not re-read) values",
-     ""),
-    (6, 2, "uint32", "cycle_count", "scan cycles since start", ""),
-    (8, 2, "uint32", "overruns", "scan periods missed since start", ""),
-    (10, 2, "float32", "scan_lateness_p99_ms", "99th percentile scan start lateness", "ms"),
-    (12, 2, "uint32", "uptime_s", "seconds since the runtime started", "s"),
-    (14, 2, "uint32", "last_good_scan_utc", "UTC time (epoch s) of the last scan with no "
-     "faulted block", "s"),
-    (16, 1, "uint16", "active_alarms", "alarms in the table (active or latched)", ""),
-    (17, 1, "uint16", "unacked_alarms", "alarms not acknowledged", ""),
-    (18, 1, "uint16", "highest_severity", "0 none, 1 info, 2 warning, 3 minor, 4 major, "
-     "5 critical", ""),
-    (19, 1, "uint16", "faulted_blocks", "blocks faulted (outputs forced to fail-safe)", ""),
-    (20, 1, "uint16", "scan_period_ms", "configured scan period", "ms"),
-    (21, 1, "uint16", "starts", "runtime starts recorded in the retained state", ""),
-    (22, 4, "bytes8", "config_hash", "first 8 bytes of the SHA-256 of site.toml", ""),
-    (26, 2, "uint32", "image_utc", "UTC time (epoch s) of the scan that built this image", "s"),
-    (28, 1, "bits16", "alarm_summary", "alarm bitfield over all alarms (see Alarm bits)", ""),
-)
+F = FieldDef
+# The map's fixed records, each described once: the encoder packs, the reader unpacks and the
+# documentation lists these tables (offsets in words from the record's start).
+HEADER = Record("header", (
+    F(0, "uint16", "magic", "0x4247 ('BG'): this is a busguard map"),
+    F(1, "uint16", "map_version", f"layout version of this map ({MAP_VERSION})"),
+    F(2, "uint16", "runtime_state", "0 built/starting, 1 running, 2 stopping, 3 stopped"),
+    F(3, "uint16", "data_origin", "0 LIVE: every value was read since start; 1 RESTORED: "
+      "some values still come from retained state (served stale)"),
+    F(4, "uint16", "retained_status", "0 loaded, 1 no state file (cold start), 2 corrupt "
+      "file set aside, 3 retained state disabled, 4 last save failed"),
+    F(5, "uint16", "points_restored", "points still showing retained (not re-read) values"),
+    F(6, "uint32", "cycle_count", "scan cycles since start"),
+    F(8, "uint32", "overruns", "scan periods missed since start"),
+    F(10, "float32", "scan_lateness_p99_ms", "99th percentile scan start lateness", "ms"),
+    F(12, "uint32", "uptime_s", "seconds since the runtime started", "s"),
+    F(14, "uint32", "last_good_scan_utc", "UTC time (epoch s) of the last scan with no "
+      "faulted block", "s"),
+    F(16, "uint16", "active_alarms", "alarms in the table (active or latched)"),
+    F(17, "uint16", "unacked_alarms", "alarms not acknowledged"),
+    F(18, "uint16", "highest_severity", "0 none, 1 info, 2 warning, 3 minor, 4 major, "
+      "5 critical"),
+    F(19, "uint16", "faulted_blocks", "blocks faulted (outputs forced to fail-safe)"),
+    F(20, "uint16", "scan_period_ms", "configured scan period", "ms"),
+    F(21, "uint16", "starts", "runtime starts recorded in the retained state"),
+    F(22, "bytes8", "config_hash", "first 8 bytes of the SHA-256 of site.toml"),
+    F(26, "uint32", "image_utc", "UTC time (epoch s) of the scan that built this image", "s"),
+    F(28, "bits16", "alarm_summary", "alarm bitfield over all alarms (see Alarm bits)"),
+))
+# one entry per area of AREAS, from header word DIRECTORY_OFFSET
+DIRECTORY_ENTRY = Record("directory", (
+    F(0, "uint16", "base", "first register of the {area} area"),
+    F(1, "uint16", "count", "records in the {area} area"),
+    F(2, "uint16", "stride", "words per {area} record"),
+))
+# the first DEVICE_HEADER_WORDS words of every device block (words 6..7 reserved)
+DEVICE_HEADER = Record("device header", (
+    F(0, "uint16", "ordinal", "{kind} number {ordinal} (0-based); name in the name table"),
+    F(1, "uint16", "status", "worst quality of the device's points (0 good .. 3 not "
+      "connected)"),
+    F(2, "bits16", "alarms", "alarm bitfield of the alarms naming this device"),
+    F(3, "bits16", "flags", "device flags (see Device flags)"),
+    F(4, "uint16", "points", "points the device declares in this block"),
+    F(5, "uint16", "reset_command", "address of the {reset} command record ({address})"),
+))
+# a point record (devices' standard quantities, outputs, extra points): "value" is the point
+POINT = Record("point", (
+    F(0, "float32", "value", "{note}"),
+    F(2, "uint16", "quality", "0 good, 1 stale, 2 bad, 3 not connected"),
+    F(3, "uint16", "age_ms", "age at the image's scan, saturates at 65535", "ms"),
+))
+# a command record: the same value twice; FC6 writes the u32's low word alone
+COMMAND = Record("command", (
+    F(0, "float32", "value", "{doc}; valid {range}"),
+    F(2, "uint32", "u32", "the same value as an unsigned integer (FC6 may write the low word "
+      "alone); valid {range}"),
+))
+COMMAND_LOW_WORD = COMMAND["u32"].offset + 1  # the one word function 6 may write
+ALARM = Record("alarm", (
+    F(0, "bits16", "alarms", "alarm bitfield of the block's alarms"),
+    F(1, "uint16", "alarm_count", "alarms of the block in the table"),
+))
+del F
+assert POINT.words == POINT_WORDS and COMMAND.words == COMMAND_WORDS
+assert ALARM.words == ALARM_WORDS and DEVICE_HEADER.words <= DEVICE_HEADER_WORDS
+
+
+def flag_mask(table: Sequence[tuple[int, str, str]], name: str) -> int:
+    """The bit of ``name`` in a bit table (ALARM_BITS, DEVICE_FLAGS)."""
+    return next(1 << bit for bit, n, _d in table if n == name)
+
+
 DIRECTORY_OFFSET = 32
 AREAS = ("meter", "probe", "breaker", "output", "alarm", "command", "extra", "name")
 
@@ -174,23 +224,29 @@ class RegisterMap:
     counts: dict[str, int] = field(default_factory=dict)
     strides: dict[str, int] = field(default_factory=dict)
     size: int = HEADER_WORDS
+    breakers: dict[str, list[BreakerView]] = field(default_factory=dict)
 
     # -- building --------------------------------------------------------------------------
     @classmethod
     def build(cls, points: Sequence[PointSpecLike], devices: Iterable[tuple[str, str]],
-              block_outputs: Sequence[tuple[str, Sequence[str]]]) -> RegisterMap:
+              block_outputs: Sequence[tuple[str, Sequence[str]]],
+              breakers: Iterable[BreakerView] = ()) -> RegisterMap:
         """Lay out the map.
 
         :param points: the image's point specs, in image order (name, unit, doc, command,
             minval, maxval attributes).
         :param devices: (kind, name) of every device, in site order.
         :param block_outputs: (block name, its output names), in scan order.
+        :param breakers: what the blocks declare the map shows about breakers
+            (:meth:`busguard.block.Block.map_breakers`): trip output, reset command.
         """
         m = cls()
+        for view in breakers:
+            m.breakers.setdefault(view.breaker, []).append(view)
         by_name = {p.name: p for p in points}
         placed: set[str] = set()
         addr = _align(HEADER_WORDS)
-        for kind in DEVICE_KINDS:
+        for kind in MAPPED_KINDS:
             names = [n for k, n in devices if k == kind]
             m.bases[kind], m.counts[kind], m.strides[kind] = addr, len(names), STRIDE[kind]
             for i, dev in enumerate(names):
@@ -256,11 +312,16 @@ class RegisterMap:
         return self.commands[i], off
 
     def reset_command(self, device: str) -> CommandRecord | None:
-        """The ``{device}.cmd_reset`` command record (a breaker's latched-trip reset)."""
+        """The command record that resets a breaker's latched trip, as a block declared it."""
+        names = {v.reset_command for v in self.breakers.get(device, ()) if v.reset_command}
         for c in self.commands:
-            if c.name == f"{device}.cmd_reset":
+            if c.name in names:
                 return c
         return None
+
+    def trip_outputs(self, device: str) -> tuple[str, ...]:
+        """The outputs that command a trip of breaker ``device`` (blocks' declarations)."""
+        return tuple(v.trip_output for v in self.breakers.get(device, ()))
 
     def record_of(self, point: str) -> PointRecord | None:
         for d in self.devices:
@@ -275,59 +336,48 @@ class RegisterMap:
     # -- documentation ---------------------------------------------------------------------
     def fields(self) -> list[Field]:
         """Every register group, in address order, for docs and `busguard map`."""
-        out = [Field(o, w, t, n, d, u) for o, w, t, n, d, u in HEADER_FIELDS]
+        out = [_field(f, 0) for f in HEADER.fields]
         for i, area in enumerate(AREAS):
-            a = DIRECTORY_OFFSET + 3 * i
-            out.append(Field(a, 1, "uint16", f"dir.{area}.base", f"first register of the "
-                             f"{area} area", ""))
-            out.append(Field(a + 1, 1, "uint16", f"dir.{area}.count", f"records in the {area} "
-                             f"area", ""))
-            out.append(Field(a + 2, 1, "uint16", f"dir.{area}.stride", f"words per {area} "
-                             f"record", ""))
+            base = DIRECTORY_OFFSET + DIRECTORY_ENTRY.words * i
+            out += [_field(f, base, f"dir.{area}.{f.name}", area=area)
+                    for f in DIRECTORY_ENTRY.fields]
         for d in self.devices:
-            area = d.kind
-            b = d.address
-            out.append(Field(b, 1, "uint16", f"{d.name}.ordinal", f"{d.kind} number "
-                             f"{d.ordinal} (0-based); name in the name table", "", "R", area))
-            out.append(Field(b + 1, 1, "uint16", f"{d.name}.status", "worst quality of the "
-                             "device's points (0 good .. 3 not connected)", "", "R", area))
-            out.append(Field(b + 2, 1, "bits16", f"{d.name}.alarms", "alarm bitfield of the "
-                             "alarms naming this device", "", "R", area))
-            out.append(Field(b + 3, 1, "bits16", f"{d.name}.flags", "device flags (see Device "
-                             "flags)", "", "R", area))
-            out.append(Field(b + 4, 1, "uint16", f"{d.name}.points", "points the device "
-                             "declares in this block", "", "R", area))
             reset = self.reset_command(d.name)
-            if reset is not None:
-                out.append(Field(b + 5, 1, "uint16", f"{d.name}.reset_command",
-                                 f"address of the {reset.name} command record "
-                                 f"({reset.address})", "", "R", area))
+            for f in DEVICE_HEADER.fields:
+                if f.name == "reset_command" and reset is None:
+                    continue
+                out.append(_field(f, d.address, f"{d.name}.{f.name}", "R", d.kind,
+                                  kind=d.kind, ordinal=d.ordinal,
+                                  reset=reset.name if reset else "", address=reset.address
+                                  if reset else 0))
             for j, q in enumerate(STANDARD[d.kind]):
                 if d.points[j] is not None:  # undeclared slots read NaN, quality 3
-                    out.extend(_point_fields(b + DEVICE_HEADER_WORDS + j * POINT_WORDS,
-                                             f"{d.name}.{q}", unit_of(q), area))
+                    out.extend(_point_fields(d.address + DEVICE_HEADER_WORDS + j * POINT_WORDS,
+                                             f"{d.name}.{q}", unit_of(q), d.kind))
         for r in self.outputs:
             out.extend(_point_fields(r.address, r.name, f"output of block "
                                      f"{self.output_owner[r.name]}; quality 0 computed, "
                                      f"1 not yet computed, 2 forced to fail-safe", "output"))
         for block, a in self.alarm_blocks:
-            out.append(Field(a, 1, "bits16", f"{block}.alarms", "alarm bitfield of the "
-                             "block's alarms", "", "R", "alarm"))
-            out.append(Field(a + 1, 1, "uint16", f"{block}.alarm_count", "alarms of the block "
-                             "in the table", "", "R", "alarm"))
+            out += [_field(f, a, f"{block}.{f.name}", "R", "alarm") for f in ALARM.fields]
         for c in self.commands:
             rng = f"[{_num(c.minval)}, {_num(c.maxval)}]"
-            out.append(Field(c.address, 2, "float32", c.name, f"{c.doc or 'command'}; "
-                             f"valid {rng}", "", "RW", "command"))
-            out.append(Field(c.address + 2, 2, "uint32", f"{c.name}:u32", f"the same value "
-                             f"as an unsigned integer (FC6 may write the low word alone); "
-                             f"valid {rng}", "", "RW", "command"))
+            out += [_field(f, c.address, c.name + ("" if f.name == "value" else f":{f.name}"),
+                           "RW", "command", doc=c.doc or "command", range=rng)
+                    for f in COMMAND.fields]
         for r in self.extras:  # names and units only: the doc text of a point is its owner's
             out.extend(_point_fields(r.address, r.name, r.unit, "extra"))
         for label, a in self.names:
             out.append(Field(a, NAME_WORDS, "ascii", f"name:{label}", f"name of the record "
                              f"({NAME_WORDS * 2} ASCII chars, NUL padded)", "", "R", "name"))
         return out
+
+
+def _field(f: FieldDef, base: int, name: str = "", access: str = "R", where: str = "header",
+           **fill: object) -> Field:
+    """The documentation row of field ``f`` of the record at ``base`` in area ``where``."""
+    return Field(base + f.offset, f.words, f.type, name or f.name,
+                 f.description.format(**fill) if fill else f.description, f.unit, access, where)
 
 
 class PointSpecLike:  # typing helper: the attributes RegisterMap.build reads
@@ -340,11 +390,8 @@ class PointSpecLike:  # typing helper: the attributes RegisterMap.build reads
 
 
 def _point_fields(a: int, name: str, note: str, area: str) -> list[Field]:
-    return [Field(a, 2, "float32", name, note, "", "R", area),
-            Field(a + 2, 1, "uint16", f"{name}:quality", "0 good, 1 stale, 2 bad, "
-                  "3 not connected", "", "R", area),
-            Field(a + 3, 1, "uint16", f"{name}:age_ms", "age at the image's scan, "
-                  "saturates at 65535", "ms", "R", area)]
+    return [_field(f, a, name if f.name == "value" else f"{name}:{f.name}", "R", area,
+                   note=note) for f in POINT.fields]
 
 
 def unit_of(q: str) -> str:
@@ -367,10 +414,13 @@ def _num(x: float) -> str:
 
 
 def from_runtime_parts(specs: Sequence[object], devices: Iterable[tuple[str, str]],
-                       blocks: Iterable[object]) -> RegisterMap:
-    """Build from a runtime's image specs, site devices and blocks (``name``, ``outputs()``)."""
-    outs = [(b.name, tuple(b.outputs())) for b in blocks]  # type: ignore[attr-defined]
-    return RegisterMap.build(specs, devices, outs)  # type: ignore[arg-type]
+                       blocks: Iterable[Block]) -> RegisterMap:
+    """Build from a runtime's image specs, site devices and blocks (``name``, ``outputs()``,
+    ``map_breakers()``)."""
+    blocks = list(blocks)
+    outs = [(b.name, tuple(b.outputs())) for b in blocks]
+    views = [v for b in blocks for v in b.map_breakers()]
+    return RegisterMap.build(specs, devices, outs, views)  # type: ignore[arg-type]
 
 
 def for_runtime(rt: object) -> RegisterMap:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pymodbus.constants import ExcCodes
 
-from busguard.config.params import Param, Section
+from busguard.config.params import Param, Section, Values
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.firewall import Listener
 from busguard.image import Quality
@@ -127,16 +127,16 @@ class ModbusServerPublisher(Publisher):
             log.warning("modbus_server: host %s but no `allow` list: serving 127.0.0.1 only "
                         "until the allowlist is set", self.host)
             self.host = "127.0.0.1"
-        self.tls: dict[str, Any] | None = None
+        self.tls: Values | None = None  # the validated [modbus_server.tls] table
         if p["tls"]:
             ts = Section(config.file, f"{self.section}.tls", p["tls"], problems)
-            tv = ts.read(TLS_PARAMS)
+            tv = ts.values(TLS_PARAMS)
             ts.finish()
-            if tv.get("require_client_cert") and not tv.get("ca"):
+            if tv["require_client_cert"] and not tv["ca"]:
                 ts.problem("ca", "missing: client certificates are required "
                            "(require_client_cert = true) and need the CA that signs them")
             for key in ("cert", "key", "ca"):
-                if tv.get(key) and not site.resolve(tv[key]).is_file():
+                if tv[key] and not site.resolve(tv[key]).is_file():
                     ts.problem(key, f"no such file: {site.resolve(tv[key])}")
             self.tls = tv
         if problems:
@@ -259,13 +259,12 @@ class ModbusServerPublisher(Publisher):
                           a.acked) for a in rt.alarms.alarms.values())
             latched = set()
             for b in rt.blocks:
-                br = getattr(b, "p", {}).get("breaker")
-                if br and b.name not in rt.engine.faulted:
-                    try:
-                        if b.state().get("latched"):
-                            latched.add(br)
-                    except Exception:  # a block's state() is its business; never the scan's
-                        log.debug("state() of block %s failed", b.name, exc_info=True)
+                if b.name in rt.engine.faulted:
+                    continue
+                try:  # what the block declares about its breakers (Block.breakers)
+                    latched.update(br for br, st in b.breakers().items() if st.latched)
+                except Exception:  # a block's own business; never the scan's
+                    log.debug("breakers() of block %s failed", b.name, exc_info=True)
             self._latched = frozenset(latched)
         faulted = frozenset(rt.engine.faulted) if rt.engine.faulted else _EMPTY
         if cycle and not faulted:
@@ -299,20 +298,20 @@ class ModbusServerPublisher(Publisher):
         items: list[tuple[mapdef.CommandRecord, float]] = []
         if func_code == 6:
             hit = self.map.command_at(address)
-            if hit is None or hit[1] != 3:
+            if hit is None or hit[1] != mapdef.COMMAND_LOW_WORD:
                 return ExcCodes.ILLEGAL_ADDRESS
             items.append((hit[0], float(values[0])))
         else:
             if not values or len(values) % 2:
                 return ExcCodes.ILLEGAL_ADDRESS
+            by_offset = {f.offset: f for f in mapdef.COMMAND.fields}
             for k in range(0, len(values), 2):
                 hit = self.map.command_at(address + k)
-                if hit is None or hit[1] not in (0, 2):
+                f = by_offset.get(hit[1]) if hit is not None else None
+                if hit is None or f is None:
                     return ExcCodes.ILLEGAL_ADDRESS
-                raw = ((values[k] & 0xFFFF) << 16) | (values[k + 1] & 0xFFFF)
-                v = struct.unpack(">f", raw.to_bytes(4, "big"))[0] if hit[1] == 0 \
-                    else float(raw)
-                items.append((hit[0], v))
+                raw = struct.pack(">HH", values[k] & 0xFFFF, values[k + 1] & 0xFFFF)
+                items.append((hit[0], float(f.struct.unpack(raw)[0])))
         for rec, v in items:
             if not math.isfinite(v) or v < rec.minval or v > rec.maxval:
                 log.warning("northbound: refused write from %s: %s = %r outside [%g, %g]",
@@ -337,8 +336,8 @@ class _RemoteImage:
     of this process. Both were the tail of the DCIM's request latency: a request that came
     while a frame was being encoded waited for the whole encoding under a lock, and the
     receiving thread encoding it took the GIL from the server thread for up to a switch
-    interval at a time (``busguard bench --only northbound``: request p99 at 16 clients
-    4.5 ms with a frame every 10 ms, 1.6 ms with one a second, before this; docs/benchmarks.md).
+    interval at a time (``busguard bench --only northbound``; docs/benchmarks.md, "Figures
+    behind the code").
     A newer frame that comes during an encoding waits for it; one that comes after replaces
     it; the image served is at most one encoding behind the newest frame."""
 

@@ -22,14 +22,6 @@ RETAINED = {v: k for k, v in md.RETAINED_STATUS.items()}
 SEVERITIES = ("none", "info", "warning", "minor", "major", "critical")
 
 
-def f32(words: Sequence[int]) -> float:
-    return struct.unpack(">f", struct.pack(">HH", words[0], words[1]))[0]
-
-
-def u32(words: Sequence[int]) -> int:
-    return (words[0] << 16) | words[1]
-
-
 def bits(value: int, table: Sequence[tuple[int, str, str]]) -> list[str]:
     return [name for bit, name, _d in table if value & (1 << bit)]
 
@@ -49,31 +41,42 @@ def _num(v: float) -> float | None:
 
 
 def point(words: Sequence[int]) -> dict[str, Any]:
-    return {"value": _num(f32(words[0:2])), "quality": md.QUALITY_WORDS.get(words[2], "?"),
-            "age_ms": words[3]}
+    rec = md.POINT.unpack(words)
+    return {"value": _num(rec["value"]), "quality": md.QUALITY_WORDS.get(rec["quality"], "?"),
+            "age_ms": rec["age_ms"]}
+
+
+# header field -> how `busguard status` shows it (the others: as read)
+_SHOW: dict[str, Callable[[Any], Any]] = {
+    "runtime_state": lambda v: STATES.get(v, str(v)),
+    "data_origin": lambda v: "RESTORED" if v == md.ORIGIN_RESTORED else "LIVE",
+    "retained_status": lambda v: RETAINED.get(v, str(v)),
+    "scan_lateness_p99_ms": _num,
+    "highest_severity": lambda v: SEVERITIES[v] if v < len(SEVERITIES) else str(v),
+    "config_hash": lambda v: v.hex(),
+    "alarm_summary": lambda v: bits(v, md.ALARM_BITS),
+}
 
 
 def read_header(read: ReadFn) -> dict[str, Any]:
     h = read(0, md.HEADER_WORDS)
-    if h[0] != md.MAGIC:
-        raise BusguardError(f"register 0 holds {h[0]:#06x}, not the busguard map magic "
-                            f"{md.MAGIC:#06x}: not a busguard map")
+    head = md.HEADER.unpack(h)
+    if head["magic"] != md.MAGIC:
+        raise BusguardError(f"register 0 holds {head['magic']:#06x}, not the busguard map "
+                            f"magic {md.MAGIC:#06x}: not a busguard map")
     directory = {}
+    entry = md.DIRECTORY_ENTRY
     for i, area in enumerate(md.AREAS):
-        o = md.DIRECTORY_OFFSET + 3 * i
-        directory[area] = {"base": h[o], "count": h[o + 1], "stride": h[o + 2]}
-    return {
-        "map_version": h[1], "runtime_state": STATES.get(h[2], str(h[2])),
-        "data_origin": "RESTORED" if h[3] == md.ORIGIN_RESTORED else "LIVE",
-        "retained_status": RETAINED.get(h[4], str(h[4])), "points_restored": h[5],
-        "cycle_count": u32(h[6:8]), "overruns": u32(h[8:10]),
-        "scan_lateness_p99_ms": _num(f32(h[10:12])), "uptime_s": u32(h[12:14]),
-        "last_good_scan_utc": u32(h[14:16]), "active_alarms": h[16], "unacked_alarms": h[17],
-        "highest_severity": SEVERITIES[h[18]] if h[18] < len(SEVERITIES) else str(h[18]),
-        "faulted_blocks": h[19], "scan_period_ms": h[20], "starts": h[21],
-        "config_hash": "".join(f"{w:04x}" for w in h[22:26]), "image_utc": u32(h[26:28]),
-        "alarm_summary": bits(h[28], md.ALARM_BITS), "directory": directory,
-    }
+        o = md.DIRECTORY_OFFSET + entry.words * i
+        directory[area] = entry.unpack(h[o:o + entry.words])
+    out = {f.name: _SHOW.get(f.name, _same)(head[f.name]) for f in md.HEADER.fields
+           if f.name != "magic"}
+    out["directory"] = directory
+    return out
+
+
+def _same(v: Any) -> Any:
+    return v
 
 
 def read_all(read: ReadFn) -> dict[str, Any]:
@@ -89,23 +92,24 @@ def read_all(read: ReadFn) -> dict[str, Any]:
             "ascii", "replace"))
     k = 0
     devices = []
-    for kind in md.DEVICE_KINDS:
+    for kind in md.MAPPED_KINDS:
         a = d[kind]
         used = md.DEVICE_HEADER_WORDS + md.POINT_WORDS * len(md.STANDARD[kind])
         for i in range(a["count"]):
             ws = read(a["base"] + i * a["stride"], used)
+            dh = md.DEVICE_HEADER.unpack(ws[:md.DEVICE_HEADER_WORDS])
             pts = {}
             for j, q in enumerate(md.STANDARD[kind]):
                 o = md.DEVICE_HEADER_WORDS + j * md.POINT_WORDS
                 rec = point(ws[o:o + md.POINT_WORDS])
                 if not (rec["value"] is None and rec["quality"] == "not-connected"
-                        and ws[o + 3] == md.AGE_MAX_MS):
+                        and rec["age_ms"] == md.AGE_MAX_MS):
                     pts[q] = rec
-            devices.append({"kind": kind, "name": names[k], "ordinal": ws[0],
-                            "reset_command": ws[5] or None,
-                            "status": md.QUALITY_WORDS.get(ws[1], "?"),
-                            "alarms": bits(ws[2], md.ALARM_BITS),
-                            "flags": bits(ws[3], md.DEVICE_FLAGS), "points": pts})
+            devices.append({"kind": kind, "name": names[k], "ordinal": dh["ordinal"],
+                            "reset_command": dh["reset_command"] or None,
+                            "status": md.QUALITY_WORDS.get(dh["status"], "?"),
+                            "alarms": bits(dh["alarms"], md.ALARM_BITS),
+                            "flags": bits(dh["flags"], md.DEVICE_FLAGS), "points": pts})
             k += 1
 
     def records(area: str) -> list[list[int]]:
@@ -119,11 +123,14 @@ def read_all(read: ReadFn) -> dict[str, Any]:
         k += 1
     alarms = {}
     for ws in records("alarm"):
-        alarms[names[k]] = {"bits": bits(ws[0], md.ALARM_BITS), "count": ws[1]}
+        rec = md.ALARM.unpack(ws)
+        alarms[names[k]] = {"bits": bits(rec["alarms"], md.ALARM_BITS),
+                            "count": rec["alarm_count"]}
         k += 1
     commands = {}
     for ws in records("command"):
-        commands[names[k]] = {"value": _num(f32(ws[0:2])), "u32": u32(ws[2:4])}
+        rec = md.COMMAND.unpack(ws)
+        commands[names[k]] = {"value": _num(rec["value"]), "u32": rec["u32"]}
         k += 1
     extras = {}
     for ws in records("extra"):

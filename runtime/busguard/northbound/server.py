@@ -18,16 +18,11 @@ pre-encoded image (one immutable ``bytes`` per scan, so one request never mixes 
 one ``transport.write``, from ``data_received``, without a PDU object, a task or re-encoding
 the registers. Why: through pymodbus (frame -> PDU -> ``async_getValues`` unpacking the
 slice into ints -> pymodbus packing them again -> ``pdu_send``, plus a task per burst) the
-server reached 0.35-0.45x the map reads per second of a plain pymodbus server on the same map
-(``busguard bench --only northbound``: 8.3 vs 21.1 map reads/s with 1 client, 28.8 vs 81.6
-with 16). With the fast path, the same bench (quick runs on a shared 2-vCPU box, the scan and
-the image encoding sharing the process and its GIL) gave 1.2-1.6x with 1 client, 1.4-1.5x with
-16 and 1.9-2x with 64 when the box was 65-75% busy, and 0.7-0.9x / 1.0x / 1.0-1.5x when other
-work kept it 80-98% busy: what is left in the request path is the per-scan image encoding and
-the scan thread holding the GIL. Alone (a static image, no scan) the server used 36 us of CPU
-per request at 16 clients against 218 us for plain pymodbus, the rest being the send syscall
-and the event loop. Writes, refused functions and malformed frames still go through pymodbus,
-in order with the reads (see :class:`GuardedHandler`).
+server answered well under half the map reads per second of a plain pymodbus server on the
+same map; what is left in the fast path is the per-scan image encoding and the scan thread
+holding the GIL (the measurements: docs/benchmarks.md, "Figures behind the code"). Writes,
+refused functions and malformed frames still go through pymodbus, in order with the reads
+(see :class:`GuardedHandler`).
 
 Everything runs on a dedicated event loop thread ("busguard-northbound"), apart from the
 drivers' I/O loop and the scan thread.
@@ -146,7 +141,7 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
     """One client connection: ordered answers, policy checks, rate bucket, idle tracking.
 
     It receives into one buffer per connection (:class:`busguard.recvbuf.ReceiveIntoBuffer`):
-    as a plain protocol each request could cost an mmap and a munmap of 256 KiB, about 20 us.
+    as a plain protocol each request could cost an mmap and a munmap of 256 KiB.
 
     Read requests (functions 3 and 4, a well-formed 12-byte frame) are answered in
     ``data_received`` itself from the pre-encoded image: one unpack, one slice of one

@@ -8,7 +8,7 @@ probe or breaker of the site in site.toml order (wrapped if the site has fewer).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -86,9 +86,6 @@ class Scenario:
     rs485_garbage_pct: float = 3.0
     rs485_drop_pct: float = 1.0
     extra: Any = field(default_factory=lambda: MappingProxyType({}))
-
-    def with_changes(self, **changes: Any) -> Scenario:
-        return replace(self, **changes)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (

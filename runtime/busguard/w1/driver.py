@@ -42,6 +42,7 @@ from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem, DriverError
 from busguard.image import PointSpec, ProcessImage, Quality
+from busguard.probebus import ProbeBus
 from busguard.w1.tree import FAMILIES, POWER_ON_C, split_sensor_id
 
 log = logging.getLogger("busguard.w1")
@@ -242,41 +243,23 @@ class ProbeReader:
                 "read_ms_max": round(self.read_ms_max, 3)}
 
 
-class W1Bus:
+class W1Bus(ProbeBus):
     """One worker thread reading every probe under one base folder, each on its period."""
+
+    label = "1-Wire bus"
+    thread_prefix = "busguard-w1"
 
     def __init__(self, base_dir: Path, image: ProcessImage, clock: Clock,
                  threaded: bool = True) -> None:
-        self.base_dir = Path(base_dir)
-        self.image = image
-        self.clock = clock
-        self.threaded = threaded
+        super().__init__(base_dir, image, clock, threaded)
         self.w1 = load_w1thermsensor()
         self.cls = sensor_class(self.base_dir)
         self.real_sysfs = str(self.base_dir.resolve()).startswith("/sys/")
-        self.readers: list[ProbeReader] = []
-        self.passes = 0
         self.overruns = 0
         self.pass_ms_last = 0.0
         self.pass_ms_max = 0.0
         self._warned_slow = False
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._passed = threading.Condition()
-
-    def add(self, reader: ProbeReader) -> None:
-        with self._lock:
-            self.readers.append(reader)
-
-    def remove(self, name: str) -> bool:
-        """Drop a probe; stops the thread when none is left (returns True then)."""
-        with self._lock:
-            self.readers = [r for r in self.readers if r.name != name]
-            empty = not self.readers
-        if empty:
-            self.stop()
-        return empty
 
     def poll_once(self, now: float | None = None, force: bool = False) -> float:
         """Read every due probe (all with ``force``); returns the next deadline (ticks)."""
@@ -315,29 +298,6 @@ class W1Bus:
         with self._passed:
             target = (self.passes if since is None else since) + n
             return self._passed.wait_for(lambda: self.passes >= target, timeout)
-
-    def start(self) -> None:
-        if not self.threaded or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"busguard-w1:{self.base_dir}",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=3.0)
-        self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                deadline = self.poll_once()
-            except Exception:
-                log.exception("1-Wire bus %s: poll failed", self.base_dir)
-                deadline = time.monotonic() + 1.0
-            self._stop.wait(max(0.0, deadline - time.monotonic()))
 
     def stats(self) -> dict[str, Any]:
         return {"base_dir": str(self.base_dir), "passes": self.passes,
@@ -387,8 +347,7 @@ class W1Probe(Driver):
         family, serial, _ = parse_sensor(p["sensor_id"], p["sensor_type"])
         self.reader = ProbeReader(self.name, f"{self.name}.temp_c", family, serial,
                                   config.poll_s, p["max_rise_c_per_s"], p["resolution"])
-        section = site.sections.get("onewire", {})
-        self.base_dir = site.resolve(section.get("base_dir", DEFAULT_BASE_DIR))
+        self.base_dir = site.resolve(site.sections["onewire"]["base_dir"])
         self.bus: W1Bus | None = None
 
     def start(self, ctx: DriverContext) -> None:
