@@ -64,6 +64,21 @@ def test_process_mode_reload_to_a_taken_port_is_refused_and_the_old_site_goes_on
         with connect(port) as dcim:
             assert read(dcim, 0, 1) == [mapdef.MAGIC]
         assert old_port  # the first site served too
+        # the next reload that counts removes the copy of the previous bytes
+        copy = tmp_path / ".site.toml.previous"
+        assert copy.exists()
+        path.write_text(text.replace("high = 500.0", "high = 90.0"), encoding="utf-8")
+        assert reloader.prepare() is True
+        reloader._swap()
+        current = reloader.current
+        got.clear()
+        waiter = threading.Thread(target=lambda: got.append(reloader.confirm(timeout_s=20)))
+        waiter.start()
+        scan_until(current, lambda: not waiter.is_alive(), timeout=25,
+                   what="the good reload's io process")
+        waiter.join()
+        assert got == [True] and svc.last_reload["ok"] is True
+        assert not copy.exists()
     finally:
         blocker.close()
         current.stop()

@@ -195,3 +195,21 @@ def test_sighup_with_1_mb_of_junk_keys_is_judged_outside_the_running_process(
     assert lines[-1] == f"{site}: (file): and 69950 more problems (`busguard check` lists " \
                         f"them all)"
     assert _rss_kb(proc.pid) - before_kb < 20_000
+
+
+def test_a_memory_error_of_the_parser_is_a_configuration_error(tmp_path: Path, monkeypatch):
+    """What the parser raises when the memory limit of the reload's child process (1 GiB)
+    is reached, raised here by the parser on a real file."""
+    import busguard.config.site as site_mod
+
+    site = tmp_path / "site.toml"
+    site.write_text(GOOD)
+
+    def exhausted(_text: str) -> dict:
+        raise MemoryError
+
+    monkeypatch.setattr(site_mod.tomllib, "loads", exhausted)
+    with pytest.raises(ConfigError) as err:
+        read_site_toml(site)
+    assert str(err.value) == f"{site}: (file): too large to parse in the memory available " \
+                             f"(MemoryError)"

@@ -268,6 +268,8 @@ class Reloader:
         self.reloads += 1
         self.loaded = fp
         self._running_bytes = self._pending_bytes
+        with contextlib.suppress(OSError):  # the previous site's copy: nothing runs it now
+            self._previous_copy().unlink()
         if self.service is not None:
             self.service.reload_finished(True, "reloaded", new.site.config_hash)
         log.info("reload: now running %s (config hash %s); swap took %.1f ms (no scan "
@@ -325,14 +327,18 @@ class Reloader:
         new.request_stop()
         return False
 
+    def _previous_copy(self) -> Path:
+        return self.path.parent / f".{self.path.name}.previous"
+
     def _pin_site_file(self, back: Runtime) -> None:
         """The previous site runs again while the refused file is still on disk: its I/O
         process reads a copy of the previous bytes (``.<name>.previous`` beside the site
-        file, so relative paths resolve the same), as long as that site runs."""
+        file, so relative paths resolve the same), as long as that site runs (removed by
+        the next reload that counts)."""
         if site_bytes(self.path, back.site.config_hash) is not None or \
                 self._running_bytes is None:
             return
-        copy = self.path.parent / f".{self.path.name}.previous"
+        copy = self._previous_copy()
         atomic_write(copy, self._running_bytes)
         back.io_site_file = str(copy)  # type: ignore[attr-defined]
         log.info("reload: the I/O process of the previous site reads %s (the site file now "
