@@ -84,6 +84,7 @@ install -D -m 0644 "$here/system/60-busguard-gpio.rules" "$stage/usr/lib/udev/ru
 install -D -m 0644 "$here/system/logrotate" "$stage/etc/logrotate.d/busguard"
 install -D -m 0644 "$here/etc/site.toml" "$stage/etc/busguard/site.toml"
 install -D -m 0644 "$here/etc/default-busguard" "$stage/etc/default/busguard"
+install -d -m 0755 "$stage/etc/busguard/site.d"  # drop-ins of plugin packages (configuration.md)
 install -D -m 0644 "$here/system/sysusers.conf" "$stage/usr/lib/sysusers.d/busguard.conf"
 install -D -m 0644 "$here/system/tmpfiles.conf" "$stage/usr/lib/tmpfiles.d/busguard.conf"
 doc="$stage/usr/share/doc/busguard"

@@ -21,11 +21,13 @@ import hashlib
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from busguard.config import dropins
+from busguard.config.dropins import Provenance
 from busguard.config.model import (
     PATHS_PARAMS,
     BlockConfig,
@@ -51,12 +53,16 @@ __all__ = ["PATHS_PARAMS", "BlockConfig", "DeviceConfig", "Document", "Publisher
 
 @dataclass(frozen=True)
 class Document:
-    """A site file read and parsed once: its TOML data, where it lives and its SHA-256."""
+    """A site file read and parsed once, with its drop-ins (``site.d/*.toml``) merged: its
+    TOML data, where it lives, the SHA-256 of what was read (the site file's bytes alone
+    when it has no drop-ins), the drop-in files and where each part came from."""
 
     file: str
     data: Mapping[str, Any]
     base_dir: Path
     config_hash: str
+    dropins: tuple[str, ...] = ()
+    provenance: Provenance | None = field(default=None, repr=False, compare=False)
 
 
 MAX_SITE_BYTES = 1 << 20  # 1 MiB: a site of 256 meters and their blocks is ~150 kB
@@ -129,9 +135,17 @@ def _depth(data: Any) -> tuple[int, str]:
 
 def read_document(path: str | Path) -> Document:
     """Read and parse a site file once (:func:`read_site_toml`: its size, syntax and nesting
-    checked); :func:`parse_document` validates it."""
+    checked) and merge its drop-ins (:mod:`busguard.config.dropins`, each read the same
+    way); :func:`parse_document` validates the whole."""
     data, digest = read_site_toml(path)
-    return Document(str(path), MappingProxyType(data), Path(path).resolve().parent, digest)
+    extra = dropins.read_all(path, read_site_toml)
+    if not extra:
+        return Document(str(path), MappingProxyType(data), Path(path).resolve().parent, digest)
+    merged, prov = dropins.merge(data, str(path), [(f, d) for f, d, _h in extra])
+    combined = hashlib.sha256(digest.encode() + b"".join(
+        f"\n{Path(f).name}:{h}".encode() for f, _d, h in extra)).hexdigest()
+    return Document(str(path), MappingProxyType(merged), Path(path).resolve().parent,
+                    combined, tuple(f for f, _d, _h in extra), prov)
 
 
 def load_site(path: str | Path | Document, registry: TypeRegistry) -> SiteConfig:
@@ -147,6 +161,10 @@ def parse_document(doc: Document, registry: TypeRegistry) -> SiteConfig:
     try:
         return parse_site(doc.data, registry, file=doc.file, base_dir=doc.base_dir,
                           config_hash=doc.config_hash)
+    except ConfigError as exc:
+        if doc.provenance is None:
+            raise
+        raise dropins.relabel(exc, doc.provenance) from None
     except (RecursionError, MemoryError) as exc:
         raise ConfigError([ConfigProblem(doc.file, "(file)", f"cannot be validated: "
                                          f"{type(exc).__name__}")]) from exc
