@@ -113,11 +113,6 @@ class CommHealth(Block):
         return tuple(x for m, data in self.meters.items()
                      for x in (*(f"{m}.{c}" for c in COMM), *data))
 
-    @staticmethod
-    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
-        if alarm is not None:
-            res.alarms.append(alarm)
-
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
         self.input_watch.tick(now)
@@ -161,7 +156,7 @@ class CommHealth(Block):
                     lim.update(figure, now)
                 if lim.active:
                     res.alarms.append(self._alarm(kind, m, values))
-        self._add(res, self.input_watch.alarm(lost_all, now, "comm alarms of those meters held"))
+        res.add(self.input_watch.alarm(lost_all, now, "comm alarms of those meters held"))
         return res
 
     def _alarm(self, kind: str, m: str, values: dict[str, Any]) -> AlarmCondition:

@@ -240,11 +240,6 @@ class PowerQuality(Block):
             return min(got.values()), {"values": {k: rnd(v, 2) for k, v in got.items()}}
         return max(got.values()), {"values": {k: rnd(v, 2) for k, v in got.items()}}
 
-    @staticmethod
-    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
-        if alarm is not None:
-            res.alarms.append(alarm)
-
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         self.input_watch.tick(now)
         res = BlockResult()
@@ -265,7 +260,7 @@ class PowerQuality(Block):
                 res.alarms.append(AlarmCondition(
                     check, sev, code, self._text(check, figure, limit.limit), device=meter,
                     values={**values, "figure": rnd(figure, 3), "limit": rnd(limit.limit, 3)}))
-        self._add(res, self.input_watch.alarm(
+        res.add(self.input_watch.alarm(
             lost, now, "checks go on with the good phases or hold", device=meter))
         return res
 

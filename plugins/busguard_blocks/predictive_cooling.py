@@ -113,11 +113,6 @@ class PredictiveCooling(Block):
         pct = max(p["min_job_pct"], min(100.0, kw / p["full_load_kw"] * 100.0))
         return min(pct, p["max_pct"])
 
-    @staticmethod
-    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
-        if alarm is not None:
-            res.alarms.append(alarm)
-
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
         self.input_watch.tick(now)
@@ -168,7 +163,7 @@ class PredictiveCooling(Block):
             lost = lost_inputs(inputs, (p["power_point"],))
             if lost and phase == "running":
                 bad.update(lost)
-        self._add(res, self.input_watch.alarm(bad, now, "schedule held; demand kept up"))
+        res.add(self.input_watch.alarm(bad, now, "schedule held; demand kept up"))
         res.outputs[self.out] = demand
         return res
 

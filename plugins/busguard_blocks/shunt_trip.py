@@ -251,10 +251,6 @@ class ShuntTrip(Block):
             self.latched, str(self.trip.get("code", "")) if self.latched else "")}
 
     # -- the scan ------------------------------------------------------------------------------
-    @staticmethod
-    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
-        if alarm is not None:
-            res.alarms.append(alarm)
 
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
@@ -369,7 +365,7 @@ class ShuntTrip(Block):
             self.trial = {}
         what = ("trip on input loss armed" if p["trip_on_input_loss"] else
                 "left out of the trip decision, no trip because of the loss")
-        self._add(res, self.input_watch.alarm(lost, now, what, device=p["breaker"]))
+        res.add(self.input_watch.alarm(lost, now, what, device=p["breaker"]))
         res.outputs[self.out] = 1.0 if self.latched else 0.0
         return res
 

@@ -160,11 +160,6 @@ class ThermalInterlock(Block):
             level -= 1
         return level
 
-    @staticmethod
-    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
-        if alarm is not None:
-            res.alarms.append(alarm)
-
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
         self.input_watch.tick(now)
@@ -232,7 +227,7 @@ class ThermalInterlock(Block):
         what = ("no probe left: " + ("levels held" if p["on_input_loss"] == "hold" else
                                      "trip on input loss")) if not good else \
             "judged on the remaining probes"
-        self._add(res, self.input_watch.alarm(lost, now, what))
+        res.add(self.input_watch.alarm(lost, now, what))
         res.outputs[self.ttt_out] = ttt
         if p["output"]:
             res.outputs[p["output"]] = self.out

@@ -69,11 +69,6 @@ class TransientEvents(Block):
     def inputs(self) -> tuple[str, ...]:
         return self.watch
 
-    @staticmethod
-    def _add(res: BlockResult, alarm: AlarmCondition | None) -> None:
-        if alarm is not None:
-            res.alarms.append(alarm)
-
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
         self.input_watch.tick(now)
@@ -134,7 +129,7 @@ class TransientEvents(Block):
                 f"{tr['from_a']} A to {tr['value_a']} A, peak {tr['peak_a']} A (event {ev['n']})",
                 device=tr["point"].rsplit(".", 1)[0],
                 values=self._record(ev)))
-        self._add(res, self.input_watch.alarm(lost, now, "left out of the event detection"))
+        res.add(self.input_watch.alarm(lost, now, "left out of the event detection"))
         return res
 
     @staticmethod
