@@ -251,7 +251,6 @@ class ShuntTrip(Block):
             self.latched, str(self.trip.get("code", "")) if self.latched else "")}
 
     # -- the scan ------------------------------------------------------------------------------
-
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
         snap = inputs
