@@ -14,6 +14,8 @@ from busguard.faultlog import OBSERVER_NAME as FAULTLOG_OBSERVER
 from busguard.faultlog import FaultLogObserver
 from busguard.gpio.drivers import register_types as register_gpio
 from busguard.iio.driver import register_types as register_iio
+from busguard.journal import OBSERVER_NAME as JOURNAL_OBSERVER
+from busguard.journal import JournalObserver
 from busguard.modbus.plugin import register_types as register_modbus
 from busguard.modbus.rtdprobe import ModbusRtdProbe
 from busguard.northbound.publisher import ModbusServerPublisher
@@ -40,3 +42,4 @@ def busguard_register_types(registry: TypeRegistry) -> None:
                          "real-time priority")
     registry.add_observer(FAULTLOG_OBSERVER, FaultLogObserver)  # one line per alarm edge
     registry.add_observer(RETAINED_OBSERVER, RetainedState)  # restore at startup, then save
+    registry.add_observer(JOURNAL_OBSERVER, JournalObserver)  # alarm edges, syslog priorities

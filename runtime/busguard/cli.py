@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from busguard import __version__
 from busguard.errors import BusguardError, ConfigError, UsageError
+from busguard.journal import JournalFormatter, under_journal
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if under_journal():  # systemd: the journal stamps the time; each line gets its priority
+        for h in logging.getLogger().handlers:
+            h.setFormatter(JournalFormatter("%(levelname)s %(name)s: %(message)s"))
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
