@@ -160,3 +160,19 @@ def test_a_clear_line_says_the_condition_is_over(make_runtime, tmp_path):
     cleared = next(ln for ln in lines if " cleared code=BG-TEMP-WARN " in ln)
     assert 'msg="bb1.temp_c at 72.0 C' in raised
     assert 'msg="over: bb1.temp_c at 72.0 C' in cleared
+
+
+def test_json_format_writes_one_object_per_line_with_the_same_fields(make_runtime, tmp_path):
+    """`[paths] fault_log_format = "json"`: every entry one JSON object (Loki, Vector, jq),
+    the same fields as the text line."""
+    import json as _json
+
+    text = site(BLOCKS, DEVICES).replace('fault_log = "fault.log"',
+                                          'fault_log = "fault.log"\nfault_log_format = "json"')
+    _rt, _views = run_trace(make_runtime, tmp_path, text, [NORMAL, {"bb1.temp_c": 91.0}, {}])
+    lines = (tmp_path / "fault.log").read_text().splitlines()  # stop() flushed it
+    entries = [_json.loads(ln) for ln in lines]
+    crit = next(e for e in entries if e["code"] == "0xCF" and e["device"] == "bb1")
+    assert crit["severity"] == "critical" and crit["event"] == "raised"
+    assert crit["device"] == "bb1" and crit["time"].endswith("Z")
+    assert "Thermal-Critical (0xCF)" in crit["msg"] and crit["values"]["temp_c"] == 91.0

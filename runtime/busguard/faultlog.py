@@ -69,37 +69,45 @@ def _field(value: str) -> str:
     return value if value and not any(c in value for c in ' "=') else json.dumps(value)
 
 
-def format_edge(edge: AlarmEdge) -> str:
+def _line(t_utc: float, severity: str, event: str, code: str, device: str, alarm: str,
+          msg: str, values: Any, fmt: str) -> str:
+    """One entry as the greppable text line, or (``fmt = "json"``) as one JSON object with
+    the same fields, for log shippers that parse JSON (Loki, Vector, jq)."""
+    if fmt == "json":
+        return json.dumps({"time": iso(t_utc), "severity": severity, "event": event,
+                           "code": code, "device": device, "alarm": alarm, "msg": msg,
+                           "values": values}, separators=(",", ":"), default=str)
+    vals = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return (f"{iso(t_utc)} {severity} {event} code={_field(code)} device={_field(device)} "
+            f"alarm={_field(alarm)} msg={json.dumps(msg)} values={vals}")
+
+
+def format_edge(edge: AlarmEdge, fmt: str = "text") -> str:
     """The one line for an alarm raise or clear."""
     a = edge.alarm
     c = a.condition
-    values = json.dumps(dict(c.values), sort_keys=True, separators=(",", ":"), default=str)
     # a clear quotes the condition that ended, marked as over: read alone, the bare raise
     # text ("input lost: ...") would say the opposite of what happened
     msg = c.message if edge.kind == "raised" else f"over: {c.message}"
-    return (f"{iso(edge.t_utc)} {c.severity.word} {edge.kind} code={_field(c.code)} "
-            f"device={_field(c.device or a.block)} alarm={_field(a.id)} "
-            f"msg={json.dumps(msg)} values={values}")
+    return _line(edge.t_utc, c.severity.word, edge.kind, c.code, c.device or a.block, a.id,
+                 msg, dict(c.values), fmt)
 
 
-def format_fault(t_utc: float, source: str, error: BaseException, details: dict[str, Any]
-                 ) -> str:
+def format_fault(t_utc: float, source: str, error: BaseException, details: dict[str, Any],
+                 fmt: str = "text") -> str:
     """The one line for a block or driver fault (``busguard_fault``)."""
-    text = f"{type(error).__name__}: {error}"
-    values = json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
-    return (f"{iso(t_utc)} major fault code=BG-FAULT device={_field(source)} "
-            f"alarm={_field(source + ':fault')} msg={json.dumps(text)} values={values}")
+    return _line(t_utc, "major", "fault", "BG-FAULT", source, f"{source}:fault",
+                 f"{type(error).__name__}: {error}", details, fmt)
 
 
-def format_command(t_utc: float, point: str, value: float, client: str) -> str:
+def format_command(t_utc: float, point: str, value: float, client: str,
+                   fmt: str = "text") -> str:
     """The one line for an accepted command write (``busguard_command_written``): the audit
     trail of acknowledgements and trip resets, with who wrote it and from where."""
     device = point.rsplit(".", 1)[0] if "." in point else point
-    values = json.dumps({"client": client, "point": point, "value": value}, sort_keys=True,
-                        separators=(",", ":"), default=str)
-    return (f"{iso(t_utc)} info command code=BG-CMD device={_field(device)} "
-            f"alarm={_field(point)} msg={json.dumps(f'{point} = {value:g} written by {client}')} "
-            f"values={values}")
+    return _line(t_utc, "info", "command", "BG-CMD", device, point,
+                 f"{point} = {value:g} written by {client}",
+                 {"client": client, "point": point, "value": value}, fmt)
 
 
 class FaultLog:
@@ -212,6 +220,7 @@ class FaultLogObserver:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.log = FaultLog(runtime.site.fault_log)
+        self.fmt = runtime.site.fault_log_format
 
     @hookimpl
     def busguard_startup(self, runtime: Runtime) -> None:
@@ -219,21 +228,21 @@ class FaultLogObserver:
 
     @hookimpl
     def busguard_alarm_raised(self, runtime: Runtime, edge: AlarmEdge) -> None:
-        self.log.write(format_edge(edge))
+        self.log.write(format_edge(edge, self.fmt))
 
     @hookimpl
     def busguard_alarm_cleared(self, runtime: Runtime, edge: AlarmEdge) -> None:
-        self.log.write(format_edge(edge))
+        self.log.write(format_edge(edge, self.fmt))
 
     @hookimpl
     def busguard_fault(self, runtime: Runtime, source: str, error: BaseException,
                        details: dict[str, Any]) -> None:
-        self.log.write(format_fault(runtime.clock.wall(), source, error, details))
+        self.log.write(format_fault(runtime.clock.wall(), source, error, details, self.fmt))
 
     @hookimpl
     def busguard_command_written(self, runtime: Runtime, point: str, value: float,
                                  client: str, t_utc: float) -> None:
-        self.log.write(format_command(t_utc, point, value, client))
+        self.log.write(format_command(t_utc, point, value, client, self.fmt))
 
     @hookimpl
     def busguard_shutdown(self, runtime: Runtime) -> None:

@@ -48,6 +48,9 @@ PATHS_PARAMS = {
     "state_dir": Param(str, default="var/lib/busguard", doc="retained state directory"),
     "fault_log": Param(str, default="var/log/power/distribution_fault.log",
                        doc="the greppable fault log, one line per raise and clear"),
+    "fault_log_format": Param(str, default="text", choices=("text", "json"),
+                              doc="text: the greppable line; json: one JSON object per line "
+                                  "(the same fields, for Loki, Vector or jq)"),
 }
 PLUGINS_PARAMS = {"disabled": Param(list, item=str, default=(),
                                     doc="entry-point names of plugins not to load")}
@@ -126,6 +129,7 @@ class SiteConfig:
     # the site's electrical nominals ([site]); None when the file does not say
     nominal_voltage_ll_v: float | None = None
     nominal_hz: float | None = None
+    fault_log_format: str = "text"  # [paths] fault_log_format
 
     def devices_of(self, kind: str) -> tuple[DeviceConfig, ...]:
         return tuple(d for d in self.devices if d.kind == kind)

@@ -209,7 +209,7 @@ def parse_site(data: Mapping[str, Any], registry: TypeRegistry, file: str = "sit
         sections=MappingProxyType(sections), points=(), config_hash=config_hash,
         raw=MappingProxyType(dict(data)),
         nominal_voltage_ll_v=site_vals["nominal_voltage_ll_v"],
-        nominal_hz=site_vals["nominal_hz"])
+        nominal_hz=site_vals["nominal_hz"], fault_log_format=paths["fault_log_format"])
     points = t.declared_points(site)
     t.check_references(points)
     if problems:
