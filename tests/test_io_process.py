@@ -127,7 +127,7 @@ def test_dcim_reads_the_map_from_the_io_process_and_writes_commands(split_rt):
 
 def test_a_killed_io_process_ages_its_inputs_and_is_restarted(slave, running, tmp_path,
                                                                 monkeypatch):
-    import busguard.iosupervisor as sup
+    import busguard.ioproc.supervisor as sup
 
     monkeypatch.setattr(sup, "BACKOFF_S", (0.2, 1.0))
     port = slave.serve_tcp()
@@ -250,7 +250,7 @@ def test_a_frame_sent_to_the_io_process_encodes_to_the_same_registers(make_runti
                                                                       run_scans, tmp_path):
     """The I/O process encodes what the scan process would have: same bytes, register for
     register, including NaN, huge values, qualities and alarm bits."""
-    from busguard.northbound.encode import frame_from_bytes, frame_to_bytes
+    from busguard.ioproc.frames import frame_from_bytes, frame_to_bytes
 
     text = site_text(1, str(tmp_path / "state"), io="thread").replace(
         '[[meter]]\nname = "m1"\nhost = "127.0.0.1"\nport = 1\n',
@@ -297,14 +297,14 @@ def test_an_undeliverable_frame_is_reported_once_not_per_scan(caplog):
     wmem_max) is never silently dropped: one error line per streak, naming the sizes."""
     import logging
 
-    from busguard import iolink
-    from busguard.iosupervisor import IoSupervisor
+    from busguard.ioproc import link
+    from busguard.ioproc.supervisor import IoSupervisor
 
     class Big:
         def frame_payload(self) -> bytes:
             return b"x" * (8 << 20)  # over any send buffer
 
-    ours, theirs = iolink.socket_pair()
+    ours, theirs = link.socket_pair()
     try:
         sup = IoSupervisor(None)  # type: ignore[arg-type]  # only the link is used here
         sup._sock, sup.frame_source = ours, Big()

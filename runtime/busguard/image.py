@@ -18,6 +18,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Protocol
 
 from busguard.clock import Clock
 
@@ -73,6 +74,24 @@ class PointValue:
     @property
     def good(self) -> bool:
         return self.quality is Quality.GOOD
+
+
+class ImageWriter(Protocol):
+    """What a driver may do with the image: write readings and qualities, ask whether a point
+    is declared. :class:`ProcessImage` is one; with ``[scan] io = "process"`` the I/O process's
+    drivers get :class:`busguard.ioproc.link.LinkImageWriter`, which sends the same calls over
+    the link. Drivers never read the image."""
+
+    def __contains__(self, name: object) -> bool: ...
+
+    def write(self, name: str, value: float, quality: Quality = Quality.GOOD,
+              t_mono: float | None = None, t_utc: float | None = None) -> None: ...
+
+    def write_many(self, items: Iterable[tuple[str, float, Quality]],
+                   t_mono: float | None = None, t_utc: float | None = None) -> None: ...
+
+    def set_quality(self, names: Iterable[str], quality: Quality,
+                    t_mono: float | None = None) -> None: ...
 
 
 # quality code -> code after ageing a point past its max age: GOOD becomes STALE, others stay

@@ -19,7 +19,7 @@ from busguard.errors import ConfigError, ConfigProblem, DriverError
 from busguard.gpio.backends import make_backend
 from busguard.gpio.led import LedDecoder, LedReading, LedTiming
 from busguard.gpio.service import GpioService, OutputChannel
-from busguard.image import PointSpec, ProcessImage, Quality
+from busguard.image import ImageWriter, PointSpec, Quality
 
 log = logging.getLogger("busguard.gpio")
 
@@ -134,7 +134,7 @@ class GpioBreaker(Driver):
         self.shunt_output = f"{self.name}.shunt_trip"
         self.state_point = f"{self.name}.shunt_trip_state"
         self.reading: LedReading = self.decoder.last
-        self._image: ProcessImage | None = None
+        self._image: ImageWriter | None = None
         self._service: GpioService | None = None
         self._chan: OutputChannel | None = None
         self._last_pub = -1e18
@@ -261,7 +261,7 @@ class GpioRelay(Driver):
         super().__init__(config, site)
         self.output = str(config.params["output"])
         self.state_point = f"{self.name}.state"
-        self._image: ProcessImage | None = None
+        self._image: ImageWriter | None = None
         self._service: GpioService | None = None
         self._chan: OutputChannel | None = None
 

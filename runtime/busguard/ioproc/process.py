@@ -1,20 +1,20 @@
 """The I/O process of ``[scan] io = "process"``: input drivers and the DCIM's server.
 
-Started by the scan process (:class:`busguard.iosupervisor.IoSupervisor`) as
-``python -m busguard.ioprocess SITE --fd N``, with one end of the link socket
-(:mod:`busguard.iolink`). It builds the same site the scan process runs (same file, so the same
-point layout and register map), starts the drivers that declare ``io_process_ok`` and the
-publishers that declare it, and then only moves messages: driver writes out, register images
-in. It owns no state worth keeping: the scan process holds the image, the retained state and
-the decisions, so this process can die and be restarted at any time; its inputs just age to
-stale meanwhile. It ends when the scan process closes the link (or dies) and on SIGTERM;
-it ignores SIGINT (Ctrl-C is the scan process's to handle).
+Started by the scan process (:class:`busguard.ioproc.supervisor.IoSupervisor`) as
+``python -m busguard.ioproc SITE --fd N``, with one end of the link socket
+(:mod:`busguard.ioproc.link`). It loads the same site file (checked against the scan
+process's config hash), builds only the drivers that declare ``io_process_ok`` and the
+publishers that declare it (no blocks, no runtime: the point layout and the blocks' outputs
+come from the scan process, message ``L``), starts them, and then only moves messages: driver
+writes out, frames in. It owns no state worth keeping: the scan process holds the image, the
+retained state and the decisions, so this process can die and be restarted at any time; its
+inputs just age to stale meanwhile. It ends when the scan process closes the link (or dies)
+and on SIGTERM; it ignores SIGINT (Ctrl-C is the scan process's to handle).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import logging
@@ -24,87 +24,100 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from busguard import gcpolicy, iolink
+from busguard import gcpolicy
 from busguard.clock import MonotonicClock
+from busguard.config.site import SiteConfig
 from busguard.driver import Driver, DriverContext
+from busguard.ioloop import IoLoop, stop_io
+from busguard.ioproc import STATS_EVERY_S, SWITCH_INTERVAL_S, link
+from busguard.ioproc.frames import FrameInbox, Layout
+from busguard.publisher import Publisher
 
 log = logging.getLogger("busguard.ioprocess")
-STATS_EVERY_S = 1.0
-SWITCH_INTERVAL_S = 0.0005
 FIRST_FRAME_S = 3.0
+LAYOUT_WAIT_S = 120.0  # the scan process builds the site meanwhile (a Pi: seconds)
 
 
-class RemoteFrames:
-    """The frames the scan process sends. The next one is asked for only after a client read
-    the current one (no work while nobody reads) and at most every ``refresh_s``: each new
-    frame is encoded on the server's loop, so under many clients a frame per scan would
-    cost the server more than all its requests (``[modbus_server] refresh_ms``)."""
+@dataclass
+class RemoteContext:
+    """What a publisher gets in the I/O process (:meth:`Publisher.start_remote`): the site,
+    the scan process's point layout, the image writer (command writes go to the scan
+    process), the frames the scan process sends."""
 
-    def __init__(self, sock: socket.socket, refresh_s: float = 0.0) -> None:
-        self._sock = sock
-        self._latest: bytes | None = None
-        self._asked = False
-        self._at = -1e9
-        self.refresh_s = refresh_s
-        self.received = 0
-        self.on_frame: list[Any] = []
+    site: SiteConfig
+    layout: Layout
+    image: link.LinkImageWriter
+    frames: FrameInbox
 
-    def put(self, frame: bytes) -> None:
-        self._latest = frame
-        self._asked = False
-        self._at = time.monotonic()
-        self.received += 1
-        for fn in self.on_frame:
-            fn()  # e.g. hand it to the server's loop to encode, not in a client's request
 
-    @property
-    def newest(self) -> bytes | None:
-        """The newest frame, without asking for the next one."""
-        return self._latest
-
-    def latest(self) -> bytes | None:
-        """The newest frame; asks for the next one when a client read this one and
-        ``refresh_s`` passed since it came."""
-        if not self._asked and time.monotonic() - self._at >= self.refresh_s:
-            self._asked = iolink.send(self._sock, iolink.DEMAND)
-        return self._latest
+class LinkClosed(Exception):
+    """The scan process closed the link (or ended) before we were ready."""
 
 
 class IoProcess:
     def __init__(self, site_path: str, sock: socket.socket,
                  extra: list[object] | None = None) -> None:
-        from busguard.runtime import Runtime
+        from busguard.runtime import load_site_and_types
 
         self.sock = sock
         self.clock = MonotonicClock()
-        self.rt = Runtime.from_file(site_path, clock=self.clock, extra=extra or ())
-        self.image = iolink.RemoteImage(self.rt.image.specs, self.rt.image.index, sock,
-                                        self.clock)
-        self.rt.image = self.image  # type: ignore[assignment]  # writes go to the link
-        self.drivers: list[Driver] = [d for d in self.rt.drivers if d.runs_in_io_process]
-        self.publishers = [p for p in self.rt.publishers if p.io_process_ok]
-        refresh_ms = max([float(p.config.params.get("refresh_ms", 0.0))
-                          for p in self.publishers] or [0.0])
-        self.frames = RemoteFrames(sock, refresh_ms / 1000.0)
-        self.loop = asyncio.new_event_loop()
+        _pm, registry, self.site = load_site_and_types(site_path, extra or ())
+        self.drivers: list[Driver] = [
+            drv for drv in (registry.drivers[d.kind][d.driver](d, self.site)
+                            for d in self.site.devices) if drv.runs_in_io_process]
+        self.publishers: list[Publisher] = [
+            pub for pub in (registry.publishers[name](cfg, self.site)
+                            for name, cfg in self.site.publishers.items()) if pub.io_process_ok]
+        self.frames = FrameInbox(sock)
+        self.io = IoLoop()
         self.stopping = threading.Event()
+        self.layout: Layout | None = None
+        self.image: link.LinkImageWriter | None = None
+
+    def _recv(self, timeout_s: float) -> bytes | None:
+        """One message (None: none within ``timeout_s``); LinkClosed when the peer is gone."""
+        self.sock.settimeout(max(timeout_s, 1e-3))
+        try:
+            msg = self.sock.recv(link.MAX_MESSAGE)
+        except TimeoutError:
+            return None
+        except OSError as exc:
+            raise LinkClosed(str(exc)) from exc
+        if not msg:
+            raise LinkClosed("closed")
+        return msg
+
+    def receive_layout(self, timeout_s: float = LAYOUT_WAIT_S) -> Layout:
+        """Wait for the scan process's layout (``L``, its first message) and check that it
+        describes the site this process loaded."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0 and not self.stopping.is_set():
+            msg = self._recv(min(left, 0.2))
+            if msg is not None and msg[:1] == link.LAYOUT:
+                lay = Layout.from_bytes(msg[1:])
+                if lay.config_hash != self.site.config_hash:
+                    raise RuntimeError(f"{self.site.file} changed since the scan process "
+                                       f"loaded it (config hash {self.site.config_hash[:12]}, "
+                                       f"running {lay.config_hash[:12]}); reload to apply it")
+                return lay
+        if self.stopping.is_set():
+            raise LinkClosed("told to stop")
+        raise RuntimeError(f"no layout from the scan process within {timeout_s:.0f} s")
 
     def first_frame(self, timeout_s: float = FIRST_FRAME_S) -> bool:
         """Ask for a register image and wait for it (bounded), so the first DCIM read after
         a restart already gets the restored values, not the empty template."""
-        iolink.send(self.sock, iolink.DEMAND)
+        link.send(self.sock, link.DEMAND)
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
             try:
-                msg = self.sock.recv(iolink.MAX_MESSAGE)
-            except TimeoutError:
-                break
-            if not msg:
+                msg = self._recv(left)
+            except LinkClosed:
                 return False
-            if msg[:1] == iolink.FRAME:
+            if msg is not None and msg[:1] == link.FRAME:
                 self.frames.put(msg[1:])
                 return True
         log.warning("io process: no register image from the scan process within %.1f s; "
@@ -112,24 +125,32 @@ class IoProcess:
         return True
 
     def start(self) -> dict[str, Any] | None:
-        """Start publishers and drivers; None when the scan process went away first."""
-        threading.Thread(target=self.loop.run_forever, name="busguard-io",
-                         daemon=True).start()
+        """Start publishers and drivers once the layout came; None when the scan process
+        went away first."""
+        try:
+            self.layout = self.receive_layout()
+        except LinkClosed:
+            return None
+        self.image = link.LinkImageWriter(self.layout.specs, self.layout.index, self.sock,
+                                          self.clock)
+        loop = self.io.start()
         if self.publishers and not self.first_frame():
             return None
         ready: dict[str, Any] = {"pid": os.getpid(), "drivers": [d.name for d in self.drivers],
                                  "publishers": {}}
+        rctx = RemoteContext(self.site, self.layout, self.image, self.frames)
         for pub in self.publishers:
-            pub.start_remote(self.rt, self.frames)  # type: ignore[attr-defined]
+            pub.start_remote(rctx)
             ready["publishers"][pub.section] = pub.status()
-        ctx = DriverContext(self.image, self.clock, self.loop, self.rt.site)  # type: ignore[arg-type]
+        ctx = DriverContext(self.image, self.clock, loop, self.site)
         for drv in self.drivers:
             drv.start(ctx)
         return ready
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"drivers": {}, "publishers": {},
-                               "link": {"sent": self.image.sent, "dropped": self.image.dropped,
+                               "link": {"sent": self.image.sent if self.image else 0,
+                                        "dropped": self.image.dropped if self.image else 0,
                                         "frames": self.frames.received}}
         for d in self.drivers:
             try:
@@ -146,42 +167,29 @@ class IoProcess:
     def serve(self) -> None:
         """Receive register images until the scan process closes the link or we are told
         to stop; send statistics once a second."""
-        self.sock.settimeout(0.2)
         next_stats = time.monotonic()
         while not self.stopping.is_set():
             try:
-                msg = self.sock.recv(iolink.MAX_MESSAGE)
-            except TimeoutError:
-                msg = None
-            except OSError:
+                msg = self._recv(0.2)
+            except LinkClosed:
+                log.info("io process: the scan process closed the link; stopping")
                 break
-            if msg is not None:
-                if not msg:
-                    log.info("io process: the scan process closed the link; stopping")
-                    break
-                if msg[:1] == iolink.FRAME:
-                    self.frames.put(msg[1:])
+            if msg is not None and msg[:1] == link.FRAME:
+                self.frames.put(msg[1:])
             now = time.monotonic()
             if now >= next_stats:
                 next_stats = now + STATS_EVERY_S
-                iolink.send_obj(self.sock, iolink.STATS, self.stats())
+                link.send_obj(self.sock, link.STATS, self.stats())
 
     def stop(self) -> None:
-        """Publishers first, then the link closes (the scan process waits for that: a
-        reload's next I/O process binds the same port), then the drivers."""
-        for p in self.publishers:
-            try:
-                p.stop()
-            except Exception:
-                log.exception("publisher %s failed to stop cleanly", p.section)
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        for d in self.drivers:
-            try:
-                d.stop()
-            except Exception:
-                log.exception("driver %s failed to stop cleanly", d.name)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """The one stop sequence (:func:`busguard.ioloop.stop_io`): publishers first, then
+        the link closes (the scan process waits for that: a reload's next I/O process binds
+        the same port), then the drivers and the I/O loop."""
+        def close_link() -> None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+        stop_io(self.publishers, self.drivers, self.io, between=close_link)
 
 
 def _make(spec: str) -> object:
@@ -193,7 +201,7 @@ def _make(spec: str) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m busguard.ioprocess",
+    ap = argparse.ArgumentParser(prog="python -m busguard.ioproc",
                                  description="busguard's I/O process (started by busguard run "
                                              "when [scan] io = \"process\")")
     ap.add_argument("site")
@@ -222,20 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         ready = proc.start()
     except Exception as exc:  # reported to the scan process, then exit 1
         log.exception("io process: start failed")
-        iolink.send_obj(sock, iolink.READY, {"error": f"{type(exc).__name__}: {exc}"})
+        link.send_obj(sock, link.READY, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
     if ready is None:
         log.info("io process: the scan process stopped before we started; exiting")
         proc.stop()
         return 0
     gcpolicy.settle()  # no 20 ms full collection while serving (busguard.gcpolicy)
-    iolink.send_obj(sock, iolink.READY, ready)
+    link.send_obj(sock, link.READY, ready)
     try:
         proc.serve()
     finally:
         proc.stop()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
