@@ -47,6 +47,12 @@ done
 lib="$stage/usr/lib/busguard/lib"
 "$PY" -m pip install --quiet --no-deps --no-index --no-compile --target "$lib" "$wheels"/*.whl
 rm -rf "$lib/bin"
+# `busguard bench` (bench/busguard_bench, ~2,700 lines and a C file) is a development tool, not
+# part of the unit's software: left out, and out of busguard's RECORD and top_level.txt
+# (`busguard bench` then says how to install it: pip install '.[bench]' from the source tree)
+rm -rf "$lib/busguard_bench"
+sed -i '/^busguard_bench\//d' "$lib"/busguard-*.dist-info/RECORD
+sed -i '/^busguard_bench$/d' "$lib"/busguard-*.dist-info/top_level.txt
 find "$lib" -name '__pycache__' -type d -prune -exec rm -rf {} +
 find "$lib" -name 'direct_url.json' -delete
 # modules are imported, never run: no "#!/usr/bin/env python" lines (lintian unusual-interpreter)

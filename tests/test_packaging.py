@@ -173,6 +173,19 @@ def test_deb_contents() -> None:
                p.endswith(".dist-info/entry_points.txt") for p in paths)
     assert not [p for p in paths if "__pycache__" in p or p.endswith((".so", ".pyc"))]
     assert not [p for p in paths if p.startswith("/usr/lib/busguard/lib/bin")]
+    # the bench is a development tool: neither its package nor its C file ships
+    assert not [p for p in paths if "busguard_bench" in p or p.endswith(".c")]
+
+
+@needs_deb
+def test_deb_metadata_does_not_list_the_bench(tmp_path: Path) -> None:
+    """busguard's RECORD and top_level.txt in the package name only what it holds."""
+    subprocess.run(["dpkg-deb", "-x", str(_deb()), str(tmp_path)], check=True, timeout=60)
+    lib = tmp_path / "usr/lib/busguard/lib"
+    (info,) = lib.glob("busguard-*.dist-info")
+    assert "busguard_bench" not in (info / "RECORD").read_text()
+    assert "busguard_bench" not in (info / "top_level.txt").read_text().split()
+    assert (info / "top_level.txt").read_text().split()  # busguard, busguard_blocks remain
 
 
 @needs_deb
@@ -195,3 +208,8 @@ def test_deb_tree_runs_busguard_check(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     names = {p["name"] for p in json.loads(res.stdout)["plugins"]}
     assert {"core", "blocks"} <= names  # entry points found in the vendored dist-info
+    # `busguard bench` is not shipped: it says how to get it (exit 2), it does not crash
+    res = subprocess.run([python, "-I", str(local), "bench", "--quick"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "not installed" in res.stderr and "pip install '.[bench]'" in res.stderr

@@ -22,8 +22,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from busguard.bench.procs import self_usage, serve_commands
 from busguard.modbus.profiles import Profile, load_profile
+from busguard_bench.procs import self_usage, serve_commands
 
 FUNCS = {3: "holding", 4: "input"}
 
@@ -175,7 +175,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m busguard.bench.meters")
+    ap = argparse.ArgumentParser(prog="python -m busguard_bench.meters")
     ap.add_argument("--count", type=int, default=64)
     ap.add_argument("--backend", choices=("raw", "sim"), default="sim")
     ap.add_argument("--profile", default="generic-pqm")

@@ -1,14 +1,14 @@
 """(5) Restart to serving: from the start of a ``busguard run`` process to the first
 successful read of the register map showing retained values.
 
-A site with 64 meters (served by :mod:`busguard.bench.meters` the whole time: meters do not
+A site with 64 meters (served by :mod:`busguard_bench.meters` the whole time: meters do not
 restart with the runtime) and [modbus_server] runs once to write its retained state, then is
 started N times with the real command line (``python -m busguard.cli run SITE``). From just
 before each start, a client polls the northbound port (connect, read the header and meter
 0's ``current_l1_a`` record, retry every 2 ms) until the header says the retained state is
 loaded (``retained_status`` 0) and the record holds a number; then the runtime is stopped with
 SIGTERM. Baseline: the same client against a plain pymodbus server process
-(:mod:`busguard.bench.plainserver`) started the same way.
+(:mod:`busguard_bench.plainserver`) started the same way.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from busguard.bench import northbound_map
-from busguard.bench.context import Bench
-from busguard.bench.result import INFO, Measurement, Row, below, pct
-from busguard.bench.sites import SiteSpec, add_tcp_meters
+from busguard_bench import northbound_map
+from busguard_bench.context import Bench
+from busguard_bench.result import INFO, Measurement, Row, below, pct
+from busguard_bench.sites import SiteSpec, add_tcp_meters
 
 KEYS = (("5-restart", "process start to first map read of retained values"),)
 NEEDS = ("modbus_server", "modbus_tcp")
@@ -109,7 +109,7 @@ def _run(b: Bench, io: str, judged: bool) -> Measurement:
                 raise RuntimeError(f"busguard run exited {prime.returncode} (see "
                                    f"{b.workdir / f'restart-{io}.log'})")
             bg = [_one(_runtime_cmd(site), port, rec.address, log) for _ in range(starts)]
-            plain_cmd = [sys.executable, "-m", "busguard.bench.plainserver", "--registers",
+            plain_cmd = [sys.executable, "-m", "busguard_bench.plainserver", "--registers",
                          str(regmap.size), "--port", str(port)]
             pl = [_one(plain_cmd, port, None, log) for _ in range(starts)]
         finally:

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from busguard import __version__
-from busguard.bench.context import Bench
-from busguard.bench.result import Measurement, table
-from busguard.bench.sites import parts
 from busguard.runtime import load_types
+from busguard_bench.context import Bench
+from busguard_bench.result import Measurement, table
+from busguard_bench.sites import parts
 
 MODULES = ("scan", "polling", "northbound", "io_latency", "restart")
 PART_WHO = {"modbus_tcp": "the modbus_tcp meter driver (Field I/O, issue 3)",
@@ -131,7 +131,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
     try:
         for name in selected:
             try:
-                mod = importlib.import_module(f"busguard.bench.{name}")
+                mod = importlib.import_module(f"busguard_bench.{name}")
             except ImportError as exc:
                 results.append(Measurement(name, name, error=f"cannot load: {exc}"))
                 continue

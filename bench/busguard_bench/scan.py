@@ -1,11 +1,11 @@
 """(1) Scan determinism under load and (6) the runtime's resources, from the same runs.
 
-The measured runtime (:mod:`busguard.bench.target`, one process) scans every 10 ms with one
+The measured runtime (:mod:`busguard_bench.target`, one process) scans every 10 ms with one
 threshold block per meter. Baseline: the same loop, same points and blocks, with memory
-meters and nothing else running. Load: 64 meters served by :mod:`busguard.bench.meters`
+meters and nothing else running. Load: 64 meters served by :mod:`busguard_bench.meters`
 (another process) and polled by busguard's ``modbus_tcp`` driver every 100 ms, 32 1-Wire
-probes (a file tree rewritten every second by :mod:`busguard.bench.probes`, read by the ``w1``
-driver) and 8 DCIM clients (:mod:`busguard.bench.clients`, another process) each reading the
+probes (a file tree rewritten every second by :mod:`busguard_bench.probes`, read by the ``w1``
+driver) and 8 DCIM clients (:mod:`busguard_bench.clients`, another process) each reading the
 full northbound map 10 times a second. Lateness and overruns come from the runtime's own
 :class:`busguard.stats.LatenessRecorder`; CPU and RSS from the runtime process itself.
 """
@@ -15,12 +15,13 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Any
 
-from busguard.bench import northbound_map
-from busguard.bench.context import Bench
-from busguard.bench.meters import nominal_values
-from busguard.bench.probes import sensor_ids
-from busguard.bench.result import INFO, MISS, PASS, Measurement, Row, below
-from busguard.bench.sites import (
+from busguard.modbus.profiles import load_profile
+from busguard_bench import northbound_map
+from busguard_bench.context import Bench
+from busguard_bench.meters import nominal_values
+from busguard_bench.probes import sensor_ids
+from busguard_bench.result import INFO, MISS, PASS, Measurement, Row, below
+from busguard_bench.sites import (
     METER_PROFILE,
     SiteSpec,
     add_limit_blocks,
@@ -28,7 +29,6 @@ from busguard.bench.sites import (
     add_tcp_meters,
     add_w1_probes,
 )
-from busguard.modbus.profiles import load_profile
 
 KEYS = (("1-scan", "scan determinism under load, 10 ms period"),
         ("6-resources", "runtime process resources during (1)"))

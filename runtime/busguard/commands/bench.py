@@ -1,13 +1,28 @@
-"""`busguard bench`: measure the runtime beside baselines run in the same invocation."""
+"""`busguard bench`: measure the runtime beside baselines run in the same invocation.
+
+The bench itself is the ``busguard_bench`` package (bench/busguard_bench in the source tree),
+installed with ``pip install 'busguard[bench]'`` (and by the ``test`` extra), never by the
+Debian package: without it this command says how to get it and exits 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 
-from busguard.bench import runner
-from busguard.bench.result import ERROR, MISS
+MISSING = ("busguard bench: the bench is not installed (the Debian package leaves it out). "
+           "Install busguard with it from the source tree: pip install '.[bench]' "
+           "(in a checkout: make venv, then .venv/bin/busguard bench).")
 
-LEVERS = ("--switch-interval-ms", "--fifo")
+
+def _modules() -> tuple[str, ...] | None:
+    """The measurement names, or None when the bench is not installed."""
+    if importlib.util.find_spec("busguard_bench") is None:
+        return None
+    from busguard_bench import runner
+
+    return tuple(runner.MODULES)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "wired end to end with tiny sizes in seconds; the figures mean nothing and "
                    "only a failed measurement sets the exit code")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    p.add_argument("--only", metavar="NAME", action="append", choices=runner.MODULES,
-                   help=f"run only this measurement (repeatable): "
-                        f"{', '.join(runner.MODULES)}")
+    modules = _modules()
+    p.add_argument("--only", metavar="NAME", action="append", choices=modules,
+                   help="run only this measurement (repeatable): " +
+                        (", ".join(modules) if modules else "(the bench is not installed)"))
     p.add_argument("--meters", choices=("sim", "raw"), default="sim",
                    help="meter servers for the scan and input-to-output loads: the "
                         "simulator's pymodbus servers (default) or the bench's minimal "
@@ -54,6 +70,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if _modules() is None:
+        print(MISSING, file=sys.stderr)
+        return 2
+    from busguard_bench import runner
+    from busguard_bench.result import ERROR, MISS
+
     levers: list[str] = []
     if args.switch_interval_ms:
         levers += ["--switch-interval-ms", str(args.switch_interval_ms)]
