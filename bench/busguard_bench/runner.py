@@ -37,10 +37,10 @@ PART_WHO = {"modbus_tcp": "the modbus_tcp meter driver (Field I/O, issue 3)",
 
 
 def machine() -> dict[str, Any]:
-    import pymodbus
+    from importlib.metadata import version
 
     info: dict[str, Any] = {"busguard": __version__, "python": platform.python_version(),
-                            "pymodbus": pymodbus.__version__, "kernel": platform.release(),
+                            "pymodbus": version("pymodbus"), "kernel": platform.release(),
                             "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
                             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:

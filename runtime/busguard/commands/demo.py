@@ -17,8 +17,6 @@ import json
 import logging
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -98,15 +96,10 @@ def _read_ready(proc: subprocess.Popen, timeout: float,
 def modbus_answers(host: str, port: int, address: int = 0, function: int = 3,
                    timeout: float = 1.0) -> bool:
     """One Modbus TCP read; True when the meter answers (values or an exception reply)."""
-    req = struct.pack(">HHHBBHH", 1, 0, 6, 1, function, address, 2)
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            s.sendall(req)
-            head = s.recv(9)
-    except OSError:
-        return False
-    return len(head) >= 8 and head[:2] == b"\x00\x01" and head[7] in (function, function | 0x80)
+    from busguard.modbus.tcpclient import ModbusTcpClient
+
+    with ModbusTcpClient(host, port, timeout_s=timeout) as client:
+        return client.answers(address, "holding" if function == 3 else "input")
 
 
 def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float,
