@@ -1,6 +1,6 @@
 """``[scan] io = "process"``: meters polled and the DCIM served by a second process.
 
-Real processes, a real Modbus TCP slave and real sockets on 127.0.0.1; the scan runs on the
+Real processes, the simulator's Modbus TCP meter and real sockets on 127.0.0.1; the scan runs on the
 real clock in a thread of the test. Waits are bounded polls of observable state, never sleeps
 standing in for a result.
 """
@@ -16,7 +16,7 @@ import pytest
 from busguard.image import Quality
 from busguard.northbound import mapdef
 from busguard.runtime import Runtime
-from modbus_slave import generic_values, point, serve_profile, wait_until
+from modbus_slave import generic_values, point, wait_until
 
 GEN, VALUES = generic_values()
 
@@ -65,11 +65,15 @@ def running(tmp_path):
 
 
 @pytest.fixture
-def split_rt(slave, running, tmp_path):
-    """A meter slave serving the generic profile and a runtime with io = "process" on it."""
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
-    return running(site_text(port, str(tmp_path / "state"))).rt
+def meter(modbus_meter):
+    """A simulated meter serving the generic profile."""
+    return modbus_meter(GEN, VALUES)
+
+
+@pytest.fixture
+def split_rt(meter, running, tmp_path):
+    """A runtime with io = "process" on the simulated meter."""
+    return running(site_text(meter.port, str(tmp_path / "state"))).rt
 
 
 def good(rt, name):
@@ -77,7 +81,7 @@ def good(rt, name):
     return v if q == Quality.GOOD else None
 
 
-def test_meter_values_reach_the_scan_and_the_alarm_from_the_io_process(slave, split_rt):
+def test_meter_values_reach_the_scan_and_the_alarm_from_the_io_process(meter, split_rt):
     rt = split_rt
     assert rt.io is not None and rt.io.alive() and rt.io.pid != os.getpid()
     assert rt.local_drivers() == []  # the meter is polled in the other process
@@ -87,7 +91,7 @@ def test_meter_values_reach_the_scan_and_the_alarm_from_the_io_process(slave, sp
     # the driver's statistics come over from the I/O process
     wait_until(lambda: rt.status()["drivers"]["m1"].get("polls", 0) >= 2, what="stats")
     assert not rt.alarms.alarms
-    serve_profile(slave.unit(1), GEN, {**VALUES, "current_l1_a": 612.0})
+    meter.set(current_l1_a=612.0)
     wait_until(lambda: "m1-load:limit" in rt.alarms.alarms, what="the limit alarm")
 
 
@@ -125,14 +129,12 @@ def test_dcim_reads_the_map_from_the_io_process_and_writes_commands(split_rt):
         client.close()
 
 
-def test_a_killed_io_process_ages_its_inputs_and_is_restarted(slave, running, tmp_path,
+def test_a_killed_io_process_ages_its_inputs_and_is_restarted(meter, running, tmp_path,
                                                                 monkeypatch):
     import busguard.ioproc.supervisor as sup
 
     monkeypatch.setattr(sup, "BACKOFF_S", (0.2, 1.0))
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
-    r = running(site_text(port, str(tmp_path / "state")))
+    r = running(site_text(meter.port, str(tmp_path / "state")))
     rt = r.rt
     wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="first value")
     first = rt.io.pid
@@ -158,10 +160,9 @@ def test_a_killed_io_process_ages_its_inputs_and_is_restarted(slave, running, tm
     wait_until(logged, what="both edges in the fault log")
 
 
-def test_stop_ends_the_io_process(slave, tmp_path):
-    port = slave.serve_tcp()
+def test_stop_ends_the_io_process(meter, tmp_path):
     path = tmp_path / "site.toml"
-    path.write_text(site_text(port, str(tmp_path / "state")), encoding="utf-8")
+    path.write_text(site_text(meter.port, str(tmp_path / "state")), encoding="utf-8")
     r = Running(str(path))
     proc = r.rt.io._proc
     r.stop()
@@ -169,9 +170,9 @@ def test_stop_ends_the_io_process(slave, tmp_path):
     assert not r.rt.io.alive()
 
 
-def test_thread_mode_and_the_fake_clock_keep_drivers_in_process(slave, make_runtime,
+def test_thread_mode_and_the_fake_clock_keep_drivers_in_process(meter, make_runtime,
                                                                  tmp_path):
-    port = slave.serve_tcp()
+    port = meter.port
     rt = make_runtime(site_text(port, str(tmp_path / "state")), start=True)
     assert rt.io is None and rt.local_drivers() == rt.drivers  # FakeClock: one process
     rt2 = make_runtime(site_text(port, str(tmp_path / "s2"), io="thread"))
@@ -200,13 +201,12 @@ def scan_until(rt, pred, timeout: float = 8.0, what: str = "condition"):
         rt.run(max_cycles=5)
 
 
-def test_reload_hands_over_to_a_new_io_process_on_the_same_port(slave, tmp_path):
+def test_reload_hands_over_to_a_new_io_process_on_the_same_port(meter, tmp_path):
     from pymodbus.client import ModbusTcpClient
 
     from busguard.reload import Reloader
 
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
+    port = meter.port
     import socket
 
     with socket.socket() as s:  # a free port, fixed across the reload

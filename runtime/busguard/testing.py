@@ -11,6 +11,9 @@ point, so any project that installs busguard gets them).
   ``between(rt, i)`` runs before scan ``i`` to drive inputs.
 - ``w1_tree`` and ``mock_gpio``: a 1-Wire file tree and mock GPIO lines in the tmp folder
   (see :mod:`busguard.w1.testing` and :mod:`busguard.gpio.testing`).
+- ``modbus_meter(profile, values)``: a simulated Modbus TCP meter on 127.0.0.1, the
+  simulator's own server and profile encoding, with its fault knobs
+  (:mod:`busguard.sim.testing`).
 Tests never sleep to wait for the scan: they advance the fake clock.
 """
 
@@ -26,6 +29,7 @@ from busguard.gpio.testing import mock_gpio  # noqa: F401  (fixture, re-exported
 from busguard.retained import PLUGIN_NAME as RETAINED_PLUGIN
 from busguard.runtime import Runtime
 from busguard.scan import CycleResult
+from busguard.sim.testing import modbus_meter  # noqa: F401  (fixture, re-exported)
 from busguard.w1.testing import w1_tree  # noqa: F401  (fixture, re-exported)
 
 MINIMAL_SITE = '[site]\nname = "test"\n'
