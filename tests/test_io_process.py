@@ -360,3 +360,36 @@ def test_stepped_encodings_interleaved_give_whole_images(make_runtime, run_scans
         assert done["first"] != done["second"]
     finally:
         rt.stop()
+
+
+def test_link_writes_reach_the_image_and_a_foreign_message_is_dropped(fake_clock):
+    """Driver writes cross the link as indexed records and land in the scan's image (value,
+    quality, stamps, the min/max window); a message that does not fit the layout (a point
+    index beyond it, a truncated record) is dropped and counted, never raised into the scan."""
+    from busguard.image import PointSpec, ProcessImage
+    from busguard.ioproc import link
+
+    specs = [PointSpec(f"m.p{i}", source="m") for i in range(4)]
+    image = ProcessImage(specs, fake_clock)
+    big = {f"m.p{i}": i for i in range(6)}  # another layout: two more points
+    ours, theirs = link.socket_pair()
+    try:
+        writer = link.LinkImageWriter(specs, image.index, theirs, fake_clock)
+        writer.write_many([("m.p1", 7.5, Quality.GOOD), ("m.p2", 1.0, Quality.GOOD)],
+                          t_mono=5.0, t_utc=1e9)
+        writer.write_many([("m.p1", 9.5, Quality.GOOD)], t_mono=6.0, t_utc=1e9 + 1)
+        writer.set_quality(["m.p2"], Quality.NOT_CONNECTED, t_mono=6.5)
+        foreign = link.LinkImageWriter(specs + [PointSpec("m.p4", "m"), PointSpec("m.p5", "m")],
+                                       big, theirs, fake_clock)
+        foreign.write_many([("m.p5", 3.0, Quality.GOOD)])
+        link.send(theirs, link.WRITE, b"\x00\x01")  # truncated
+        got = link.drain(ours, image)
+        assert got.bad == 2 and writer.sent == 3
+        snap = image.snapshot(7.0)
+        assert snap["m.p1"].value == 9.5 and snap["m.p1"].t_mono == 6.0
+        assert snap["m.p1"].vmin == 7.5 and snap["m.p1"].vmax == 9.5
+        assert snap["m.p2"].quality == Quality.NOT_CONNECTED and snap["m.p2"].value == 1.0
+        assert snap["m.p0"].quality == Quality.NOT_CONNECTED  # never written
+    finally:
+        ours.close()
+        theirs.close()

@@ -60,7 +60,7 @@ def run(b: Bench) -> list[Measurement]:
 
     out: list[Measurement] = []
     for k, io in enumerate(b.io_modes):
-        got, missing, details = _loaded(b, io, dur, warm, meters_n, probes_n)
+        got, missing, details = loaded(b, io, dur, warm, meters_n, probes_n)
         details["baseline"] = base
         judged = k == 0
         out.append(_scan_rows(base, got, missing, details, io, judged))
@@ -69,16 +69,21 @@ def run(b: Bench) -> list[Measurement]:
     return out
 
 
-def _loaded(b: Bench, io: str, dur: float, warm: float, meters_n: int, probes_n: int
-            ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
-    """The measured runtime under the full load, with ``[scan] io = io``."""
+def loaded(b: Bench, io: str, dur: float, warm: float, meters_n: int, probes_n: int,
+           backend: str | None = None, name: str = "", dcim_max_rps: float | None = None
+           ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """The measured runtime under the full load, with ``[scan] io = io`` (also the scale
+    curve's, :mod:`busguard_bench.scale`, at other meter counts). ``dcim_max_rps``: the DCIM
+    clients read the map less often than ``DCIM_HZ`` when that would be more requests a
+    second (the map grows with the meters)."""
+    backend = backend or b.meters_backend
     load: dict[str, Any] = {"meters": f"{meters_n} x modbus_tcp every {POLL_MS:g} ms "
-                                      f"({b.meters_backend} meter servers)", "io": io}
+                                      f"({backend} meter servers)", "io": io}
     missing = []
-    name = f"scan-load-{io}"
+    name = name or f"scan-load-{io}"
     with ExitStack() as stack:
         meters = stack.enter_context(b.child("meters", ["--count", meters_n, "--backend",
-                                                         b.meters_backend], f"{name}-meters"))
+                                                         backend], f"{name}-meters"))
         spec = _spec(dur)
         spec.io = io
         names = add_tcp_meters(spec, meters.ready["ports"], POLL_MS)
@@ -105,10 +110,14 @@ def _loaded(b: Bench, io: str, dur: float, warm: float, meters_n: int, probes_n:
             dcim = stack.enter_context(b.child(
                 "clients", ["--port", nb_port, "--blocks", northbound_map.dumps(blocks)],
                 f"{name}-dcim"))
-            dcim.request("start", mode="paced", clients=b.count(DCIM_CLIENTS), hz=DCIM_HZ)
+            clients = b.count(DCIM_CLIENTS)
+            hz = DCIM_HZ
+            if dcim_max_rps is not None:
+                hz = min(hz, dcim_max_rps / (clients * len(blocks)))
+            dcim.request("start", mode="paced", clients=clients, hz=hz)
             nregs = sum(x[2] for x in blocks)
-            load["dcim"] = (f"{b.count(DCIM_CLIENTS)} clients x full map ({nregs} registers, "
-                            f"{len(blocks)} requests) at {DCIM_HZ:g} Hz")
+            load["dcim"] = (f"{clients} clients x full map ({nregs} registers, "
+                            f"{len(blocks)} requests) at {hz:.3g} Hz")
         m0 = meters.request("stats")
         got = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
         m1 = meters.request("stats")

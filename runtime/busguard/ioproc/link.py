@@ -109,9 +109,10 @@ class LinkImageWriter:
 class Drained:
     """What one :func:`drain` found besides image writes."""
 
-    __slots__ = ("demand", "objects")
+    __slots__ = ("bad", "demand", "objects")
 
     def __init__(self) -> None:
+        self.bad = 0
         self.demand = False
         self.objects: list[tuple[bytes, Any]] = []
 
@@ -120,10 +121,13 @@ def drain(sock: socket.socket, image: ProcessImage, limit: int = 10_000) -> Drai
     """Apply every waiting message to ``image`` (the scan process, before its snapshot).
 
     Bounded by ``limit`` messages so a flood can never hold the scan; the rest waits for the
-    next cycle."""
+    next cycle. Writes are applied by point index (:meth:`ProcessImage.write_indexed`); a
+    message that does not fit the layout is dropped and counted, never raised into the scan.
+    """
     out = Drained()
-    specs = image.specs
+    n = len(image.specs)
     witem, qitem = _WITEM.iter_unpack, _QITEM.iter_unpack
+    whead, qhead = _WHEAD.size, _QHEAD.size
     for _ in range(limit):
         try:
             msg = sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
@@ -134,19 +138,23 @@ def drain(sock: socket.socket, image: ProcessImage, limit: int = 10_000) -> Drai
         if not msg:
             break  # the peer closed: the supervisor sees the process end
         kind = msg[:1]
-        if kind == WRITE:
-            _k, tm, tw = _WHEAD.unpack_from(msg)
-            image.write_many([(specs[i].name, v, Quality(q))
-                              for i, v, q in witem(msg[_WHEAD.size:])], tm, tw)
-        elif kind == QUALITY:
-            _k, tm, q = _QHEAD.unpack_from(msg)
-            image.set_quality([specs[i].name for (i,) in qitem(msg[_QHEAD.size:])],
-                              Quality(q), tm)
-        elif kind == DEMAND:
-            out.demand = True
-        elif kind in (STATS, READY):
-            try:
+        try:
+            if kind == WRITE:
+                _k, tm, tw = _WHEAD.unpack_from(msg)
+                items = list(witem(memoryview(msg)[whead:]))
+                if items and max(items)[0] >= n:
+                    raise IndexError("point index outside the layout")
+                image.write_indexed(items, tm, tw)
+            elif kind == QUALITY:
+                _k, tm, q = _QHEAD.unpack_from(msg)
+                idx = [i for (i,) in qitem(memoryview(msg)[qhead:])]
+                if idx and max(idx) >= n:
+                    raise IndexError("point index outside the layout")
+                image.set_quality_indexed(idx, q, tm)
+            elif kind == DEMAND:
+                out.demand = True
+            elif kind in (STATS, READY):
                 out.objects.append((kind, pickle.loads(msg[1:])))
-            except Exception:  # a bad message is dropped, never fatal
-                continue
+        except Exception:  # a bad message is dropped, never fatal
+            out.bad += 1
     return out

@@ -151,6 +151,7 @@ class IoSupervisor:
         self.starts = 0
         self.exits: list[int] = []
         self.frames_sent = 0
+        self.bad_messages = 0
         self._sock: Any = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._demand = False
@@ -251,6 +252,10 @@ class IoSupervisor:
         if sock is None:
             return
         got = link.drain(sock, self.rt.image)
+        if got.bad:
+            if not self.bad_messages:
+                log.error("io process: a message that does not fit the layout was dropped")
+            self.bad_messages += got.bad
         if got.demand:
             self._demand = True
         for kind, obj in got.objects:
@@ -315,5 +320,6 @@ class IoSupervisor:
     def status(self) -> dict[str, Any]:
         return {"pid": self.pid, "alive": self.alive(), "starts": self.starts,
                 "exits": list(self.exits), "frames_sent": self.frames_sent,
+                "bad_messages": self.bad_messages,
                 "ready": bool(self.ready) and "error" not in self.ready,
                 "link": self.stats.get("link", {}), "as_of": time.time()}
