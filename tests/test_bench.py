@@ -227,3 +227,28 @@ def test_compiled_client_ends_when_the_bench_process_dies(tmp_path):
         while not gone() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert gone()
+
+
+def test_scale_curve_reports_every_size_from_both_processes(tmp_path):
+    """(7) runs (1)'s load at each size of the curve with the I/O process, and reports per
+    size lateness, overruns, CPU per meter poll and the RSS of both processes (smoke sizes:
+    the figures mean nothing, the wiring does)."""
+    from busguard_bench import scale
+
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "busguard.cli", "bench", "--smoke", "--only",
+                          "scale", "--json", str(out)],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    (m,) = json.loads(out.read_text())["measurements"]
+    assert m["key"] == "7-scale" and not m["error"], m
+    sizes = list(m["details"]["sizes"])
+    assert len(sizes) == len(scale.SIZES)
+    metrics = [r["metric"] for r in m["rows"]]
+    for n in sizes:
+        for what in ("lateness p99", "overruns", "CPU per meter poll", "RSS peak, scan process",
+                     "RSS peak, I/O process"):
+            assert f"{n} meters: {what}" in metrics
+        assert m["details"]["sizes"][n]["load"]["io"] == "process"
+    rss = {r["metric"]: r["value"] for r in m["rows"] if "RSS" in r["metric"]}
+    assert all(v and v > 0 for v in rss.values()), rss  # both processes measured
