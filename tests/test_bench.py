@@ -252,3 +252,20 @@ def test_scale_curve_reports_every_size_from_both_processes(tmp_path):
         assert m["details"]["sizes"][n]["load"]["io"] == "process"
     rss = {r["metric"]: r["value"] for r in m["rows"] if "RSS" in r["metric"]}
     assert all(v and v > 0 for v in rss.values()), rss  # both processes measured
+
+
+def test_link_micro_benchmark_moves_the_same_traffic_both_ways():
+    """(8) measures both designs over the same traffic and cleans its shared memory up
+    (functional only: the figures are the bench's, never asserted here)."""
+    from pathlib import Path
+
+    from busguard_bench import link
+
+    before = set(Path("/dev/shm").glob("psm_*")) if Path("/dev/shm").is_dir() else set()
+    got = link.measure(12)
+    assert set(got) == {"messages", "shared memory"}
+    for figures in got.values():
+        assert figures["cycles"] == 12
+        assert figures["scan_p50_us"] > 0 and figures["io_p50_us"] > 0
+    after = set(Path("/dev/shm").glob("psm_*")) if Path("/dev/shm").is_dir() else set()
+    assert after <= before  # no block left behind
