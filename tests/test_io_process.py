@@ -393,3 +393,27 @@ def test_link_writes_reach_the_image_and_a_foreign_message_is_dropped(fake_clock
     finally:
         ours.close()
         theirs.close()
+
+
+def test_a_restarted_io_process_refuses_a_site_file_the_scan_does_not_run(meter, running,
+                                                                           tmp_path,
+                                                                           monkeypatch):
+    """The I/O process indexes points by the scan process's layout: one restarted after the
+    file was edited (no reload yet) must not serve another layout; it says why, the alarm
+    carries it, and the scan process goes on with its inputs stale."""
+    import busguard.ioproc.supervisor as sup
+
+    monkeypatch.setattr(sup, "BACKOFF_S", (0.2, 1.0))
+    r = running(site_text(meter.port, str(tmp_path / "state")))
+    rt = r.rt
+    wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="first value")
+    path = tmp_path / "site.toml"
+    path.write_text(path.read_text().replace("high = 500.0", "high = 90.0"), encoding="utf-8")
+    first = rt.io.pid
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: "changed since" in rt.io.ready.get("error", ""), timeout=15.0,
+               what="the restarted io process's refusal")
+    assert "reload to apply it" in rt.io.ready["error"]
+    wait_until(lambda: "io-process:down" in rt.alarms.alarms, what="the BG-IO-PROCESS alarm")
+    assert "changed since" in rt.alarms.alarms["io-process:down"].condition.message
+    assert rt.state == "running"
