@@ -42,6 +42,7 @@ from busguard.alarms import AlarmCondition, AlarmState, Severity
 from busguard.block import Block
 from busguard.config.params import Param
 from busguard.image import Quality, Snapshot
+from busguard.service import follow_scan_priority
 
 if TYPE_CHECKING:
     from busguard.runtime import Runtime
@@ -363,6 +364,7 @@ class RetainedState:
             with self._lock:
                 job, self._pending = self._pending, None
             if job is not None:
+                follow_scan_priority(self.runtime.loop.thread_id)  # busguard.service: why
                 self.save(job)
             if self._stopping:
                 return
