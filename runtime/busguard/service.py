@@ -116,9 +116,9 @@ def follow_scan_priority(scan_thread_id: int | None) -> None:
     Why: the scan thread waits for the interpreter lock whoever holds it. A helper at normal
     priority that the OS preempts while holding it (the I/O process, the DCIM's clients, any
     other process wants the CPU) keeps the real-time scan waiting for a whole time slice: at
-    256 meters a retained-state save (7,400 points) made the scans late by 5-20 ms and caused
-    the overruns of the scale curve (docs/benchmarks.md). At the lowest real-time priority
-    nothing of normal priority preempts it, and the scan, above it, still does."""
+    256 meters the retained-state saves (7,400 points) were what made scans late and overrun
+    (docs/benchmarks.md, the scale curve). At the lowest real-time priority nothing of normal
+    priority preempts it, and the scan, above it, still does."""
     if scan_thread_id is None or not hasattr(os, "sched_getscheduler"):
         return
     try:

@@ -3,8 +3,8 @@
 :class:`Layout` lets the I/O process index points exactly as the scan process does and build
 the register map without building blocks. A frame (:func:`frame_to_bytes`) is one scan's
 :class:`~busguard.northbound.encode.Frame`: the snapshot's arrays as raw bytes plus the small
-parts, so the scan process only copies (tens of microseconds) and the I/O process encodes the
-registers (about 1-2 ms for 64 meters). :class:`FrameInbox` keeps the newest frame in the I/O
+parts, so the scan process only copies and the I/O process does the encoding to registers
+(the dearer part, docs/benchmarks.md). :class:`FrameInbox` keeps the newest frame in the I/O
 process and asks for the next one only when a client read it.
 """
 
@@ -51,8 +51,8 @@ class Layout:
                    tuple((b.name, tuple(b.outputs())) for b in rt.blocks))
 
     def to_bytes(self) -> bytes:
-        """Pickled and compressed: 256 meters are 7,400 point specs, 650 kB pickled (over
-        a default ``wmem_max``), 50 kB compressed (5 ms, once per I/O process start)."""
+        """Pickled and compressed: 256 meters are 7,400 point specs, 650 kB pickled (more
+        than a default ``wmem_max`` lets one message be), 50 kB compressed; once per start."""
         return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 6)
 
     @staticmethod
