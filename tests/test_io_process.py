@@ -379,7 +379,7 @@ def test_link_writes_reach_the_image_and_a_foreign_message_is_dropped(fake_clock
                           t_mono=5.0, t_utc=1e9)
         writer.write_many([("m.p1", 9.5, Quality.GOOD)], t_mono=6.0, t_utc=1e9 + 1)
         writer.set_quality(["m.p2"], Quality.NOT_CONNECTED, t_mono=6.5)
-        foreign = link.LinkImageWriter(specs + [PointSpec("m.p4", "m"), PointSpec("m.p5", "m")],
+        foreign = link.LinkImageWriter([*specs, PointSpec("m.p4", "m"), PointSpec("m.p5", "m")],
                                        big, theirs, fake_clock)
         foreign.write_many([("m.p5", 3.0, Quality.GOOD)])
         link.send(theirs, link.WRITE, b"\x00\x01")  # truncated

@@ -32,8 +32,6 @@ from busguard.scan import CycleResult
 from busguard.sim.testing import modbus_meter  # noqa: F401  (fixture, re-exported)
 from busguard.w1.testing import w1_tree  # noqa: F401  (fixture, re-exported)
 
-MINIMAL_SITE = '[site]\nname = "test"\n'
-
 
 def run_scans(rt: Runtime, n: int,
               between: Callable[[Runtime, int], None] | None = None) -> list[CycleResult]:

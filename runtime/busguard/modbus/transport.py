@@ -440,14 +440,6 @@ class RtuLine:
         if self.users <= 0:
             self.close()
 
-    async def connect(self, timeout_s: float) -> None:
-        """Open the pool's connections now (a tool says "cannot connect" before reading);
-        the driver never needs this: a request connects when it finds none."""
-        self._ensure_pool()
-        for c in self._clients:
-            if c.transport is None:
-                await self._connect(c, timeout_s)
-
     async def request(self, op: str, unit: int, function: str, address: int,
                       count_or_values: Any, timeout_s: float,
                       gate: asyncio.Semaphore | None = None) -> tuple[list[int], float]:
