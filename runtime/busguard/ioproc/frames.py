@@ -4,24 +4,21 @@
 the register map without building blocks. A frame (:func:`frame_to_bytes`) is one scan's
 :class:`~busguard.northbound.encode.Frame`: the snapshot's arrays as raw bytes plus the small
 parts, so the scan process only copies and the I/O process does the encoding to registers
-(the dearer part, docs/benchmarks.md). :class:`FrameInbox` keeps the newest frame in the I/O
-process and asks for the next one only when a client read it.
+(the dearer part, docs/benchmarks.md). The I/O process keeps the newest one in its
+:class:`busguard.ioproc.process.FrameInbox`.
 """
 
 from __future__ import annotations
 
 import math
 import pickle
-import socket
-import time
 import zlib
 from array import array
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from busguard.image import PointSpec, Snapshot
-from busguard.ioproc import link
 from busguard.northbound.encode import AlarmInfo, Frame
 
 if TYPE_CHECKING:
@@ -91,40 +88,3 @@ def frame_from_bytes(data: bytes, specs: tuple[PointSpec, ...], index: Mapping[s
     return Frame(cycle, t_utc, snap, outputs, tuple(AlarmInfo(*a) for a in alarms),
                  frozenset(faulted), frozenset(latched), overruns, state, started_utc,
                  last_good_utc, retained_status, starts)
-
-
-class FrameInbox:
-    """The frames the scan process sends, in the I/O process. The next one is asked for only
-    after a client read the current one (no work while nobody reads) and at most every
-    ``refresh_s``: each new frame is encoded on the server's loop, so under many clients a
-    frame per scan would cost the server more than all its requests
-    (``[modbus_server] refresh_ms``)."""
-
-    def __init__(self, sock: socket.socket, refresh_s: float = 0.0) -> None:
-        self._sock = sock
-        self._latest: bytes | None = None
-        self._asked = False
-        self._at = -1e9
-        self.refresh_s = refresh_s
-        self.received = 0
-        self.on_frame: list[Callable[[], None]] = []
-
-    def put(self, frame: bytes) -> None:
-        self._latest = frame
-        self._asked = False
-        self._at = time.monotonic()
-        self.received += 1
-        for fn in self.on_frame:
-            fn()  # e.g. hand it to the server's loop to encode, not in a client's request
-
-    @property
-    def newest(self) -> bytes | None:
-        """The newest frame, without asking for the next one."""
-        return self._latest
-
-    def latest(self) -> bytes | None:
-        """The newest frame; asks for the next one when a client read this one and
-        ``refresh_s`` passed since it came."""
-        if not self._asked and time.monotonic() - self._at >= self.refresh_s:
-            self._asked = link.send(self._sock, link.DEMAND)
-        return self._latest

@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +34,49 @@ from busguard.config.site import SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.ioloop import IoLoop, stop_io
 from busguard.ioproc import STATS_EVERY_S, SWITCH_INTERVAL_S, link
-from busguard.ioproc.frames import FrameInbox, Layout
+from busguard.ioproc.frames import Layout
 from busguard.publisher import Publisher
 
 log = logging.getLogger("busguard.ioprocess")
 FIRST_FRAME_S = 3.0
 LAYOUT_WAIT_S = 120.0  # the scan process builds the site meanwhile (a Pi: seconds)
+
+
+class FrameInbox:
+    """The frames the scan process sends, in the I/O process. The next one is asked for only
+    after a client read the current one (no work while nobody reads) and at most every
+    ``refresh_s``: each new frame is encoded on the server's loop, so under many clients a
+    frame per scan would cost the server more than all its requests
+    (``[modbus_server] refresh_ms``)."""
+
+    def __init__(self, sock: socket.socket, refresh_s: float = 0.0) -> None:
+        self._sock = sock
+        self._latest: bytes | None = None
+        self._asked = False
+        self._at = -1e9
+        self.refresh_s = refresh_s
+        self.received = 0
+        self.on_frame: list[Callable[[], None]] = []
+
+    def put(self, frame: bytes) -> None:
+        self._latest = frame
+        self._asked = False
+        self._at = time.monotonic()
+        self.received += 1
+        for fn in self.on_frame:
+            fn()  # e.g. hand it to the server's loop to encode, not in a client's request
+
+    @property
+    def newest(self) -> bytes | None:
+        """The newest frame, without asking for the next one."""
+        return self._latest
+
+    def latest(self) -> bytes | None:
+        """The newest frame; asks for the next one when a client read this one and
+        ``refresh_s`` passed since it came."""
+        if not self._asked and time.monotonic() - self._at >= self.refresh_s:
+            self._asked = link.send(self._sock, link.DEMAND)
+        return self._latest
 
 
 @dataclass

@@ -19,10 +19,11 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from busguard.ioproc.frames import FrameInbox, Layout, frame_from_bytes
+from busguard.ioproc.frames import Layout, frame_from_bytes
 from busguard.northbound.encode import Encoder, Frame
 
 if TYPE_CHECKING:
+    from busguard.ioproc.process import FrameInbox
     from busguard.northbound.publisher import ModbusServerPublisher
     from busguard.northbound.server import NorthboundServer
 
