@@ -151,11 +151,14 @@ class IoProcess:
         link.send(self.sock, link.DEMAND)
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
             try:
-                msg = self._recv(left)
-            except LinkClosed:
+                msg = self.sock.recv(link.MAX_MESSAGE)
+            except TimeoutError:
+                break
+            if not msg:
                 return False
-            if msg is not None and msg[:1] == link.FRAME:
+            if msg[:1] == link.FRAME:
                 self.frames.put(msg[1:])
                 return True
         log.warning("io process: no register image from the scan process within %.1f s; "
@@ -205,15 +208,21 @@ class IoProcess:
     def serve(self) -> None:
         """Receive register images until the scan process closes the link or we are told
         to stop; send statistics once a second."""
+        self.sock.settimeout(0.2)
         next_stats = time.monotonic()
         while not self.stopping.is_set():
             try:
-                msg = self._recv(0.2)
-            except LinkClosed:
-                log.info("io process: the scan process closed the link; stopping")
+                msg = self.sock.recv(link.MAX_MESSAGE)
+            except TimeoutError:
+                msg = None
+            except OSError:
                 break
-            if msg is not None and msg[:1] == link.FRAME:
-                self.frames.put(msg[1:])
+            if msg is not None:
+                if not msg:
+                    log.info("io process: the scan process closed the link; stopping")
+                    break
+                if msg[:1] == link.FRAME:
+                    self.frames.put(msg[1:])
             now = time.monotonic()
             if now >= next_stats:
                 next_stats = now + STATS_EVERY_S
