@@ -63,7 +63,13 @@ mkdir -p "$stage/usr/share/man/man1"
 # busguard(1) from the vendored tree's own --help texts
 COLUMNS=80 PYTHONPATH="$lib" "$PY" "$here/make-manpage.py" "$stage/usr/share/man/man1/busguard.1"
 gzip -9n "$stage/usr/share/man/man1/busguard.1"
+mkdir -p "$stage/usr/share/bash-completion/completions"
+PYTHONPATH="$lib" "$PY" "$here/make-completion.py" \
+  "$stage/usr/share/bash-completion/completions/busguard"
 install -D -m 0644 "$here/systemd/busguard.service" "$stage/usr/lib/systemd/system/busguard.service"
+# shipped disabled: docs/operations.md, "Network"
+install -D -m 0644 "$here/systemd/busguard-firewall.service" \
+  "$stage/usr/lib/systemd/system/busguard-firewall.service"
 install -D -m 0644 "$here/system/60-busguard.conf" "$stage/usr/lib/sysctl.d/60-busguard.conf"
 install -D -m 0644 "$here/system/modules-load.conf" "$stage/usr/lib/modules-load.d/busguard.conf"
 install -D -m 0644 "$here/system/60-busguard-gpio.rules" "$stage/usr/lib/udev/rules.d/60-busguard-gpio.rules"

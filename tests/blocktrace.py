@@ -95,9 +95,11 @@ def run_trace(make_runtime: Callable[..., Runtime], tmp_path: Path, site: str,
 _SITES = itertools.count()
 
 
-def site(blocks: str, devices: str, period_ms: float = 100.0) -> str:
-    """A test site: ``devices`` and ``blocks`` are TOML fragments. Each site gets its own
+def site(blocks: str, devices: str, period_ms: float = 100.0,
+         nominals: str = "nominal_voltage_ll_v = 480.0\nnominal_hz = 60.0\n") -> str:
+    """A test site: ``devices`` and ``blocks`` are TOML fragments; ``nominals`` the [site]
+    electrical nominals (a 480 V, 60 Hz busway by default). Each site gets its own
     state_dir, so no trace restores what another one retained."""
-    return (f'[site]\nname = "trace"\n[scan]\nperiod_ms = {period_ms}\n'
+    return (f'[site]\nname = "trace"\n{nominals}[scan]\nperiod_ms = {period_ms}\n'
             f'[paths]\nfault_log = "fault.log"\nstate_dir = "state-{next(_SITES)}"\n'
             f'{devices}\n{blocks}\n')

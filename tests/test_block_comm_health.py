@@ -104,3 +104,39 @@ def test_stale_comm_points_hold_and_say_so(make_runtime, tmp_path):
     _rt, views = trace(make_runtime, tmp_path, rows)
     assert "ch:loss:pqm-b1" in views[-1].alarms  # held, not cleared by the silence
     assert views[-1].alarms["ch:input"]["values"]["lost"]["pqm-b1.comm_ok"] == "stale"
+
+
+def test_the_timeout_advice_follows_the_meters_bus(make_runtime, run_scans, tmp_path):
+    """errno 110 on an RS-485 meter points at the line (wiring, termination, settings), on a
+    Modbus TCP meter at the RJ45 jack and the edge switch: the seed's words for each bus."""
+    text = """
+[site]
+name = "buses"
+[[rs485]]
+name = "line-1"
+port = "/nonexistent/ttyRS485-1"
+[[meter]]
+name = "rtu-1"
+driver = "modbus_rtu"
+line = "line-1"
+unit = 3
+[[meter]]
+name = "tcp-1"
+driver = "modbus_tcp"
+host = "127.0.0.1"
+port = 1
+[[block]]
+name = "comm"
+type = "comm_health"
+delay_s = 0.0
+"""
+    rt = make_runtime(text)  # not started: the test is the only writer of the image
+    rt.image.write_many([(f"{m}.{c}", 0.0 if c == "comm_ok" else 1.0, 0)
+                         for m in ("rtu-1", "tcp-1")
+                         for c in ("comm_ok", "comm_latency_p50_ms", "comm_latency_p99_ms",
+                                   "comm_loss_pct", "comm_error_pct", "comm_poll_ms")])
+    run_scans(rt, 1)
+    msgs = {a.condition.device: a.condition.message for a in rt.alarms.active()
+            if a.condition.code == "errno 110"}
+    assert "check the RS-485 line: A/B wiring" in msgs["rtu-1"] and "RJ45" not in msgs["rtu-1"]
+    assert "check the RJ45 jack on the PIU and the edge switch" in msgs["tcp-1"]

@@ -34,9 +34,10 @@ NORMAL = {"pq.thd_v_l1_pct": 2.0, "pq.thd_v_l2_pct": 2.1, "pq.thd_v_l3_pct": 1.9
           "pq.frequency_hz": 60.0, "pq.h5_pct": 1.0}
 
 
-def trace(make_runtime, tmp_path, rows, extra=""):
+def trace(make_runtime, tmp_path, rows, extra="", **site_kw):
     return run_trace(make_runtime, tmp_path,
-                     site(BLOCK.format(extra=extra), DEVICES, period_ms=1000), [NORMAL, *rows])
+                     site(BLOCK.format(extra=extra), DEVICES, period_ms=1000, **site_kw),
+                     [NORMAL, *rows])
 
 
 # (name, extra params, rows after a normal scan, alarm key, expected active per scan)
@@ -58,11 +59,14 @@ CASES = [
      "rated_ampacity_a = 1500.0\nload_delay_s = 3.0",
      [{"pq.current_l1_a": 1250.0}, {}, {}, {}, {"pq.current_l1_a": 1100.0}],
      "pqa:load", [False, False, False, False, True, False]),
-    ("voltage above the 480 V + 5% window", "",
+    ("voltage over 5% above the 480 V nominal: a warning", "",
      [{"pq.voltage_l1_l2_v": 506.0, "pq.voltage_l2_l3_v": 505.0, "pq.voltage_l3_l1_v": 505.0},
+      {}, {}], "pqa:voltage-high-warn", [False, False, False, True]),
+    ("voltage over 10% above the nominal: the alarm alone, not the warning too", "",
+     [{"pq.voltage_l1_l2_v": 530.0, "pq.voltage_l2_l3_v": 529.0, "pq.voltage_l3_l1_v": 531.0},
       {}, {}], "pqa:voltage-high", [False, False, False, True]),
-    ("voltage below the 415 V - 5% window", "",
-     [{"pq.voltage_l1_l2_v": 391.0, "pq.voltage_l2_l3_v": 392.0, "pq.voltage_l3_l1_v": 390.0},
+    ("voltage over 10% below the nominal", "",
+     [{"pq.voltage_l1_l2_v": 425.0, "pq.voltage_l2_l3_v": 426.0, "pq.voltage_l3_l1_v": 424.0},
       {}, {}], "pqa:voltage-low", [False, False, False, True]),
     ("voltage unbalance above 2%", "",
      [{"pq.voltage_l1_l2_v": 495.0, "pq.voltage_l2_l3_v": 470.0}, {}, {}],
@@ -119,3 +123,48 @@ def test_bad_preset_is_a_config_error(make_runtime):
         make_runtime(site(BLOCK.format(extra='preset = "ieee519"'), DEVICES))
     assert "block[0].preset: got 'ieee519'; expected one of 'seed', 'ieee519-2014-lv'" \
         in str(exc.value)
+
+
+def test_voltage_bands_follow_the_site_nominal(make_runtime, tmp_path):
+    # 470 V is 2% under a 480 V busway (fine) but 13% over a 415 V one (alarm); 0.1's fixed
+    # 415-480 V window alarmed only outside 394-504 V on either
+    rows = [{"pq.voltage_l1_l2_v": 470.0, "pq.voltage_l2_l3_v": 471.0,
+             "pq.voltage_l3_l1_v": 469.0}, {}, {}]
+    _rt, on480 = trace(make_runtime, tmp_path, rows)
+    assert not {k for k in on480[-1].alarms if "voltage" in k}
+    _rt, on415 = trace(make_runtime, tmp_path, [{k: v * 415 / 480 for k, v in NORMAL.items()
+                                                 if "voltage" in k}, *rows],
+                       nominals="nominal_voltage_ll_v = 415.0\nnominal_hz = 60.0\n")
+    alarm = on415[-1].alarms["pqa:voltage-high"]
+    assert alarm["code"] == "BG-VOLTAGE-HIGH" and alarm["values"]["limit"] == 456.5
+    assert "nominal 415 V + 10%" in alarm["message"]
+
+
+def test_a_50_hz_site_does_not_alarm_at_50_hz(make_runtime, tmp_path):
+    fifty = "nominal_voltage_ll_v = 400.0\nnominal_hz = 50.0\n"
+    volts = {"pq.voltage_l1_l2_v": 400.0, "pq.voltage_l2_l3_v": 401.0,
+             "pq.voltage_l3_l1_v": 399.0}
+    _rt, views = trace(make_runtime, tmp_path, [{**volts, "pq.frequency_hz": 50.0}, {}, {},
+                                                {"pq.frequency_hz": 49.3}, {}, {}],
+                       nominals=fifty)
+    assert [bool(v.alarms) for v in views] == [False, False, False, False, False, False, True]
+    assert views[-1].alarms["pqa:frequency"]["values"]["nominal_hz"] == 50.0
+
+
+def test_a_site_without_its_nominals_fails_check_naming_the_key(make_runtime):
+    with pytest.raises(ConfigError) as exc:
+        make_runtime(site(BLOCK.format(extra=""), DEVICES, nominals=""))
+    text = str(exc.value)
+    assert "site.nominal_hz: missing; block[0] (pqa, power_quality) needs it for its " \
+           "frequency check; valid: 50 or 60" in text
+    assert "site.nominal_voltage_ll_v: missing; block[0] (pqa, power_quality) needs it" in text
+    # without the checks that need them, no nominal is needed
+    make_runtime(site(BLOCK.format(extra='checks = ["thd_v", "imbalance"]'), DEVICES,
+                      nominals=""))
+
+
+def test_a_bad_nominal_names_file_key_and_valid_values(make_runtime):
+    with pytest.raises(ConfigError) as exc:
+        make_runtime(site(BLOCK.format(extra=""), DEVICES,
+                          nominals="nominal_voltage_ll_v = 480.0\nnominal_hz = 55.0\n"))
+    assert "site.nominal_hz: got 55.0; expected one of 50.0, 60.0" in str(exc.value)

@@ -35,9 +35,9 @@ rate_window_s = 20.0
 """
 
 
-def trace(make_runtime, tmp_path, rows, extra="", **kw):
-    return run_trace(make_runtime, tmp_path,
-                     site(BLOCK.format(extra=extra), DEVICES, period_ms=1000), rows, **kw)
+def trace(make_runtime, tmp_path, rows, extra="", window=20.0, **kw):
+    block = BLOCK.format(extra=extra).replace("rate_window_s = 20.0", f"rate_window_s = {window}")
+    return run_trace(make_runtime, tmp_path, site(block, DEVICES, period_ms=1000), rows, **kw)
 
 
 def level(view):
@@ -84,7 +84,11 @@ def test_rate_of_rise_and_time_to_trip(make_runtime, tmp_path):
     # 0.2 C/s = 12 C/min from 60 C: T_inf = 60 + 900 * 0.2 = 240 C
     rows = [{"bb1.temp_c": 60 + 0.2 * i, "bb2.temp_c": 60 + 0.2 * i} for i in range(25)]
     _rt, views = trace(make_runtime, tmp_path, rows)
-    assert "th:rate" not in views[5].alarms  # window not filled yet
+    # judged from the first two readings (1 s apart here): 12 C/min less the noise floor of
+    # 0.0625 C over 1 s (3.75 C/min) is 8.25, above the 5 C/min limit
+    assert "th:rate" not in views[0].alarms and "th:rate" in views[1].alarms
+    assert views[1].alarms["th:rate"]["values"]["rate_c_per_min"] == pytest.approx(12.0)
+    assert views[1].alarms["th:rate"]["values"]["rate_noise_c_per_min"] == pytest.approx(3.75)
     last = views[-1]
     assert last.alarms["th:rate"]["values"]["rate_c_per_min"] == pytest.approx(12.0, abs=0.01)
     temp = 60 + 0.2 * 24
@@ -169,3 +173,24 @@ def test_thermal_critical_alarm_latches_until_acknowledged(make_runtime, tmp_pat
     assert trip[4] is None and "cleared th:trip 0xCF" in views[4].edges
     edges = [e for v in views for e in v.edges if "th:trip" in e]
     assert edges == ["raised th:trip 0xCF", "cleared th:trip 0xCF"]
+
+
+def test_a_fast_rise_is_seen_from_the_first_two_readings(make_runtime, tmp_path):
+    # 0.1's blind spot: ~49 C/min logged a rate of 0.0 for the first half window (30 s).
+    # With the default 60 s window readings are 2 s apart, so the second reading (2 s) gives
+    # the rate: (49/60 C/s * 2 s) / 2 s = 49 C/min, floor 0.0625 C / 2 s = 1.875 C/min.
+    rows = [{"bb1.temp_c": 40 + 49 / 60 * i, "bb2.temp_c": 40 + 49 / 60 * i} for i in range(4)]
+    _rt, views = trace(make_runtime, tmp_path, rows, extra="", window=60.0)
+    assert "th:rate" not in views[1].alarms  # one reading so far (2 s apart)
+    rate = views[2].alarms["th:rate"]["values"]
+    assert rate["rate_c_per_min"] == pytest.approx(49.0, abs=0.01)
+    assert rate["rate_noise_c_per_min"] == pytest.approx(1.875, abs=0.005)  # rounded
+
+
+def test_one_quantisation_step_is_not_a_rise(make_runtime, tmp_path):
+    # a DS18B20 flicking by one LSB (0.0625 C) between two readings 2 s apart "rises" at
+    # 1.875 C/min: that is exactly the noise floor, so a 1 C/min limit does not alarm
+    rows = [{"bb1.temp_c": 50.0, "bb2.temp_c": 50.0}, {}, {"bb1.temp_c": 50.0625}, {}]
+    _rt, views = trace(make_runtime, tmp_path, rows, extra="rate_alarm_c_per_min = 1.0",
+                       window=60.0)
+    assert not any("th:rate" in v.alarms for v in views)

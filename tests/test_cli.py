@@ -63,3 +63,30 @@ def test_version_json():
                          capture_output=True, text=True, timeout=60)
     info = json.loads(run.stdout)
     assert info["busguard"] and info["pymodbus"].startswith("3.")
+
+
+def test_every_option_of_every_command_has_help():
+    """`busguard <command> --help` documents every option (0.1 left `demo --seed` and
+    `recalibrate --phase` bare)."""
+    import argparse
+
+    from busguard.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [f"{name} {'/'.join(act.option_strings) or act.dest}"
+            for name, cmd in sub.choices.items() for act in cmd._actions
+            if not act.help and not isinstance(act, argparse._HelpAction)]
+    assert bare == []
+
+
+def test_no_site_file_found_is_a_usage_error_exit_2(tmp_path, monkeypatch, capsys):
+    """As the README promises: a usage or configuration error exits 2 (0.1 exited 1)."""
+    from busguard.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BUSGUARD_SITE", raising=False)
+    if Path("/etc/busguard/site.toml").is_file():
+        pytest.skip("this machine has /etc/busguard/site.toml: the fallback finds it")
+    assert main(["check"]) == 2
+    assert "no site file given and none found" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from busguard.clock import SPIN_PAD_S, SPIN_WINDOW, MonotonicClock
+from busguard.clock import SPIN_PAD_S, SPIN_TARGET_S, SPIN_WINDOW, MonotonicClock
 from busguard.runtime import Runtime
 
 
@@ -48,27 +48,37 @@ def test_a_past_deadline_returns_at_once_and_a_negative_margin_is_refused():
 
 def test_the_margin_follows_how_late_this_machine_wakes(monkeypatch):
     """Prompt wake-ups shrink the margin (little CPU spent spinning); late ones keep it at
-    the allowance."""
-    real_sleep = time.sleep
-    monkeypatch.setattr(time, "sleep", lambda s: None)  # wakes at once: ~never late
+    the allowance. Time is faked (each sleep wakes exactly ``late`` after its target), so
+    the result does not depend on how busy the test machine is."""
+
+    class FakeTime:
+        def __init__(self) -> None:
+            self.t = 1000.0
+            self.late = 0.0
+
+        def monotonic(self) -> float:
+            self.t += 1e-6  # every reading takes a microsecond: the spin loop ends
+            return self.t
+
+        def sleep(self, s: float) -> None:
+            self.t += s + self.late
+
+    ft = FakeTime()
+    monkeypatch.setattr(time, "monotonic", ft.monotonic)
+    monkeypatch.setattr(time, "sleep", ft.sleep)
     clock = MonotonicClock(spin_s=0.0015)
     assert clock.margin_s == 0.0015  # the whole allowance until a window is measured
-    for _ in range(SPIN_WINDOW):
+    for _ in range(SPIN_WINDOW):  # wakes on time: the margin drops to the pad
         clock.sleep_until(clock.monotonic() + 0.002)
-    assert clock.margin_s < 0.0015
-    assert clock.margin_s >= SPIN_PAD_S
-
-    def late_sleep(s: float) -> None:  # every sleep wakes 2 ms late
-        real_sleep(s)
-        end = time.monotonic() + 0.002
-        while time.monotonic() < end:
-            pass
-
-    monkeypatch.setattr(time, "sleep", late_sleep)
+    assert clock.margin_s == SPIN_PAD_S
+    ft.late = 0.002  # every sleep wakes 2 ms late
     for _ in range(SPIN_WINDOW):
-        deadline = clock.monotonic() + 0.0021
-        clock.sleep_until(deadline)
+        clock.sleep_until(clock.monotonic() + 0.0021)
     assert clock.margin_s == 0.0015  # capped at the allowance
+    ft.late = 0.0008  # 0.8 ms late: the margin is that less the 0.25 ms aim
+    for _ in range(SPIN_WINDOW):
+        clock.sleep_until(clock.monotonic() + 0.0021)
+    assert clock.margin_s == pytest.approx(0.0008 - SPIN_TARGET_S, abs=1e-5)
 
 
 @pytest.mark.parametrize(("scan", "spin_ms"), [

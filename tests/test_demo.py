@@ -148,3 +148,48 @@ def test_view_renders_in_place_on_a_terminal_and_plain_otherwise(tmp_path: Path)
     LiveView(rt, out=plain, tty=False).draw()
     line = plain.getvalue()
     assert "\x1b" not in line and line.count("\n") == 1 and "cycles=3" in line
+
+
+def bundled_site_on_free_ports(folder: Path) -> Path:
+    """The bundled site.toml with its fixed loopback ports moved to free ones."""
+    text = (REPO / "site.toml").read_text(encoding="utf-8")
+    fixed = sorted({int(p) for p in re.findall(r"^port = (\d+)$", text, re.MULTILINE)})
+    for old, new in zip(fixed, free_ports(len(fixed)), strict=True):
+        text = re.sub(rf"^port = {old}$", f"port = {new}", text, flags=re.MULTILINE)
+    path = folder / "site.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_thermal_runaway_horn_holds_until_acknowledged_over_modbus(tmp_path: Path) -> None:
+    """`busguard demo --scenario thermal-runaway --ack-after S` on the bundled site: the
+    critical relay (a horn that follows the alarm table) goes on with 0xCF and stays on after
+    the joint has cooled, until the acknowledgement arrives through the Modbus command area."""
+    site = bundled_site_on_free_ports(tmp_path)
+    proc = start_demo(site, "--scenario", "thermal-runaway", "--speed", "30",
+                      "--duration", "14", "--ack-after", "10")
+    lines = Lines(proc)
+    try:
+        lines.until(r"busguard demo: stopped", timeout=60)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    horn: list[tuple[int, float]] = []  # (line index, relay.critical)
+    ack_at = None
+    for i, line in enumerate(lines.seen):
+        m = re.search(r"relay\.critical=(\d)", line)
+        if m:
+            horn.append((i, float(m.group(1))))
+        if "acknowledged all alarms: cmd.ack_alarms = 1" in line:
+            ack_at = i
+    assert ack_at is not None, lines.seen
+    on = [i for i, v in horn if v == 1.0]
+    assert on and on[0] < ack_at, "0xCF never sounded the horn before the ack"
+    assert all(v == 1.0 for i, v in horn if on[0] <= i < ack_at)  # held until the ack
+    after = [v for i, v in horn if i > ack_at + 1]
+    assert after and after[-1] == 0.0  # silenced by the acknowledgement
+    log = (tmp_path / "var/log/power/distribution_fault.log").read_text()
+    assert "info command code=BG-CMD device=cmd alarm=cmd.ack_alarms" in log
+    assert "critical raised code=0xCF device=tap-a1" in log

@@ -94,8 +94,12 @@ def test_seed_code_0x02_line(make_runtime, tmp_path):
 
 
 def test_no_line_per_scan(make_runtime, tmp_path):
+    # a jump to 72 C held for 5 s of scans: the warning, and (the jump is a 660 C/min rise
+    # between the first two readings 2 s apart) the rate and time-to-trip alarms: each once
     _rt, _views, lines = run(make_runtime, tmp_path, [{"bb1.temp_c": 72.0}] + [{}] * 50)
-    assert len(lines) == 1 and " warning raised code=BG-TEMP-WARN " in lines[0]
+    codes = [ln.split(" code=")[1].split()[0] for ln in lines]
+    assert sorted(codes) == ["BG-TEMP-RATE", "BG-TEMP-TTT", "BG-TEMP-WARN"]
+    assert all(" raised " in ln for ln in lines)
 
 
 def test_copytruncate_keeps_appending_at_the_new_end(tmp_path):
@@ -145,3 +149,14 @@ def test_unwritable_log_never_stops_the_scan(make_runtime, tmp_path):
 def test_packaged_default_path():
     from busguard.config.site import PATHS_PARAMS
     assert PATHS_PARAMS["fault_log"].default.endswith("log/power/distribution_fault.log")
+
+
+def test_a_clear_line_says_the_condition_is_over(make_runtime, tmp_path):
+    """The cleared line quotes the ended condition marked `over:`, so a reader of that line
+    alone does not take "input lost: ..." for a new loss."""
+    rows = [{"bb1.temp_c": 72.0}, *[{}] * 25, {"bb1.temp_c": 50.0}, *[{}] * 5]
+    _rt, _views, lines = run(make_runtime, tmp_path, rows)
+    raised = next(ln for ln in lines if " raised code=BG-TEMP-WARN " in ln)
+    cleared = next(ln for ln in lines if " cleared code=BG-TEMP-WARN " in ln)
+    assert 'msg="bb1.temp_c at 72.0 C' in raised
+    assert 'msg="over: bb1.temp_c at 72.0 C' in cleared

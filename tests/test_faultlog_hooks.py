@@ -84,6 +84,10 @@ class Observer:
         self.calls.append(("fault", (source, str(error), details)))
 
     @hookimpl
+    def busguard_command_written(self, runtime, point, value, client, t_utc) -> None:
+        self.calls.append(("command_written", (point, value, client)))
+
+    @hookimpl
     def busguard_shutdown(self, runtime) -> None:
         self.calls.append(("shutdown", runtime.state))
 
@@ -164,3 +168,26 @@ def test_every_hook_has_a_test():
                if not re.search(rf"^def test_hook_{n.removeprefix('busguard_')}\b", tests,
                                 re.MULTILINE)]
     assert not missing, f"hooks without a test_hook_<name> test: {missing}"
+
+
+def test_hook_command_written(make_runtime, run_scans):
+    """A DCIM's write to a command point, over a real Modbus TCP connection from a
+    write-allowed address: the observer hears who wrote what, and the fault log keeps the
+    audit line (who and from where) before the scan acts on it."""
+    from test_northbound_helpers import connect, site_text, write
+
+    obs = Observer()
+    rt = make_runtime(site_text(), extra=[obs], start=True)
+    pub = rt.publishers[0]
+    run_scans(rt, 1)
+    ack = next(c for c in pub.map.commands if c.name == "cmd.ack_alarms")
+    with connect(pub.server.port(), "127.0.0.2") as sock:
+        assert write(sock, ack.address + 2, [0, 7]) is None
+    assert obs.of("command_written") == [("cmd.ack_alarms", 7.0, "127.0.0.2")]
+    run_scans(rt, 1)
+    rt.stop()
+    log = (Path(rt.site.file).parent / "var/log/power/distribution_fault.log").read_text()
+    (line,) = [ln for ln in log.splitlines() if " command " in ln]
+    assert " info command code=BG-CMD device=cmd alarm=cmd.ack_alarms " in line
+    assert 'msg="cmd.ack_alarms = 7 written by 127.0.0.2"' in line
+    assert '"client":"127.0.0.2"' in line

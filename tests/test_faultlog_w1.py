@@ -37,6 +37,8 @@ name = "th"
 type = "thermal_interlock"
 probes = ["bb1", "bb2"]
 output = "relay.critical"
+rate_alarm_c_per_min = 0.0  # the test's jumps would be rises; this test is about 0xCF
+ttt_alarm_s = 0.0
 """
 
 

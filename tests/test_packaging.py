@@ -213,3 +213,50 @@ def test_deb_tree_runs_busguard_check(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert res.returncode == 2, res.stderr
     assert "not installed" in res.stderr and "pip install '.[bench]'" in res.stderr
+
+
+def test_firewall_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """busguard-firewall.service (shipped disabled) is a valid unit that applies the nft
+    rules `busguard firewall` writes and removes its table on stop."""
+    exe = shutil.which("systemd-analyze")
+    unit_src = PKG / "systemd" / "busguard-firewall.service"
+    text = unit_src.read_text()
+    assert "busguard firewall /etc/busguard/site.toml --format nft | /usr/sbin/nft -f -" in text
+    assert "ExecStop=/usr/sbin/nft delete table inet busguard" in text
+    if exe is None or shutil.which("nft") is None:
+        pytest.skip("systemd-analyze or nft is not installed here (CI installs systemd and "
+                    "nftables)")
+    ours = Path(sys.executable).with_name("busguard")
+    unit = tmp_path / "busguard-firewall.service"
+    unit.write_text(text.replace("/usr/bin/busguard", str(ours)).replace(
+        "/usr/sbin/nft", shutil.which("nft")))
+    res = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+
+
+def test_licence_is_one_and_the_same_everywhere() -> None:
+    """LICENSE at the root is the Apache License 2.0 that pyproject.toml and the package's
+    debian/copyright (written by build-deb.sh) name."""
+    top = PKG.parent
+    text = (top / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert 'license = "Apache-2.0"' in (top / "pyproject.toml").read_text()
+    assert "License: Apache-2.0" in (PKG / "build-deb.sh").read_text()
+    assert (top / "CHANGELOG.md").read_text().startswith("# Changelog")
+
+
+def test_bash_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
+    """packaging/make-completion.py writes a script bash accepts; it completes commands,
+    options and option choices the CLI declares (run in a real bash)."""
+    out = tmp_path / "busguard"
+    subprocess.run([sys.executable, str(PKG / "make-completion.py"), str(out)], check=True,
+                   timeout=60)
+    probe = (f'source {out}; '
+             'COMP_WORDS=(busguard fire); COMP_CWORD=1; _busguard; echo "${COMPREPLY[@]}"; '
+             'COMP_WORDS=(busguard demo --scenario ""); COMP_CWORD=3; _busguard; '
+             'echo "${COMPREPLY[@]}"')
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
+    first, second = done.stdout.splitlines()
+    assert first == "firewall"
+    assert "thermal-runaway" in second.split() and "cyclic-overload" in second.split()

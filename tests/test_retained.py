@@ -160,13 +160,7 @@ def test_command_counters_continue_after_a_restart(unit):
     assert pv.value == 7.0 and pv.quality is Quality.GOOD  # the baseline, not a command
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped"])
-def test_corrupt_state_file_is_set_aside_reported_and_never_crashes(unit, damage, caplog):
-    rt = unit()
-    rt.image.write("pqm-a1.current_l1_a", 1500.0)
-    run_scans(rt, 1)
-    rt.stop()
-    path = state_file(rt)
+def damage_file(path: Path, damage: str) -> None:
     data = path.read_bytes()
     if damage == "garbage":
         path.write_bytes(b"\x00\x01 not a state file")
@@ -176,24 +170,90 @@ def test_corrupt_state_file_is_set_aside_reported_and_never_crashes(unit, damage
         b = bytearray(data)
         b[len(b) - 10] ^= 0x20
         path.write_bytes(bytes(b))
+
+
+def latched_then_saved_again(unit):
+    """A unit whose trip latched (saved at once), then one more save: the trip is in both
+    generations, the current file and retained.json.prev."""
+    rt = unit()
+    rt.image.write("pqm-a1.current_l1_a", 1500.0)
+    run_scans(rt, 1)
+    rt.image.write("pqm-a1.current_l1_a", 400.0)
+    run_scans(rt, 1)
+    rt.stop()  # the clean stop's save: generation 3, the latch in generations 1..3
+    return rt
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped"])
+def test_corrupt_current_file_falls_back_to_the_previous_generation_with_the_trip(
+        unit, damage, caplog):
+    rt = latched_then_saved_again(unit)
+    path = state_file(rt)
+    prev = path.with_name("retained.json.prev")
+    assert read_state(prev)["blocks"]["trip-a1"]["state"]["latched"]
+    damage_file(path, damage)
     rt2 = unit()
     obs = rt2.pm.get_plugin(PLUGIN_NAME)
-    assert obs.status == "corrupt"
-    assert not path.exists()
+    assert obs.status == "corrupt" and obs.restored_from == prev
     (aside,) = list(path.parent.glob("retained.json.corrupt-*"))
     assert aside.read_bytes() != b""
-    assert "BG-RETAINED-CORRUPT" in caplog.text
+    assert "BG-RETAINED-CORRUPT" in caplog.text and "restored generation" in caplog.text
     alarm = next(a for a in rt2.alarms.active() if a.block == "retained-state")
     assert alarm.condition.latch and not alarm.active  # waits for acknowledgement
+    assert "retained.json.prev" in alarm.condition.message
     (res,) = run_scans(rt2, 1)
-    assert res.outputs["cb-a1-01.shunt_trip"] == 0.0  # started cold
+    assert res.outputs["cb-a1-01.shunt_trip"] == 1.0  # the trip came back from .prev
+    assert rt2.restored
     port = rt2.publishers[0].server.port()
     import socket
 
     with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
-        assert read(s, 0, 5)[4] == 2  # header: retained_status = corrupt file set aside
+        head = read(s, 0, 5)
+        assert head[4] == 2  # header: retained_status = corrupt file set aside
+        assert head[3] == 1  # ... and values RESTORED (from the previous generation)
     rt2.stop()
-    assert read_state(path) is not None  # a good file again after the next save
+    faults = rt2.site.fault_log.read_text()
+    assert "BG-RETAINED-CORRUPT" in faults and "restored generation" in faults
+    assert read_state(path)["blocks"]["trip-a1"]["state"]["latched"]  # good again
+
+
+def test_both_generations_corrupt_starts_cold_and_says_so(unit, caplog):
+    rt = latched_then_saved_again(unit)
+    path = state_file(rt)
+    damage_file(path, "flipped")
+    damage_file(path.with_name("retained.json.prev"), "truncated")
+    rt2 = unit()
+    obs = rt2.pm.get_plugin(PLUGIN_NAME)
+    assert obs.status == "corrupt" and obs.restored_from is None
+    assert "no good generation left" in caplog.text
+    (res,) = run_scans(rt2, 1)
+    assert res.outputs["cb-a1-01.shunt_trip"] == 0.0  # started cold, and said so
+    rt2.stop()
+
+
+def test_a_valid_file_that_cannot_be_applied_is_not_half_restored(unit, caplog):
+    """Checksum fine, content wrong (the block refuses its state): no value, no alarm, no
+    block state of that generation is taken; the previous generation is used instead."""
+    from busguard.statefile import decode_generation, encode_state
+
+    rt = latched_then_saved_again(unit)
+    path = state_file(rt)
+    gen, body = decode_generation(path.read_bytes())
+    prev_body = read_state(path.with_name("retained.json.prev"))
+    body["points"]["values"] = [9999.0 for _ in body["points"]["values"]]
+    body["alarms"].append({"id": "trip-a1:x", "block": "trip-a1", "key": "x",
+                           "severity": "critical", "code": "BG-X", "message": "m"})
+    body["blocks"]["trip-a1"]["state"] = []  # not a table
+    path.write_bytes(encode_state(body, gen))
+    rt3 = unit()
+    obs = rt3.pm.get_plugin(PLUGIN_NAME)
+    assert obs.restored_from == path.with_name("retained.json.prev")
+    snap = rt3.image.snapshot()
+    assert snap["pqm-a1.current_l1_a"].value != 9999.0
+    assert not any(a.id == "trip-a1:x" for a in rt3.alarms.active())
+    assert "cannot be applied" in caplog.text and "Traceback" not in caplog.text
+    assert rt3.blocks[0].latched == prev_body["blocks"]["trip-a1"]["state"]["latched"]
+    rt3.stop()
 
 
 def test_save_failure_is_reported_not_fatal(make_runtime, plugin, tmp_path, caplog):
@@ -255,7 +315,9 @@ def test_no_nan_or_inf_in_the_file(unit):
     rt.image.write("pqm-a1.current_l1_a", math.inf)
     run_scans(rt, 1)
     rt.stop()
-    raw = state_file(rt).read_bytes().split(b"\n", 1)[1]
+    import zlib
+
+    raw = zlib.decompress(state_file(rt).read_bytes().split(b"\n", 1)[1])
     json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
 
 
@@ -355,3 +417,99 @@ def test_the_shunt_trip_blocks_latch_survives_a_restart(make_runtime, tmp_path):
     dev = next(d for d in m.devices if d.name == "cb1")
     with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
         assert read(s, dev.address, 4)[3] & 3 == 3  # shunt trip commanded and latched
+
+
+def test_the_thermal_replica_survives_a_restart_through_retained_state(make_runtime, tmp_path,
+                                                                        fake_clock):
+    """IEC 60255-149 thermal memory: theta is saved with the retained state on stop and
+    loaded before the first scan after a restart; the downtime (wall clock) cools it with the
+    cooling time constant: theta' = theta * exp(-downtime / tau)."""
+    site = tmp_path / "thermal.toml"
+    site.write_text(SHUNT_SITE.replace("pickup_a = 1000.0\ndelay_s = 0.0",
+                                       "thermal_ib_a = 1000.0\nthermal_tau_s = 60.0"),
+                    encoding="utf-8")
+    rt = make_runtime(site, start=True, retained=True)
+    amps = [("m1.current_l1_a", 900.0, Quality.GOOD), ("m1.current_l2_a", 900.0, Quality.GOOD),
+            ("m1.current_l3_a", 900.0, Quality.GOOD),
+            ("m1.residual_current_ma", 20.0, Quality.GOOD), ("cb1.led", 0.0, Quality.GOOD)]
+    # 30 scans 1 s apart at 900 A, tau 60 s: the first scan sees the current, the 29
+    # intervals after it heat: theta = 0.81 * (1 - exp(-29 / 60))
+    for _ in range(30):
+        fake_clock.advance(1.0)
+        rt.image.write_many(amps)
+        run_scans(rt, 1)
+    theta = rt.blocks[0].state()["thermal"]["theta"]
+    assert theta == pytest.approx(0.81 * (1 - math.exp(-29 / 60)), rel=1e-6)
+    rt.stop()
+    fake_clock.advance(60.0)  # one tau down
+    rt2 = make_runtime(site, start=True, retained=True)
+    rt2.image.write_many([(n, 0.0 if "current" in n else v, q) for n, v, q in amps])
+    (res,) = run_scans(rt2, 1)
+    assert res.outputs["st.thermal_pct"] == pytest.approx(100 * theta * math.exp(-1.0),
+                                                          rel=0.02)
+
+
+def test_a_block_that_refuses_its_state_is_rolled_back_not_half_restored(make_runtime,
+                                                                       tmp_path, caplog):
+    from busguard.statefile import decode_generation, encode_state
+
+    site = tmp_path / "shunt.toml"
+    site.write_text(SHUNT_SITE, encoding="utf-8")
+    rt = make_runtime(site, start=True, retained=True)
+    run_scans(rt, 2)
+    rt.stop()
+    path = rt.site.state_dir / "retained.json"
+    for p in (path, path.with_name("retained.json.prev")):
+        gen, body = decode_generation(p.read_bytes())
+        # shunt_trip.restore sets latched, then fails on the trip record: half a state
+        body["blocks"]["st"]["state"] = {"latched": True, "trip": 5}
+        body["points"]["values"] = [1234.5 for _ in body["points"]["values"]]
+        p.write_bytes(encode_state(body, gen))
+    rt2 = make_runtime(site, start=True, retained=True)
+    obs = rt2.pm.get_plugin(PLUGIN_NAME)
+    assert obs.status == "corrupt" and obs.restored_from is None
+    assert rt2.blocks[0].state()["latched"] is False  # rolled back, not half-restored
+    assert rt2.image.snapshot()["m1.current_l1_a"].value != 1234.5
+    assert "refused its state" in caplog.text and "Traceback" not in caplog.text
+    rt2.stop()
+
+
+def test_nothing_is_written_while_nothing_changes_and_values_wait_for_their_slot(unit):
+    rt = unit(interval=3600.0)
+    obs = rt.pm.get_plugin(PLUGIN_NAME)
+    assert obs.values_every_s == 3600.0  # interval_s: the former name of values_every_s
+    rt.image.write("pqm-a1.current_l1_a", 400.0)
+    run_scans(rt, 1)  # the first scan saves (a start is a change)
+    wait_for(lambda: obs.saves == 1, what="first save")
+    before = state_file(rt).stat().st_mtime_ns
+    for k in range(5):
+        rt.image.write("pqm-a1.current_l1_a", 401.0 + k)  # values change: not due yet
+        run_scans(rt, 100)
+    assert obs.saves == 1 and obs.queued == 1
+    assert state_file(rt).stat().st_mtime_ns == before
+    rt.image.write("pqm-a1.current_l1_a", 1500.0)  # the trip latches: saved at once
+    run_scans(rt, 1)
+    wait_for(lambda: obs.saves == 2, what="the latch saved at once")
+    assert obs.reasons["change"] == 2 and obs.reasons["values"] == 0
+    rt.stop()
+
+
+def test_values_every_s_saves_only_changed_values(make_runtime, plugin, tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(interval=1.0).replace("interval_s = 1.0",
+                                                      "values_every_s = 0.5"),
+                    encoding="utf-8")
+    rt = make_runtime(site, extra=[plugin], start=True, retained=True)
+    obs = rt.pm.get_plugin(PLUGIN_NAME)
+    rt.image.write("pqm-a1.current_l1_a", 400.0)
+    run_scans(rt, 1)
+    wait_for(lambda: obs.saves == 1, what="first save")
+    run_scans(rt, 300)  # 3 s, six slots, the same values: nothing written
+    assert obs.saves == 1
+    rt.image.write("pqm-a1.current_l1_a", 401.0)
+    run_scans(rt, 60)  # within one slot
+    wait_for(lambda: obs.saves == 2, what="the changed value saved in its slot")
+    assert obs.reasons["values"] == 1
+    run_scans(rt, 300)
+    assert obs.saves == 2
+    rt.stop()

@@ -10,6 +10,7 @@ import inspect
 import math
 import sys
 from collections.abc import Iterable
+from importlib import resources
 from typing import Any
 
 from busguard.block import Block
@@ -88,10 +89,32 @@ def block_markdown(cls: type[Block]) -> str:
     return "\n".join(out)
 
 
+def protection_notes() -> str:
+    """The protection notes: prose kept beside the blocks (protection_notes.md), because
+    what each trip element follows and how it resets spans several blocks."""
+    return resources.files("busguard_blocks").joinpath("protection_notes.md").read_text(
+        encoding="utf-8")
+
+
+def annunciator_markdown() -> str:
+    from busguard.annunciator import ANNUNCIATOR_PARAMS, Annunciator
+    doc = inspect.cleandoc(sys.modules[Annunciator.__module__].__doc__ or "")
+    out = ["## Annunciator outputs (`follows = \"alarms\"`)", "", doc, "",
+           "Options of every output driver (`[[output]]`: `gpio_relay`, `modbus_write`, "
+           "`memory`):", "", "| option | default | valid values | meaning |",
+           "| --- | --- | --- | --- |"]
+    for name, p in ANNUNCIATOR_PARAMS.items():
+        out.append(f"| `{name}` | `{_default(p)}` | {_cell(_valid(p))} | {_cell(p.doc)} |")
+    out += ["", f"**Fail-safe policy.** {_cell(Annunciator.failsafe_policy)}", ""]
+    return "\n".join(out)
+
+
 def faultlog_markdown() -> str:
     from busguard.faultlog import SEED_CODES
     rows = ["## The fault log", "",
-            "One line per alarm raise and clear (and per block fault), at `[paths] fault_log` "
+            "One line per alarm raise and clear, per block fault and per accepted command "
+            "write (`info command code=BG-CMD`: who wrote which command point from where), at "
+            "`[paths] fault_log` "
             "(packaged: `/var/log/power/distribution_fault.log`): UTC time, severity word, "
             "`raised`/`cleared`/`fault`, `code=`, `device=`, `alarm=` (block:key), `msg=` and "
             "`values=` (JSON). Opened in append mode, so logrotate's `copytruncate` works; "
@@ -113,8 +136,8 @@ def blocks_markdown(classes: Iterable[type[Block]] | None = None) -> str:
         first = inspect.cleandoc(sys.modules[cls.__module__].__doc__ or "").split("\n")[0]
         index.append(f"| [`{cls.type_name}`](#{cls.type_name}) | "
                      f"{_cell(first)} |")
-    parts = [HEADER, faultlog_markdown(), "\n".join(index), ""] + [block_markdown(c)
-                                                                   for c in classes]
+    parts = [HEADER, faultlog_markdown(), protection_notes(), "\n".join(index), ""] + [
+        block_markdown(c) for c in classes] + [annunciator_markdown()]
     return "\n".join(parts).rstrip() + "\n"
 
 

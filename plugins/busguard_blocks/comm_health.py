@@ -70,8 +70,12 @@ class CommHealth(Block):
     }
 
     def __init__(self, name: str, params: Mapping[str, Any],
-                 meters: Mapping[str, tuple[str, ...]] | None = None) -> None:
+                 meters: Mapping[str, tuple[str, ...]] | None = None,
+                 rtu: frozenset[str] = frozenset()) -> None:
+        """``rtu``: the meters on an RS-485 line (their timeout advice is the line's, not an
+        Ethernet jack's)."""
         super().__init__(name, params)
+        self.rtu = rtu
         self.input_watch = InputWatch()
         p = self.p
         # meter -> its data points (judged for 0x02)
@@ -101,7 +105,9 @@ class CommHealth(Block):
                               if s.source == m and s.name not in comm
                               and s.name.startswith(f"{m}.")) \
                 if config.params["check_points"] else ()
-        return cls(config.name, config.params, meters)
+        rtu = frozenset(d.name for d in site.devices_of("meter")
+                        if d.name in meters and d.driver == "modbus_rtu")
+        return cls(config.name, config.params, meters, rtu)
 
     def inputs(self) -> tuple[str, ...]:
         return tuple(x for m, data in self.meters.items()
@@ -133,11 +139,13 @@ class CommHealth(Block):
                        latency * p["poll_latency_ratio"] - comm["comm_poll_ms"]}
             values = {k: rnd(v, 3) for k, v in comm.items()}
             if comm.get("comm_ok") == 0.0:
+                where = ("check the RS-485 line: A/B wiring and shield grounding, termination, "
+                         "the baud rate, parity and unit id" if m in self.rtu else
+                         "check the RJ45 jack on the PIU and the edge switch")
                 res.alarms.append(AlarmCondition(
                     f"timeout:{m}", Severity.MAJOR, "errno 110",
                     f"Connection Timeout (Errno 110): {m} does not answer; packet-loss or a "
-                    f"downstream network failure: check the RJ45 jack on the PIU and the edge "
-                    f"switch", device=m, values=values))
+                    f"downstream network failure: {where}", device=m, values=values))
             elif comm.get("comm_ok") == 1.0 and data:
                 bad = sorted(x for x in data if snap.quality[snap.index[x]] == Quality.BAD)
                 if bad:

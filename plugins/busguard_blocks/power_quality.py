@@ -5,7 +5,10 @@ harmonic distortion from GPU PSUs (THD-V above the site limit, default 5% as the
 preset ``ieee519-2014-lv`` gives IEEE 519-2014's limits at or under 1 kV: 8% THD and 5% for any
 single harmonic), current distortion as TDD against the IEEE 519-2014 table for the site's
 Isc/IL ratio, continuous load above 80% of the busway's rated ampacity, line-to-line voltage
-outside the site's window (415-480 V nominal), phase imbalance and frequency deviation.
+off the site's nominal (``[site] nominal_voltage_ll_v``: a warning outside +-5 %, an alarm
+outside +-10 %, the IEC 60038 band; ANSI C84.1 Range B is -8.3/+5.8 % at 480 V: set the
+percentages for it), phase imbalance and frequency off ``[site] nominal_hz``. The nominals are
+the site's, in one place: a block that needs one of them fails ``busguard check`` without it.
 
 Each check has an on-delay and hysteresis, so an alarm is raised once and cleared once.
 """
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
+from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import Snapshot
 from busguard_blocks._common import HighLimit, InputWatch, LowLimit, check_order, lost_inputs, rnd
 
@@ -64,11 +68,16 @@ class PowerQuality(Block):
         "BG-HARMONIC": "minor: an individual voltage harmonic above individual_limit_pct",
         "BG-TDD": "minor: current TDD above the IEEE 519-2014 limit for Isc/IL",
         "BG-LOAD-80": "major: continuous load above load_limit_pct of the rated ampacity",
-        "BG-VOLTAGE-HIGH": "major: a line-to-line voltage above the window",
-        "BG-VOLTAGE-LOW": "major: a line-to-line voltage below the window",
+        "BG-VOLTAGE-HIGH": "major: a line-to-line voltage above nominal + voltage_alarm_pct",
+        "BG-VOLTAGE-LOW": "major: a line-to-line voltage below nominal - voltage_alarm_pct",
+        "BG-VOLTAGE-HIGH-WARN": "warning: a line-to-line voltage above nominal + "
+                                "voltage_warn_pct",
+        "BG-VOLTAGE-LOW-WARN": "warning: a line-to-line voltage below nominal - "
+                               "voltage_warn_pct",
         "BG-IMBALANCE-V": "minor: voltage unbalance above voltage_imbalance_pct",
         "BG-IMBALANCE-I": "minor: current unbalance above current_imbalance_pct",
-        "BG-FREQUENCY": "major: frequency outside nominal_hz +- frequency_tolerance_hz",
+        "BG-FREQUENCY": "major: frequency outside [site] nominal_hz +- "
+                        "frequency_tolerance_hz",
         "BG-INPUT": "warning: an input is stale, bad or not connected",
     }
     params: ClassVar[Mapping[str, Param]] = {
@@ -96,20 +105,18 @@ class PowerQuality(Block):
         "load_delay_s": Param(float, default=60.0, minval=0.0, unit="s",
                               doc="how long the load must stay above the limit (continuous "
                                   "load)"),
-        "voltage_min_v": Param(float, default=415.0, minval=0.0, unit="V",
-                               doc="low end of the nominal line-to-line window"),
-        "voltage_max_v": Param(float, default=480.0, minval=0.0, unit="V",
-                               doc="high end of the nominal line-to-line window"),
-        "voltage_tolerance_pct": Param(float, default=5.0, minval=0.0, maxval=20.0, unit="%",
-                                       doc="alarm outside [min - tol, max + tol]"),
+        "voltage_alarm_pct": Param(float, default=10.0, above=0.0, maxval=30.0, unit="%",
+                                   doc="alarm (major) when a line-to-line voltage is further "
+                                       "than this from [site] nominal_voltage_ll_v (IEC "
+                                       "60038: 10 %)"),
+        "voltage_warn_pct": Param(float, default=5.0, above=0.0, maxval=30.0, unit="%",
+                                  doc="warning band around the nominal, inside the alarm band"),
         "voltage_imbalance_pct": Param(float, default=2.0, above=0.0, unit="%",
                                        doc="NEMA voltage unbalance limit"),
         "current_imbalance_pct": Param(float, default=20.0, above=0.0, unit="%",
                                        doc="current unbalance limit"),
         "imbalance_min_current_a": Param(float, default=10.0, minval=0.0, unit="A",
                                          doc="current imbalance is judged above this average"),
-        "nominal_hz": Param(float, default=60.0, choices=(50.0, 60.0), unit="Hz",
-                            doc="nominal frequency"),
         "frequency_tolerance_hz": Param(float, default=0.5, above=0.0, maxval=5.0, unit="Hz",
                                         doc="alarm when further than this from nominal"),
         "delay_s": Param(float, default=1.0, minval=0.0, unit="s",
@@ -120,12 +127,29 @@ class PowerQuality(Block):
 
     @classmethod
     def from_config(cls, config: BlockConfig, site: SiteConfig) -> Block:
-        check_order(config, "voltage_min_v", "voltage_max_v")
-        return super().from_config(config, site)
+        check_order(config, "voltage_warn_pct", "voltage_alarm_pct")
+        checks = set(config.params["checks"])
+        problems = []
+        for check, key, valid in (("voltage", "nominal_voltage_ll_v", "the busway's nominal "
+                                   "line-to-line voltage in V, e.g. 415 or 480"),
+                                  ("frequency", "nominal_hz", "50 or 60")):
+            if check in checks and getattr(site, key) is None:
+                problems.append(ConfigProblem(
+                    site.file, f"site.{key}", f"missing; {config.path} ({config.name}, "
+                    f"power_quality) needs it for its {check} check; valid: {valid} (or "
+                    f"leave {check!r} out of its `checks`)"))
+        if problems:
+            raise ConfigError(problems)
+        return cls(config.name, config.params, site.nominal_voltage_ll_v or 0.0,
+                   site.nominal_hz or 0.0)
 
-    def __init__(self, name: str, params: Mapping[str, Any]) -> None:
+    def __init__(self, name: str, params: Mapping[str, Any], nominal_v: float = 0.0,
+                 nominal_hz: float = 0.0) -> None:
+        """``nominal_v`` / ``nominal_hz``: the site's [site] nominals (0: that check off)."""
         super().__init__(name, params)
         self.input_watch = InputWatch()
+        self.nominal_v = nominal_v
+        self.nominal_hz = nominal_hz
         p = self.p
         m = p["meter"]
         preset = PRESETS[p["preset"]]
@@ -155,21 +179,26 @@ class PowerQuality(Block):
             lim = p["rated_ampacity_a"] * p["load_limit_pct"] / 100.0
             self.checks["load"] = (self.amps, HighLimit(lim, lim * h, p["load_delay_s"]),
                                    Severity.MAJOR, "BG-LOAD-80")
-        if "voltage" in checks:
-            tol = p["voltage_tolerance_pct"] / 100.0
-            hi = p["voltage_max_v"] * (1 + tol)
-            lo = p["voltage_min_v"] * (1 - tol)
-            self.checks["voltage-high"] = (self.vll, HighLimit(hi, hi * h * 0.1, d),
-                                           Severity.MAJOR, "BG-VOLTAGE-HIGH")
-            self.checks["voltage-low"] = (self.vll, LowLimit(lo, lo * h * 0.1, d),
-                                          Severity.MAJOR, "BG-VOLTAGE-LOW")
+        if "voltage" in checks and nominal_v > 0:
+            # a warning band inside an alarm band; the warning is shown only while the alarm
+            # of the same side is not (one alarm per side, escalating)
+            # (the alarm bands first: a warning's scan reads its alarm band of this scan)
+            for word, pct, sev, suffix in (("", p["voltage_alarm_pct"], Severity.MAJOR, ""),
+                                           ("-warn", p["voltage_warn_pct"], Severity.WARNING,
+                                            "-WARN")):
+                hi = nominal_v * (1 + pct / 100.0)
+                lo = nominal_v * (1 - pct / 100.0)
+                self.checks[f"voltage-high{word}"] = (self.vll, HighLimit(hi, hi * h * 0.1, d),
+                                                      sev, f"BG-VOLTAGE-HIGH{suffix}")
+                self.checks[f"voltage-low{word}"] = (self.vll, LowLimit(lo, lo * h * 0.1, d),
+                                                     sev, f"BG-VOLTAGE-LOW{suffix}")
         if "imbalance" in checks:
             lim_v, lim_i = p["voltage_imbalance_pct"], p["current_imbalance_pct"]
             self.checks["imbalance-v"] = (self.vll, HighLimit(lim_v, lim_v * h, d),
                                           Severity.MINOR, "BG-IMBALANCE-V")
             self.checks["imbalance-i"] = (self.amps, HighLimit(lim_i, lim_i * h, d),
                                           Severity.MINOR, "BG-IMBALANCE-I")
-        if "frequency" in checks:
+        if "frequency" in checks and nominal_hz > 0:
             tol_hz = p["frequency_tolerance_hz"]
             self.checks["frequency"] = ((f"{m}.frequency_hz",), HighLimit(tol_hz, tol_hz * h, d),
                                         Severity.MAJOR, "BG-FREQUENCY")
@@ -205,8 +234,9 @@ class PowerQuality(Block):
                                                                   for k, v in got.items()}}
         if check == "frequency":
             (hz,) = got.values()
-            return abs(hz - p["nominal_hz"]), {"frequency_hz": rnd(hz, 3)}
-        if check == "voltage-low":
+            return abs(hz - self.nominal_hz), {"frequency_hz": rnd(hz, 3),
+                                               "nominal_hz": self.nominal_hz}
+        if check.startswith("voltage-low"):
             return min(got.values()), {"values": {k: rnd(v, 2) for k, v in got.items()}}
         return max(got.values()), {"values": {k: rnd(v, 2) for k, v in got.items()}}
 
@@ -221,7 +251,8 @@ class PowerQuality(Block):
         meter = self.p["meter"]
         lost = lost_inputs(inputs, self._inputs)
         vals = {x: inputs.values[inputs.index[x]] for x in self._inputs if x not in lost}
-        for check, (pts, limit, sev, code) in self.checks.items():
+        checks = self.checks
+        for check, (pts, limit, sev, code) in checks.items():
             measured = self._measure(check, vals, pts)
             if measured is not None:
                 figure, values = measured
@@ -229,6 +260,8 @@ class PowerQuality(Block):
             else:
                 figure, values = float("nan"), {"suspended": "inputs lost"}
             if limit.active:
+                if check.endswith("-warn") and checks[check[:-5]][1].active:
+                    continue  # the alarm band of the same side holds: one alarm, escalated
                 res.alarms.append(AlarmCondition(
                     check, sev, code, self._text(check, figure, limit.limit), device=meter,
                     values={**values, "figure": rnd(figure, 3), "limit": rnd(limit.limit, 3)}))
@@ -245,11 +278,19 @@ class PowerQuality(Block):
             "tdd": f"{m}: current TDD {figure:.2f}% above the IEEE 519 limit {limit:g}%",
             "load": f"{m}: load {figure:.0f} A above {self.p['load_limit_pct']:g}% of the "
                     f"rated {self.p['rated_ampacity_a']:g} A ({limit:g} A)",
-            "voltage-high": f"{m}: line-to-line voltage {figure:.1f} V above {limit:.1f} V",
-            "voltage-low": f"{m}: line-to-line voltage {figure:.1f} V below {limit:.1f} V",
+            "voltage-high": f"{m}: line-to-line voltage {figure:.1f} V above {limit:.1f} V "
+                            f"(nominal {self.nominal_v:g} V + {self.p['voltage_alarm_pct']:g}%)",
+            "voltage-low": f"{m}: line-to-line voltage {figure:.1f} V below {limit:.1f} V "
+                           f"(nominal {self.nominal_v:g} V - {self.p['voltage_alarm_pct']:g}%)",
+            "voltage-high-warn": f"{m}: line-to-line voltage {figure:.1f} V above {limit:.1f} V "
+                                 f"(nominal {self.nominal_v:g} V + "
+                                 f"{self.p['voltage_warn_pct']:g}%)",
+            "voltage-low-warn": f"{m}: line-to-line voltage {figure:.1f} V below {limit:.1f} V "
+                                f"(nominal {self.nominal_v:g} V - "
+                                f"{self.p['voltage_warn_pct']:g}%)",
             "imbalance-v": f"{m}: voltage unbalance {figure:.2f}% above {limit:g}%",
             "imbalance-i": f"{m}: current unbalance {figure:.1f}% above {limit:g}%",
-            "frequency": f"{m}: frequency off nominal {self.p['nominal_hz']:g} Hz by "
+            "frequency": f"{m}: frequency off nominal {self.nominal_hz:g} Hz by "
                          f"{figure:.3f} Hz (limit {limit:g} Hz)",
         }
         return words[check]

@@ -3,7 +3,8 @@
 Protects busbar joints and tap-off units from overheating (poor joint torque heats locally and
 fails catastrophically). Levels with hysteresis (warning, major, and Thermal-Critical 0xCF at
 the trip level, default 90 C as the seed), a rate-of-rise alarm in C/min, disagreement between
-redundant probes, and a time-to-trip estimate from a first-order thermal model (thermal
+redundant probes (on the same joint: one interlock per joint), and a time-to-trip estimate from
+a first-order thermal model (thermal
 inertia): fitting the recent slope, the temperature heads for ``T_inf = T + tau * dT/dt``; if
 that is above the trip level, the trip comes in ``tau * ln((T_inf - T) / (T_inf - T_trip))``.
 Operators see a trip coming minutes ahead, as ``{block}.time_to_trip_s`` and in the alarms.
@@ -89,7 +90,11 @@ class ThermalInterlock(Block):
         "rate_alarm_c_per_min": Param(float, default=5.0, minval=0.0, unit="C/min",
                                       doc="rate-of-rise alarm; 0 disables"),
         "rate_window_s": Param(float, default=60.0, minval=2.0, maxval=3600.0, unit="s",
-                               doc="window of the slope fit"),
+                               doc="window of the slope fit; readings are taken every 1/30 "
+                                   "of it and the rate is judged from the first two"),
+        "resolution_c": Param(float, default=0.0625, above=0.0, maxval=5.0, unit="C",
+                              doc="probe resolution (DS18B20 12-bit: 0.0625 C): the rate's "
+                                  "noise floor is this over the span of the readings"),
         "disagreement_c": Param(float, default=10.0, minval=0.0, unit="C",
                                 doc="redundant probes further apart alarm; 0 disables"),
         "tau_s": Param(float, default=900.0, above=0.0, unit="s",
@@ -175,15 +180,19 @@ class ThermalInterlock(Block):
                 self.samples.append((now, hot))
             while self.samples and now - self.samples[0][0] > p["rate_window_s"]:
                 self.samples.popleft()
+            # the rate from the first two readings on; what it can tell apart from the
+            # probe's quantisation shrinks as the span grows (noise floor in C/min)
             span = self.samples[-1][0] - self.samples[0][0] if self.samples else 0.0
-            rate_ok = span >= p["rate_window_s"] / 2
+            rate_ok = len(self.samples) >= 2 and span > 0.0
+            noise_min = 60.0 * p["resolution_c"] / span if rate_ok else math.inf
             s = self._slope(now) if rate_ok else 0.0
             rate_min = s * 60.0
-            if rate_ok:
+            if rate_ok and rate_min > noise_min:
                 ttt = time_to_trip_s(hot, s, p["trip_c"], p["tau_s"])
             if p["rate_alarm_c_per_min"] > 0 and rate_ok:
                 lim = p["rate_alarm_c_per_min"]
-                self.rate_active = rate_min >= (lim * 0.8 if self.rate_active else lim)
+                self.rate_active = rate_min - noise_min >= (lim * 0.8 if self.rate_active
+                                                            else lim)
             elif not rate_ok:
                 self.rate_active = False
             if len(good) >= 2 and p["disagreement_c"] > 0:
@@ -199,7 +208,8 @@ class ThermalInterlock(Block):
             else:
                 self.disagree = False
             values = {"temp_c": rnd(hot, 2), "probe": hot_point,
-                      "rate_c_per_min": rnd(rate_min, 2), "time_to_trip_s": rnd(ttt, 1)}
+                      "rate_c_per_min": rnd(rate_min, 2),
+                      "rate_noise_c_per_min": rnd(noise_min, 2), "time_to_trip_s": rnd(ttt, 1)}
             if self.rate_active:
                 res.alarms.append(AlarmCondition(
                     "rate", Severity.MAJOR, "BG-TEMP-RATE",

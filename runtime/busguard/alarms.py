@@ -8,6 +8,7 @@ until an operator acknowledges them; acknowledging never clears a condition that
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -56,6 +57,9 @@ class AlarmState:
     raised_utc: float
     active: bool = True
     acked: bool = False
+    # restored from retained state: kept as it is (no clear edge) while the block has not
+    # yet reported it again, until this UTC time (see AlarmTable.adopt)
+    hold_until_utc: float = field(default=-math.inf, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         c = self.condition
@@ -86,9 +90,18 @@ class AlarmTable:
         # condition object scan after scan (a held alarm) costs a look-up, not an update
         self._held: dict[str, AlarmState] = {}
 
-    def adopt(self, state: AlarmState) -> None:
+    def adopt(self, state: AlarmState, hold_until_utc: float | None = None) -> None:
         """Take over an alarm known from elsewhere (retained state, the runtime before a
-        reload) as it is: no edge, it was raised before."""
+        reload) as it is: no edge, it was raised before.
+
+        ``hold_until_utc``: after a restart a block's inputs are restored values, stale until
+        read again, so for its first scans a block may not report a condition that still
+        holds. Until that time the adopted alarm is kept as it is (active, acknowledged or
+        not) when its block does not report it, instead of being cleared and raised again a
+        second later (a raise/clear pair in the fault log and a lost acknowledgement). Once
+        the block reports it again the hold ends; if it never does, it clears at that time."""
+        if hold_until_utc is not None:
+            state.hold_until_utc = hold_until_utc
         self.alarms[state.id] = state
         self._ids.setdefault(state.block, set()).add(state.id)
         self._held.pop(state.block, None)
@@ -131,6 +144,7 @@ class AlarmTable:
                 edges.append(AlarmEdge("raised", state, t_utc))
             else:
                 state.condition = cond
+                state.hold_until_utc = -math.inf  # reported again: an ordinary alarm now
                 if not state.active:
                     state.active = True
                     state.acked = False
@@ -139,6 +153,8 @@ class AlarmTable:
         ids = self._ids.get(block)  # again: adopt() may have made the set
         for aid in [a for a in ids if a not in seen] if ids and not ids <= seen else ():
             state = self.alarms[aid]
+            if state.hold_until_utc > t_utc:
+                continue  # restored, its block's inputs not read yet: keep it as it is
             if state.condition.latch and not state.acked:
                 state.active = False  # condition gone, kept until acknowledged
                 continue

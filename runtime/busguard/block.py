@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from busguard.alarms import AlarmCondition
+from busguard.alarms import AlarmCondition, AlarmTable
 from busguard.config.params import Param
 from busguard.image import PointSpec, Snapshot
 
@@ -36,6 +36,10 @@ class Block:
 
     type_name: ClassVar[str] = ""
     params: ClassVar[Mapping[str, Param]] = {}
+    # True for a block that reads the alarm table (an annunciator): the scan engine hands it
+    # the table through bind_alarms() before the first scan. Such a block sees the table as
+    # the blocks before it in this scan left it, so it belongs after them.
+    reads_alarms: ClassVar[bool] = False
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         self.name = name
@@ -70,3 +74,6 @@ class Block:
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Load what :meth:`state` returned before the last stop."""
+
+    def bind_alarms(self, table: AlarmTable) -> None:
+        """Receive the alarm table (only called when ``reads_alarms`` is True)."""

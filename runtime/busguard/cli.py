@@ -12,13 +12,13 @@ import sys
 from collections.abc import Sequence
 
 from busguard import __version__
-from busguard.errors import BusguardError, ConfigError
+from busguard.errors import BusguardError, ConfigError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 # Each module has `add_parser(subparsers)`; the parser it adds sets `func(args) -> int`.
 COMMANDS = ("check", "run", "replay", "version", "simulate", "demo", "bench", "map", "status",
-            "apply", "recalibrate")
+            "apply", "recalibrate", "firewall")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{'s' if len(exc.problems) != 1 else ''}):", file=sys.stderr)
         for p in exc.problems:
             print(f"  {p}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"busguard: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BusguardError as exc:
         print(f"busguard: {exc}", file=sys.stderr)

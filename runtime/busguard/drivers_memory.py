@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from busguard.annunciator import ANNUNCIATOR_PARAMS
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
@@ -58,6 +59,7 @@ class MemoryOutput(Driver):
     kind = "output"
     params: ClassVar[Mapping[str, Param]] = {
         "outputs": Param(list, item=str, min_items=1, doc="output names this device takes"),
+        **ANNUNCIATOR_PARAMS,
     }
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:

@@ -32,6 +32,10 @@ class ConfigError(BusguardError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class UsageError(BusguardError):
+    """The command was called wrongly (e.g. no site file given and none found): exit 2."""
+
+
 class PluginError(BusguardError):
     """A plugin could not be loaded or registered a conflicting type."""
 

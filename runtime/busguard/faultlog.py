@@ -50,7 +50,8 @@ SEED_CODES = {
     "0x02": "Modbus exception 0x02, 0x80 (Illegal Data Address): the register does not exist "
             "in the meter firmware; check the vendor register map / meter profile",
     "errno 110": "Connection Timeout (Errno 110): packet-loss or a downstream network failure; "
-                 "check the RJ45 jack on the PIU and the edge switch",
+                 "Modbus TCP: check the RJ45 jack on the PIU and the edge switch; RS-485: the "
+                 "line's wiring, termination, baud rate, parity and unit id",
     "0xCF": "Thermal-Critical (0xCF): busbar temperature at or above 90 C; emergency state",
     "BG-TRIP-*": "breaker-trip causes (overcurrent, ground fault, LED trip, input loss)",
 }
@@ -74,9 +75,12 @@ def format_edge(edge: AlarmEdge) -> str:
     a = edge.alarm
     c = a.condition
     values = json.dumps(dict(c.values), sort_keys=True, separators=(",", ":"), default=str)
+    # a clear quotes the condition that ended, marked as over: read alone, the bare raise
+    # text ("input lost: ...") would say the opposite of what happened
+    msg = c.message if edge.kind == "raised" else f"over: {c.message}"
     return (f"{iso(edge.t_utc)} {c.severity.word} {edge.kind} code={_field(c.code)} "
             f"device={_field(c.device or a.block)} alarm={_field(a.id)} "
-            f"msg={json.dumps(c.message)} values={values}")
+            f"msg={json.dumps(msg)} values={values}")
 
 
 def format_fault(t_utc: float, source: str, error: BaseException, details: dict[str, Any]
@@ -86,6 +90,17 @@ def format_fault(t_utc: float, source: str, error: BaseException, details: dict[
     values = json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
     return (f"{iso(t_utc)} major fault code=BG-FAULT device={_field(source)} "
             f"alarm={_field(source + ':fault')} msg={json.dumps(text)} values={values}")
+
+
+def format_command(t_utc: float, point: str, value: float, client: str) -> str:
+    """The one line for an accepted command write (``busguard_command_written``): the audit
+    trail of acknowledgements and trip resets, with who wrote it and from where."""
+    device = point.rsplit(".", 1)[0] if "." in point else point
+    values = json.dumps({"client": client, "point": point, "value": value}, sort_keys=True,
+                        separators=(",", ":"), default=str)
+    return (f"{iso(t_utc)} info command code=BG-CMD device={_field(device)} "
+            f"alarm={_field(point)} msg={json.dumps(f'{point} = {value:g} written by {client}')} "
+            f"values={values}")
 
 
 class FaultLog:
@@ -227,6 +242,12 @@ def faultlog_fault(runtime: Runtime, source: str, error: BaseException,
     get_fault_log(runtime).write(format_fault(runtime.clock.wall(), source, error, details))
 
 
+@hookimpl(specname="busguard_command_written")
+def faultlog_command_written(runtime: Runtime, point: str, value: float, client: str,
+                             t_utc: float) -> None:
+    get_fault_log(runtime).write(format_command(t_utc, point, value, client))
+
+
 @hookimpl(specname="busguard_shutdown")
 def faultlog_shutdown(runtime: Runtime) -> None:
     fl = runtime.__dict__.get(_ATTR)
@@ -237,4 +258,4 @@ def faultlog_shutdown(runtime: Runtime) -> None:
 
 
 HOOKS = (faultlog_startup, faultlog_alarm_raised, faultlog_alarm_cleared, faultlog_fault,
-         faultlog_shutdown)
+         faultlog_command_written, faultlog_shutdown)

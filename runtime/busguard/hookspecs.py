@@ -87,6 +87,22 @@ def busguard_fault(runtime: Runtime, source: str, error: BaseException,
 
 
 @hookspec
+def busguard_command_written(runtime: Runtime, point: str, value: float, client: str,
+                             t_utc: float) -> None:
+    """Called when a client's write to a command point (an acknowledgement, a trip reset, a
+    job start) has been accepted, before the scan acts on it: the audit trail of who did what
+    from where (the fault log writes one ``command`` line). Called on the side that serves the
+    client (the I/O process with ``[scan] io = "process"``); must not block.
+
+    :param runtime: the runtime serving the client.
+    :param point: the command point written, e.g. ``brk-a1.cmd_reset``.
+    :param value: the value written.
+    :param client: who wrote it: the client's address as the server saw it.
+    :param t_utc: when the write was accepted (UTC epoch seconds).
+    """
+
+
+@hookspec
 def busguard_shutdown(runtime: Runtime) -> None:
     """Called once on a clean stop, after the last scan and before drivers stop.
 

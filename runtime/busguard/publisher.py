@@ -20,6 +20,7 @@ from busguard.config.params import Param
 
 if TYPE_CHECKING:
     from busguard.config.site import PublisherConfig, SiteConfig
+    from busguard.firewall import Listener
     from busguard.ioproc.process import RemoteContext
     from busguard.runtime import Runtime
     from busguard.scan import CycleResult
@@ -63,3 +64,8 @@ class Publisher:
 
     def status(self) -> dict[str, Any]:
         return {}
+
+    def listeners(self) -> list[Listener]:
+        """The ports this publisher listens on, with who may connect, from configuration
+        alone (no socket is opened): ``busguard firewall`` writes kernel rules from them."""
+        return []

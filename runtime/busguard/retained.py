@@ -1,48 +1,71 @@
-"""Retained state: what must survive a restart, saved atomically, restored before the first scan.
+"""Retained state: what must survive a restart, saved by what changed, restored before the
+first scan.
 
 A built-in observer plugin. ``busguard_startup`` (before publishers and drivers start) loads
-``{state_dir}/retained.json`` and restores:
+``{state_dir}/retained.json`` (see :mod:`busguard.statefile` for the file, its two
+generations and its durable writes) and restores:
 
 - last known values with their UTC stamps, into the image as *stale* (``ProcessImage.restore``)
   so the DCIM sees them at once, marked as not current, until drivers read fresh ones;
 - command points (counters and settings the DCIM wrote) as good values: the restored value is
   the baseline, so a restart never replays an old command and the DCIM's next change fires;
 - each block's ``state()`` (latched trips) through ``Block.restore``, matched by name and type;
-- the alarm table (active, latched-waiting-for-ack, acknowledged flags) and the counters.
+- the alarm table (active, latched-waiting-for-ack, acknowledged flags), each alarm held as it
+  is until its block's inputs have been read again (:meth:`AlarmTable.adopt`), and the counters.
 
-It then saves on every alarm edge or block-state change (a latch set or reset; at once, or
-within 100 ms when changes come in a burst) and at least every ``[retained] interval_s``,
-always from a background thread (the scan only hands over references), and once more in
-``busguard_shutdown``. A save is a temp file, fsync, rename and
-directory fsync, so a crash (even kill -9 in the middle) leaves the old file or the new one.
+Saving is driven by what changed, because the file usually lives on an SD card or eMMC:
 
-The file carries a SHA-256 of its body: a corrupt or truncated file is reported (log line
-``BG-RETAINED-CORRUPT`` and a latched warning alarm), renamed ``.corrupt-<utc>`` and the
-runtime starts cold; it never crashes the service.
+- at once (within ``MIN_GAP_S`` when changes come in a burst): a latched alarm raised or
+  cleared, an acknowledgement or any command the DCIM wrote (trip resets, counters), a
+  block-state change (a latch set or reset); these must survive a power cut;
+- measured values and plain (non-latching) alarm edges: at most every
+  ``[retained] values_every_s`` (60 s), and only when a retained value or the alarm table
+  changed since the last save (plain alarms are derived from the inputs again after a
+  restart; a flapping BG-INPUT must not write the flash every few seconds);
+- nothing at all while nothing changed; once more at a clean stop.
+
+Saves run in a background thread (the scan only hands over references). The restore never
+half-applies a file: everything is parsed and checked first, block states that fail to restore
+are rolled back, and a generation that cannot be applied is skipped for the one before it.
+A corrupt current file is set aside (``.corrupt-<utc>``), the previous generation is restored
+and ``BG-RETAINED-CORRUPT`` (a latched warning alarm, fault-log line, header retained_status 2)
+says which generation was used; with no good generation the runtime starts cold. It never
+crashes the service.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from busguard import hookimpl
-from busguard.alarms import AlarmCondition, AlarmState, Severity
+from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block
 from busguard.config.params import Param
-from busguard.image import Quality, Snapshot
+from busguard.image import Snapshot
+from busguard.restoreplan import RestorePlan, build_plan
 from busguard.service import follow_scan_priority
+from busguard.statefile import (  # noqa: F401  (re-exported: the file API lives there)
+    CHUNK_ITEMS,
+    FORMAT,
+    CorruptState,
+    decode_state,
+    encode_state,
+    json_pieces,
+    load_newest,
+    read_state,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     from busguard.runtime import Runtime
@@ -51,119 +74,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("busguard.retained")
 
 PLUGIN_NAME = "busguard-retained"
-FORMAT = "busguard-retained/1"
 SECTION = "retained"
 PARAMS: Mapping[str, Param] = {
     "enabled": Param(bool, default=True, doc="save and restore retained state"),
     "file": Param(str, default="retained.json", doc="file name, relative to [paths] state_dir"),
-    "interval_s": Param(float, default=5.0, minval=0.05, maxval=3600.0, unit="s",
-                        doc="longest time between two saves while running"),
+    "values_every_s": Param(float, default=60.0, minval=0.01, maxval=86400.0, unit="s",
+                            doc="measured values are saved at most this often, and only when "
+                                "one changed (trips, acknowledgements, commands and block "
+                                "states are saved at once)"),
+    "interval_s": Param(float, default=None, minval=0.01, maxval=86400.0, unit="s",  # type: ignore[arg-type]
+                        doc="former name of values_every_s (used when set)"),
 }
 ALARM_BLOCK = "retained-state"
 MIN_GAP_S = 0.1  # shortest time between two saves caused by changes
-CHUNK_ITEMS = 128  # list items per json.dumps call in json_pieces (~0.2 ms of locked work)
+HOLD_MARGIN_S = 1.0  # restored alarms are held this long past their inputs' max age
+HOLD_MAX_S = 120.0
 
 
-class CorruptState(Exception):
-    """The state file exists but cannot be trusted (checksum, truncation, format)."""
-
-
-# -- the file -----------------------------------------------------------------------------------
-def json_pieces(obj: Any) -> Iterator[str]:
-    """The text ``json.dumps(obj, separators=(",", ":"), sort_keys=True)`` writes, in pieces.
-
-    Why: the state is written beside the scan, and one ``json.dumps`` call holds the
-    interpreter lock from start to end (3-9 ms for the 64-meter bench site), which the scan
-    thread then waits for. Here objects with string keys are walked and lists longer than
-    ``CHUNK_ITEMS`` are encoded a slice per call, so the lock changes hands between pieces."""
-    if isinstance(obj, Mapping) and obj and all(isinstance(k, str) for k in obj):
-        yield "{"
-        for n, key in enumerate(sorted(obj)):
-            yield ("," if n else "") + json.dumps(key) + ":"
-            yield from json_pieces(obj[key])
-        yield "}"
-    elif isinstance(obj, (list, tuple)) and len(obj) > CHUNK_ITEMS:
-        yield "["
-        for i in range(0, len(obj), CHUNK_ITEMS):
-            part = json.dumps(obj[i:i + CHUNK_ITEMS], separators=(",", ":"), sort_keys=True)
-            yield ("," if i else "") + part[1:-1]
-        yield "]"
-    else:
-        yield json.dumps(obj, separators=(",", ":"), sort_keys=True)
-
-
-def encode_state(body: Mapping[str, Any]) -> bytes:
-    """Header line (format, length, sha256 of the body) then the JSON body."""
-    raw = "".join(json_pieces(body)).encode("utf-8")
-    head = json.dumps({"format": FORMAT, "length": len(raw),
-                       "sha256": hashlib.sha256(raw).hexdigest()}, sort_keys=True)
-    return head.encode("ascii") + b"\n" + raw
-
-
-def decode_state(data: bytes) -> dict[str, Any]:
-    head, sep, raw = data.partition(b"\n")
-    if not sep:
-        raise CorruptState("no header line (truncated?)")
-    try:
-        h = json.loads(head)
-    except ValueError as exc:
-        raise CorruptState(f"unreadable header: {exc}") from exc
-    if not isinstance(h, dict) or h.get("format") != FORMAT:
-        raise CorruptState(f"not a {FORMAT} file")
-    if h.get("length") != len(raw):
-        raise CorruptState(f"body is {len(raw)} bytes, header says {h.get('length')} "
-                           f"(truncated?)")
-    if hashlib.sha256(raw).hexdigest() != h.get("sha256"):
-        raise CorruptState("checksum mismatch")
-    body = json.loads(raw)
-    if not isinstance(body, dict):
-        raise CorruptState("body is not an object")
-    return body
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename over ``path``, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def read_state(path: Path) -> dict[str, Any] | None:
-    """The body, or None when there is no file. Raises CorruptState."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    return decode_state(data)
-
-
-def set_aside(path: Path, now_utc: float) -> Path:
-    stamp = datetime.fromtimestamp(now_utc, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    dest = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while dest.exists():
-        dest = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    os.replace(path, dest)
-    return dest
-
-
-# -- the observer -------------------------------------------------------------------------------
 @dataclass
 class _Job:
     snapshot: Snapshot
@@ -171,6 +98,7 @@ class _Job:
     cycle: int
     states: dict[str, Any]
     alarms: list[dict[str, Any]]
+    reason: str
 
 
 def _stateful(block: Block) -> bool:
@@ -193,6 +121,17 @@ def block_states(blocks: list[Block], failed: set[str]) -> dict[str, Any]:
     return out
 
 
+def set_aside(path: Path, now_utc: float) -> Path:
+    stamp = datetime.fromtimestamp(now_utc, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    dest = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while dest.exists():
+        dest = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    os.replace(path, dest)
+    return dest
+
+
 class RetainedState:
     """Per-runtime observer (registered into that runtime's plugin manager at startup)."""
 
@@ -200,19 +139,31 @@ class RetainedState:
         cfg = runtime.site.sections.get(SECTION) or {}
         self.runtime = runtime
         self.enabled = bool(cfg.get("enabled", True))
-        self.interval_s = float(cfg.get("interval_s", 5.0))
+        every = cfg.get("interval_s")
+        self.values_every_s = float(every if every is not None
+                                    else cfg.get("values_every_s", 60.0))
         self.path = runtime.site.state_dir / str(cfg.get("file", "retained.json"))
         self.status = "disabled" if not self.enabled else "none"
         self.starts = 1
+        self.generation = 0
         self.saves = 0
         self.queued = 0
         self.save_errors = 0
+        self.bytes_written = 0
+        self.reasons: dict[str, int] = {"change": 0, "values": 0, "shutdown": 0}
         self.set_aside_as: Path | None = None
+        self.restored_from: Path | None = None
         self._cycles_before = 0
         self._last_states: dict[str, Any] = {}
+        self._cmd_idx: list[int] = []
+        self._val_idx: list[int] = []
+        self._last_cmds: bytes = b""
+        self._saved_values: bytes | None = None
         self._dirty = False
+        self._alarms_changed = False
         self._state_failed: set[str] = set()
-        self._last_save = -math.inf
+        self._last_change_save = -math.inf
+        self._last_values_save = -math.inf
         self._pending: _Job | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -222,88 +173,91 @@ class RetainedState:
     # -- startup ---------------------------------------------------------------------------
     def restore(self) -> None:
         rt = self.runtime
+        specs = rt.image.specs
+        self._cmd_idx = [i for i, s in enumerate(specs) if s.command]
+        self._val_idx = [i for i, s in enumerate(specs) if s.retained and not s.command]
         if self.enabled:
-            for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
-                with contextlib.suppress(OSError):  # left by a crash in the middle of a save
-                    stale.unlink()
-            try:
-                body = read_state(self.path)
-            except (CorruptState, ValueError, OSError) as exc:
-                self._corrupt(str(exc))
-                body = None
-            if body is not None:
-                try:
-                    self._apply(body)
-                    self.status = "loaded"
-                    rt.restored = True
-                except Exception as exc:  # a well-formed file we cannot apply: set aside
-                    log.exception("retained state %s could not be applied", self.path)
-                    self._corrupt(f"could not be applied: {type(exc).__name__}: {exc}")
+            self._restore_newest()
         self._last_states = block_states(rt.blocks, self._state_failed)
 
-    def _corrupt(self, why: str) -> None:
+    def _restore_newest(self) -> None:
+        rt = self.runtime
+        loaded = load_newest(self.path)
+        for path, why in loaded.damaged:
+            log.error("BG-RETAINED-CORRUPT retained state file %s is damaged: %s", path, why)
+        problems: list[str] = [f"{p.name}: {why}" for p, why in loaded.damaged]
+        for generation, source, body in loaded.others:
+            try:
+                plan = build_plan(rt, body, ALARM_BLOCK)
+                plan.apply_blocks(rt)
+            except Exception as exc:  # any content error: this generation is unusable
+                why = f"{type(exc).__name__}: {exc}"
+                log.error("BG-RETAINED-CORRUPT retained state %s (generation %d) cannot be "
+                          "applied (%s); nothing of it was restored", source, generation, why)
+                problems.append(f"{source.name}: cannot be applied ({why})")
+                continue
+            self._finish(plan, body, source, generation)
+            if problems:
+                self._report(problems, f"restored generation {generation} from {source.name}")
+            return
+        if problems:
+            self._report(problems, "no good generation left; started without retained state")
+
+    def _finish(self, plan: RestorePlan, body: Mapping[str, Any], source: Path,
+                generation: int) -> None:
+        rt = self.runtime
+        hold = {b.name: self._hold_s(b) for b in rt.blocks}
+        now = rt.clock.wall()
+        plan.apply_rest(rt, {k: now + v for k, v in hold.items()})
+        self.generation = generation
+        self.restored_from = source
+        self.status = "loaded"
+        rt.restored = True
+        self.starts = plan.starts + 1
+        self._cycles_before = plan.cycles_total
+        age = now - plan.saved_utc
+        log.info("retained state restored from %s (generation %d, saved %.1f s ago): %d values "
+                 "(stale until read), %d block states, %d alarms", source, generation, age,
+                 plan.restored_points, len(plan.blocks), len(plan.alarms))
+        if source != self.path:
+            log.warning("retained state: restored from %s, not %s (a save was interrupted or "
+                        "the current file is damaged)", source.name, self.path.name)
+
+    def _hold_s(self, block: Block) -> float:
+        """How long a restored alarm of ``block`` is kept without its block reporting it: until
+        every input of the block has been read again or has gone stale."""
+        image = self.runtime.image
+        try:
+            names = tuple(block.inputs())
+        except Exception:  # a block's inputs() is its business: fall back to the default
+            names = ()
+        ages = [image.specs[image.index[n]].max_age_s for n in names if n in image.index]
+        finite = [a for a in ages if math.isfinite(a)]
+        return min(HOLD_MAX_S, (max(finite) if finite else 10.0) + HOLD_MARGIN_S)
+
+    def _report(self, problems: list[str], outcome: str) -> None:
+        """A damaged or unusable generation: set the current file aside, log, latch an alarm."""
         rt = self.runtime
         self.status = "corrupt"
-        try:
-            self.set_aside_as = set_aside(self.path, rt.clock.wall())
-        except OSError as exc:
-            log.error("BG-RETAINED-CORRUPT could not set %s aside: %s", self.path, exc)
-        log.error("BG-RETAINED-CORRUPT retained state file %s is corrupt (%s); set aside as %s; "
-                  "starting without retained state", self.path, why,
-                  self.set_aside_as.name if self.set_aside_as else "(not moved)")
-        cond = AlarmCondition("corrupt", Severity.WARNING, "BG-RETAINED-CORRUPT",
-                              f"retained state file was corrupt ({why}); set aside as "
-                              f"{self.set_aside_as.name if self.set_aside_as else '?'}; "
-                              f"latched trips and last values were not restored",
-                              device="", latch=True)
+        current_bad = any(p.startswith(self.path.name + ":") for p in problems)
+        if current_bad and self.path.exists():
+            try:
+                self.set_aside_as = set_aside(self.path, rt.clock.wall())
+            except OSError as exc:
+                log.error("BG-RETAINED-CORRUPT could not set %s aside: %s", self.path, exc)
+        aside = f"; set aside as {self.set_aside_as.name}" if self.set_aside_as else ""
+        text = f"retained state: {'; '.join(problems)}{aside}; {outcome}"
+        log.error("BG-RETAINED-CORRUPT %s", text)
+        cond = AlarmCondition("corrupt", Severity.WARNING, "BG-RETAINED-CORRUPT", text,
+                              device="", values={"outcome": outcome,
+                                                 "generation": self.generation},
+                              latch=True)
         t = rt.clock.wall()
         edges = rt.alarms.update(ALARM_BLOCK, [cond], t)
         rt.alarms.update(ALARM_BLOCK, [], t)  # latched: stays until acknowledged
         for edge in edges:
             with contextlib.suppress(Exception):
                 rt.pm.hook.busguard_alarm_raised(runtime=rt, edge=edge)
-
-    def _apply(self, body: Mapping[str, Any]) -> None:
-        rt = self.runtime
-        image = rt.image
-        pts = body.get("points") or {}
-        names, values = pts.get("names") or [], pts.get("values") or []
-        stamps = pts.get("t_utc") or []
-        restored = 0
-        for name, v, tu in zip(names, values, stamps, strict=False):
-            i = image.index.get(name)
-            if i is None or v is None or not image.specs[i].retained:
-                continue
-            if image.specs[i].command:
-                image.write(name, float(v), Quality.GOOD, t_utc=float(tu))
-            else:
-                image.restore(name, float(v), float(tu))
-            restored += 1
-        by_name = {b.name: b for b in rt.blocks}
-        for name, entry in (body.get("blocks") or {}).items():
-            b = by_name.get(name)
-            if b is None or entry.get("type") != b.type_name:
-                log.warning("retained state for block %s (%s) not restored: no such block of "
-                            "that type in the site now", name, entry.get("type"))
-                continue
-            b.restore(entry.get("state") or {})
-        known = set(by_name) | {ALARM_BLOCK}
-        for a in body.get("alarms") or []:
-            if a.get("block") not in known:
-                continue
-            cond = AlarmCondition(a["key"], Severity[str(a["severity"]).upper()], a["code"],
-                                  a["message"], a.get("device", ""), dict(a.get("values") or {}),
-                                  bool(a.get("latch")))
-            st = AlarmState(a["id"], a["block"], cond, float(a["raised_utc"]),
-                            bool(a.get("active", True)), bool(a.get("acked", False)))
-            rt.alarms.adopt(st)
-        counters = body.get("counters") or {}
-        self.starts = int(counters.get("starts", 0)) + 1
-        self._cycles_before = int(counters.get("cycles_total", 0))
-        age = rt.clock.wall() - float(body.get("saved_utc", 0.0))
-        log.info("retained state restored from %s (saved %.1f s ago): %d values (stale until "
-                 "read), %d block states, %d alarms", self.path, age, restored,
-                 len(body.get("blocks") or {}), len(body.get("alarms") or []))
 
     # -- saving ----------------------------------------------------------------------------
     def start_writer(self) -> None:
@@ -312,12 +266,13 @@ class RetainedState:
                                             daemon=True)
             self._thread.start()
 
-    def _job(self, snap: Snapshot, t_utc: float, cycle: int,
+    def _job(self, snap: Snapshot, t_utc: float, cycle: int, reason: str,
              states: dict[str, Any] | None = None) -> _Job:
         rt = self.runtime
         if states is None:
             states = block_states(rt.blocks, self._state_failed)
-        return _Job(snap, t_utc, cycle, states, [a.as_dict() for a in rt.alarms.active()])
+        return _Job(snap, t_utc, cycle, states, [a.as_dict() for a in rt.alarms.active()],
+                    reason)
 
     def body(self, job: _Job) -> dict[str, Any]:
         rt = self.runtime
@@ -344,7 +299,8 @@ class RetainedState:
 
     def save(self, job: _Job) -> bool:
         try:
-            write_atomic(self.path, encode_state(self.body(job)))
+            data = encode_state(self.body(job), self.generation + 1)
+            write_atomic(self.path, data, keep_previous=True)
         except Exception as exc:
             self.save_errors += 1
             if self.status != "error":
@@ -352,10 +308,22 @@ class RetainedState:
                           self.path, exc)
             self.status = "error"
             return False
-        if self.status in ("error", "none", "corrupt"):
-            self.status = "loaded" if self.status == "error" else self.status
+        self.generation += 1
+        self.bytes_written += len(data)
+        self.reasons[job.reason] = self.reasons.get(job.reason, 0) + 1
+        if self.status == "error":
+            self.status = "loaded"
+        if self.saves == 0:
+            self._drop_leftovers()
         self.saves += 1
         return True
+
+    def _drop_leftovers(self) -> None:
+        """Temp files of an interrupted save: kept until a newer save is on disk."""
+        mine = self.path.name
+        for stale in self.path.parent.glob(f".{mine}.tmp-*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
     def _writer(self) -> None:
         while True:
@@ -372,25 +340,51 @@ class RetainedState:
     def _queue(self, job: _Job) -> None:
         self.queued += 1
         with self._lock:
+            pending = self._pending
+            if pending is not None and pending.reason == "change":
+                job.reason = "change"  # a newer job carries the change it replaces
             self._pending = job  # the newest wins: a slow disk never builds a backlog
         self._wake.set()
+
+    def _values_key(self, snap: Snapshot) -> bytes:
+        vals = snap.values
+        return array("d", [vals[i] for i in self._val_idx]).tobytes()
 
     # -- hooks -----------------------------------------------------------------------------
     @hookimpl
     def busguard_scan_complete(self, runtime: Runtime, result: CycleResult) -> None:
         if not self.enabled or runtime is not self.runtime:
             return
+        snap = result.snapshot
         states = block_states(runtime.blocks, self._state_failed)
-        if result.edges or states != self._last_states:
-            self._dirty = True
+        vals = snap.values
+        cmds = array("d", [vals[i] for i in self._cmd_idx]).tobytes()
+        if states != self._last_states or cmds != self._last_cmds:
+            self._dirty = True  # trips, resets, acknowledgements, commands: at once
+        for edge in result.edges:
+            if edge.alarm.condition.latch:
+                self._dirty = True  # a latched alarm raised, or cleared by its ack: at once
+            else:  # a plain alarm is derived from the inputs again after a restart
+                self._alarms_changed = True
         self._last_states = states
-        since = result.now - self._last_save
-        # a change is saved at once, or, in a burst of changes (a block whose state moves
-        # every scan), at most every MIN_GAP_S: bounded disk writes, never a missed change
-        if (self._dirty and since >= MIN_GAP_S) or since >= self.interval_s:
+        self._last_cmds = cmds
+        now = result.now
+        if self._dirty and now - self._last_change_save >= MIN_GAP_S:
+            # a change is saved at once, or, in a burst of changes (a block whose state moves
+            # every scan), at most every MIN_GAP_S: bounded disk writes, never a missed change
             self._dirty = False
-            self._last_save = result.now
-            self._queue(self._job(result.snapshot, result.t_utc, result.cycle, states))
+            self._last_change_save = now
+            self._saved_values = self._values_key(snap)
+            self._last_values_save = now
+            self._alarms_changed = False
+            self._queue(self._job(snap, result.t_utc, result.cycle, "change", states))
+        elif now - self._last_values_save >= self.values_every_s:
+            self._last_values_save = now
+            key = self._values_key(snap)
+            if key != self._saved_values or self._alarms_changed:  # nothing changed: no write
+                self._saved_values = key
+                self._alarms_changed = False
+                self._queue(self._job(snap, result.t_utc, result.cycle, "values", states))
 
     @hookimpl
     def busguard_shutdown(self, runtime: Runtime) -> None:
@@ -406,8 +400,14 @@ class RetainedState:
         last = runtime.last_result
         snap = last.snapshot if last is not None else runtime.image.snapshot()
         cycle = last.cycle if last is not None else 0
-        if self.save(self._job(snap, runtime.clock.wall(), cycle)):
-            log.info("retained state saved to %s (%d saves this run)", self.path, self.saves)
+        if self.save(self._job(snap, runtime.clock.wall(), cycle, "shutdown")):
+            log.info("retained state saved to %s (%d saves this run, %d bytes; by reason %s)",
+                     self.path, self.saves, self.bytes_written, self.reasons)
+
+    def stats(self) -> dict[str, Any]:
+        return {"status": self.status, "generation": self.generation, "saves": self.saves,
+                "bytes_written": self.bytes_written, "reasons": dict(self.reasons),
+                "save_errors": self.save_errors, "values_every_s": self.values_every_s}
 
 
 def _jsonable(obj: Any) -> Any:

@@ -21,6 +21,7 @@ import pluggy
 
 from busguard import __version__
 from busguard.alarms import AlarmTable
+from busguard.annunciator import annunciators
 from busguard.block import Block
 from busguard.clock import Clock, MonotonicClock
 from busguard.config.site import SiteConfig, load_site
@@ -82,6 +83,10 @@ def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
                                               f"written by block {owners[out]!r}; an output has "
                                               f"one writer"))
             owners.setdefault(out, bc.name)
+    try:  # outputs that follow the alarm table: after every block, so they see this scan's
+        blocks.extend(annunciators(site.devices, owners))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return blocks

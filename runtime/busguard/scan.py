@@ -67,6 +67,9 @@ class ScanEngine:
         # when it is built (ownership was checked above on them), and asking every block for
         # a fresh dict every scan was a tenth of the cycle on a site of 64 small blocks
         self._declared = [(b, frozenset(b.outputs())) for b in self.blocks]
+        for b in self.blocks:
+            if b.reads_alarms:
+                b.bind_alarms(self.alarms)
 
     def step(self, snap: Snapshot, t_utc: float) -> CycleResult:
         """Run one cycle over ``snap`` (taken at ``snap.now``)."""

@@ -9,8 +9,9 @@ point, so any project that installs busguard gets them).
   ``retained=True`` (tests of restarts).
 - ``run_scans(rt, n, between=None)``: runs ``n`` scans on the fake clock (no sleeping);
   ``between(rt, i)`` runs before scan ``i`` to drive inputs.
-- ``w1_tree`` and ``mock_gpio``: a 1-Wire file tree and mock GPIO lines in the tmp folder
-  (see :mod:`busguard.w1.testing` and :mod:`busguard.gpio.testing`).
+- ``w1_tree``, ``iio_tree`` and ``mock_gpio``: a 1-Wire file tree, an IIO file tree and
+  mock GPIO lines in the tmp folder (see :mod:`busguard.w1.testing`,
+  :mod:`busguard.iio.testing` and :mod:`busguard.gpio.testing`).
 - ``modbus_meter(profile, values)``: a simulated Modbus TCP meter on 127.0.0.1, the
   simulator's own server and profile encoding, with its fault knobs
   (:mod:`busguard.sim.testing`).
@@ -26,6 +27,7 @@ import pytest
 
 from busguard.clock import FakeClock
 from busguard.gpio.testing import mock_gpio  # noqa: F401  (fixture, re-exported)
+from busguard.iio.testing import iio_tree  # noqa: F401  (fixture, re-exported)
 from busguard.retained import PLUGIN_NAME as RETAINED_PLUGIN
 from busguard.runtime import Runtime
 from busguard.scan import CycleResult

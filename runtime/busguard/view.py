@@ -245,6 +245,10 @@ class LiveView:
                     leds.append(f"{b}={'?' if got[1] is not Quality.GOOD else int(got[0])}")
             if leds:
                 parts.append("led " + ",".join(leds))
+            relays = [f"{k}={v:g}" for k, v in sorted(res.outputs.items())
+                      if k.startswith("relay.") or k.endswith(".shunt_trip")]
+            if relays:
+                parts.append(" ".join(relays))
         alarms = self._alarms()
         parts.append(f"alarms={len(alarms)}" + (
             " [" + ", ".join(sorted({a.condition.code for a in alarms})) + "]" if alarms else ""))

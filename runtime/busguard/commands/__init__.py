@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from busguard.errors import BusguardError
+from busguard.errors import UsageError
 
 
 def default_site(given: str | None) -> Path:
@@ -19,5 +19,5 @@ def default_site(given: str | None) -> Path:
     for candidate in (Path("site.toml"), Path("/etc/busguard/site.toml")):
         if candidate.is_file():
             return candidate
-    raise BusguardError("no site file given and none found (tried ./site.toml and "
+    raise UsageError("no site file given and none found (tried ./site.toml and "
                         "/etc/busguard/site.toml); pass one: busguard check PATH")

@@ -48,7 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="simulator scenario (see `busguard simulate --help`)")
     p.add_argument("--speed", type=float, default=1.0, metavar="X",
                    help="simulator model seconds per wall second")
-    p.add_argument("--seed", type=int, default=1, metavar="N")
+    p.add_argument("--seed", type=int, default=1, metavar="N",
+                   help="seed of the simulator's model (loads, noise): the same seed replays "
+                        "the same world (default 1)")
     for knob, what in (("latency-ms", "extra reply latency (ms)"),
                        ("drop-pct", "percent of requests left unanswered"),
                        ("exception-pct", "percent of reads answered with exception 0x02"),
@@ -58,6 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fault-meters", default="", metavar="NAMES",
                    help="meters the fault knobs apply to (default: all)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--ack-after", type=float, metavar="S", help=(
+        "acknowledge all alarms S seconds after the scan starts, as a DCIM does (a write to "
+        "cmd.ack_alarms over Modbus TCP): shows a horn that holds until acknowledged"))
     p.add_argument("--refresh", type=float, default=None, metavar="S",
                    help="view refresh period (default 0.5 s on a terminal, 5 s otherwise)")
     p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
@@ -100,6 +105,39 @@ def modbus_answers(host: str, port: int, address: int = 0, function: int = 3,
 
     with ModbusTcpClient(host, port, timeout_s=timeout) as client:
         return client.answers(address, "holding" if function == 3 else "input")
+
+
+def modbus_write_u32(host: str, port: int, address: int, value: int,
+                     timeout: float = 2.0) -> int | None:
+    """One FC16 write of a uint32 (high word first); None when accepted, else the Modbus
+    exception code (-1: no answer)."""
+    from busguard.modbus.tcpclient import CommError, ExceptionReply, ModbusTcpClient
+
+    with ModbusTcpClient(host, port, timeout_s=timeout) as client:
+        try:
+            client.write(address, [value >> 16, value & 0xFFFF])
+        except ExceptionReply as exc:
+            return exc.code
+        except CommError:
+            return -1
+    return None
+
+
+def acknowledge_all(rt: Runtime) -> str:
+    """Acknowledge every alarm as a DCIM does: a write to cmd.ack_alarms in the command area
+    of the unit's own Modbus map (the host must be in `write_allow`). Returns what happened."""
+    pub = next((p for p in rt.publishers if getattr(p, "map", None) is not None), None)
+    if pub is None:
+        return "no [modbus_server]: nothing to acknowledge through"
+    rec = next(c for c in pub.map.commands if c.name == "cmd.ack_alarms")
+    last = rt.last_result  # the scan's own snapshot: taking one here would age the image
+    current = last.snapshot.value("cmd.ack_alarms", 0.0) if last is not None else 0.0
+    value = (int(current) + 1) & 0xFFFF
+    host = pub.host if pub.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    rc = modbus_write_u32(host, pub.server.port(), rec.address + 2, value)
+    if rc is None:
+        return f"acknowledged all alarms: cmd.ack_alarms = {value} (register {rec.address + 2})"
+    return f"acknowledge refused (Modbus exception {rc}; is this host in write_allow?)"
 
 
 def wait_for_meters(ready: dict[str, Any], site: Any, timeout: float,
@@ -271,6 +309,13 @@ def run(args: argparse.Namespace) -> int:
                         log_tail=tail if tty else None)
         every = args.refresh if args.refresh else (0.5 if tty else 5.0)
         view_thread = view.start(stop, every)
+        if args.ack_after is not None:
+            def ack(rt: Runtime = rt) -> None:
+                print(f"busguard demo: {acknowledge_all(rt)}", flush=True)
+
+            acker = threading.Timer(args.ack_after, ack)
+            acker.daemon = True
+            acker.start()
         if args.duration:
             timer = threading.Timer(args.duration, lambda: (stop.set(), rt.request_stop()))
             timer.daemon = True

@@ -66,7 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("meter", help="meter name from site.toml")
     p.add_argument("--reference-amps", type=float, required=True, metavar="X",
                    help="current measured by the reference meter on that phase")
-    p.add_argument("--phase", default="L1", type=str.upper, choices=PHASES)
+    p.add_argument("--phase", default="L1", type=str.upper, choices=PHASES,
+                   help="the phase whose current is compared with the reference meter "
+                        "(default L1)")
     p.add_argument("--samples", type=int, default=10, metavar="N",
                    help="fresh readings to average (default 10)")
     p.add_argument("--site", help="site file (default: $BUSGUARD_SITE, ./site.toml, "

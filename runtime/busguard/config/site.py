@@ -38,8 +38,17 @@ else:  # pragma: no cover - exercised on the 3.10 CI leg
 
 NAME = Param(str, doc="unique name; letters, digits, '-', '_' and '.'")
 
-SITE_PARAMS = {"name": Param(str, doc="site name shown in status views"),
-               "description": Param(str, default="")}
+SITE_PARAMS = {
+    "name": Param(str, doc="site name shown in status views"),
+    "description": Param(str, default=""),
+    "nominal_voltage_ll_v": Param(float, default=None, minval=100.0, maxval=1000.0, unit="V",
+                                  doc="nominal line-to-line voltage of the busway (e.g. 415 or "
+                                      "480); required by blocks that judge voltage "
+                                      "(power_quality) and used by the simulator"),
+    "nominal_hz": Param(float, default=None, choices=(50.0, 60.0), unit="Hz",
+                        doc="nominal frequency; required by blocks that judge frequency "
+                            "(power_quality) and used by the simulator"),
+}
 SCAN_PARAMS = {
     "period_ms": Param(float, default=10.0, minval=1.0, maxval=1000.0, unit="ms",
                        doc="fixed scan period"),
@@ -137,6 +146,9 @@ class SiteConfig:
     points: tuple[PointSpec, ...]
     config_hash: str
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # the site's electrical nominals ([site]); None when the file does not say
+    nominal_voltage_ll_v: float | None = None
+    nominal_hz: float | None = None
 
     def devices_of(self, kind: str) -> tuple[DeviceConfig, ...]:
         return tuple(d for d in self.devices if d.kind == kind)
@@ -324,7 +336,9 @@ def parse_site(data: Mapping[str, Any], registry: TypeRegistry, file: str = "sit
         disabled_plugins=tuple(plugins["disabled"] or ()), devices=tuple(devices),
         blocks=tuple(blocks), publishers=MappingProxyType(publishers),
         sections=MappingProxyType(sections), points=(), config_hash=config_hash,
-        raw=MappingProxyType(dict(data)))
+        raw=MappingProxyType(dict(data)),
+        nominal_voltage_ll_v=site_vals.get("nominal_voltage_ll_v"),
+        nominal_hz=site_vals.get("nominal_hz"))
 
     points: list[PointSpec] = []
     point_owner: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""GPIO for busguard: one pin-backend interface (gpiod, RPi.GPIO, mock), the breaker-LED
+"""GPIO for busguard: one pin-backend interface (cdev, gpiod, RPi.GPIO, mock), the breaker-LED
 decoder, and the drivers built on them (breaker type ``gpio``, output type ``gpio_relay``).
 
 The simulator's side of the mock backend is :mod:`busguard.gpio.mock` (``write_line``,

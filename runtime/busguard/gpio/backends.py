@@ -1,4 +1,5 @@
-"""The real GPIO backends (libgpiod v2, RPi.GPIO) and the factory that picks one from [gpio].
+"""The real GPIO backends (libgpiod v2, RPi.GPIO; the default ``cdev`` lives in
+:mod:`busguard.gpio.cdev`) and the factory that picks one from [gpio].
 
 Libraries are imported when a backend is built, not when busguard is imported, so a unit
 without them still loads, checks and runs sites that do not use them. A missing or unusable
@@ -17,17 +18,19 @@ from typing import Any
 from busguard.config.params import Param
 from busguard.errors import DriverError
 from busguard.gpio.base import Line, PinBackend
+from busguard.gpio.cdev import CdevBackend
 from busguard.gpio.mock import MockBackend
 
-BACKENDS = ("gpiod", "rpigpio", "mock")
+BACKENDS = ("cdev", "gpiod", "rpigpio", "mock")
 
 GPIO_SECTION_PARAMS: Mapping[str, Param] = {
-    "backend": Param(str, default="gpiod", choices=BACKENDS,
-                     doc="pin library: libgpiod v2 (gpiod), RPi.GPIO (not on a Pi 5) or mock "
-                         "(files, for tests and the simulator)"),
+    "backend": Param(str, default="cdev", choices=BACKENDS,
+                     doc="pin library: cdev (the kernel's GPIO character device, built in, "
+                         "nothing to install), gpiod (libgpiod v2 bindings), RPi.GPIO (not on "
+                         "a Pi 5) or mock (files, for tests and the simulator)"),
     "chip": Param(str, default="/dev/gpiochip0",
-                  doc="GPIO character device for gpiod (older Raspberry Pi 5 kernels show "
-                      "the header on /dev/gpiochip4)"),
+                  doc="GPIO character device for cdev and gpiod (older Raspberry Pi 5 "
+                      "kernels show the header on /dev/gpiochip4)"),
     "mock_dir": Param(str, default="var/sim/gpio",
                       doc="mock backend: folder with one file per line holding 0/1 "
                           "(relative to the site file)"),
@@ -65,6 +68,7 @@ class GpiodBackend(PinBackend):
     """
 
     name = "gpiod"
+    device_nodes = ("/dev/gpiochip*",)
 
     def __init__(self, chip: str = "/dev/gpiochip0") -> None:
         super().__init__(chip)
@@ -161,21 +165,23 @@ class RpiGpioBackend(PinBackend):
     I/O controller is not the BCM283x register block RPi.GPIO writes to; use gpiod there."""
 
     name = "rpigpio"
+    device_nodes = ("/dev/gpiomem",)
 
     def __init__(self, chip: str = "bcm", root: str | Path = "/") -> None:
         super().__init__(chip)
         if is_raspberry_pi_5(root):
             raise DriverError(f"[gpio] backend = \"rpigpio\": RPi.GPIO does not work on a "
                               f"{raspberry_pi_model(root)} (its GPIO sit behind the RP1 chip); "
-                              f"use backend = \"gpiod\" (chip /dev/gpiochip0; /dev/gpiochip4 on "
-                              f"older Pi 5 kernels)")
+                              f"use backend = \"cdev\" (the default; or \"gpiod\") with chip "
+                              f"/dev/gpiochip0 (/dev/gpiochip4 on older Pi 5 kernels)")
         try:
             import RPi.GPIO as gpio  # type: ignore[import-not-found]
         except ImportError as exc:
-            raise DriverError("[gpio] backend = \"rpigpio\" needs RPi.GPIO: pip install "
-                              "'busguard[rpigpio]' (or use backend = \"gpiod\")") from exc
+            raise DriverError("[gpio] backend = \"rpigpio\" needs RPi.GPIO (Debian/Raspberry Pi "
+                              "OS: apt install python3-rpi.gpio; or use the default backend = "
+                              "\"cdev\", which needs nothing)") from exc
         except RuntimeError as exc:  # "This module can only be run on a Raspberry Pi!"
-            raise DriverError(f"[gpio] backend = \"rpigpio\": {exc}; use backend = \"gpiod\" "
+            raise DriverError(f"[gpio] backend = \"rpigpio\": {exc}; use backend = \"cdev\" "
                               f"or \"mock\"") from exc
         self._gpio = gpio
         gpio.setwarnings(False)
@@ -199,12 +205,14 @@ class RpiGpioBackend(PinBackend):
 def make_backend(section: Mapping[str, Any], resolve: Callable[[str], Path],
                  ticks: Callable[[], float] = time.monotonic) -> PinBackend:
     """The backend a site's [gpio] table asks for (``resolve``: the site's path resolver)."""
-    kind = section.get("backend", "gpiod")
+    kind = section.get("backend", "cdev")
     chip = section.get("chip", "/dev/gpiochip0")
     if kind == "mock":
         return MockBackend("mock", resolve(section.get("mock_dir", "var/sim/gpio")), ticks)
     if kind == "rpigpio":
         return RpiGpioBackend(chip if chip != "/dev/gpiochip0" else "bcm")
+    if kind == "cdev":
+        return CdevBackend(chip)
     if kind == "gpiod":
         return GpiodBackend(chip)
     raise DriverError(f"[gpio] backend = {kind!r}: expected one of {', '.join(BACKENDS)}")

@@ -43,6 +43,8 @@ class PinBackend(ABC):
     """A GPIO chip seen through one library. Thread-safe to open and close lines."""
 
     name = ""
+    #: device nodes the backend opens (the service unit must allow each: DeviceAllow=)
+    device_nodes: tuple[str, ...] = ()
 
     def __init__(self, chip: str) -> None:
         self.chip = chip

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from busguard.annunciator import ANNUNCIATOR_PARAMS
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
@@ -244,6 +245,7 @@ class GpioRelay(Driver):
         "feedback_active_low": Param(bool, default=False),
         "feedback_settle_ms": Param(float, default=50.0, minval=0.0, maxval=5000.0, unit="ms",
                                     doc="time the contact may take to follow a write"),
+        **ANNUNCIATOR_PARAMS,
     }
 
     @classmethod

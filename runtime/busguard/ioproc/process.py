@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pluggy
+
 from busguard import gcpolicy
 from busguard.clock import MonotonicClock
 from busguard.config.site import SiteConfig
@@ -83,12 +85,17 @@ class FrameInbox:
 class RemoteContext:
     """What a publisher gets in the I/O process (:meth:`Publisher.start_remote`): the site,
     the scan process's point layout, the image writer (command writes go to the scan
-    process), the frames the scan process sends."""
+    process), the frames the scan process sends, and for the observers of what happens
+    there (``busguard_command_written``: the fault log's audit line) the plugin manager and
+    the clock. It stands for the runtime in those hooks: it has ``site``, ``pm`` and
+    ``clock``, no blocks and no image to read."""
 
     site: SiteConfig
     layout: Layout
     image: link.LinkImageWriter
     frames: FrameInbox
+    pm: pluggy.PluginManager
+    clock: MonotonicClock
 
 
 class LinkClosed(Exception):
@@ -102,7 +109,7 @@ class IoProcess:
 
         self.sock = sock
         self.clock = MonotonicClock()
-        _pm, registry, self.site = load_site_and_types(site_path, extra or ())
+        self.pm, registry, self.site = load_site_and_types(site_path, extra or ())
         self.drivers: list[Driver] = [
             drv for drv in (registry.drivers[d.kind][d.driver](d, self.site)
                             for d in self.site.devices) if drv.runs_in_io_process]
@@ -179,7 +186,8 @@ class IoProcess:
             return None
         ready: dict[str, Any] = {"pid": os.getpid(), "drivers": [d.name for d in self.drivers],
                                  "publishers": {}}
-        rctx = RemoteContext(self.site, self.layout, self.image, self.frames)
+        rctx = RemoteContext(self.site, self.layout, self.image, self.frames, self.pm,
+                             self.clock)
         for pub in self.publishers:
             pub.start_remote(rctx)
             ready["publishers"][pub.section] = pub.status()

@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from busguard.annunciator import ANNUNCIATOR_PARAMS
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
@@ -56,6 +57,7 @@ class ModbusWrite(Driver):
         "verify": Param(bool, default=True, doc="read the registers back after each write"),
         "timeout_ms": Param(float, default=1000.0, minval=1.0, maxval=60000.0, unit="ms"),
         "retries": Param(int, default=1, minval=0, maxval=10),
+        **ANNUNCIATOR_PARAMS,
     }
 
     @classmethod

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.config.params import Param, Section
 from busguard.errors import ConfigError, ConfigProblem
+from busguard.firewall import Listener
 from busguard.image import ImageWriter, Quality
 from busguard.northbound import access, mapdef
 from busguard.northbound.encode import AlarmInfo, Encoder, Frame
@@ -139,6 +140,22 @@ class ModbusServerPublisher(Publisher):
         self._last_good = 0.0
         self._retained: Any = None
         self._writer: ImageWriter | None = None  # where command writes go
+        # what busguard_command_written is told about: the runtime, or in the I/O process
+        # its RemoteContext (site, pm, clock: what the fault log's audit line needs)
+        self._observed: Any = None
+
+    def listeners(self) -> list[Listener]:
+        """The Modbus TCP port and, with `[modbus_server.tls]`, the Modbus/TCP Security port,
+        each admitting `allow` (empty: loopback only)."""
+        allow = self.policy.allow
+        out = []
+        if not (self.tls and self.tls["only"]):
+            out.append(Listener("tcp", self.host, int(self.config.params["port"]), allow,
+                                "modbus_server: Modbus TCP for the DCIM"))
+        if self.tls:
+            out.append(Listener("tcp", self.host, int(self.tls["port"]), allow,
+                                "modbus_server: Modbus/TCP Security (TLS)"))
+        return out
 
     # -- lifecycle -------------------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
@@ -160,6 +177,7 @@ class ModbusServerPublisher(Publisher):
 
         self.runtime = runtime
         self._writer = runtime.image
+        self._observed = runtime
         self.map = mapdef.for_runtime(runtime)
         self.encoder = Encoder(self.map, runtime.image.index, runtime.site.scan.period_ms,
                                runtime.site.config_hash)
@@ -190,6 +208,7 @@ class ModbusServerPublisher(Publisher):
 
         lay = ctx.layout
         self._writer = ctx.image
+        self._observed = ctx
         self.map = mapdef.RegisterMap.build(lay.specs, lay.devices, lay.block_outputs)
         self.encoder = Encoder(self.map, lay.index, self.site.scan.period_ms,
                                self.site.config_hash)
@@ -302,6 +321,11 @@ class ModbusServerPublisher(Publisher):
                             client, rec.name, v, rec.minval, rec.maxval)
                 return ILLEGAL_VALUE
         self._writer.write_many([(rec.name, v, Quality.GOOD) for rec, v in items])
+        observed = self._observed
+        t_utc = observed.clock.wall() if observed is not None else 0.0
         for rec, v in items:
             log.info("northbound: %s wrote %s = %r", client, rec.name, v)
+            if observed is not None:
+                observed.pm.hook.busguard_command_written(
+                    runtime=observed, point=rec.name, value=v, client=client, t_utc=t_utc)
         return None

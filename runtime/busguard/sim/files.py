@@ -1,8 +1,10 @@
-"""The simulator's file-backed hardware: the 1-Wire sysfs tree and the mock GPIO lines.
+"""The simulator's file-backed hardware: the 1-Wire and IIO sysfs trees and the mock GPIO lines.
 
-Both use the production modules' own writers, so the runtime reads them through its real code
+They use the production modules' own writers, so the runtime reads them through its real code
 paths: :func:`busguard.w1.tree.write_sensor_file` (the kernel's ``w1_slave`` format, CRC and
-all) and :func:`busguard.gpio.mock.write_line` (one file per line under ``[gpio] mock_dir``).
+all), :func:`busguard.iio.tree.write_max31865` (a MAX31865 RTD converter under
+``[iio] base_dir``, labelled with the probe's ``device``) and
+:func:`busguard.gpio.mock.write_line` (one file per line under ``[gpio] mock_dir``).
 The LED blink timing comes from :func:`busguard.gpio.led.pattern_level`, on wall time.
 """
 
@@ -16,13 +18,15 @@ from pathlib import Path
 
 from busguard.gpio.led import pattern_level
 from busguard.gpio.mock import line_path, read_line, write_line
+from busguard.iio.tree import remove_device, write_max31865
 from busguard.w1.tree import remove_sensor, write_sensor_file
 
 
 @dataclass(frozen=True)
 class ProbeFile:
     name: str
-    sensor_id: str  # kernel folder name, e.g. "28-0000075a3c1f"
+    sensor_id: str  # w1: kernel folder name, e.g. "28-0000075a3c1f"; iio: the device label
+    kind: str = "w1"  # or "iio"
 
 
 @dataclass(frozen=True)
@@ -50,12 +54,37 @@ class W1Tree:
     def update(self, temps: Callable[[int], float]) -> None:
         """Write every probe's temperature (``temps(i)`` for the i-th probe)."""
         for i, p in enumerate(self.probes):
-            write_sensor_file(self.base_dir, p.sensor_id, temps(i))
-            self.written += 1
+            if p.kind == "w1":
+                write_sensor_file(self.base_dir, p.sensor_id, temps(i))
+                self.written += 1
 
     def remove(self) -> None:
         for p in self.probes:
-            remove_sensor(self.base_dir, p.sensor_id)
+            if p.kind == "w1":
+                remove_sensor(self.base_dir, p.sensor_id)
+
+
+@dataclass
+class IioTree:
+    """PT100 probes as MAX31865 devices ``<base_dir>/iio:deviceN``, labelled like the probe's
+    ``device`` option (N counts the IIO probes in site order)."""
+
+    base_dir: Path
+    probes: Sequence[ProbeFile]
+    written: int = 0
+
+    def update(self, temps: Callable[[int], float]) -> None:
+        n = 0
+        for i, p in enumerate(self.probes):
+            if p.kind == "iio":
+                write_max31865(self.base_dir, n, temps(i), label=p.sensor_id)
+                n += 1
+                self.written += 1
+
+    def remove(self) -> None:
+        n = sum(p.kind == "iio" for p in self.probes)
+        for k in range(n):
+            remove_device(self.base_dir, k)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 - ``modbus_tcp`` meters: a TCP server on their host:port; ``modbus_rtu`` meters: a unit on
   their ``[[rs485]]`` line, whose ``port`` path becomes a pty symlink.
 - ``w1`` probes: a sensor folder under ``[onewire] base_dir``.
+- ``iio`` probes: a MAX31865 device folder under ``[iio] base_dir``, labelled ``device``.
 - ``gpio`` breakers: their ``led_line`` under ``[gpio] mock_dir`` (lit by the model) and their
   ``shunt_trip_line`` (or a ``gpio_relay`` output named ``{breaker}.shunt_trip``), which the
   simulator watches: the runtime driving it opens the breaker in the model.
@@ -70,6 +71,7 @@ class SimLayout:
     lines: dict[str, SimLine] = field(default_factory=dict)
     probes: list[ProbeFile] = field(default_factory=list)
     onewire_dir: Path | None = None
+    iio_dir: Path | None = None
     gpio_dir: Path | None = None
     breakers: list[str] = field(default_factory=list)
     leds: list[LedLine] = field(default_factory=list)
@@ -85,6 +87,7 @@ class SimLayout:
                 "rs485_lines": {n: str(line.port) for n, line in self.lines.items()},
                 "probes": [p.name for p in self.probes],
                 "onewire_dir": str(self.onewire_dir) if self.onewire_dir else None,
+                "iio_dir": str(self.iio_dir) if self.iio_dir else None,
                 "gpio_dir": str(self.gpio_dir) if self.gpio_dir else None,
                 "setpoints": {sp.name: sp.output for sp in self.setpoints},
                 "breakers": self.breakers, "skipped": self.skipped}
@@ -140,10 +143,15 @@ def layout_of(site: SiteConfig) -> SimLayout:
     ow = _section(site, "onewire")
     if ow is not None:
         lay.onewire_dir = site.resolve(str(ow.get("base_dir") or "/sys/bus/w1/devices"))
+    iio = _section(site, "iio")
+    if iio is not None:
+        lay.iio_dir = site.resolve(str(iio.get("base_dir") or "/sys/bus/iio/devices"))
     for dev in site.devices_of("probe"):
         sid = _first(dev.params, "sensor_id", "id", "sensor", "serial")
         if dev.driver == "w1" and sid:
             lay.probes.append(ProbeFile(dev.name, str(sid)))
+        elif dev.driver == "iio" and lay.iio_dir is not None:
+            lay.probes.append(ProbeFile(dev.name, str(dev.params["device"]), kind="iio"))
         else:
             lay.skipped.append(f"{dev.name} ({dev.driver})")
     gp = _section(site, "gpio")

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from busguard.sim.scenarios import NO_FAULTS, SCENARIOS, CommFaults, Scenario
 
-V_LN_NOMINAL = 277.1  # 480 V line-to-line busway
-F_NOMINAL = 60.0
+V_LL_NOMINAL = 480.0  # a site that does not say ([site] nominal_voltage_ll_v)
+F_NOMINAL = 60.0  # ([site] nominal_hz)
 T_AMBIENT_C = 26.0
 KERNEL_SAMPLES = 72
 KERNEL_SPAN_TAU = 6.0
@@ -113,9 +113,12 @@ class SiteModel:
     fault_meters: frozenset[str] | None = None  # meters the knobs apply to (None: all)
     shunt_trips: dict[int, float] = field(default_factory=dict)
     cooling: list[tuple[float, float]] = field(default_factory=list)  # (t, demand %) set points
+    v_ll_nominal: float = V_LL_NOMINAL  # the site's nominals: the meters read around them
+    f_nominal: float = F_NOMINAL
 
     def __post_init__(self) -> None:
         s, n = self.seed, max(1, len(self.meters))
+        self.v_ln = self.v_ll_nominal / math.sqrt(3.0)
         self._base = [0.38 + 0.22 * (0.5 + 0.5 * uniform(s, 11, i)) for i in range(n)]
         self._gpu = [0.70 + 0.25 * (0.5 + 0.5 * uniform(s, 12, i)) for i in range(n)]
         self._phase = [0.5 + 0.5 * uniform(s, 13, i) for i in range(n)]
@@ -155,6 +158,11 @@ class SiteModel:
             ob = self._nth(sc.overload_breaker, len(self.breakers))
             if ob is not None and self.breakers[ob].meter == m and dt >= 2.0:
                 load = sc.overload_level + 0.02 * noise
+        cb = self._nth(sc.cyclic_breaker, len(self.breakers))
+        if cb is not None and self.breakers[cb].meter == m and t >= sc.cyclic_start_s:
+            phase = (t - sc.cyclic_start_s) % (sc.cyclic_high_s + sc.cyclic_low_s)
+            load = (sc.cyclic_high if phase < sc.cyclic_high_s else sc.cyclic_low) + \
+                0.01 * noise
         return max(0.0, load)
 
     def load(self, m: int, t: float) -> float:
@@ -199,7 +207,7 @@ class SiteModel:
         gpu = self._gpu[m]
         add_v, add_i = self.thd_add(t)
         n = value_noise
-        v = [V_LN_NOMINAL * (1.0 - 0.018 * load) + 0.7 * n(s, ch + p, t / 2.0)
+        v = [self.v_ln * (1.0 - 0.018 * load) + 0.7 * n(s, ch + p, t / 2.0)
              for p in (1, 2, 3)]
         d1, d2 = self._imb[m]
         imb = (1.0 + d1, 1.0 + d2, 1.0 - d1 - d2)
@@ -215,7 +223,7 @@ class SiteModel:
         ll = [math.sqrt(a * a + b * b + a * b) for a, b in ((v[0], v[1]), (v[1], v[2]),
                                                            (v[2], v[0]))]
         i_n = load * spec.rated_a * (math.hypot(d1, d2) + 0.004 * sum(thd_i))
-        base_kw = 3 * V_LN_NOMINAL * self._base[m] * spec.rated_a * 0.97 / 1000.0
+        base_kw = 3 * self.v_ln * self._base[m] * spec.rated_a * 0.97 / 1000.0
         residual = on * (6.0 + 14.0 * load + 1.5 * n(s, ch + 40, t / 5.0))
         gb = self._nth(self.scenario.ground_fault_breaker, len(self.breakers))
         if gb is not None and self.breakers[gb].meter == m and t >= self.scenario.ground_fault_s:
@@ -225,7 +233,7 @@ class SiteModel:
             "voltage_l1_l2_v": ll[0], "voltage_l2_l3_v": ll[1], "voltage_l3_l1_v": ll[2],
             "current_l1_a": i_ph[0], "current_l2_a": i_ph[1], "current_l3_a": i_ph[2],
             "current_n_a": i_n, "power_kw": va * pf / 1000.0, "apparent_power_kva": va / 1000.0,
-            "power_factor": pf, "frequency_hz": F_NOMINAL + 0.015 * n(s, ch + 50, t / 2.0),
+            "power_factor": pf, "frequency_hz": self.f_nominal + 0.015 * n(s, ch + 50, t / 2.0),
             "thd_v_l1_pct": thd_v[0], "thd_v_l2_pct": thd_v[1], "thd_v_l3_pct": thd_v[2],
             "thd_i_l1_pct": thd_i[0], "thd_i_l2_pct": thd_i[1], "thd_i_l3_pct": thd_i[2],
             "energy_kwh": self._energy0[m] + base_kw * max(0.0, t) / 3600.0,

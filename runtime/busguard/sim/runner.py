@@ -21,9 +21,16 @@ from busguard.config.site import SiteConfig
 from busguard.errors import BusguardError, ConfigError, ConfigProblem
 from busguard.modbus.codec import decode, encode
 from busguard.modbus.profiles import Profile, load_profile
-from busguard.sim.files import GpioLines, W1Tree
+from busguard.sim.files import GpioLines, IioTree, W1Tree
 from busguard.sim.layout import SimLayout, layout_of
-from busguard.sim.model import BreakerSpec, MeterSpec, ProbeSpec, SiteModel
+from busguard.sim.model import (
+    F_NOMINAL,
+    V_LL_NOMINAL,
+    BreakerSpec,
+    MeterSpec,
+    ProbeSpec,
+    SiteModel,
+)
 from busguard.sim.scenarios import NO_FAULTS, CommFaults, Scenario, get_scenario
 
 log = logging.getLogger("busguard.sim")
@@ -63,7 +70,9 @@ class Simulator:
             [MeterSpec(m.name, m.rated_a, m.bus) for m in lay.meters],
             [ProbeSpec(p.name, i % n) for i, p in enumerate(lay.probes)],
             [BreakerSpec(b, j % n) for j, b in enumerate(lay.breakers)],
-            self.scenario, seed, faults, fault_meters)
+            self.scenario, seed, faults, fault_meters,
+            v_ll_nominal=site.nominal_voltage_ll_v or V_LL_NOMINAL,
+            f_nominal=site.nominal_hz or F_NOMINAL)
         unknown = sorted((fault_meters or frozenset()) - {m.name for m in lay.meters})
         if unknown:
             raise BusguardError(f"--fault-meters names no simulated meter: "
@@ -75,7 +84,10 @@ class Simulator:
         self.units: dict[str, Any] = {}
         self.tcp: list[Any] = []
         self.rtu: list[Any] = []
-        self.w1 = W1Tree(lay.onewire_dir, lay.probes) if lay.onewire_dir and lay.probes else None
+        self.w1 = W1Tree(lay.onewire_dir, lay.probes) if lay.onewire_dir and \
+            any(p.kind == "w1" for p in lay.probes) else None
+        self.iio = IioTree(lay.iio_dir, lay.probes) if lay.iio_dir and \
+            any(p.kind == "iio" for p in lay.probes) else None
         self.gpio = GpioLines(lay.gpio_dir, lay.leds, lay.shunts) if lay.gpio_dir else None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -187,6 +199,8 @@ class Simulator:
                                                             self._tick_setpoints)))
         if self.w1 is not None:
             self._tasks.append(loop.create_task(self._every(W1_EVERY_S, self._tick_w1)))
+        if self.iio is not None:
+            self._tasks.append(loop.create_task(self._every(W1_EVERY_S, self._tick_iio)))
         if self.gpio is not None:
             self._tasks.append(loop.create_task(self._every(LED_EVERY_S, self._tick_leds)))
             if self.gpio.shunts:
@@ -235,6 +249,11 @@ class Simulator:
         assert self.w1 is not None
         self.w1.update(lambda i: self.model.probe(i, t))
 
+    def _tick_iio(self) -> None:
+        t = self.model_time()
+        assert self.iio is not None
+        self.iio.update(lambda i: self.model.probe(i, t))
+
     def _tick_leds(self) -> None:
         t = self.model_time()
         assert self.gpio is not None
@@ -271,7 +290,7 @@ class Simulator:
         self.rtu.clear()
         # what the simulator lit goes dark: a runtime left running sees vanished sensors,
         # not frozen readings that look good
-        for part in (self.w1, self.gpio):
+        for part in (self.w1, self.iio, self.gpio):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.remove()

@@ -50,6 +50,15 @@ class Scenario:
     overload_breaker: int | None = None
     overload_level: float = 1.35
     overcurrent_delay_s: float = 6.0
+    # cyclic-overload: one rack cycles above and below its breaker's pickup (training steps
+    # and checkpoints); the breaker's own trip unit holds (the overload is inside its
+    # long-time band), busguard's inverse-time element integrates it and trips
+    cyclic_breaker: int | None = None
+    cyclic_start_s: float = 20.0
+    cyclic_high: float = 1.3  # load in fractions of the rack's rating
+    cyclic_high_s: float = 4.0
+    cyclic_low: float = 0.9
+    cyclic_low_s: float = 2.0
     # thd-rise: the active harmonic filter degrades between start and end
     thd_rise_start_s: float | None = None
     thd_rise_end_s: float = 140.0
@@ -94,6 +103,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("thermal-runaway", "a poorly torqued joint at the first probe heats up from "
              "t=20 s; it crosses 90 C (0xCF thermal critical) within a few minutes of model time",
              runaway_probe=0),
+    Scenario("cyclic-overload", "from t=20 s the first breaker's rack cycles between 130% of "
+             "its rating for 4 s and 90% for 2 s (training steps and checkpoints): never long "
+             "enough above pickup for a timer that restarts at each dip, but trip-a1's "
+             "inverse-time element integrates it (IEC 60255-151 reset) and trips brk-a1 after "
+             "a few cycles",
+             cyclic_breaker=0),
     Scenario("comm-loss", "the second meter stops answering from t=15 s to t=75 s (timeouts, "
              "then recovery); the third answers 120 ms late",
              comm_loss_meter=1, slow_meter=2),
