@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -125,6 +126,12 @@ def test_dcim_reads_the_map_from_the_io_process_and_writes_commands(split_rt):
         regs = client.convert_to_registers(7.0, client.DATATYPE.FLOAT32)
         assert not client.write_registers(ack.address, regs, device_id=1).isError()
         wait_until(lambda: good(rt, ack.name) == 7.0, what="the command in the scan image")
+        # the audit line of the accepted write, from the side that served it
+        fault_log = Path(rt.site.fault_log)
+        wait_until(lambda: fault_log.exists() and "code=BG-CMD" in fault_log.read_text(),
+                   what="the command's audit line in the fault log")
+        line = next(ln for ln in fault_log.read_text().splitlines() if "code=BG-CMD" in ln)
+        assert f"alarm={ack.name}" in line and "127.0.0.1" in line
     finally:
         client.close()
 
