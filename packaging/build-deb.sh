@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Build busguard_<version>_all.deb from this checkout with Debian's own tool (dpkg-deb).
+# Build, from this checkout with Debian's own tool (dpkg-deb), two packages:
+#   busguard_<version>_all.deb        the runtime (what a unit runs)
+#   busguard-tools_<version>_all.deb  the simulator and the benchmark (commissioning and
+#                                     development; Depends: busguard of the same version)
 #
 #   packaging/build-deb.sh [OUTDIR]        (default: dist/)
 #   PYTHON=.venv/bin/python packaging/build-deb.sh
+#   DEB_REVISION=2 packaging/build-deb.sh  (the Debian revision, default 1: an upgrade build)
 #
 # The runtime and its pinned dependencies are installed as pure-Python wheels into
 # /usr/lib/busguard/lib (see packaging/README.md for why); dependencies come from PyPI at
@@ -19,7 +23,7 @@ command -v dpkg-deb >/dev/null || { echo "build-deb: dpkg-deb not found (apt-get
 
 epoch=${SOURCE_DATE_EPOCH:-$(git -C "$top" log -1 --format=%ct 2>/dev/null || date +%s)}
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$top/runtime/busguard/__init__.py")
-debversion="${version}-1"
+debversion="${version}-${DEB_REVISION:-1}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 stage="$work/stage"
@@ -47,24 +51,29 @@ done
 lib="$stage/usr/lib/busguard/lib"
 "$PY" -m pip install --quiet --no-deps --no-index --no-compile --target "$lib" "$wheels"/*.whl
 rm -rf "$lib/bin"
-# `busguard bench` (bench/busguard_bench, ~2,700 lines and a C file) is a development tool, not
-# part of the unit's software: left out, and out of busguard's RECORD and top_level.txt
-# (`busguard bench` then says how to install it: pip install '.[bench]' from the source tree)
-rm -rf "$lib/busguard_bench"
-sed -i '/^busguard_bench\//d' "$lib"/busguard-*.dist-info/RECORD
-sed -i '/^busguard_bench$/d' "$lib"/busguard-*.dist-info/top_level.txt
 find "$lib" -name '__pycache__' -type d -prune -exec rm -rf {} +
 find "$lib" -name 'direct_url.json' -delete
+# pymodbus's own simulator web pages: busguard's simulator does not use them
+rm -rf "$lib/pymodbus/server/simulator/web"
+# the simulator and the bench go to busguard-tools: the same tree, files of another package
+tstage="$work/tools"
+tlib="$tstage/usr/lib/busguard/lib"
+mkdir -p "$tlib/busguard"
+mv "$lib/busguard/sim" "$tlib/busguard/sim"
+# (the bench, bench/busguard_bench with its C client, is always in the wheel: its own root)
+mv "$lib/busguard_bench" "$tlib/busguard_bench"
 # modules are imported, never run: no "#!/usr/bin/env python" lines (lintian unusual-interpreter)
-find "$lib" -name '*.py' -exec sed -i '1{/^#!/d}' {} +
+find "$lib" "$tlib" -name '*.py' -exec sed -i '1{/^#!/d}' {} +
 
 install -D -m 0755 "$here/bin/busguard" "$stage/usr/bin/busguard"
 mkdir -p "$stage/usr/share/man/man1"
-# busguard(1) from the vendored tree's own --help texts
-COLUMNS=80 PYTHONPATH="$lib" "$PY" "$here/make-manpage.py" "$stage/usr/share/man/man1/busguard.1"
+# busguard(1) and the completion from the vendored trees' own --help texts (both packages':
+# the tools add commands' choices, e.g. the simulator's scenarios)
+COLUMNS=80 PYTHONPATH="$lib:$tlib" "$PY" "$here/make-manpage.py" \
+  "$stage/usr/share/man/man1/busguard.1"
 gzip -9n "$stage/usr/share/man/man1/busguard.1"
 mkdir -p "$stage/usr/share/bash-completion/completions"
-PYTHONPATH="$lib" "$PY" "$here/make-completion.py" \
+PYTHONPATH="$lib:$tlib" "$PY" "$here/make-completion.py" \
   "$stage/usr/share/bash-completion/completions/busguard"
 install -D -m 0644 "$here/systemd/busguard.service" "$stage/usr/lib/systemd/system/busguard.service"
 # shipped disabled: docs/operations.md, "Network"
@@ -75,6 +84,9 @@ install -D -m 0644 "$here/system/modules-load.conf" "$stage/usr/lib/modules-load
 install -D -m 0644 "$here/system/60-busguard-gpio.rules" "$stage/usr/lib/udev/rules.d/60-busguard-gpio.rules"
 install -D -m 0644 "$here/system/logrotate" "$stage/etc/logrotate.d/busguard"
 install -D -m 0644 "$here/etc/site.toml" "$stage/etc/busguard/site.toml"
+install -D -m 0644 "$here/etc/default-busguard" "$stage/etc/default/busguard"
+install -D -m 0644 "$here/system/sysusers.conf" "$stage/usr/lib/sysusers.d/busguard.conf"
+install -D -m 0644 "$here/system/tmpfiles.conf" "$stage/usr/lib/tmpfiles.d/busguard.conf"
 doc="$stage/usr/share/doc/busguard"
 install -d "$doc"
 for f in "$top/docs"/*.md "$here/README.md"; do
@@ -103,18 +115,31 @@ busguard ($debversion) unstable; urgency=medium
 CHANGES
 gzip -9n "$doc/changelog.Debian"
 
-# 3. control
-mkdir -p "$stage/DEBIAN"
-size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
-sed -e "s/@VERSION@/$debversion/" -e "s/@SIZE@/$size/" "$here/debian/control" > "$stage/DEBIAN/control"
+tdoc="$tstage/usr/share/doc/busguard-tools"
+install -d "$tdoc"
+cp "$doc/copyright" "$tdoc/copyright"
+sed "1s/^busguard /busguard-tools /" <(gzip -dc "$doc/changelog.Debian.gz") | gzip -9n \
+    > "$tdoc/changelog.Debian.gz"
+
+# 3. control, and 4. reproducible-ish: fixed mtimes, root ownership, no group/other write
+control() {  # control() STAGE TEMPLATE
+    mkdir -p "$1/DEBIAN"
+    size=$(du -sk --exclude=DEBIAN "$1" | cut -f1)
+    sed -e "s/@VERSION@/$debversion/g" -e "s/@SIZE@/$size/" "$2" > "$1/DEBIAN/control"
+}
+control "$stage" "$here/debian/control"
 install -m 0644 "$here/debian/conffiles" "$stage/DEBIAN/conffiles"
 for s in postinst prerm postrm; do install -m 0755 "$here/debian/$s" "$stage/DEBIAN/$s"; done
-(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -print0 | sort -z \
-    | xargs -0 md5sum | sed 's#  \./#  #') > "$stage/DEBIAN/md5sums"
-
-# 4. reproducible-ish: fixed mtimes, root ownership, no group/other write
-find "$stage" -exec touch -h -d "@$epoch" {} +
-chmod -R go-w "$stage"
+control "$tstage" "$here/debian/control-tools"
+for st in "$stage" "$tstage"; do
+    (cd "$st" && find . -path ./DEBIAN -prune -o -type f -print0 | sort -z \
+        | xargs -0 md5sum | sed 's#  \./#  #') > "$st/DEBIAN/md5sums"
+    find "$st" -exec touch -h -d "@$epoch" {} +
+    chmod -R go-w "$st"
+done
 deb="$out/busguard_${debversion}_all.deb"
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
 echo "build-deb: $deb ($(du -h "$deb" | cut -f1))"
+tdeb="$out/busguard-tools_${debversion}_all.deb"
+dpkg-deb --root-owner-group -Zxz --build "$tstage" "$tdeb" >/dev/null
+echo "build-deb: $tdeb ($(du -h "$tdeb" | cut -f1))"

@@ -90,3 +90,15 @@ def test_no_site_file_found_is_a_usage_error_exit_2(tmp_path, monkeypatch, capsy
         pytest.skip("this machine has /etc/busguard/site.toml: the fallback finds it")
     assert main(["check"]) == 2
     assert "no site file given and none found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["simulate", "demo"])
+def test_without_the_simulator_the_tools_commands_name_their_package(command, monkeypatch,
+                                                                      capsys):
+    """On a unit with the runtime package only (no busguard-tools), the CLI still builds and
+    `simulate` / `demo` stop with exit 2 naming the package to install."""
+    from busguard.cli import main
+
+    monkeypatch.setitem(sys.modules, "busguard.sim.scenarios", None)  # import fails
+    assert main([command, "site.toml"]) == 2
+    assert "busguard-tools package" in capsys.readouterr().err

@@ -203,8 +203,9 @@ def test_gpiod_backend_requests_lines_with_kernel_active_low(tmp_path, monkeypat
     assert requested == {}
 
 
-def _device_tree(root: Path, model: str, compatible: str = "") -> Path:
-    dt = root / "proc" / "device-tree"
+def _device_tree(root: Path, model: str, compatible: str = "",
+                 where: str = "proc/device-tree") -> Path:
+    dt = root / where
     dt.mkdir(parents=True)
     (dt / "model").write_bytes(model.encode() + b"\0")
     if compatible:
@@ -220,6 +221,17 @@ def test_rpigpio_refuses_a_raspberry_pi_5(tmp_path):
         RpiGpioBackend(root=root)
     assert "does not work on a Raspberry Pi 5" in str(err.value)
     assert 'backend = "cdev"' in str(err.value)
+
+
+def test_the_model_is_read_from_sysfs_where_the_unit_hides_proc(tmp_path):
+    """The unit's ProcSubset=pid hides /proc/device-tree; /sys/firmware/devicetree/base is
+    read first (and wins when both exist)."""
+    root = _device_tree(tmp_path, "Raspberry Pi 5 Model B Rev 1.0", "brcm,bcm2712\0",
+                        where="sys/firmware/devicetree/base")
+    assert is_raspberry_pi_5(root)
+    (root / "proc" / "device-tree").mkdir(parents=True)
+    (root / "proc" / "device-tree" / "model").write_bytes(b"Raspberry Pi 4 Model B\0")
+    assert "Raspberry Pi 5" in raspberry_pi_model(root)
 
 
 def test_pi5_detected_from_compatible_alone(tmp_path):

@@ -66,7 +66,8 @@ def test_unit_is_notify_with_watchdog_and_hardened() -> None:
     one = {k: v[-1] for k, v in u.items()}
     assert one["Type"] == "notify" and one["NotifyAccess"] == "main"
     assert one["WatchdogSec"] and one["Restart"] == "always"
-    assert one["ExecStart"].startswith("/usr/bin/busguard run /etc/busguard/site.toml")
+    assert one["ExecStart"].startswith("/usr/bin/busguard run ${BUSGUARD_SITE}")
+    assert one["EnvironmentFile"] == "-/etc/default/busguard"
     assert u["ExecReload"][-1] == "/bin/kill -HUP $MAINPID"
     assert one["User"] == "busguard"
     assert "CAP_NET_BIND_SERVICE" in one["AmbientCapabilities"]
@@ -173,19 +174,8 @@ def test_deb_contents() -> None:
                p.endswith(".dist-info/entry_points.txt") for p in paths)
     assert not [p for p in paths if "__pycache__" in p or p.endswith((".so", ".pyc"))]
     assert not [p for p in paths if p.startswith("/usr/lib/busguard/lib/bin")]
-    # the bench is a development tool: neither its package nor its C file ships
+    # the bench is a development tool: the runtime package has neither it nor its C client
     assert not [p for p in paths if "busguard_bench" in p or p.endswith(".c")]
-
-
-@needs_deb
-def test_deb_metadata_does_not_list_the_bench(tmp_path: Path) -> None:
-    """busguard's RECORD and top_level.txt in the package name only what it holds."""
-    subprocess.run(["dpkg-deb", "-x", str(_deb()), str(tmp_path)], check=True, timeout=60)
-    lib = tmp_path / "usr/lib/busguard/lib"
-    (info,) = lib.glob("busguard-*.dist-info")
-    assert "busguard_bench" not in (info / "RECORD").read_text()
-    assert "busguard_bench" not in (info / "top_level.txt").read_text().split()
-    assert (info / "top_level.txt").read_text().split()  # busguard, busguard_blocks remain
 
 
 @needs_deb
@@ -208,11 +198,12 @@ def test_deb_tree_runs_busguard_check(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     names = {p["name"] for p in json.loads(res.stdout)["plugins"]}
     assert {"core", "blocks"} <= names  # entry points found in the vendored dist-info
-    # `busguard bench` is not shipped: it says how to get it (exit 2), it does not crash
+    # `busguard bench` is not in the runtime package: it says where it is (exit 2)
     res = subprocess.run([python, "-I", str(local), "bench", "--quick"],
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert res.returncode == 2, res.stderr
-    assert "not installed" in res.stderr and "pip install '.[bench]'" in res.stderr
+    assert "sudo apt-get install busguard-tools" in res.stderr
+    assert "pip install '.[bench]'" in res.stderr
 
 
 def test_firewall_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
@@ -221,7 +212,8 @@ def test_firewall_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     exe = shutil.which("systemd-analyze")
     unit_src = PKG / "systemd" / "busguard-firewall.service"
     text = unit_src.read_text()
-    assert "busguard firewall /etc/busguard/site.toml --format nft | /usr/sbin/nft -f -" in text
+    assert 'busguard firewall "$BUSGUARD_SITE" --format nft | /usr/sbin/nft -f -' in text
+    assert "EnvironmentFile=-/etc/default/busguard" in text
     assert "ExecStop=/usr/sbin/nft delete table inet busguard" in text
     if exe is None or shutil.which("nft") is None:
         pytest.skip("systemd-analyze or nft is not installed here (CI installs systemd and "
@@ -260,3 +252,89 @@ def test_bash_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
     first, second = done.stdout.splitlines()
     assert first == "firewall"
     assert "thermal-runaway" in second.split() and "cyclic-overload" in second.split()
+
+
+def test_sysusers_and_tmpfiles_make_the_user_and_folders(tmp_path: Path) -> None:
+    """The package's sysusers.d and tmpfiles.d files, applied by the real systemd tools to a
+    scratch root: the busguard user in gpio and dialout, the state and log folders with
+    their owners and modes (what postinst did by hand in 0.1)."""
+    for tool in ("systemd-sysusers", "systemd-tmpfiles"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed here (CI installs systemd)")
+    root = tmp_path / "root"
+    (root / "etc" / "busguard").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\nadm:x:4:\n")
+    for kind in ("sysusers", "tmpfiles"):
+        d = root / "usr" / "lib" / f"{kind}.d"
+        d.mkdir(parents=True)
+        shutil.copy(PKG / "system" / f"{kind}.conf", d / "busguard.conf")
+    subprocess.run(["systemd-sysusers", f"--root={root}", "busguard.conf"], check=True,
+                   capture_output=True, timeout=60)
+    subprocess.run(["systemd-tmpfiles", f"--root={root}", "--create", "busguard.conf"],
+                   check=True, capture_output=True, timeout=60)
+    passwd = (root / "etc" / "passwd").read_text()
+    groups = dict(ln.split(":")[0::3] for ln in (root / "etc" / "group").read_text().split())
+    user = next(ln.split(":") for ln in passwd.splitlines() if ln.startswith("busguard:"))
+    assert user[5:] == ["/var/lib/busguard", "/usr/sbin/nologin"]
+    assert groups["gpio"] == "busguard" and groups["dialout"] == "busguard"
+    uid = int(user[2])
+    state, logs, etc = (root / "var/lib/busguard").stat(), (root / "var/log/power").stat(), \
+        (root / "etc/busguard").stat()
+    assert state.st_uid == uid and oct(state.st_mode & 0o7777) == "0o750"
+    assert logs.st_uid == uid and logs.st_gid == 4 and oct(logs.st_mode & 0o7777) == "0o2750"
+    assert oct(etc.st_mode & 0o7777) == "0o750"
+
+
+def test_etc_default_sets_what_the_unit_defaults_to() -> None:
+    """/etc/default/busguard (a conffile) and the unit's Environment= agree, so deleting the
+    file changes nothing."""
+    text = (PKG / "etc" / "default-busguard").read_text()
+    values = dict(re.findall(r'^(BUSGUARD_\w+)="?([^"\n]*)"?$', text, re.M))
+    assert values == {"BUSGUARD_SITE": "/etc/busguard/site.toml",
+                      "BUSGUARD_RUN_OPTS": "--stats-every 300"}
+    env = _unit()["Environment"][0]
+    assert "BUSGUARD_SITE=/etc/busguard/site.toml" in env
+    assert '"BUSGUARD_RUN_OPTS=--stats-every 300"' in env
+    assert "/etc/default/busguard" in (PKG / "debian" / "conffiles").read_text()
+
+
+def _tools_deb() -> Path | None:
+    deb = _deb()
+    if deb is None:
+        return None
+    found = sorted(deb.parent.glob("busguard-tools_*_all.deb"))
+    return found[-1] if found else None
+
+
+@needs_deb
+def test_two_packages_runtime_without_simulator_tools_with_it() -> None:
+    """busguard (the runtime) carries neither the simulator nor pymodbus's simulator web
+    pages; busguard-tools carries the simulator, depends on the same busguard version."""
+    runtime = {ln.split()[-1].lstrip(".") for ln in _dpkg_deb("-c", str(_deb())).splitlines()}
+    assert not [p for p in runtime if "/busguard/sim/" in p or "/simulator/web" in p]
+    tools_deb = _tools_deb()
+    assert tools_deb is not None, "build-deb.sh builds busguard-tools beside busguard"
+    tools = {ln.split()[-1].lstrip(".") for ln in _dpkg_deb("-c", str(tools_deb)).splitlines()}
+    assert "/usr/lib/busguard/lib/busguard/sim/runner.py" in tools
+    # the bench, from its own source root, with its C client: in the tools, not the runtime
+    assert {"/usr/lib/busguard/lib/busguard_bench/runner.py",
+            "/usr/lib/busguard/lib/busguard_bench/loadclient.c"} <= tools
+    assert not (tools & {p for p in runtime if not p.endswith("/")})  # no file in both
+    fields = dict(re.findall(r"^ (\S+): (.*)$", _dpkg_deb("-I", str(tools_deb)), re.M))
+    version = _dpkg_deb("-f", str(_deb()), "Version").strip()
+    assert fields["Package"] == "busguard-tools"
+    assert fields["Depends"] == f"busguard (= {version})"
+
+
+@needs_deb
+def test_the_runtime_alone_says_where_the_simulator_is(tmp_path: Path) -> None:
+    subprocess.run(["dpkg-deb", "-x", str(_deb()), str(tmp_path)], check=True, timeout=60)
+    local = tmp_path / "launcher.py"
+    local.write_text((tmp_path / "usr/bin/busguard").read_text().replace(
+        "/usr/lib/busguard/lib", str(tmp_path / "usr/lib/busguard/lib")))
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    res = subprocess.run([python, "-I", str(local), "demo"], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "busguard-tools package: sudo apt-get install busguard-tools" in res.stderr

@@ -20,8 +20,9 @@ Tests never sleep to wait for the scan: they advance the fake clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -31,7 +32,10 @@ from busguard.iio.testing import iio_tree  # noqa: F401  (fixture, re-exported)
 from busguard.retained import PLUGIN_NAME as RETAINED_PLUGIN
 from busguard.runtime import Runtime
 from busguard.scan import CycleResult
-from busguard.sim.testing import modbus_meter  # noqa: F401  (fixture, re-exported)
+
+if TYPE_CHECKING:
+    from busguard.modbus.profiles import Profile
+    from busguard.sim.testing import SimMeter
 from busguard.w1.testing import w1_tree  # noqa: F401  (fixture, re-exported)
 
 
@@ -98,3 +102,23 @@ def make_runtime(tmp_path: Path, fake_clock: FakeClock) -> Iterator[Callable[...
 @pytest.fixture(name="run_scans")
 def run_scans_fixture() -> Callable[..., list[CycleResult]]:
     return run_scans
+
+
+@pytest.fixture
+def modbus_meter() -> Iterator[Callable[..., SimMeter]]:
+    """``modbus_meter(profile="generic-pqm", values=None, unit_id=1)``: a started simulated
+    Modbus TCP meter (:class:`busguard.sim.testing.SimMeter`), stopped after the test. The
+    simulator is imported only when a test asks for one (a runtime-only install has none)."""
+    made: list[SimMeter] = []
+
+    def make(profile: str | Profile = "generic-pqm",
+             values: Mapping[str, float] | None = None, unit_id: int = 1) -> SimMeter:
+        from busguard.sim.testing import SimMeter
+
+        meter = SimMeter(profile, values, unit_id, name=f"meter{len(made)}")
+        made.append(meter)
+        return meter
+
+    yield make
+    for m in made:
+        m.stop()

@@ -21,3 +21,21 @@ def default_site(given: str | None) -> Path:
             return candidate
     raise UsageError("no site file given and none found (tried ./site.toml and "
                         "/etc/busguard/site.toml); pass one: busguard check PATH")
+
+
+def simulator_scenarios() -> dict[str, object]:
+    """The simulator's scenarios by name ({} when the simulator is not installed: it ships in
+    the busguard-tools package, not on a production unit)."""
+    try:
+        from busguard.sim.scenarios import SCENARIOS
+    except ImportError:
+        return {}
+    return dict(SCENARIOS)
+
+
+def require_simulator(command: str) -> None:
+    """Stop with a usage error naming the package when the simulator is not installed."""
+    if not simulator_scenarios():
+        raise UsageError(f"`busguard {command}` needs the simulator, which is in the "
+                         f"busguard-tools package: sudo apt-get install busguard-tools (or "
+                         f"pip install busguard from a source tree)")

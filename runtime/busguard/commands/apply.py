@@ -142,21 +142,26 @@ def _reload_and_wait(current: Path, new_site: SiteConfig, pid: int, new_hash: st
     _replace(_stage(current, saved.read_bytes()), current)
     say(f"rolled back: {current} restored from {saved}")
     old_hash = hashlib.sha256(saved.read_bytes()).hexdigest()
+    back_site = _quiet_check(current) or new_site
+    # the refusal just seen is not the answer to the rollback's reload (it may be less than
+    # the freshness slack old): only a reload result written after it counts
+    seen = ((read_status(back_site) or {}).get("last_reload") or {}).get("t")
     t1 = time.time()
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGHUP)
-    back_ok, back_why = wait_healthy(_quiet_check(current) or new_site, pid, old_hash, t1,
-                                     timeout_s, before, accept_unchanged=True)
+    back_ok, back_why = wait_healthy(back_site, pid, old_hash, t1, timeout_s, before,
+                                     accept_unchanged=True, seen_t=seen)
     say("the previous config runs again and is healthy" if back_ok else
         f"the previous file is in place, but the runtime has not confirmed it: {back_why}")
     return {**res, "ok": False, "healthy": False, "detail": why, "rolled_back": True,
-            "rollback_healthy": back_ok}
+            "rollback_healthy": back_ok, "rollback_detail": back_why}
 
 
 def wait_healthy(site: SiteConfig, pid: int, want_hash: str, since: float, timeout_s: float,
-                 before: dict[str, Any] | None = None, accept_unchanged: bool = False
-                 ) -> tuple[bool, str]:
-    """Poll the instance's status file until it shows ``want_hash`` running and healthy."""
+                 before: dict[str, Any] | None = None, accept_unchanged: bool = False,
+                 seen_t: float | None = None) -> tuple[bool, str]:
+    """Poll the instance's status file until it shows ``want_hash`` running and healthy.
+    ``seen_t``: the time of a reload result already seen, which answers an earlier reload."""
     pause = threading.Event()
     deadline = time.monotonic() + timeout_s
     faulted_before = set((before or {}).get("faulted_blocks", []))
@@ -167,7 +172,7 @@ def wait_healthy(site: SiteConfig, pid: int, want_hash: str, since: float, timeo
         st = read_status(site)
         if st is not None and st.get("pid") == pid:
             last = st.get("last_reload") or {}
-            fresh = float(last.get("t", 0)) >= since - 0.5
+            fresh = float(last.get("t", 0)) >= since - 0.5 and last.get("t") != seen_t
             if fresh and last.get("ok") is False:
                 return False, "reload refused: " + str(last.get("message", "")).splitlines()[0]
             if st.get("config_hash") != want_hash:

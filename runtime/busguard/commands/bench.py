@@ -1,19 +1,21 @@
 """`busguard bench`: measure the runtime beside baselines run in the same invocation.
 
-The bench itself is the ``busguard_bench`` package (bench/busguard_bench in the source tree),
-installed with ``pip install 'busguard[bench]'`` (and by the ``test`` extra), never by the
-Debian package: without it this command says how to get it and exits 2.
+The bench itself is the ``busguard_bench`` package (bench/busguard_bench in the source tree):
+``pip install '.[bench]'`` (and the ``test`` extra) install it, and of the Debian packages
+busguard-tools carries it, never the runtime package: without it this command says how to
+get it and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 
-MISSING = ("busguard bench: the bench is not installed (the Debian package leaves it out). "
-           "Install busguard with it from the source tree: pip install '.[bench]' "
-           "(in a checkout: make venv, then .venv/bin/busguard bench).")
+from busguard.errors import UsageError
+
+MISSING = ("`busguard bench` needs the bench, which is not installed: it is in the "
+           "busguard-tools package (sudo apt-get install busguard-tools), or from a source "
+           "tree: pip install '.[bench]' (in a checkout, make venv installs it)")
 
 
 def _modules() -> tuple[str, ...] | None:
@@ -71,8 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if _modules() is None:
-        print(MISSING, file=sys.stderr)
-        return 2
+        raise UsageError(MISSING)
     from busguard_bench import runner
     from busguard_bench.result import ERROR, MISS
 

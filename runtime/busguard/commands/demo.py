@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from busguard.commands import default_site
+from busguard.commands import default_site, require_simulator, simulator_scenarios
 from busguard.commands._stop import StopOnSignal
 from busguard.errors import BusguardError
 from busguard.runtime import Runtime, check_site
-from busguard.sim.scenarios import SCENARIOS
 from busguard.view import LiveView, LogTail
 
 log = logging.getLogger("busguard.demo")
@@ -44,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "until its meters answer, then run the scan on the same site with a live terminal "
         "view (plain periodic lines when stdout is not a terminal). Ctrl-C stops both."))
     p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
-    p.add_argument("--scenario", default="normal", choices=list(SCENARIOS),
+    p.add_argument("--scenario", default="normal", choices=list(simulator_scenarios()) or None,
                    help="simulator scenario (see `busguard simulate --help`)")
     p.add_argument("--speed", type=float, default=1.0, metavar="X",
                    help="simulator model seconds per wall second")
@@ -247,6 +246,7 @@ def _stop_child(proc: subprocess.Popen, timeout: float = 5.0) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_simulator("demo")
     path = Path(default_site(args.site))
     site = check_site(path)  # a config error stops us before anything starts (exit 2)
     tty = sys.stdout.isatty() and not args.plain

@@ -10,10 +10,13 @@ import os
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
-from busguard.commands import default_site
+from busguard.commands import default_site, require_simulator, simulator_scenarios
 from busguard.commands._stop import StopOnSignal
-from busguard.sim.scenarios import SCENARIOS, CommFaults
+
+if TYPE_CHECKING:
+    from busguard.sim.scenarios import CommFaults
 
 log = logging.getLogger("busguard.simulate")
 
@@ -21,15 +24,16 @@ WAIT_SLICE_S = 0.2
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    scenarios: dict[str, Any] = simulator_scenarios()  # {}: the busguard-tools package is absent
     p = sub.add_parser("simulate", help="serve a simulated site on loopback", description=(
         "Serve every modbus_tcp meter of SITE as a Modbus TCP server on its host:port, every "
         "RS-485 line as an RTU slave on a pty (symlinked at the line's port path), the 1-Wire "
         "probes as files under [onewire] base_dir and the breaker LEDs as mock GPIO lines under "
         "[gpio] mock_dir, with values from a deterministic physical model. Runs until Ctrl-C / "
         "SIGTERM (or --duration). Scenarios: " + "; ".join(
-            f"{s.name}: {s.description}" for s in SCENARIOS.values())))
+            f"{s.name}: {s.description}" for s in scenarios.values())))
     p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
-    p.add_argument("--scenario", default="normal", choices=list(SCENARIOS),
+    p.add_argument("--scenario", default="normal", choices=list(scenarios) or None,
                    help="what happens to the site (default normal)")
     p.add_argument("--speed", type=float, default=1.0, metavar="X",
                    help="model seconds per wall second (default 1)")
@@ -55,6 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def faults_of(args: argparse.Namespace) -> CommFaults:
+    from busguard.sim.scenarios import CommFaults
+
     for name in ("drop_pct", "exception_pct", "garbage_pct"):
         v = getattr(args, name)
         if not 0.0 <= v <= 100.0:
@@ -65,6 +71,7 @@ def faults_of(args: argparse.Namespace) -> CommFaults:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_simulator("simulate")
     from busguard.sim.runner import Simulator, load_site_for_sim
 
     if args.speed <= 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -173,22 +174,85 @@ class SiteConfig:
                 "config_hash": self.config_hash}
 
 
-def load_site(path: str | Path, registry: TypeRegistry) -> SiteConfig:
-    """Read and validate a site file. Raises :class:`ConfigError` with every problem found."""
+MAX_SITE_BYTES = 1 << 20  # 1 MiB: a site of 256 meters and their blocks is ~150 kB
+MAX_SITE_DEPTH = 32  # tables and arrays within each other; a real site nests 3-4 deep
+
+
+def read_site_toml(path: str | Path) -> tuple[dict[str, Any], str]:
+    """The parsed TOML of a site file and the SHA-256 of its bytes, or :class:`ConfigError`
+    naming the file: unreadable, over :data:`MAX_SITE_BYTES` (refused before it is read),
+    not UTF-8, not TOML, nested deeper than :data:`MAX_SITE_DEPTH`, or more than the parser
+    can hold (its ``RecursionError`` or ``MemoryError``). Never another exception: a hostile
+    file is a configuration error (exit 2), not a traceback."""
     file = str(path)
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError([ConfigProblem(file, key, message)])
+
     try:
-        raw_bytes = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_SITE_BYTES:
+                raise fail("(file)", f"{size} bytes; a site file may be at most "
+                                     f"{MAX_SITE_BYTES} bytes (1 MiB)")
+            raw_bytes = f.read(MAX_SITE_BYTES + 1)
     except OSError as exc:
-        raise ConfigError([ConfigProblem(file, "(file)", f"cannot read: {exc.strerror}")]) from exc
+        raise fail("(file)", f"cannot read: {exc.strerror}") from exc
+    if len(raw_bytes) > MAX_SITE_BYTES:  # grew while we looked
+        raise fail("(file)", f"more than {MAX_SITE_BYTES} bytes; a site file may be at "
+                             f"most {MAX_SITE_BYTES} bytes (1 MiB)")
     try:
         data = tomllib.loads(raw_bytes.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigProblem(file, "(file)", f"not UTF-8 text: {exc}")]) from exc
+        raise fail("(file)", f"not UTF-8 text: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([ConfigProblem(file, "(syntax)", f"not valid TOML: {exc}")]) from exc
-    digest = hashlib.sha256(raw_bytes).hexdigest()
-    return parse_site(data, registry, file=file, base_dir=Path(path).resolve().parent,
-                      config_hash=digest)
+        raise fail("(syntax)", f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise fail("(syntax)", f"nested too deeply to parse (RecursionError); at most "
+                               f"{MAX_SITE_DEPTH} levels of tables and arrays") from exc
+    except MemoryError as exc:
+        raise fail("(file)", "too large to parse in the memory available "
+                             "(MemoryError)") from exc
+    depth, where = _depth(data)
+    if depth > MAX_SITE_DEPTH:
+        raise fail(where, f"nested {depth} levels deep; at most {MAX_SITE_DEPTH} levels of "
+                          f"tables and arrays")
+    return data, hashlib.sha256(raw_bytes).hexdigest()
+
+
+def _depth(data: Any) -> tuple[int, str]:
+    """The deepest nesting of tables and arrays in ``data`` and the key path into it (a
+    loop, not a recursion: the input may be as deep as the parser allowed)."""
+    deepest, where = 0, "(file)"
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    while stack:
+        obj, d, path = stack.pop()
+        if d > deepest:
+            deepest, where = d, path or "(file)"
+            if d > MAX_SITE_DEPTH:
+                break
+        if isinstance(obj, dict):
+            stack.extend((v, d + 1, f"{path}.{k}" if path else str(k))
+                         for k, v in obj.items() if isinstance(v, (dict, list)))
+        elif isinstance(obj, list):
+            stack.extend((v, d + 1, f"{path}[{i}]") for i, v in enumerate(obj)
+                         if isinstance(v, (dict, list)))
+    if len(where) > 120:
+        where = where[:117] + "..."
+    return deepest, where
+
+
+def load_site(path: str | Path, registry: TypeRegistry) -> SiteConfig:
+    """Read and validate a site file. Raises :class:`ConfigError` with every problem found
+    (the size, syntax and nesting ones from :func:`read_site_toml`)."""
+    file = str(path)
+    data, digest = read_site_toml(path)
+    try:
+        return parse_site(data, registry, file=file, base_dir=Path(path).resolve().parent,
+                          config_hash=digest)
+    except (RecursionError, MemoryError) as exc:
+        raise ConfigError([ConfigProblem(file, "(file)", f"cannot be validated: "
+                                         f"{type(exc).__name__}")]) from exc
 
 
 def parse_site(data: Mapping[str, Any], registry: TypeRegistry, file: str = "site.toml",

@@ -121,8 +121,12 @@ def available_chips() -> list[str]:
 
 # -- RPi.GPIO --------------------------------------------------------------------------------
 def raspberry_pi_model(root: str | Path = "/") -> str:
-    """The board model from the device tree ("" when not a Raspberry Pi / unknown)."""
-    base = Path(root) / "proc" / "device-tree"
+    """The board model from the device tree ("" when not a Raspberry Pi / unknown). Read
+    from /sys/firmware/devicetree/base first: the unit's ProcSubset=pid hides /proc's
+    device-tree link."""
+    base = Path(root) / "sys" / "firmware" / "devicetree" / "base"
+    if not base.is_dir():
+        base = Path(root) / "proc" / "device-tree"
     try:
         model = (base / "model").read_bytes().rstrip(b"\0").decode("ascii", "replace")
     except OSError:

@@ -34,6 +34,7 @@ from busguard import gcpolicy
 from busguard.clock import MonotonicClock
 from busguard.config.site import SiteConfig
 from busguard.driver import Driver, DriverContext
+from busguard.errors import BusguardError
 from busguard.ioloop import IoLoop, stop_io
 from busguard.ioproc import STATS_EVERY_S, SWITCH_INTERVAL_S, link
 from busguard.ioproc.frames import Layout
@@ -284,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         proc = IoProcess(args.site, sock, [_make(p) for p in args.plugin])
         ready = proc.start()
     except Exception as exc:  # reported to the scan process, then exit 1
-        log.exception("io process: start failed")
+        if isinstance(exc, BusguardError):  # e.g. a port taken: the message says it all
+            log.error("io process: start failed: %s", exc)
+        else:
+            log.exception("io process: start failed")
         link.send_obj(sock, link.READY, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
     if ready is None:

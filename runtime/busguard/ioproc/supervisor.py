@@ -26,13 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from busguard.alarms import AlarmCondition, Severity
+from busguard.config.site import read_site_toml
+from busguard.errors import ConfigError
 from busguard.ioproc import link
 from busguard.ioproc.frames import Layout
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 if TYPE_CHECKING:
     from busguard.runtime import Runtime
@@ -104,9 +101,8 @@ def prespawn(site_file: str | Path) -> Spawned | None:
     DCIM sooner. Reads only that one option (the runtime validates the whole file);
     returns None for any other site or a file that does not parse."""
     try:
-        with open(site_file, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
+        data, _digest = read_site_toml(site_file)  # size cap, depth: never a traceback
+    except ConfigError:
         return None
     scan = data.get("scan")
     if not isinstance(scan, dict) or scan.get("io") != "process":
@@ -176,7 +172,10 @@ class IoSupervisor:
         self._thread.start()
 
     def _spawn(self) -> None:
-        got = spawn(self.rt.site.file, plugin_specs(self.rt))
+        # io_site_file: a copy of the bytes this runtime runs, when the file on disk no
+        # longer holds them (the previous site started again after a refused reload)
+        got = spawn(getattr(self.rt, "io_site_file", None) or self.rt.site.file,
+                    plugin_specs(self.rt))
         if got is not None:
             self._adopt(got)
 

@@ -74,6 +74,12 @@ class ModbusServerPublisher(Publisher):
                        "loopback only"),
         "write_allow": Param(list, item=str, default=(), doc="CIDRs that may write the "
                              "command area (inside `allow`); empty: nobody"),
+        "priority": Param(list, item=str, default=(), doc="CIDRs of DCIMs that may always "
+                          "connect (inside `allow`): with `write_allow` they may use the "
+                          "reserved slots"),
+        "reserved_connections": Param(int, default=2, minval=0, maxval=1024,
+                                      doc="slots of `max_connections` only `priority` and "
+                                          "`write_allow` clients may take"),
         "max_connections": Param(int, default=16, minval=1, maxval=1024),
         "max_connections_per_client": Param(int, default=4, minval=1, maxval=1024),
         "idle_timeout_s": Param(float, default=60.0, minval=0.05, maxval=86400.0, unit="s"),
@@ -100,14 +106,18 @@ class ModbusServerPublisher(Publisher):
                 return ()
 
         allow, write_allow = nets("allow"), nets("write_allow")
-        for n in write_allow:
-            if not access.inside(n, allow or access.LOOPBACK):
-                sec.problem("write_allow", f"{n} is not inside `allow` "
-                            f"({', '.join(map(str, allow)) or 'loopback only'}); writers must "
-                            f"also be allowed to connect")
+        priority = nets("priority")
+        for key, inner in (("write_allow", write_allow), ("priority", priority)):
+            for n in inner:
+                if not access.inside(n, allow or access.LOOPBACK):
+                    sec.problem(key, f"{n} is not inside `allow` "
+                                f"({', '.join(map(str, allow)) or 'loopback only'}); "
+                                f"{'writers' if key == 'write_allow' else 'priority clients'}"
+                                f" must also be allowed to connect")
         self.policy = access.Policy(allow, write_allow, p["max_connections"],
                                     p["max_connections_per_client"], p["idle_timeout_s"],
-                                    p["max_requests_per_s"])
+                                    p["max_requests_per_s"], priority,
+                                    p["reserved_connections"])
         self.host = p["host"]
         if not allow and not _is_loopback(self.host):
             log.warning("modbus_server: host %s but no `allow` list: serving 127.0.0.1 only "

@@ -50,13 +50,12 @@ from typing import Any, Protocol
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
-from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
 from busguard.errors import BusguardError
-from busguard.northbound.access import Clients, Counters, Policy
+from busguard.northbound.access import Clients, Counters, Policy, RefusalLog
 from busguard.recvbuf import ReceiveIntoBuffer
 
 log = logging.getLogger("busguard.northbound")
@@ -66,6 +65,19 @@ WRITE_FCS = frozenset({6, 16, 23})
 ALLOWED_FCS = READ_FCS | WRITE_FCS
 MAX_BUFFER = 16384  # bytes received and not yet decoded, per connection
 MAX_QUEUE = 512  # decoded requests not yet answered, per connection
+MAX_MBAP_LENGTH = 254  # MBAP length field: unit id + a PDU of at most 253 bytes
+_MBAP = struct.Struct(">HHH")  # transaction id, protocol id, length
+
+
+def quiet_pymodbus() -> None:
+    """pymodbus logs every frame it cannot use at ERROR (a protocol id other than 0: one
+    line per frame, 1,500 lines/s under a fuzzer); busguard counts and logs those once per
+    streak itself (:class:`busguard.northbound.access.RefusalLog`). Called when a server
+    starts, in every process that serves or polls Modbus (``busguard.modbus.driver`` does the
+    same for pollers); left alone when an operator set the "pymodbus" logger's level."""
+    lg = logging.getLogger("pymodbus")
+    if lg.level == logging.NOTSET:
+        lg.setLevel(logging.CRITICAL)
 
 
 class ImageSource(Protocol):
@@ -157,10 +169,14 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
         super().__init__(owner, None, None, None)
         self.nb = nb
         self.conn = conn
-        self.last_active = time.monotonic()
+        self.host = conn.host
+        # the last complete request (or the connect): the idle timeout and eviction go by
+        # this, not by bytes, so a client trickling a byte now and then holds no slot
+        self.last_request = time.monotonic()
         self._queue: deque[ModbusPDU | _Read] = deque()
         self._worker: asyncio.Task | None = None
         self._open = True
+        self._closing = False  # unframeable input: answer what came before it, then close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -175,8 +191,9 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
     def data_received(self, data: bytes) -> None:
         """pymodbus drops a buffer over one frame's size (pipelined requests); keep them, up to
         a bound: a client that sends more without reading answers is dropped."""
+        if self._closing:
+            return
         now = time.monotonic()
-        self.last_active = now
         buf = self.recv_buffer + data if self.recv_buffer else data
         if len(buf) > MAX_BUFFER or len(self._queue) > MAX_QUEUE:
             self._drop(f"sent {len(buf)} bytes")
@@ -189,8 +206,8 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
         if tr is not None and tr.get_write_buffer_size() > MAX_UNSENT:  # type: ignore[attr-defined]
             self._drop(f"left {tr.get_write_buffer_size()} bytes of answers")  # type: ignore[attr-defined]
 
-    def _drop(self, what: str) -> None:
-        log.warning("northbound: %s %s without reading answers; dropped", self.conn.host, what)
+    def _drop(self, what: str, why: str = "without reading answers") -> None:
+        self.nb.refusals.note(f"connections dropped ({why})", f"{self.conn.host}: {what}")
         self.recv_buffer = b""
         self._queue.clear()
         if self.transport:  # abort: a close would first wait for it to read what is queued
@@ -203,6 +220,7 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
         out: list[bytes] = []
         queue = self._queue
         bucket = None
+        queued = len(queue)
         while used < end:
             if end - used >= _READ_LEN:
                 tid, pid, length, unit, fc, addr, count = _READ_REQ.unpack_from(data, used)
@@ -216,32 +234,75 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
                             continue
                     queue.append((tid, unit, fc, addr, count))
                     continue
-            n = self._decode_one(data, used)
-            if not n:
+            n = self._frame(data, used)
+            if n <= 0:
+                if n < 0:  # no frame boundary can be found again: the stream is garbage
+                    self._unframeable(-n)
+                    used = end
                 break
             used += n
+        if out or len(queue) > queued:  # a whole Modbus request came (dropped frames: no)
+            self.last_request = now
         if out:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[attr-defined]
         if queue and self._worker is None:
             self._worker = self.loop.create_task(self._work())
+        self._close_when_answered()
         return used
 
-    def _decode_one(self, data: bytes, used: int) -> int:
-        """pymodbus's framer on the frame at ``used``: queue its PDU (or the exception for an
-        undecodable one, which consumes the rest of ``data``); 0 when it is not complete."""
-        try:
-            n, pdu = self.framer.handleFrame(data[used:], 0, 0)
-        except ModbusIOException:  # undecodable: 0x03 for a known function, else 0x01
-            raw = data[used:]
-            fc = raw[7] if len(raw) > 7 else 0
-            code = ExcCodes.ILLEGAL_VALUE if fc in ALLOWED_FCS else ExcCodes.ILLEGAL_FUNCTION
-            self._queue.append(ExceptionResponse(
-                fc & 0x7F, code, device_id=raw[6] if len(raw) > 6 else 0,
-                transaction=int.from_bytes(raw[0:2], "big") if len(raw) > 1 else 0))
-            return len(data) - used
-        if n and pdu is not None:
-            self._queue.append(pdu)
+    def _unframeable(self, length: int) -> None:
+        """Garbage where a frame header should be: nothing in the stream says where a next
+        frame would start. Reading stops; the whole requests before it are still answered
+        (in order), then the connection is closed (:meth:`_close_when_answered`)."""
+        self.nb.refusals.note("connections closed (unframeable stream)",
+                              f"{self.conn.host}: an MBAP length of {length}")
+        self._closing = True
+        with contextlib.suppress(Exception):
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+
+    def _close_when_answered(self) -> None:
+        if self._closing and not self._queue and self._worker is None and self.transport:
+            self.transport.close()
+
+    def _frame(self, data: bytes, used: int) -> int:
+        """The frame at ``used``, framed by its MBAP header here (pymodbus's framer stops at
+        a protocol id other than 0 and waits for more data, so the connection answered
+        nothing more): a whole Modbus frame is decoded and queued (:meth:`_decode_one`); a
+        whole frame of another protocol id is dropped, counted and logged once per streak.
+        Returns the bytes used, 0 when the frame is not complete yet, or minus the length
+        field when it cannot be a Modbus/TCP frame at all (the caller drops the connection:
+        nothing in the stream says where the next frame starts)."""
+        if len(data) - used < _MBAP.size:
+            return 0
+        _tid, pid, length = _MBAP.unpack_from(data, used)
+        if length > MAX_MBAP_LENGTH:
+            return -length
+        n = _MBAP.size + length
+        if len(data) - used < n:
+            return 0
+        if pid != 0 or length < 2:
+            self.nb.counters.dropped_frames += 1
+            self.nb.refusals.note("frames dropped (protocol id other than 0, or no function "
+                                  "code)", f"{self.conn.host}: protocol id {pid}, "
+                                  f"length {length}")
+            return n
+        self._decode_one(data[used:used + n])
         return n
+
+    def _decode_one(self, raw: bytes) -> None:
+        """pymodbus's framer and decoder on one whole frame: queue its PDU, or the exception
+        answer: 0x01 (illegal function) for a function it does not know or one with the
+        exception bit (>= 0x80) set, 0x03 for a known function it cannot decode."""
+        fc = raw[7]
+        try:
+            _n, pdu = self.framer.handleFrame(raw, 0, 0)
+        except Exception:  # ModbusIOException, or anything a fuzzed frame finds
+            pdu = None
+        if pdu is None or isinstance(pdu, ExceptionResponse) or fc >= 0x80:
+            code = ExcCodes.ILLEGAL_VALUE if fc in ALLOWED_FCS else ExcCodes.ILLEGAL_FUNCTION
+            pdu = ExceptionResponse(fc & 0x7F, code, device_id=raw[6],
+                                    transaction=int.from_bytes(raw[0:2], "big"))
+        self._queue.append(pdu)
 
     def callback_data(self, data: bytes, addr: tuple | None = None) -> int:
         """pymodbus's entry point; busguard's own ``data_received`` uses :meth:`_consume`."""
@@ -278,8 +339,9 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
                     await asyncio.sleep(delay)
                     if not self._open:
                         return
-                    with contextlib.suppress(Exception):
-                        self.transport.resume_reading()  # type: ignore[attr-defined]
+                    if not self._closing:
+                        with contextlib.suppress(Exception):
+                            self.transport.resume_reading()  # type: ignore[attr-defined]
                 if isinstance(item, tuple):
                     packet = self._read_reply(*item)
                 else:
@@ -290,6 +352,7 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
                     self.transport.write(packet)  # type: ignore[attr-defined]
         finally:
             self._worker = None
+            self._close_when_answered()
 
     async def _answer(self, pdu: ModbusPDU) -> ModbusPDU:
         c = self.nb.counters
@@ -311,8 +374,12 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
         try:
             ctx.client = self.conn.host  # type: ignore[union-attr]
             response = await pdu.datastore_update(ctx, pdu.dev_id)  # type: ignore[arg-type]
-        except Exception:
-            log.exception("northbound request %s from %s failed", fc, self.conn.host)
+        except Exception as exc:  # one line per streak: a fuzzer must not flood the log
+            log.debug("northbound request %s from %s failed", fc, self.conn.host,
+                      exc_info=True)
+            self.nb.refusals.note("requests failed (answered 0x04)",
+                                  f"{self.conn.host}: function {fc}: "
+                                  f"{type(exc).__name__}: {exc}")
             return self._exc(pdu, ExcCodes.DEVICE_FAILURE)
         if isinstance(response, ExceptionResponse):
             c.exceptions += 1
@@ -347,6 +414,7 @@ class NorthboundServer:
         self.endpoints = list(endpoints)
         self.clients = Clients(policy)
         self.counters = Counters()
+        self.refusals = RefusalLog(log)
         self.handlers: set[GuardedHandler] = set()
         self.bound: list[tuple[str, str, int]] = []  # (kind, host, port)
         self.handshake_timeout_s = max(0.1, min(handshake_timeout_s, policy.idle_timeout_s))
@@ -360,6 +428,7 @@ class NorthboundServer:
     # -- lifecycle (any thread) --------------------------------------------------------------
     def start(self) -> None:
         """Bind every endpoint (errors raise here), then serve from a background thread."""
+        quiet_pymodbus()
         for ep in self.endpoints:
             try:
                 family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
@@ -451,6 +520,11 @@ class NorthboundServer:
     async def _accept(self, lsock: socket.socket, sslctx: ssl.SSLContext | None) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # sock_accept returns without yielding while connections wait in the backlog:
+            # under a connection flood this loop would run alone and every client's request
+            # wait behind it (measured: 1 s p99 for a DCIM read). One accept per turn of the
+            # event loop keeps the answers going between the resets.
+            await asyncio.sleep(0)
             try:
                 sock, addr = await loop.sock_accept(lsock)
             except asyncio.CancelledError:
@@ -461,12 +535,14 @@ class NorthboundServer:
                 continue
             host, port = str(addr[0]), int(addr[1])
             why = self.clients.admit(host)
+            if why == "cap" and self._evict_for(host):
+                why = self.clients.admit(host)
             if why:
                 if why == "allowlist":
                     self.counters.refused_allowlist += 1
                 else:
                     self.counters.refused_cap += 1
-                log.debug("northbound: refused %s:%d (%s)", host, port, why)
+                self.refusals.note(f"connections refused ({why})", f"{host}:{port}")
                 _reset(sock)
                 continue
             self.counters.accepted += 1
@@ -481,6 +557,23 @@ class NorthboundServer:
             task = loop.create_task(self._serve(sock, _Conn(host, port), sslctx))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+
+    def _evict_for(self, host: str) -> bool:
+        """The cap is full: close the connection :meth:`Clients.victim` picks, if any (its
+        slot is free at once, before its ``connection_lost`` runs); True when one was."""
+        victim = self.clients.victim(host, [h for h in self.handlers if not h.conn.released],
+                                     time.monotonic())
+        if victim is None:
+            return False
+        assert isinstance(victim, GuardedHandler)
+        self.counters.evicted += 1
+        self.refusals.note("idle-ish connections evicted for a newcomer (cap full)",
+                           f"{victim.conn.host}:{victim.conn.port} for {host}")
+        self.release(victim.conn)
+        victim._open = False
+        if victim.transport:
+            victim.transport.abort()  # type: ignore[attr-defined]
+        return True
 
     async def _serve(self, sock: socket.socket, conn: _Conn,
                      sslctx: ssl.SSLContext | None) -> None:
@@ -510,7 +603,7 @@ class NorthboundServer:
             now = time.monotonic()
             self.clients.prune(now)
             for h in list(self.handlers):
-                if now - h.last_active > idle and h.transport:
+                if now - h.last_request > idle and h.transport:
                     self.counters.closed_idle += 1
                     h.transport.close()
 

@@ -1,5 +1,5 @@
-"""The ``modbus_meter`` pytest fixture (re-exported by :mod:`busguard.testing`, so plugin
-authors get it through the ``pytest11`` entry point): a simulated Modbus TCP meter on
+"""The meter behind the ``modbus_meter`` pytest fixture (defined in :mod:`busguard.testing`, so
+plugin authors get it through the ``pytest11`` entry point): a simulated Modbus TCP meter on
 127.0.0.1, served by the simulator's own server (:class:`busguard.sim.serve.TcpMeterServer`
 over a :class:`~busguard.sim.serve.SimUnit`), so tests read what ``busguard simulate`` and
 ``make demo`` serve, through the same profile encoding and the same fault knobs.
@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-import pytest
 
 from busguard.modbus.profiles import Profile, load_profile
 from busguard.sim.scenarios import NO_FAULTS, CommFaults
@@ -82,18 +80,3 @@ class SimMeter:
             self._thread.join(timeout=5)
             if not self._loop.is_running():
                 self._loop.close()
-
-
-@pytest.fixture
-def modbus_meter() -> Iterator[Callable[..., SimMeter]]:
-    made: list[SimMeter] = []
-
-    def make(profile: str | Profile = "generic-pqm",
-             values: Mapping[str, float] | None = None, unit_id: int = 1) -> SimMeter:
-        meter = SimMeter(profile, values, unit_id, name=f"meter{len(made)}")
-        made.append(meter)
-        return meter
-
-    yield make
-    for m in made:
-        m.stop()
