@@ -11,10 +11,9 @@ not count as the server's; the latency to the client reading the reply is kept b
 (``seen_request_*``; docs/benchmarks.md, step 10).
 
 Why not asyncio streams: with ``StreamReader.readexactly`` and a task per connection the
-client process spent about twice the CPU per request of this loop, and with 16 closed-loop
-clients it added its own scheduling delays to the tail it measured (request p99 4.8 ms on a
-server whose p99 this loop measures at 3.3 ms; docs/benchmarks.md, "What changed the
-figures", step 7).
+client process spent far more CPU per request than this loop, and with 16 closed-loop
+clients it added its own scheduling delays to the tail it measured (the figures:
+docs/benchmarks.md, "What changed the figures", step 7).
 
 Modes: ``closed`` (each client starts its next map read as soon as the last one finished: the
 throughput test; run by the compiled client of :mod:`busguard_bench.native` when the bench

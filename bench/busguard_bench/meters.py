@@ -6,7 +6,7 @@ driver decodes them like a real meter's):
 - ``sim``: the simulator's own server (:class:`busguard.sim.serve.TcpMeterServer`, pymodbus),
   what ``busguard simulate`` runs; values come from this process, so the bench can move one.
 - ``raw``: a minimal Modbus TCP responder (functions 3, 4, 6, 16 on a bytearray per meter,
-  about 10x cheaper per request than a pymodbus server). The polling-throughput measurement
+  far cheaper per request than a pymodbus server). The polling-throughput measurement
   uses it so that the server is not the bottleneck: it measures the clients.
 
 Commands: ``set`` (meter, point, value) answers the monotonic time the new value became

@@ -1,9 +1,9 @@
 """The compiled closed-loop client of (3) (``loadclient.c``): build it, run it, read its results.
 
 Why: on a 2-core machine the client shares the cores with the server it measures, and the
-Python client spends about twice the CPU per request of the compiled one (50 against 27 us
-against the plain pymodbus server, 16 connections; most of what is left is the kernel's
-loopback TCP work, which the sender pays). The bench builds the client with the machine's C
+Python client spends more CPU per request than the compiled one (figures in
+docs/benchmarks.md; most of what is left is the kernel's loopback TCP work, which the sender
+pays). The bench builds the client with the machine's C
 compiler into its work folder; where there is none, :func:`build` says why and the Python
 loop of :mod:`busguard_bench.clients` reads instead. Both servers of a comparison are always
 read by the same client, and the JSON says which one it was (``client``).

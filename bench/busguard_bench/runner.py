@@ -84,8 +84,8 @@ def cpu_ref_ms(rounds: int = 3) -> float:
     """The best of ``rounds`` timings of a fixed pure-Python loop (1e6 iterations), in ms.
 
     Why: a shared host's virtual CPUs do not only lose time to steal, they also run slower
-    while the neighbours load the shared caches and cores: on the bench machine the same
-    loop at twice the length took 108-200 ms within one hour (docs/benchmarks.md, step 10).
+    while the neighbours load the shared caches and cores (docs/benchmarks.md, step 10, has
+    how much it varied within one hour).
     Taken before and after each measurement, it says how fast the machine was while the
     figures were made."""
     best = float("inf")

@@ -160,7 +160,7 @@ class MbapConnection(ReceiveIntoBuffer):
     """One Modbus TCP connection, one request at a time (the link's pool ensures it).
 
     Answers are received into one buffer per connection (:mod:`busguard.recvbuf`: a plain
-    protocol's receives can each cost an mmap and a munmap of 256 KiB, about 20 us).
+    protocol's receives can each cost an mmap and a munmap of 256 KiB; docs/benchmarks.md).
 
     Frames are matched to the pending request by transaction id and function; anything else
     that parses as a frame (a late answer to a request that timed out) is dropped, and bytes
