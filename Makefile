@@ -23,11 +23,11 @@ demo: $(STAMP)
 	$(BIN)/busguard demo site.toml --scenario $(SCENARIO) --speed $(SPEED)
 
 test: $(STAMP)
-	$(BIN)/ruff check runtime plugins tests
+	$(BIN)/ruff check runtime plugins bench tests
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check runtime plugins tests
+	$(BIN)/ruff check runtime plugins bench tests
 
 # docs/register-map.md is generated from the map definition for the bundled site (a test
 # fails when it is out of date): run this after changing site.toml or the map.

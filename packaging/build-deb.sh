@@ -60,7 +60,8 @@ tstage="$work/tools"
 tlib="$tstage/usr/lib/busguard/lib"
 mkdir -p "$tlib/busguard"
 mv "$lib/busguard/sim" "$tlib/busguard/sim"
-[ -d "$lib/busguard_bench" ] && mv "$lib/busguard_bench" "$tlib/busguard_bench"
+# (the bench, bench/busguard_bench with its C client, is always in the wheel: its own root)
+mv "$lib/busguard_bench" "$tlib/busguard_bench"
 # modules are imported, never run: no "#!/usr/bin/env python" lines (lintian unusual-interpreter)
 find "$lib" "$tlib" -name '*.py' -exec sed -i '1{/^#!/d}' {} +
 

@@ -11,11 +11,11 @@ import time
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from busguard.bench import native, runner
-from busguard.bench.procs import Child
-from busguard.bench.result import INFO, MISS, PASS, SKIP, Measurement, Row, below, pct, table
-from busguard.bench.sites import SiteSpec, add_limit_blocks, add_memory_meters
 from busguard.modbus.profiles import load_profile
+from busguard_bench import native, runner
+from busguard_bench.procs import Child
+from busguard_bench.result import INFO, MISS, PASS, SKIP, Measurement, Row, below, pct, table
+from busguard_bench.sites import SiteSpec, add_limit_blocks, add_memory_meters
 
 ROW_KEYS = {"metric", "value", "unit", "baseline", "baseline_label", "floor", "status", "note"}
 
@@ -42,8 +42,8 @@ def test_table_shows_value_baseline_floor_and_skips():
 
 
 def test_site_spec_is_a_valid_site(tmp_path):
-    from busguard.bench.target import BenchPlugin
     from busguard.runtime import check_site
+    from busguard_bench.target import BenchPlugin
 
     profile = load_profile("generic-pqm")
     spec = SiteSpec(name="t")
@@ -59,11 +59,11 @@ def test_meter_responder_serves_the_profile_and_moves_values(tmp_path):
     """The raw meter process answers a real Modbus TCP read with the profile's encoding."""
     profile = load_profile("generic-pqm")
     cur = profile.point("current_l1_a")
-    with Child("busguard.bench.meters", ["--count", "2", "--backend", "raw"], tmp_path,
+    with Child("busguard_bench.meters", ["--count", "2", "--backend", "raw"], tmp_path,
                "meters") as meters:
         port = meters.ready["ports"][1]
         blocks = json.dumps([[3, cur.address, cur.count]])
-        with Child("busguard.bench.clients", ["--port", str(port), "--blocks", blocks],
+        with Child("busguard_bench.clients", ["--port", str(port), "--blocks", blocks],
                    tmp_path, "clients") as clients:
             meters.request("set", meter=1, point="current_l1_a", value=432.5)
             stats = clients.request("run", mode="closed", clients=2, duration_s=0.2)
@@ -138,10 +138,10 @@ def test_compiled_client_reads_the_map_as_the_python_client_does(tmp_path):
     assert binary is not None, why
     blocks = _map_blocks(300)
     got = {}
-    with Child("busguard.bench.plainserver", ["--registers", "300"], tmp_path, "plain") as srv:
+    with Child("busguard_bench.plainserver", ["--registers", "300"], tmp_path, "plain") as srv:
         port = str(srv.ready["port"])
         for name, extra in (("native", ["--native", str(binary)]), ("python", [])):
-            with Child("busguard.bench.clients", ["--port", port, "--blocks",
+            with Child("busguard_bench.clients", ["--port", port, "--blocks",
                                                   json.dumps(blocks), *extra],
                        tmp_path, f"clients-{name}") as cl:
                 got[name] = cl.request("run", mode="closed", clients=3, duration_s=0.3)
@@ -166,7 +166,7 @@ def test_compiled_client_reads_the_map_as_the_python_client_does(tmp_path):
 def test_compiled_client_counts_exceptions_and_lost_connections(tmp_path):
     binary, why = native.build(tmp_path)
     assert binary is not None, why
-    with Child("busguard.bench.plainserver", ["--registers", "100"], tmp_path, "plain") as srv:
+    with Child("busguard_bench.plainserver", ["--registers", "100"], tmp_path, "plain") as srv:
         port = int(srv.ready["port"])
         past_end = native.NativeLoad(binary, "127.0.0.1", port, 1, [(3, 90, 20)], 2, tmp_path)
         past_end.start()
@@ -185,7 +185,7 @@ def test_compiled_client_counts_exceptions_and_lost_connections(tmp_path):
 
 def test_without_a_compiler_the_bench_falls_back_to_the_python_client(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    from busguard.bench.context import Bench
+    from busguard_bench.context import Bench
 
     bench = Bench(quick=True, workdir=tmp_path, registry=None, parts={},  # type: ignore[arg-type]
                   log=lambda msg: None)
@@ -204,8 +204,8 @@ def test_compiled_client_ends_when_the_bench_process_dies(tmp_path):
     go on loading the machine."""
     binary, why = native.build(tmp_path)
     assert binary is not None, why
-    with Child("busguard.bench.plainserver", ["--registers", "10"], tmp_path, "plain") as srv:
-        code = ("import sys, time; from pathlib import Path; from busguard.bench import native;"
+    with Child("busguard_bench.plainserver", ["--registers", "10"], tmp_path, "plain") as srv:
+        code = ("import sys, time; from pathlib import Path; from busguard_bench import native;"
                 f"load = native.NativeLoad(Path({str(binary)!r}), '127.0.0.1', "
                 f"{srv.ready['port']}, 1, [(3, 0, 10)], 1, Path({str(tmp_path)!r}));"
                 "load.start(); print(load.proc.pid, flush=True); time.sleep(60)")
@@ -227,3 +227,45 @@ def test_compiled_client_ends_when_the_bench_process_dies(tmp_path):
         while not gone() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert gone()
+
+
+def test_scale_curve_reports_every_size_from_both_processes(tmp_path):
+    """(7) runs (1)'s load at each size of the curve with the I/O process, and reports per
+    size lateness, overruns, CPU per meter poll and the RSS of both processes (smoke sizes:
+    the figures mean nothing, the wiring does)."""
+    from busguard_bench import scale
+
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "busguard.cli", "bench", "--smoke", "--only",
+                          "scale", "--json", str(out)],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    (m,) = json.loads(out.read_text())["measurements"]
+    assert m["key"] == "7-scale" and not m["error"], m
+    sizes = list(m["details"]["sizes"])
+    assert len(sizes) == len(scale.SIZES)
+    metrics = [r["metric"] for r in m["rows"]]
+    for n in sizes:
+        for what in ("lateness p99", "overruns", "CPU per meter poll", "RSS peak, scan process",
+                     "RSS peak, I/O process"):
+            assert f"{n} meters: {what}" in metrics
+        assert m["details"]["sizes"][n]["load"]["io"] == "process"
+    rss = {r["metric"]: r["value"] for r in m["rows"] if "RSS" in r["metric"]}
+    assert all(v and v > 0 for v in rss.values()), rss  # both processes measured
+
+
+def test_link_micro_benchmark_moves_the_same_traffic_both_ways():
+    """(8) measures both designs over the same traffic and cleans its shared memory up
+    (functional only: the figures are the bench's, never asserted here)."""
+    from pathlib import Path
+
+    from busguard_bench import link
+
+    before = set(Path("/dev/shm").glob("psm_*")) if Path("/dev/shm").is_dir() else set()
+    got = link.measure(12)
+    assert set(got) == {"messages", "shared memory"}
+    for figures in got.values():
+        assert figures["cycles"] == 12
+        assert figures["scan_p50_us"] > 0 and figures["io_p50_us"] > 0
+    after = set(Path("/dev/shm").glob("psm_*")) if Path("/dev/shm").is_dir() else set()
+    assert after <= before  # no block left behind

@@ -1,6 +1,6 @@
 """``[scan] io = "process"``: meters polled and the DCIM served by a second process.
 
-Real processes, a real Modbus TCP slave and real sockets on 127.0.0.1; the scan runs on the
+Real processes, the simulator's Modbus TCP meter and real sockets on 127.0.0.1; the scan runs on the
 real clock in a thread of the test. Waits are bounded polls of observable state, never sleeps
 standing in for a result.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
 from busguard.image import Quality
 from busguard.northbound import mapdef
 from busguard.runtime import Runtime
-from modbus_slave import generic_values, point, serve_profile, wait_until
+from modbus_slave import generic_values, point, wait_until
 
 GEN, VALUES = generic_values()
 
@@ -65,11 +66,15 @@ def running(tmp_path):
 
 
 @pytest.fixture
-def split_rt(slave, running, tmp_path):
-    """A meter slave serving the generic profile and a runtime with io = "process" on it."""
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
-    return running(site_text(port, str(tmp_path / "state"))).rt
+def meter(modbus_meter):
+    """A simulated meter serving the generic profile."""
+    return modbus_meter(GEN, VALUES)
+
+
+@pytest.fixture
+def split_rt(meter, running, tmp_path):
+    """A runtime with io = "process" on the simulated meter."""
+    return running(site_text(meter.port, str(tmp_path / "state"))).rt
 
 
 def good(rt, name):
@@ -77,7 +82,7 @@ def good(rt, name):
     return v if q == Quality.GOOD else None
 
 
-def test_meter_values_reach_the_scan_and_the_alarm_from_the_io_process(slave, split_rt):
+def test_meter_values_reach_the_scan_and_the_alarm_from_the_io_process(meter, split_rt):
     rt = split_rt
     assert rt.io is not None and rt.io.alive() and rt.io.pid != os.getpid()
     assert rt.local_drivers() == []  # the meter is polled in the other process
@@ -87,7 +92,7 @@ def test_meter_values_reach_the_scan_and_the_alarm_from_the_io_process(slave, sp
     # the driver's statistics come over from the I/O process
     wait_until(lambda: rt.status()["drivers"]["m1"].get("polls", 0) >= 2, what="stats")
     assert not rt.alarms.alarms
-    serve_profile(slave.unit(1), GEN, {**VALUES, "current_l1_a": 612.0})
+    meter.set(current_l1_a=612.0)
     wait_until(lambda: "m1-load:limit" in rt.alarms.alarms, what="the limit alarm")
 
 
@@ -121,18 +126,22 @@ def test_dcim_reads_the_map_from_the_io_process_and_writes_commands(split_rt):
         regs = client.convert_to_registers(7.0, client.DATATYPE.FLOAT32)
         assert not client.write_registers(ack.address, regs, device_id=1).isError()
         wait_until(lambda: good(rt, ack.name) == 7.0, what="the command in the scan image")
+        # the audit line of the accepted write, from the side that served it
+        fault_log = Path(rt.site.fault_log)
+        wait_until(lambda: fault_log.exists() and "code=BG-CMD" in fault_log.read_text(),
+                   what="the command's audit line in the fault log")
+        line = next(ln for ln in fault_log.read_text().splitlines() if "code=BG-CMD" in ln)
+        assert f"alarm={ack.name}" in line and "127.0.0.1" in line
     finally:
         client.close()
 
 
-def test_a_killed_io_process_ages_its_inputs_and_is_restarted(slave, running, tmp_path,
+def test_a_killed_io_process_ages_its_inputs_and_is_restarted(meter, running, tmp_path,
                                                                 monkeypatch):
-    import busguard.iosupervisor as sup
+    import busguard.ioproc.supervisor as sup
 
     monkeypatch.setattr(sup, "BACKOFF_S", (0.2, 1.0))
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
-    r = running(site_text(port, str(tmp_path / "state")))
+    r = running(site_text(meter.port, str(tmp_path / "state")))
     rt = r.rt
     wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="first value")
     first = rt.io.pid
@@ -158,10 +167,9 @@ def test_a_killed_io_process_ages_its_inputs_and_is_restarted(slave, running, tm
     wait_until(logged, what="both edges in the fault log")
 
 
-def test_stop_ends_the_io_process(slave, tmp_path):
-    port = slave.serve_tcp()
+def test_stop_ends_the_io_process(meter, tmp_path):
     path = tmp_path / "site.toml"
-    path.write_text(site_text(port, str(tmp_path / "state")), encoding="utf-8")
+    path.write_text(site_text(meter.port, str(tmp_path / "state")), encoding="utf-8")
     r = Running(str(path))
     proc = r.rt.io._proc
     r.stop()
@@ -169,9 +177,9 @@ def test_stop_ends_the_io_process(slave, tmp_path):
     assert not r.rt.io.alive()
 
 
-def test_thread_mode_and_the_fake_clock_keep_drivers_in_process(slave, make_runtime,
+def test_thread_mode_and_the_fake_clock_keep_drivers_in_process(meter, make_runtime,
                                                                  tmp_path):
-    port = slave.serve_tcp()
+    port = meter.port
     rt = make_runtime(site_text(port, str(tmp_path / "state")), start=True)
     assert rt.io is None and rt.local_drivers() == rt.drivers  # FakeClock: one process
     rt2 = make_runtime(site_text(port, str(tmp_path / "s2"), io="thread"))
@@ -200,13 +208,12 @@ def scan_until(rt, pred, timeout: float = 8.0, what: str = "condition"):
         rt.run(max_cycles=5)
 
 
-def test_reload_hands_over_to_a_new_io_process_on_the_same_port(slave, tmp_path):
+def test_reload_hands_over_to_a_new_io_process_on_the_same_port(meter, tmp_path):
     from pymodbus.client import ModbusTcpClient
 
     from busguard.reload import Reloader
 
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
+    port = meter.port
     import socket
 
     with socket.socket() as s:  # a free port, fixed across the reload
@@ -250,7 +257,7 @@ def test_a_frame_sent_to_the_io_process_encodes_to_the_same_registers(make_runti
                                                                       run_scans, tmp_path):
     """The I/O process encodes what the scan process would have: same bytes, register for
     register, including NaN, huge values, qualities and alarm bits."""
-    from busguard.northbound.encode import frame_from_bytes, frame_to_bytes
+    from busguard.ioproc.frames import frame_from_bytes, frame_to_bytes
 
     text = site_text(1, str(tmp_path / "state"), io="thread").replace(
         '[[meter]]\nname = "m1"\nhost = "127.0.0.1"\nport = 1\n',
@@ -297,14 +304,14 @@ def test_an_undeliverable_frame_is_reported_once_not_per_scan(caplog):
     wmem_max) is never silently dropped: one error line per streak, naming the sizes."""
     import logging
 
-    from busguard import iolink
-    from busguard.iosupervisor import IoSupervisor
+    from busguard.ioproc import link
+    from busguard.ioproc.supervisor import IoSupervisor
 
     class Big:
         def frame_payload(self) -> bytes:
             return b"x" * (8 << 20)  # over any send buffer
 
-    ours, theirs = iolink.socket_pair()
+    ours, theirs = link.socket_pair()
     try:
         sup = IoSupervisor(None)  # type: ignore[arg-type]  # only the link is used here
         sup._sock, sup.frame_source = ours, Big()
@@ -360,3 +367,60 @@ def test_stepped_encodings_interleaved_give_whole_images(make_runtime, run_scans
         assert done["first"] != done["second"]
     finally:
         rt.stop()
+
+
+def test_link_writes_reach_the_image_and_a_foreign_message_is_dropped(fake_clock):
+    """Driver writes cross the link as indexed records and land in the scan's image (value,
+    quality, stamps, the min/max window); a message that does not fit the layout (a point
+    index beyond it, a truncated record) is dropped and counted, never raised into the scan."""
+    from busguard.image import PointSpec, ProcessImage
+    from busguard.ioproc import link
+
+    specs = [PointSpec(f"m.p{i}", source="m") for i in range(4)]
+    image = ProcessImage(specs, fake_clock)
+    big = {f"m.p{i}": i for i in range(6)}  # another layout: two more points
+    ours, theirs = link.socket_pair()
+    try:
+        writer = link.LinkImageWriter(specs, image.index, theirs, fake_clock)
+        writer.write_many([("m.p1", 7.5, Quality.GOOD), ("m.p2", 1.0, Quality.GOOD)],
+                          t_mono=5.0, t_utc=1e9)
+        writer.write_many([("m.p1", 9.5, Quality.GOOD)], t_mono=6.0, t_utc=1e9 + 1)
+        writer.set_quality(["m.p2"], Quality.NOT_CONNECTED, t_mono=6.5)
+        foreign = link.LinkImageWriter([*specs, PointSpec("m.p4", "m"), PointSpec("m.p5", "m")],
+                                       big, theirs, fake_clock)
+        foreign.write_many([("m.p5", 3.0, Quality.GOOD)])
+        link.send(theirs, link.WRITE, b"\x00\x01")  # truncated
+        got = link.drain(ours, image)
+        assert got.bad == 2 and writer.sent == 3
+        snap = image.snapshot(7.0)
+        assert snap["m.p1"].value == 9.5 and snap["m.p1"].t_mono == 6.0
+        assert snap["m.p1"].vmin == 7.5 and snap["m.p1"].vmax == 9.5
+        assert snap["m.p2"].quality == Quality.NOT_CONNECTED and snap["m.p2"].value == 1.0
+        assert snap["m.p0"].quality == Quality.NOT_CONNECTED  # never written
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_a_restarted_io_process_refuses_a_site_file_the_scan_does_not_run(meter, running,
+                                                                           tmp_path,
+                                                                           monkeypatch):
+    """The I/O process indexes points by the scan process's layout: one restarted after the
+    file was edited (no reload yet) must not serve another layout; it says why, the alarm
+    carries it, and the scan process goes on with its inputs stale."""
+    import busguard.ioproc.supervisor as sup
+
+    monkeypatch.setattr(sup, "BACKOFF_S", (0.2, 1.0))
+    r = running(site_text(meter.port, str(tmp_path / "state")))
+    rt = r.rt
+    wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="first value")
+    path = tmp_path / "site.toml"
+    path.write_text(path.read_text().replace("high = 500.0", "high = 90.0"), encoding="utf-8")
+    first = rt.io.pid
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: "changed since" in rt.io.ready.get("error", ""), timeout=15.0,
+               what="the restarted io process's refusal")
+    assert "reload to apply it" in rt.io.ready["error"]
+    wait_until(lambda: "io-process:down" in rt.alarms.alarms, what="the BG-IO-PROCESS alarm")
+    assert "changed since" in rt.alarms.alarms["io-process:down"].condition.message
+    assert rt.state == "running"

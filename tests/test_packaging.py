@@ -174,6 +174,8 @@ def test_deb_contents() -> None:
                p.endswith(".dist-info/entry_points.txt") for p in paths)
     assert not [p for p in paths if "__pycache__" in p or p.endswith((".so", ".pyc"))]
     assert not [p for p in paths if p.startswith("/usr/lib/busguard/lib/bin")]
+    # the bench is a development tool: the runtime package has neither it nor its C client
+    assert not [p for p in paths if "busguard_bench" in p or p.endswith(".c")]
 
 
 @needs_deb
@@ -196,6 +198,12 @@ def test_deb_tree_runs_busguard_check(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     names = {p["name"] for p in json.loads(res.stdout)["plugins"]}
     assert {"core", "blocks"} <= names  # entry points found in the vendored dist-info
+    # `busguard bench` is not in the runtime package: it says where it is (exit 2)
+    res = subprocess.run([python, "-I", str(local), "bench", "--quick"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "sudo apt-get install busguard-tools" in res.stderr
+    assert "pip install '.[bench]'" in res.stderr
 
 
 def test_firewall_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
@@ -309,6 +317,9 @@ def test_two_packages_runtime_without_simulator_tools_with_it() -> None:
     assert tools_deb is not None, "build-deb.sh builds busguard-tools beside busguard"
     tools = {ln.split()[-1].lstrip(".") for ln in _dpkg_deb("-c", str(tools_deb)).splitlines()}
     assert "/usr/lib/busguard/lib/busguard/sim/runner.py" in tools
+    # the bench, from its own source root, with its C client: in the tools, not the runtime
+    assert {"/usr/lib/busguard/lib/busguard_bench/runner.py",
+            "/usr/lib/busguard/lib/busguard_bench/loadclient.c"} <= tools
     assert not (tools & {p for p in runtime if not p.endswith("/")})  # no file in both
     fields = dict(re.findall(r"^ (\S+): (.*)$", _dpkg_deb("-I", str(tools_deb)), re.M))
     version = _dpkg_deb("-f", str(_deb()), "Version").strip()

@@ -1,6 +1,7 @@
-"""`busguard recalibrate` against a real Modbus TCP slave on 127.0.0.1, read through the
-modbus_tcp driver: gain computed, file written with a backup, the driver applying it closes
-the loop; unstable readings, small loads and implausible corrections are refused."""
+"""`busguard recalibrate` against the simulator's Modbus TCP meter on 127.0.0.1 (the test
+slave where a read must alternate), read through the modbus_tcp driver: gain computed, file
+written with a backup, the driver applying it closes the loop; unstable readings, small loads
+and implausible corrections are refused."""
 
 from __future__ import annotations
 
@@ -58,18 +59,30 @@ class Alternating(dict):
 
 
 
-def _site(tmp_path: Path, slave: SlaveThread, l1_raw_a: float, l2_raw_a: float = 50.0):
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), load_profile("generic-pqm"),
-                  {"current_l1_a": l1_raw_a / CT, "current_l2_a": l2_raw_a / CT})
+def _write_site(tmp_path: Path, port: int):
     path = tmp_path / "site.toml"
     path.write_text(SITE.format(port=port, ct=CT))
     return check_site(path)
 
 
-def test_gain_written_with_backup_and_the_driver_applies_it(tmp_path: Path, slave,
+def _site(tmp_path: Path, slave: SlaveThread, l1_raw_a: float, l2_raw_a: float = 50.0):
+    port = slave.serve_tcp()
+    serve_profile(slave.unit(1), load_profile("generic-pqm"),
+                  {"current_l1_a": l1_raw_a / CT, "current_l2_a": l2_raw_a / CT})
+    return _write_site(tmp_path, port)
+
+
+def _meter_site(tmp_path: Path, modbus_meter, l1_raw_a: float, l2_raw_a: float = 50.0):
+    """The site on a simulated meter (busguard.testing's modbus_meter) serving the raw
+    secondary currents."""
+    meter = modbus_meter("generic-pqm", {"current_l1_a": l1_raw_a / CT,
+                                         "current_l2_a": l2_raw_a / CT})
+    return _write_site(tmp_path, meter.port)
+
+
+def test_gain_written_with_backup_and_the_driver_applies_it(tmp_path: Path, modbus_meter,
                                                             capsys) -> None:
-    site = _site(tmp_path, slave, l1_raw_a=97.0)
+    site = _meter_site(tmp_path, modbus_meter, l1_raw_a=97.0)
     # site.toml's gain 1.01 is in force: the meter reads 97.0 * 1.01 = 97.97 A
     assert main(["recalibrate", "pqm-a1", "--reference-amps", "100", "--samples", "5",
                  "--site", site.file, "--json"]) == 0
@@ -97,8 +110,8 @@ def test_gain_written_with_backup_and_the_driver_applies_it(tmp_path: Path, slav
     assert len(list((tmp_path / "state").glob("calibration.toml.*.bak"))) == 2
 
 
-def test_human_output_shows_old_and_new(tmp_path: Path, slave, capsys) -> None:
-    site = _site(tmp_path, slave, l1_raw_a=99.0)
+def test_human_output_shows_old_and_new(tmp_path: Path, modbus_meter, capsys) -> None:
+    site = _meter_site(tmp_path, modbus_meter, l1_raw_a=99.0)
     assert main(["recalibrate", "pqm-a1", "--reference-amps", "100", "--samples", "3",
                  "--site", site.file, "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -119,9 +132,9 @@ def test_unstable_readings_are_refused(tmp_path: Path, slave) -> None:
     assert not (tmp_path / "state" / "calibration.toml").exists()
 
 
-def test_small_load_and_implausible_corrections_are_refused(tmp_path: Path, slave,
+def test_small_load_and_implausible_corrections_are_refused(tmp_path: Path, modbus_meter,
                                                             capsys) -> None:
-    site = _site(tmp_path, slave, l1_raw_a=60.0)
+    site = _meter_site(tmp_path, modbus_meter, l1_raw_a=60.0)
     assert main(["recalibrate", "pqm-a1", "--reference-amps", "15", "--site",
                  site.file]) == 1
     out = capsys.readouterr().out
@@ -143,10 +156,10 @@ def _free_port() -> int:
 
 
 def test_from_running_reads_the_instance_map_and_the_service_applies_the_file(
-        tmp_path: Path, slave, capsys) -> None:
+        tmp_path: Path, modbus_meter, capsys) -> None:
     """An RS-485 meter's line belongs to the service: read through its Modbus map instead.
     The running service's driver then picks the new gain up by itself."""
-    site = _site(tmp_path, slave, l1_raw_a=97.0)
+    site = _meter_site(tmp_path, modbus_meter, l1_raw_a=97.0)
     path = Path(site.file)
     path.write_text(path.read_text() + f"""
 [service]

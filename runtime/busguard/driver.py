@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.clock import Clock
 from busguard.config.params import Param
-from busguard.image import PointSpec, ProcessImage
+from busguard.image import ImageWriter, PointSpec
 
 if TYPE_CHECKING:
     from busguard.config.site import DeviceConfig, SiteConfig
@@ -27,13 +27,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class DriverContext:
-    """What a started driver may use: the image, the clock, the shared I/O loop and resources.
+    """What a started driver may use: the image (to write), the clock, the shared I/O loop and
+    resources. The image is the scan process's :class:`~busguard.image.ProcessImage`, or in the
+    I/O process the link's writer: the same calls either way.
 
     ``shared(key, factory)`` returns one object per key for all drivers, e.g. one RS-485 line
     that several meters on different unit ids share.
     """
 
-    image: ProcessImage
+    image: ImageWriter
     clock: Clock
     loop: asyncio.AbstractEventLoop
     site: SiteConfig
@@ -57,7 +59,7 @@ class Driver:
     default_poll_ms: ClassVar[float] = 1000.0
     # True for input-only drivers that only write the image (write/write_many/set_quality)
     # and never read it or take outputs: with ``[scan] io = "process"`` they run in the I/O
-    # process (busguard.ioprocess) instead of beside the scan.
+    # process (busguard.ioproc) instead of beside the scan.
     io_process_ok: ClassVar[bool] = False
 
     @property

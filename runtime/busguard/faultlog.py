@@ -34,7 +34,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from busguard import hookimpl
 
@@ -216,6 +216,8 @@ OBSERVER_NAME = "busguard-faultlog"
 class FaultLogObserver:
     """The fault log of one runtime: an observer object the "core" plugin registers per
     runtime (``registry.add_observer``), holding its :class:`FaultLog`."""
+
+    io_process: ClassVar[bool] = True  # also in the I/O process: the command audit lines
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime

@@ -57,12 +57,21 @@ def collect_types(pm: pluggy.PluginManager) -> TypeRegistry:
 
 
 def register_observers(pm: pluggy.PluginManager, registry: TypeRegistry,
-                       runtime: object) -> None:
+                       runtime: object, io_process: bool = False) -> list[object]:
     """Make each registered observer type's object for ``runtime`` and register it (unless
-    its name is blocked or already registered)."""
+    its name is blocked or already registered); returns them. ``io_process``: only the
+    observer types that also run in the I/O process (``io_process = True`` on the type, e.g.
+    the fault log, for the audit lines of the command writes served there), for its
+    :class:`~busguard.ioproc.process.RemoteContext`."""
+    made = []
     for name, factory in registry.observers.items():
+        if io_process and not getattr(factory, "io_process", False):
+            continue
         if not pm.is_blocked(name) and pm.get_plugin(name) is None:
-            pm.register(factory(runtime), name=name)
+            obj = factory(runtime)
+            pm.register(obj, name=name)
+            made.append(obj)
+    return made
 
 
 def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, str]]:

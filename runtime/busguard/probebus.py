@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from busguard.clock import Clock
-from busguard.image import ProcessImage
+from busguard.image import ImageWriter
 
 log = logging.getLogger("busguard.probebus")
 
@@ -25,7 +25,7 @@ class ProbeBus:
     label = "probes"  # e.g. "1-Wire bus"
     thread_prefix = "busguard-probes"
 
-    def __init__(self, base_dir: Path, image: ProcessImage, clock: Clock,
+    def __init__(self, base_dir: Path, image: ImageWriter, clock: Clock,
                  threaded: bool = True) -> None:
         self.base_dir = Path(base_dir)
         self.image = image

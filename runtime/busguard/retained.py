@@ -54,6 +54,7 @@ from busguard.block import Block
 from busguard.config.params import Param
 from busguard.image import Snapshot
 from busguard.restoreplan import RestorePlan, build_plan
+from busguard.service import follow_scan_priority
 from busguard.statefile import (  # noqa: F401  (re-exported: the file API lives there)
     CHUNK_ITEMS,
     FORMAT,
@@ -330,6 +331,7 @@ class RetainedState:
             with self._lock:
                 job, self._pending = self._pending, None
             if job is not None:
+                follow_scan_priority(self.runtime.loop.thread_id)  # busguard.service: why
                 self.save(job)
             if self._stopping:
                 return

@@ -11,10 +11,8 @@ drivers and publishers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
-import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,9 @@ from busguard.config.site import Document, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, ProcessImage, Quality
-from busguard.iosupervisor import IO_ALARM_SOURCE, IoSupervisor, Spawned
+from busguard.ioloop import IoLoop, stop_io
+from busguard.ioproc import STATS_EVERY_S, SWITCH_INTERVAL_S
+from busguard.ioproc.supervisor import IO_ALARM_SOURCE, IoSupervisor, Spawned
 from busguard.loader import load
 from busguard.loader import load_types as load_types  # re-exported: the public name
 from busguard.plugins import register_observers
@@ -51,13 +51,11 @@ log = logging.getLogger("busguard.runtime")
 
 SYSTEM_POINTS = ("scan.cycles", "scan.overruns", "scan.lateness_p50_ms", "scan.lateness_p99_ms",
                  "scan.lateness_max_ms")
-STATS_EVERY_S = 1.0
-# The scan thread waits at most this long for the interpreter lock when another thread of
-# the scan process (the retained-state writer, the status writer, local drivers) holds it:
-# a waiting thread asks for the lock only after the switch interval, 5 ms by default, half a
-# scan period. Library calls that hold the lock for long are cut into pieces where they run
-# beside the scan (retained.json_pieces).
-SCAN_SWITCH_INTERVAL_S = 0.0005
+# The scan thread waits at most SWITCH_INTERVAL_S (busguard.ioproc) for the interpreter lock
+# when another thread of the scan process (the retained-state writer, the status writer,
+# local drivers) holds it: a waiting thread asks for the lock only after the switch interval,
+# 5 ms by default, half a scan period. Library calls that hold the lock for long are cut into
+# pieces where they run beside the scan (retained.json_pieces).
 
 
 def core_points() -> list[PointSpec]:
@@ -163,8 +161,7 @@ class Runtime:
         self.restored = False
         self._consumers = [(d, d.consumes()) for d in self.drivers if d.consumes()]
         self._stats_every = max(1, round(STATS_EVERY_S / site.scan.period_s))
-        self._io_loop: asyncio.AbstractEventLoop | None = None
-        self._io_thread: threading.Thread | None = None
+        self._io_loop = IoLoop()
         self.driver_ctx: DriverContext | None = None
         self.io: IoSupervisor | None = None  # [scan] io = "process": the I/O process
         register_observers(pm, registry, self)  # the fault log, retained state, ...
@@ -179,10 +176,10 @@ class Runtime:
     def start(self, record: str | Path | None = None, io: Spawned | None = None) -> None:
         """Restore retained state, start publishers and drivers. Returns promptly.
 
-        ``io``: an I/O process started early for this site (:func:`busguard.iosupervisor.
-        prespawn`), adopted instead of starting one now."""
+        ``io``: an I/O process started early for this site (:func:`busguard.ioproc.
+        supervisor.prespawn`), adopted instead of starting one now."""
         if isinstance(self.clock, MonotonicClock):
-            sys.setswitchinterval(SCAN_SWITCH_INTERVAL_S)
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         if self.site.scan.io == "process":
             if isinstance(self.clock, MonotonicClock):
                 # first, so the I/O process imports and builds while retained state loads
@@ -194,14 +191,11 @@ class Runtime:
                             "clock the drivers run in this process")
         if io is not None:
             io.close()
-        self._io_loop = asyncio.new_event_loop()
-        self._io_thread = threading.Thread(target=self._io_loop.run_forever,
-                                           name="busguard-io", daemon=True)
-        self._io_thread.start()
+        loop = self._io_loop.start()
         self.pm.hook.busguard_startup(runtime=self)
         for pub in self.publishers:
             pub.start(self)
-        self.driver_ctx = DriverContext(self.image, self.clock, self._io_loop, self.site,
+        self.driver_ctx = DriverContext(self.image, self.clock, loop, self.site,
                                         self.registry)
         for drv in self.local_drivers():
             drv.start(self.driver_ctx)
@@ -235,26 +229,15 @@ class Runtime:
             self.pm.hook.busguard_shutdown(runtime=self)
         except Exception:
             log.exception("a shutdown observer failed")
-        for drv in self.local_drivers():
-            try:
-                drv.stop()
-            except Exception:
-                log.exception("driver %s failed to stop cleanly", drv.name)
-        for pub in self.publishers:
-            try:
-                pub.stop()
-            except Exception:
-                log.exception("publisher %s failed to stop cleanly", pub.section)
-        if self.io is not None:
-            self.io.stop(wait=failsafe)  # a hand-over (reload) need not wait for its exit
+        io = self.io
+
+        def stop_io_process() -> None:
+            if io is not None:
+                io.stop(wait=failsafe)  # a hand-over (reload) need not wait for its exit
+
+        stop_io(self.publishers, self.local_drivers(), self._io_loop, between=stop_io_process)
         if self.recorder is not None:
             self.recorder.close()
-        if self._io_loop is not None:
-            self._io_loop.call_soon_threadsafe(self._io_loop.stop)
-            if self._io_thread is not None:
-                self._io_thread.join(timeout=5)
-            if not self._io_loop.is_running():
-                self._io_loop.close()
         self.state = "stopped"
 
     # -- the cycle -------------------------------------------------------------------------

@@ -155,6 +155,7 @@ class ScanLoop:
         self.t0 = 0.0
         self.slot = 0
         self.begun = False
+        self.thread_id: int | None = None  # the OS id of the thread that runs the scan
 
     def deadline(self) -> float:
         return self.t0 + self.slot * self.period_s
@@ -186,6 +187,7 @@ class ScanLoop:
         """Run until :meth:`stop` (or ``max_cycles``); returns the cycles run."""
         if not self.begun:
             self.begin()
+        self.thread_id = threading.get_native_id()
         ran = 0
         while not self.stop_event.is_set() and (max_cycles is None or ran < max_cycles):
             self.step_once()

@@ -105,6 +105,31 @@ def set_realtime(priority: int) -> str:
     return f"SCHED_FIFO priority {prio}" if got == os.SCHED_FIFO else f"policy {got}"
 
 
+HELPER_PRIORITY = 1  # SCHED_FIFO of a helper thread beside a real-time scan: below any scan
+
+
+def follow_scan_priority(scan_thread_id: int | None) -> None:
+    """Put the calling helper thread of the scan process (one that holds the interpreter lock
+    for long: the retained-state writer) at SCHED_FIFO ``HELPER_PRIORITY`` while the scan
+    thread runs SCHED_FIFO, and back to SCHED_OTHER while it does not.
+
+    Why: the scan thread waits for the interpreter lock whoever holds it. A helper at normal
+    priority that the OS preempts while holding it (the I/O process, the DCIM's clients, any
+    other process wants the CPU) keeps the real-time scan waiting for a whole time slice: at
+    256 meters the retained-state saves (7,400 points) were what made scans late and overrun
+    (docs/benchmarks.md, the scale curve). At the lowest real-time priority nothing of normal
+    priority preempts it, and the scan, above it, still does."""
+    if scan_thread_id is None or not hasattr(os, "sched_getscheduler"):
+        return
+    try:
+        fifo = os.sched_getscheduler(scan_thread_id) == os.SCHED_FIFO
+        want, prio = (os.SCHED_FIFO, HELPER_PRIORITY) if fifo else (os.SCHED_OTHER, 0)
+        if os.sched_getscheduler(0) != want:
+            os.sched_setscheduler(0, want, os.sched_param(prio))
+    except OSError:  # the scan thread ended, or real-time refused: stay as we are
+        return
+
+
 def clear_realtime() -> None:
     """Back to SCHED_OTHER (before starting threads that must not inherit SCHED_FIFO)."""
     if hasattr(os, "sched_setscheduler"):

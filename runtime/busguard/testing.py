@@ -12,13 +12,17 @@ point, so any project that installs busguard gets them).
 - ``w1_tree``, ``iio_tree`` and ``mock_gpio``: a 1-Wire file tree, an IIO file tree and
   mock GPIO lines in the tmp folder (see :mod:`busguard.w1.testing`,
   :mod:`busguard.iio.testing` and :mod:`busguard.gpio.testing`).
+- ``modbus_meter(profile, values)``: a simulated Modbus TCP meter on 127.0.0.1, the
+  simulator's own server and profile encoding, with its fault knobs
+  (:mod:`busguard.sim.testing`).
 Tests never sleep to wait for the scan: they advance the fake clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -28,6 +32,10 @@ from busguard.iio.testing import iio_tree  # noqa: F401  (fixture, re-exported)
 from busguard.retained import PLUGIN_NAME as RETAINED_PLUGIN
 from busguard.runtime import Runtime
 from busguard.scan import CycleResult
+
+if TYPE_CHECKING:
+    from busguard.modbus.profiles import Profile
+    from busguard.sim.testing import SimMeter
 from busguard.w1.testing import w1_tree  # noqa: F401  (fixture, re-exported)
 
 
@@ -94,3 +102,23 @@ def make_runtime(tmp_path: Path, fake_clock: FakeClock) -> Iterator[Callable[...
 @pytest.fixture(name="run_scans")
 def run_scans_fixture() -> Callable[..., list[CycleResult]]:
     return run_scans
+
+
+@pytest.fixture
+def modbus_meter() -> Iterator[Callable[..., SimMeter]]:
+    """``modbus_meter(profile="generic-pqm", values=None, unit_id=1)``: a started simulated
+    Modbus TCP meter (:class:`busguard.sim.testing.SimMeter`), stopped after the test. The
+    simulator is imported only when a test asks for one (a runtime-only install has none)."""
+    made: list[SimMeter] = []
+
+    def make(profile: str | Profile = "generic-pqm",
+             values: Mapping[str, float] | None = None, unit_id: int = 1) -> SimMeter:
+        from busguard.sim.testing import SimMeter
+
+        meter = SimMeter(profile, values, unit_id, name=f"meter{len(made)}")
+        made.append(meter)
+        return meter
+
+    yield make
+    for m in made:
+        m.stop()

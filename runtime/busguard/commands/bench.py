@@ -1,11 +1,30 @@
-"""`busguard bench`: measure the runtime beside baselines run in the same invocation."""
+"""`busguard bench`: measure the runtime beside baselines run in the same invocation.
+
+The bench itself is the ``busguard_bench`` package (bench/busguard_bench in the source tree):
+``pip install '.[bench]'`` (and the ``test`` extra) install it, and of the Debian packages
+busguard-tools carries it, never the runtime package: without it this command says how to
+get it and exits 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
-from busguard.bench import runner
-from busguard.bench.result import ERROR, MISS
+from busguard.errors import UsageError
+
+MISSING = ("`busguard bench` needs the bench, which is not installed: it is in the "
+           "busguard-tools package (sudo apt-get install busguard-tools), or from a source "
+           "tree: pip install '.[bench]' (in a checkout, make venv installs it)")
+
+
+def _modules() -> tuple[str, ...] | None:
+    """The measurement names, or None when the bench is not installed."""
+    if importlib.util.find_spec("busguard_bench") is None:
+        return None
+    from busguard_bench import runner
+
+    return tuple(runner.MODULES)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "wired end to end with tiny sizes in seconds; the figures mean nothing and "
                    "only a failed measurement sets the exit code")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    p.add_argument("--only", metavar="NAME", action="append", choices=runner.MODULES,
-                   help=f"run only this measurement (repeatable): "
-                        f"{', '.join(runner.MODULES)}")
+    modules = _modules()
+    p.add_argument("--only", metavar="NAME", action="append", choices=modules,
+                   help="run only this measurement (repeatable): " +
+                        (", ".join(modules) if modules else "(the bench is not installed)"))
     p.add_argument("--meters", choices=("sim", "raw"), default="sim",
                    help="meter servers for the scan and input-to-output loads: the "
                         "simulator's pymodbus servers (default) or the bench's minimal "
@@ -52,6 +72,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if _modules() is None:
+        raise UsageError(MISSING)
+    from busguard_bench import runner
+    from busguard_bench.result import ERROR, MISS
+
     levers: list[str] = []
     if args.switch_interval_ms:
         levers += ["--switch-interval-ms", str(args.switch_interval_ms)]

@@ -17,8 +17,6 @@ import json
 import logging
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -99,35 +97,29 @@ def _read_ready(proc: subprocess.Popen, timeout: float,
         raise BusguardError(f"unexpected first line from the simulator: {line!r}") from exc
 
 
-def _modbus_exchange(host: str, port: int, pdu: bytes, timeout: float) -> bytes:
-    """One Modbus TCP request (unit 1, transaction 1); the first bytes of the reply ("" when
-    nothing answers). Enough for the demo's two questions; the drivers use the transport."""
-    req = struct.pack(">HHHB", 1, 0, len(pdu) + 1, 1) + pdu
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            s.sendall(req)
-            return s.recv(12)
-    except OSError:
-        return b""
-
-
 def modbus_answers(host: str, port: int, address: int = 0, function: int = 3,
                    timeout: float = 1.0) -> bool:
     """One Modbus TCP read; True when the meter answers (values or an exception reply)."""
-    head = _modbus_exchange(host, port, struct.pack(">BHH", function, address, 2), timeout)
-    return len(head) >= 8 and head[:2] == b"\x00\x01" and head[7] in (function, function | 0x80)
+    from busguard.modbus.tcpclient import ModbusTcpClient
+
+    with ModbusTcpClient(host, port, timeout_s=timeout) as client:
+        return client.answers(address, "holding" if function == 3 else "input")
 
 
 def modbus_write_u32(host: str, port: int, address: int, value: int,
                      timeout: float = 2.0) -> int | None:
     """One FC16 write of a uint32 (high word first); None when accepted, else the Modbus
     exception code (-1: no answer)."""
-    head = _modbus_exchange(host, port, struct.pack(">BHHBHH", 16, address, 2, 4, value >> 16,
-                                                    value & 0xFFFF), timeout)
-    if len(head) < 9:
-        return -1
-    return head[8] if head[7] & 0x80 else None
+    from busguard.modbus.tcpclient import CommError, ExceptionReply, ModbusTcpClient
+
+    with ModbusTcpClient(host, port, timeout_s=timeout) as client:
+        try:
+            client.write(address, [value >> 16, value & 0xFFFF])
+        except ExceptionReply as exc:
+            return exc.code
+        except CommError:
+            return -1
+    return None
 
 
 def acknowledge_all(rt: Runtime) -> str:

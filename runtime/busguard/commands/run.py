@@ -11,7 +11,7 @@ import threading
 
 from busguard.commands import default_site
 from busguard.config.site import read_document
-from busguard.iosupervisor import prespawn
+from busguard.ioproc.supervisor import prespawn
 from busguard.reload import Reloader
 from busguard.runtime import Runtime
 from busguard.service import Service, clear_realtime

@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from busguard.errors import BusguardError
+from busguard.modbus.tcpclient import CommError, ExceptionReply, ModbusTcpClient
 from busguard.northbound.reader import read_all
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="read a running busguard through its Modbus map",
                        description=(
-        "Connect to a running busguard's [modbus_server] as a DCIM would (pymodbus client, "
-        "the documented registers only) and show the header, every device, output, alarm "
+        "Connect to a running busguard's [modbus_server] as a DCIM would (a plain Modbus TCP "
+        "client, the documented registers only) and show the header, every device, output, alarm "
         "word and command value. Exit 1 when the server cannot be read."))
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="server port (default: [modbus_server] port of "
@@ -54,30 +56,31 @@ def _port_from_site(site: str | None, tls: bool) -> int:
 
 
 def connect(host: str, port: int, timeout: float, tls_ca: str | None = None,
-            tls_cert: str | None = None, tls_key: str | None = None) -> Any:
-    from pymodbus.client import ModbusTcpClient, ModbusTlsClient
-
+            tls_cert: str | None = None, tls_key: str | None = None) -> ModbusTcpClient:
+    ctx = None
     if tls_ca or tls_cert:
         from busguard.northbound.tls import client_context
 
         ctx = client_context(Path(tls_ca) if tls_ca else None,
                              Path(tls_cert) if tls_cert else None,
                              Path(tls_key) if tls_key else None)
-        client = ModbusTlsClient(host, port=port, sslctx=ctx, timeout=timeout, retries=0)
-    else:
-        client = ModbusTcpClient(host, port=port, timeout=timeout, retries=0)
+    client = ModbusTcpClient(host, port, timeout_s=timeout, unit=1, ssl_context=ctx)
     if not client.connect():
+        client.close()
         raise BusguardError(f"cannot connect to {host}:{port} (is busguard running with a "
                             f"[modbus_server], and is this address in its allow list?)")
     return client
 
 
-def reader(client: Any, unit: int) -> Any:
+def reader(client: ModbusTcpClient, unit: int) -> Callable[[int, int], list[int]]:
+    client.unit = unit
+
     def read(address: int, count: int) -> list[int]:
-        rr = client.read_holding_registers(address, count=count, device_id=unit)
-        if rr.isError():
-            raise BusguardError(f"reading {count} registers at {address} failed: {rr}")
-        return list(rr.registers)
+        try:
+            return client.read(address, count)
+        except ExceptionReply as exc:
+            raise BusguardError(f"reading {count} registers at {address} failed: "
+                                f"{exc}") from exc
 
     return read
 
@@ -85,12 +88,10 @@ def reader(client: Any, unit: int) -> Any:
 def run(args: argparse.Namespace) -> int:
     tls = bool(args.tls_ca or args.tls_cert)
     port = args.port if args.port is not None else _port_from_site(args.site, tls)
-    from pymodbus.exceptions import ModbusException
-
     client = connect(args.host, port, args.timeout, args.tls_ca, args.tls_cert, args.tls_key)
     try:
         data = read_all(reader(client, args.unit))
-    except ModbusException as exc:
+    except CommError as exc:
         raise BusguardError(f"{args.host}:{port}: {exc}") from exc
     finally:
         client.close()

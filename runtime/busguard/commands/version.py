@@ -19,11 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pymodbus
+    from importlib.metadata import version
 
     plugins = list_plugins(build_plugin_manager())
     info = {"busguard": __version__, "python": platform.python_version(),
-            "pymodbus": pymodbus.__version__, "plugins": plugins}
+            "pymodbus": version("pymodbus"), "plugins": plugins}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -20,7 +20,7 @@ from busguard.errors import ConfigError, ConfigProblem, DriverError
 from busguard.gpio.backends import make_backend
 from busguard.gpio.led import LedDecoder, LedReading, LedTiming
 from busguard.gpio.service import GpioService, OutputChannel
-from busguard.image import PointSpec, ProcessImage, Quality
+from busguard.image import ImageWriter, PointSpec, Quality
 
 log = logging.getLogger("busguard.gpio")
 
@@ -59,7 +59,7 @@ class _GpioDevice(Driver):
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
-        self._image: ProcessImage | None = None
+        self._image: ImageWriter | None = None
         self._service: GpioService | None = None
         self._chan: OutputChannel | None = None
 

@@ -32,7 +32,7 @@ from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.iio.rtd import FULL_SCALE, temperature_of_code
 from busguard.iio.tree import find_device, read_attr
-from busguard.image import PointSpec, ProcessImage, Quality
+from busguard.image import ImageWriter, PointSpec, Quality
 from busguard.probebus import ProbeBus
 
 log = logging.getLogger("busguard.iio")
@@ -78,19 +78,19 @@ class IioReader:
                     f": {detail}" if detail else "")
             self.state = state
 
-    def _bad(self, image: ProcessImage, kind: str, detail: str) -> None:
+    def _bad(self, image: ImageWriter, kind: str, detail: str) -> None:
         self.counts[kind] += 1
         image.set_quality((self.point,), Quality.BAD)
         self._set_state(f"bad ({kind.replace('_', ' ')})", detail)
 
-    def _gone(self, image: ProcessImage, why: str) -> None:
+    def _gone(self, image: ImageWriter, why: str) -> None:
         self.folder = None
         self._raw = None
         self.counts["not_connected"] += 1
         image.set_quality((self.point,), Quality.NOT_CONNECTED)
         self._set_state("not-connected", why)
 
-    def read(self, image: ProcessImage, clock: Clock) -> None:
+    def read(self, image: ImageWriter, clock: Clock) -> None:
         """One read (blocks for a conversion on real hardware: worker thread only)."""
         self.counts["reads"] += 1
         if self.folder is None or not self.folder.is_dir():

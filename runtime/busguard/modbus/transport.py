@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import ssl
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -159,7 +160,7 @@ class MbapConnection(ReceiveIntoBuffer):
     """One Modbus TCP connection, one request at a time (the link's pool ensures it).
 
     Answers are received into one buffer per connection (:mod:`busguard.recvbuf`: a plain
-    protocol's receives can each cost an mmap and a munmap of 256 KiB).
+    protocol's receives can each cost an mmap and a munmap of 256 KiB; docs/benchmarks.md).
 
     Frames are matched to the pending request by transaction id and function; anything else
     that parses as a frame (a late answer to a request that timed out) is dropped, and bytes
@@ -300,9 +301,11 @@ class MbapConnection(ReceiveIntoBuffer):
 class TcpLink:
     """One Modbus TCP device; up to ``max_in_flight`` requests at once (one per connection)."""
 
-    def __init__(self, host: str, port: int, max_in_flight: int = 1) -> None:
+    def __init__(self, host: str, port: int, max_in_flight: int = 1,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
+        self.ssl = ssl_context  # Modbus/TCP Security (busguard status --tls-*)
         self.size = max_in_flight
         self.reconnects = 0
         self.garbage = 0
@@ -329,13 +332,21 @@ class TcpLink:
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(loop.create_connection(lambda: client, self.host,
-                                                          self.port), timeout_s)
+                                                          self.port, ssl=self.ssl), timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # refused, unreachable, no such host, connect timeout
             raise CommError(DISCONNECT, f"cannot connect to {self._where}",
                             errno.ECONNREFUSED) from exc
         self.reconnects += 1
+
+    async def connect(self, timeout_s: float) -> None:
+        """Open the pool's connections now (a tool says "cannot connect" before reading);
+        the driver never needs this: a request connects when it finds none."""
+        self._ensure_pool()
+        for c in self._clients:
+            if c.transport is None:
+                await self._connect(c, timeout_s)
 
     async def request(self, op: str, unit: int, function: str, address: int,
                       count_or_values: Any, timeout_s: float,

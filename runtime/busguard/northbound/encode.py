@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import pickle
 import struct
-from array import array
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 
-from busguard.image import PointSpec, Snapshot
+from busguard.image import Snapshot
 from busguard.northbound import mapdef as md
 
 _REC = struct.Struct(">" + md.POINT.format)  # one point record: value, quality, age
@@ -60,38 +58,6 @@ class Frame:
     last_good_utc: float
     retained_status: str = "disabled"
     starts: int = 0
-
-
-def frame_to_bytes(frame: Frame) -> bytes:
-    """A frame for the I/O process (``[scan] io = "process"``): the snapshot's arrays as raw
-    bytes plus the small parts, so the scan process only copies and the I/O process encodes
-    (encoding a map costs far more than the copy; docs/benchmarks.md)."""
-    snap = frame.snapshot
-    return pickle.dumps((
-        frame.cycle, frame.t_utc, snap.now, snap.values.tobytes(), snap.quality.tobytes(),
-        snap.t_mono.tobytes(), snap.t_utc.tobytes(), dict(frame.outputs),
-        [(a.block, a.device, a.severity, a.active, a.acked) for a in frame.alarms],
-        sorted(frame.faulted), sorted(frame.latched), frame.overruns, frame.state,
-        frame.started_utc, frame.last_good_utc, frame.retained_status, frame.starts),
-        protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def frame_from_bytes(data: bytes, specs: tuple[PointSpec, ...], index: Mapping[str, int]
-                     ) -> Frame:
-    """The frame :func:`frame_to_bytes` made, over the same point layout."""
-    (cycle, t_utc, now, values, quality, t_mono, t_utcs, outputs, alarms, faulted, latched,
-     overruns, state, started_utc, last_good_utc, retained_status, starts) = pickle.loads(data)
-    arrays = [array("d"), array("B"), array("d"), array("d")]
-    for arr, raw in zip(arrays, (values, quality, t_mono, t_utcs), strict=True):
-        arr.frombytes(raw)
-    if len(arrays[0]) != len(specs):
-        raise ValueError(f"frame of {len(arrays[0])} points for a layout of {len(specs)}")
-    nan_row = array("d", [math.nan]) * len(specs)  # min/max windows: not in the map
-    snap = Snapshot(specs, index, now, arrays[0], arrays[1], arrays[2], arrays[3], nan_row,
-                    nan_row)
-    return Frame(cycle, t_utc, snap, outputs, tuple(AlarmInfo(*a) for a in alarms),
-                 frozenset(faulted), frozenset(latched), overruns, state, started_utc,
-                 last_good_utc, retained_status, starts)
 
 
 _BIT_ACTIVE = md.flag_mask(md.ALARM_BITS, "active")

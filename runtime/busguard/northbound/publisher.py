@@ -3,12 +3,14 @@
 The scan thread only captures a :class:`Frame` per cycle (``on_scan`` returns at once); a
 read encodes the newest frame once and swaps the immutable image in. Writes are command-point
 writes into the process image (``ProcessImage.write``), so they are scanned, recorded and
-replayed like any input.
+replayed like any input. With ``[scan] io = "process"`` the server runs in the I/O process
+(:meth:`ModbusServerPublisher.start_remote`, serving a
+:class:`busguard.ioproc.register_image.RemoteRegisterImage`) and this side only hands the
+frames over (:meth:`ModbusServerPublisher.frame_payload`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import math
@@ -17,25 +19,18 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pymodbus.constants import ExcCodes
-
 from busguard.config.params import Param, Section, Values
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.firewall import Listener
-from busguard.image import Quality
+from busguard.image import ImageWriter, Quality
 from busguard.northbound import access, mapdef
-from busguard.northbound.encode import (
-    AlarmInfo,
-    Encoder,
-    Frame,
-    frame_from_bytes,
-    frame_to_bytes,
-)
+from busguard.northbound.encode import AlarmInfo, Encoder, Frame
 from busguard.northbound.server import Endpoint, NorthboundServer
 from busguard.publisher import Publisher
 
 if TYPE_CHECKING:
     from busguard.config.site import PublisherConfig, SiteConfig
+    from busguard.ioproc.process import RemoteContext
     from busguard.runtime import Runtime
     from busguard.scan import CycleResult
 
@@ -51,6 +46,7 @@ TLS_PARAMS: Mapping[str, Param] = {
     "only": Param(bool, default=False, doc="serve TLS only (no plain Modbus/TCP on `port`)"),
 }
 ALARM_REFRESH_CYCLES = 10
+ILLEGAL_ADDRESS, ILLEGAL_VALUE = 0x02, 0x03  # the Modbus exception codes a write may get
 _EMPTY: frozenset[str] = frozenset()
 
 
@@ -153,6 +149,10 @@ class ModbusServerPublisher(Publisher):
         self._alarm_cycle = -ALARM_REFRESH_CYCLES
         self._last_good = 0.0
         self._retained: Any = None
+        self._writer: ImageWriter | None = None  # where command writes go
+        # what busguard_command_written is told about: the runtime, or in the I/O process
+        # its RemoteContext (site, pm, clock: what the fault log's audit line needs)
+        self._observed: Any = None
 
     def listeners(self) -> list[Listener]:
         """The Modbus TCP port and, with `[modbus_server.tls]`, the Modbus/TCP Security port,
@@ -186,6 +186,8 @@ class ModbusServerPublisher(Publisher):
         from busguard.retained import PLUGIN_NAME
 
         self.runtime = runtime
+        self._writer = runtime.image
+        self._observed = runtime
         self.map = mapdef.for_runtime(runtime)
         self.encoder = Encoder(self.map, runtime.image.index, runtime.site.scan.period_ms,
                                runtime.site.config_hash)
@@ -209,16 +211,23 @@ class ModbusServerPublisher(Publisher):
             self.server.stop()
             self.server = None
 
-    def start_remote(self, runtime: Runtime, frames: Any) -> None:
-        """In the I/O process: serve the register images the scan process sends (``frames``,
-        a :class:`busguard.ioprocess.RemoteFrames`); command writes are validated here and
-        go to the scan process like any image write."""
-        self.runtime = runtime
-        self.map = mapdef.for_runtime(runtime)
-        self.encoder = Encoder(self.map, runtime.image.index, runtime.site.scan.period_ms,
-                               runtime.site.config_hash)
-        self.server = NorthboundServer(_RemoteImage(self, frames), self.policy,
-                                       self.endpoints(), handshake_timeout_s=10.0)
+    def start_remote(self, ctx: RemoteContext) -> None:
+        """In the I/O process: serve the frames the scan process sends; command writes are
+        validated here and go to the scan process like any image write."""
+        from busguard.ioproc.register_image import RemoteRegisterImage
+
+        lay = ctx.layout
+        self._writer = ctx.image
+        self._observed = ctx
+        self.map = mapdef.RegisterMap.build(lay.specs, lay.devices, lay.block_outputs)
+        self.encoder = Encoder(self.map, lay.index, self.site.scan.period_ms,
+                               self.site.config_hash)
+        ctx.frames.refresh_s = max(ctx.frames.refresh_s,
+                                   float(self.config.params["refresh_ms"]) / 1000.0)
+        source = RemoteRegisterImage(self, self.encoder, ctx.frames, lay)
+        self.server = NorthboundServer(source, self.policy, self.endpoints(),
+                                       handshake_timeout_s=10.0)
+        source.server = self.server
         self.server.start()
         log.info("modbus_server: serving the register map (map v%d, %d registers) on %s",
                  mapdef.MAP_VERSION, self.map.size, ", ".join(
@@ -277,6 +286,8 @@ class ModbusServerPublisher(Publisher):
     # -- server side (northbound thread) ----------------------------------------------------
     def frame_payload(self) -> bytes:
         """The newest frame for the I/O process (it encodes it there)."""
+        from busguard.ioproc.frames import frame_to_bytes
+
         assert self._frame is not None
         return frame_to_bytes(self._frame)
 
@@ -292,122 +303,38 @@ class ModbusServerPublisher(Publisher):
             return self._encoded[1]
 
     def write(self, func_code: int, address: int, values: Sequence[int],
-              client: str) -> ExcCodes | None:
-        """Validate a write into the command area and apply it to the image."""
-        assert self.map is not None and self.runtime is not None
+              client: str) -> int | None:
+        """Validate a write into the command area and apply it to the image; None when
+        done, else the Modbus exception code to answer."""
+        assert self.map is not None and self._writer is not None
         items: list[tuple[mapdef.CommandRecord, float]] = []
         if func_code == 6:
             hit = self.map.command_at(address)
             if hit is None or hit[1] != mapdef.COMMAND_LOW_WORD:
-                return ExcCodes.ILLEGAL_ADDRESS
+                return ILLEGAL_ADDRESS
             items.append((hit[0], float(values[0])))
         else:
             if not values or len(values) % 2:
-                return ExcCodes.ILLEGAL_ADDRESS
+                return ILLEGAL_ADDRESS
             by_offset = {f.offset: f for f in mapdef.COMMAND.fields}
             for k in range(0, len(values), 2):
                 hit = self.map.command_at(address + k)
                 f = by_offset.get(hit[1]) if hit is not None else None
                 if hit is None or f is None:
-                    return ExcCodes.ILLEGAL_ADDRESS
+                    return ILLEGAL_ADDRESS
                 raw = struct.pack(">HH", values[k] & 0xFFFF, values[k + 1] & 0xFFFF)
                 items.append((hit[0], float(f.struct.unpack(raw)[0])))
         for rec, v in items:
             if not math.isfinite(v) or v < rec.minval or v > rec.maxval:
                 log.warning("northbound: refused write from %s: %s = %r outside [%g, %g]",
                             client, rec.name, v, rec.minval, rec.maxval)
-                return ExcCodes.ILLEGAL_VALUE
-        self.runtime.image.write_many([(rec.name, v, Quality.GOOD) for rec, v in items])
-        t_utc = self.runtime.clock.wall()
+                return ILLEGAL_VALUE
+        self._writer.write_many([(rec.name, v, Quality.GOOD) for rec, v in items])
+        observed = self._observed
+        t_utc = observed.clock.wall() if observed is not None else 0.0
         for rec, v in items:
             log.info("northbound: %s wrote %s = %r", client, rec.name, v)
-            self.runtime.pm.hook.busguard_command_written(
-                runtime=self.runtime, point=rec.name, value=v, client=client, t_utc=t_utc)
+            if observed is not None:
+                observed.pm.hook.busguard_command_written(
+                    runtime=observed, point=rec.name, value=v, client=client, t_utc=t_utc)
         return None
-
-
-class _RemoteImage:
-    """The I/O process's image source: the newest frame the scan process sent, encoded on the
-    server's own loop in steps (:meth:`Encoder.encode_steps`), and writes validated by the
-    publisher.
-
-    A read is answered from the last image fully encoded (the map's template until the
-    first): it never waits for an encoding, and the encoding never runs on another thread
-    of this process. Both were the tail of the DCIM's request latency: a request that came
-    while a frame was being encoded waited for the whole encoding under a lock, and the
-    receiving thread encoding it took the GIL from the server thread for up to a switch
-    interval at a time (``busguard bench --only northbound``; docs/benchmarks.md, "Figures
-    behind the code").
-    A newer frame that comes during an encoding waits for it; one that comes after replaces
-    it; the image served is at most one encoding behind the newest frame."""
-
-    def __init__(self, pub: ModbusServerPublisher, frames: Any) -> None:
-        self.pub = pub
-        self.frames = frames
-        enc = pub.encoder
-        assert enc is not None
-        self._image = enc.template
-        self._done: bytes | None = None  # the frame message that _image shows
-        self._encoding = False
-        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak one
-        first = frames.latest()
-        if first is not None:  # the restart's first frame: no client yet, encode it now
-            self._encode_all(first)
-        frames.on_frame.append(self._arrived)  # receiving thread
-
-    def _decode(self, got: bytes) -> Any:
-        rt = self.pub.runtime
-        assert rt is not None
-        try:
-            return frame_from_bytes(got, rt.image.specs, rt.image.index)
-        except Exception:  # a damaged message: keep serving the last good image
-            log.exception("modbus_server: undecodable frame from the scan process")
-            return None
-
-    def _encode_all(self, got: bytes) -> None:
-        frame = self._decode(got)
-        if frame is not None:
-            assert self.pub.encoder is not None
-            self._image, self._done = self.pub.encoder.encode(frame), got
-
-    def _arrived(self) -> None:
-        server = self.pub.server
-        if server is None or not server.call_soon(self._kick):
-            got = self.frames.latest()  # no loop yet (start-up): encode here
-            if got is not None:
-                self._encode_all(got)
-
-    def _kick(self) -> None:  # server loop
-        if not self._encoding:
-            self._encoding = True
-            self._task = asyncio.get_running_loop().create_task(self._encode_newest())
-
-    async def _encode_newest(self) -> None:  # server loop
-        enc = self.pub.encoder
-        assert enc is not None
-        try:
-            while (got := self.frames.newest) is not None and got is not self._done:
-                frame = self._decode(got)
-                if frame is None:
-                    self._done = got
-                    continue
-                steps = enc.encode_steps(frame)
-                while True:
-                    try:
-                        next(steps)
-                    except StopIteration as done:
-                        self._image, self._done = done.value, got
-                        break
-                    await asyncio.sleep(0)  # let the requests that came in meanwhile be served
-        except Exception:  # never the server's end: keep serving the last good image
-            log.exception("modbus_server: encoding a frame failed")
-        finally:
-            self._encoding = False
-
-    def image(self) -> bytes:
-        self.frames.latest()  # asks the scan process for the next frame when due
-        return self._image
-
-    def write(self, func_code: int, address: int, values: Sequence[int],
-              client: str) -> ExcCodes | None:
-        return self.pub.write(func_code, address, values, client)

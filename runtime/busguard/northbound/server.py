@@ -79,7 +79,8 @@ class ImageSource(Protocol):
     def image(self) -> bytes: ...
 
     def write(self, func_code: int, address: int, values: Sequence[int],
-              client: str) -> ExcCodes | None: ...
+              client: str) -> int | None:
+        """None when done, else the Modbus exception code (0x02, 0x03) to answer."""
 
 
 class MapContext(ModbusServerContext):
@@ -110,9 +111,11 @@ class MapContext(ModbusServerContext):
                               values: Sequence[int] | Sequence[bool]) -> ExcCodes | None:
         self._echo = None
         rc = self._source.write(func_code, address, [int(v) for v in values], self.client)
-        if rc is None and func_code == 6:
-            self._echo = (address, [int(v) for v in values])
-        return rc
+        if rc is None:
+            if func_code == 6:
+                self._echo = (address, [int(v) for v in values])
+            return None
+        return ExcCodes(rc)
 
 
 @dataclass

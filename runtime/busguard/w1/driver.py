@@ -41,7 +41,7 @@ from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem, DriverError
-from busguard.image import PointSpec, ProcessImage, Quality
+from busguard.image import ImageWriter, PointSpec, Quality
 from busguard.probebus import ProbeBus
 from busguard.w1.tree import FAMILIES, POWER_ON_C, split_sensor_id
 
@@ -163,7 +163,7 @@ class ProbeReader:
                     f": {detail}" if detail else "")
             self.state = state
 
-    def read(self, cls: type, w1: ModuleType, image: ProcessImage, clock: Clock,
+    def read(self, cls: type, w1: ModuleType, image: ImageWriter, clock: Clock,
              allow_resolution_write: bool) -> None:
         """One read (blocking up to a conversion time on real hardware; worker thread)."""
         self.counts["reads"] += 1
@@ -249,7 +249,7 @@ class W1Bus(ProbeBus):
     label = "1-Wire bus"
     thread_prefix = "busguard-w1"
 
-    def __init__(self, base_dir: Path, image: ProcessImage, clock: Clock,
+    def __init__(self, base_dir: Path, image: ImageWriter, clock: Clock,
                  threaded: bool = True) -> None:
         super().__init__(base_dir, image, clock, threaded)
         self.w1 = load_w1thermsensor()

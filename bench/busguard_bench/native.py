@@ -1,11 +1,11 @@
 """The compiled closed-loop client of (3) (``loadclient.c``): build it, run it, read its results.
 
 Why: on a 2-core machine the client shares the cores with the server it measures, and the
-Python client spends about twice the CPU per request of the compiled one (50 against 27 us
-against the plain pymodbus server, 16 connections; most of what is left is the kernel's
-loopback TCP work, which the sender pays). The bench builds the client with the machine's C
+Python client spends more CPU per request than the compiled one (figures in
+docs/benchmarks.md; most of what is left is the kernel's loopback TCP work, which the sender
+pays). The bench builds the client with the machine's C
 compiler into its work folder; where there is none, :func:`build` says why and the Python
-loop of :mod:`busguard.bench.clients` reads instead. Both servers of a comparison are always
+loop of :mod:`busguard_bench.clients` reads instead. Both servers of a comparison are always
 read by the same client, and the JSON says which one it was (``client``).
 """
 
@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from busguard.bench.result import map_read_figures
+from busguard_bench.result import map_read_figures
 
 SOURCE = "loadclient.c"
 BUILD_TIMEOUT_S = 60.0
@@ -47,7 +47,7 @@ def build(workdir: Path) -> tuple[Path | None, str]:
     if cc is None:
         return None, "no C compiler (cc, gcc, clang) on PATH"
     out = workdir / "loadclient"
-    src = resources.files("busguard.bench").joinpath(SOURCE)
+    src = resources.files("busguard_bench").joinpath(SOURCE)
     with resources.as_file(src) as path:
         try:
             res = subprocess.run([cc, "-O2", "-std=c11", "-o", str(out), str(path)],
@@ -69,7 +69,7 @@ def _latencies(path: Path) -> list[float]:
 
 class NativeLoad:
     """``clients`` closed-loop connections read by the compiled client (the interface of
-    :class:`busguard.bench.clients.Load`: ``start``, then ``finish`` for the results)."""
+    :class:`busguard_bench.clients.Load`: ``start``, then ``finish`` for the results)."""
 
     def __init__(self, binary: Path, host: str, port: int, unit: int,
                  blocks: list[tuple[int, int, int]], clients: int, out_dir: Path) -> None:

@@ -1,21 +1,20 @@
 """(5) Restart to serving: from the start of a ``busguard run`` process to the first
 successful read of the register map showing retained values.
 
-A site with 64 meters (served by :mod:`busguard.bench.meters` the whole time: meters do not
+A site with 64 meters (served by :mod:`busguard_bench.meters` the whole time: meters do not
 restart with the runtime) and [modbus_server] runs once to write its retained state, then is
 started N times with the real command line (``python -m busguard.cli run SITE``). From just
 before each start, a client polls the northbound port (connect, read the header and meter
 0's ``current_l1_a`` record, retry every 2 ms) until the header says the retained state is
 loaded (``retained_status`` 0) and the record holds a number; then the runtime is stopped with
 SIGTERM. Baseline: the same client against a plain pymodbus server process
-(:mod:`busguard.bench.plainserver`) started the same way.
+(:mod:`busguard_bench.plainserver`) started the same way.
 """
 
 from __future__ import annotations
 
 import math
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -23,10 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from busguard.bench import northbound_map
-from busguard.bench.context import Bench
-from busguard.bench.result import INFO, Measurement, Row, below, pct
-from busguard.bench.sites import SiteSpec, add_tcp_meters
+from busguard.modbus.tcpclient import CommError, ExceptionReply, ModbusTcpClient
+from busguard_bench import northbound_map
+from busguard_bench.context import Bench
+from busguard_bench.result import INFO, Measurement, Row, below, pct
+from busguard_bench.sites import SiteSpec, add_tcp_meters
 
 KEYS = (("5-restart", "process start to first map read of retained values"),)
 NEEDS = ("modbus_server", "modbus_tcp")
@@ -35,44 +35,23 @@ FLOOR_S = 1.0
 HEADER_WORDS = 32
 
 
-def read_regs(sock: socket.socket, address: int, count: int) -> list[int] | None:
-    """One function-3 read on a connected socket; None on an exception reply."""
-    sock.sendall(struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, address, count))
-    head = _recv(sock, 8)
-    body = _recv(sock, struct.unpack_from(">H", head, 4)[0] - 2)
-    if head[7] & 0x80:
-        return None
-    return list(struct.unpack_from(f">{count}H", body, 1))
-
-
-def _recv(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
-
-
 def wait_serving(port: int, record: int | None, deadline: float) -> dict[str, Any]:
-    """Poll until the map (or, with ``record`` None, any register) reads; returns when."""
+    """Poll until the map (or, with ``record`` None, any register) reads; returns when.
+    Each try is a new connection of busguard's Modbus TCP client, as a DCIM's first read."""
     tries = 0
     while time.monotonic() < deadline:
         tries += 1
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-                head = read_regs(sock, 0, HEADER_WORDS)
-                if head is None:
-                    raise ConnectionError("exception reply")
+            with ModbusTcpClient("127.0.0.1", port, timeout_s=1.0) as client:
+                head = client.read(0, HEADER_WORDS)
                 if record is None:
                     return {"t": time.monotonic(), "tries": tries}
-                rec = read_regs(sock, record, 3)
-                value = struct.unpack(">f", struct.pack(">HH", *rec[:2]))[0] if rec else math.nan
+                rec = client.read(record, 3)
+                value = struct.unpack(">f", struct.pack(">HH", *rec[:2]))[0]
                 if head[4] == 0 and math.isfinite(value):
                     return {"t": time.monotonic(), "tries": tries, "data_origin": head[3],
-                            "quality": rec[2] if rec else None, "value": value}
-        except OSError:
+                            "quality": rec[2], "value": value}
+        except (CommError, ExceptionReply):
             pass
         time.sleep(0.002)
     raise TimeoutError(f"nothing served on port {port} before the deadline ({tries} tries)")
@@ -109,7 +88,7 @@ def _run(b: Bench, io: str, judged: bool) -> Measurement:
                 raise RuntimeError(f"busguard run exited {prime.returncode} (see "
                                    f"{b.workdir / f'restart-{io}.log'})")
             bg = [_one(_runtime_cmd(site), port, rec.address, log) for _ in range(starts)]
-            plain_cmd = [sys.executable, "-m", "busguard.bench.plainserver", "--registers",
+            plain_cmd = [sys.executable, "-m", "busguard_bench.plainserver", "--registers",
                          str(regmap.size), "--port", str(port)]
             pl = [_one(plain_cmd, port, None, log) for _ in range(starts)]
         finally:

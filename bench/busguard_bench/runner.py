@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from busguard import __version__
-from busguard.bench.context import Bench
-from busguard.bench.result import Measurement, table
-from busguard.bench.sites import parts
 from busguard.runtime import load_types
+from busguard_bench.context import Bench
+from busguard_bench.result import Measurement, table
+from busguard_bench.sites import parts
 
-MODULES = ("scan", "polling", "northbound", "io_latency", "restart")
+MODULES = ("scan", "polling", "northbound", "io_latency", "restart", "scale", "link")
 PART_WHO = {"modbus_tcp": "the modbus_tcp meter driver (Field I/O, issue 3)",
             "w1": "the w1 probe driver (Field I/O, issue 3)",
             "modbus_server": "the [modbus_server] northbound publisher (issue 5)",
@@ -37,10 +37,10 @@ PART_WHO = {"modbus_tcp": "the modbus_tcp meter driver (Field I/O, issue 3)",
 
 
 def machine() -> dict[str, Any]:
-    import pymodbus
+    from importlib.metadata import version
 
     info: dict[str, Any] = {"busguard": __version__, "python": platform.python_version(),
-                            "pymodbus": pymodbus.__version__, "kernel": platform.release(),
+                            "pymodbus": version("pymodbus"), "kernel": platform.release(),
                             "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
                             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
@@ -84,8 +84,8 @@ def cpu_ref_ms(rounds: int = 3) -> float:
     """The best of ``rounds`` timings of a fixed pure-Python loop (1e6 iterations), in ms.
 
     Why: a shared host's virtual CPUs do not only lose time to steal, they also run slower
-    while the neighbours load the shared caches and cores: on the bench machine the same
-    loop at twice the length took 108-200 ms within one hour (docs/benchmarks.md, step 10).
+    while the neighbours load the shared caches and cores (docs/benchmarks.md, step 10, has
+    how much it varied within one hour).
     Taken before and after each measurement, it says how fast the machine was while the
     figures were made."""
     best = float("inf")
@@ -131,7 +131,7 @@ def run(selected: Sequence[str] = MODULES, quick: bool = False,
     try:
         for name in selected:
             try:
-                mod = importlib.import_module(f"busguard.bench.{name}")
+                mod = importlib.import_module(f"busguard_bench.{name}")
             except ImportError as exc:
                 results.append(Measurement(name, name, error=f"cannot load: {exc}"))
                 continue

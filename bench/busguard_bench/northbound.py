@@ -1,12 +1,12 @@
 """(3) Northbound: full-map read latency and map reads per second with 1, 16 and 64 concurrent
 clients, beside a plain pymodbus server holding the same number of registers.
 
-busguard: the measured runtime (:mod:`busguard.bench.target`) with 64 meters and 32 probes
+busguard: the measured runtime (:mod:`busguard_bench.target`) with 64 meters and 32 probes
 (memory drivers: no field I/O here, the map is what is measured) and [modbus_server], scanning
 every 10 ms while the clients read, with ``[scan] io`` as the judged mode of (1) (``process``:
 the server in the I/O process, register images encoded by the scan process on demand).
-Baseline: :mod:`busguard.bench.plainserver`. Clients:
-:mod:`busguard.bench.clients` in its own process, closed loop (each client starts its next
+Baseline: :mod:`busguard_bench.plainserver`. Clients:
+:mod:`busguard_bench.clients` in its own process, closed loop (each client starts its next
 map read when the last one ended), one connection each, the same reads for both servers.
 """
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from busguard.bench import northbound_map
-from busguard.bench.context import Bench
-from busguard.bench.meters import nominal_values
-from busguard.bench.result import INFO, Measurement, Row, below, ratio_at_least
-from busguard.bench.sites import METER_PROFILE, SiteSpec, add_limit_blocks, add_memory_meters
 from busguard.modbus.profiles import load_profile
+from busguard_bench import northbound_map
+from busguard_bench.context import Bench
+from busguard_bench.meters import nominal_values
+from busguard_bench.result import INFO, Measurement, Row, below, ratio_at_least
+from busguard_bench.sites import METER_PROFILE, SiteSpec, add_limit_blocks, add_memory_meters
 
 KEYS = (("3-northbound", "northbound full-map reads"),)
 NEEDS = ("modbus_server", "threshold_alarm")

@@ -6,7 +6,7 @@ driver decodes them like a real meter's):
 - ``sim``: the simulator's own server (:class:`busguard.sim.serve.TcpMeterServer`, pymodbus),
   what ``busguard simulate`` runs; values come from this process, so the bench can move one.
 - ``raw``: a minimal Modbus TCP responder (functions 3, 4, 6, 16 on a bytearray per meter,
-  about 10x cheaper per request than a pymodbus server). The polling-throughput measurement
+  far cheaper per request than a pymodbus server). The polling-throughput measurement
   uses it so that the server is not the bottleneck: it measures the clients.
 
 Commands: ``set`` (meter, point, value) answers the monotonic time the new value became
@@ -22,8 +22,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from busguard.bench.procs import self_usage, serve_commands
 from busguard.modbus.profiles import Profile, load_profile
+from busguard_bench.procs import self_usage, serve_commands
 
 FUNCS = {3: "holding", 4: "input"}
 
@@ -175,7 +175,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m busguard.bench.meters")
+    ap = argparse.ArgumentParser(prog="python -m busguard_bench.meters")
     ap.add_argument("--count", type=int, default=64)
     ap.add_argument("--backend", choices=("raw", "sim"), default="sim")
     ap.add_argument("--profile", default="generic-pqm")

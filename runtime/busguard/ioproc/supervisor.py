@@ -1,8 +1,8 @@
 """The scan process's side of ``[scan] io = "process"``: starts the I/O process
-(:mod:`busguard.ioprocess`), restarts it when it ends, and moves the link's messages
-(:mod:`busguard.iolink`) at the two points of a cycle where that is safe: before the snapshot
-(driver writes into the image) and after the publishers saw the cycle (the cycle's northbound
-frame out, when a DCIM client asked for one).
+(:mod:`busguard.ioproc.process`), sends it the layout first, restarts it when it ends, and
+moves the link's messages (:mod:`busguard.ioproc`'s contract) at the two points of a cycle
+where that is safe: before the snapshot (driver writes into the image) and after the
+publishers saw the cycle (the cycle's frame out, when a DCIM client asked for one).
 
 Restarts come from this module's own thread, which runs at normal priority (it is created
 before the scan thread asks for SCHED_FIFO, and on a reload after the runtime dropped it), so
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from busguard import iolink
 from busguard.alarms import AlarmCondition, Severity
 from busguard.config.site import Document, read_document, scan_options
 from busguard.errors import ConfigError
+from busguard.ioproc import link
+from busguard.ioproc.frames import Layout
 
 if TYPE_CHECKING:
     from busguard.runtime import Runtime
@@ -40,6 +41,8 @@ STOP_WAIT_S = 3.0
 
 
 class FrameSource(Protocol):
+    """The publisher whose frames the I/O process serves (:meth:`Publisher.frame_payload`)."""
+
     def frame_payload(self) -> bytes: ...
 
 
@@ -75,10 +78,10 @@ class Spawned:
 
 
 def spawn(site_file: str | Path, plugins: Sequence[str] = ()) -> Spawned | None:
-    """Start ``python -m busguard.ioprocess SITE`` with one end of a new link."""
-    ours, theirs = iolink.socket_pair()
+    """Start ``python -m busguard.ioproc SITE`` with one end of a new link."""
+    ours, theirs = link.socket_pair()
     fd = theirs.fileno()
-    cmd = [sys.executable, "-m", "busguard.ioprocess", str(site_file), "--fd", str(fd)]
+    cmd = [sys.executable, "-m", "busguard.ioproc", str(site_file), "--fd", str(fd)]
     for spec in plugins:
         cmd += ["--plugin", spec]
     try:
@@ -114,7 +117,7 @@ def _half_close_and_wait(sock: socket.socket, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
-            if not sock.recv(iolink.MAX_MESSAGE):
+            if not sock.recv(link.MAX_MESSAGE):
                 break
     with contextlib.suppress(OSError):
         sock.close()
@@ -144,12 +147,14 @@ class IoSupervisor:
         self.starts = 0
         self.exits: list[int] = []
         self.frames_sent = 0
+        self.bad_messages = 0
         self._sock: Any = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._demand = False
         self._frame_failed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._layout_bytes: bytes | None = None
 
     # -- lifecycle (start and stop from the runtime's controlling thread) -------------------
     def start(self) -> None:
@@ -183,8 +188,18 @@ class IoSupervisor:
         if old is not None:
             with contextlib.suppress(OSError):
                 old.close()
+        # the first message of every I/O process: it builds nothing that indexes points
+        # before it has this (a full buffer here is a dead peer: the watch restarts it)
+        if not link.send(got.sock, link.LAYOUT, self._layout()):
+            log.error("io process: the layout (%d points) could not be sent",
+                      len(self.rt.image.specs))
         log.info("io process started (pid %d): input drivers and the DCIM server run there",
                  proc.pid)
+
+    def _layout(self) -> bytes:
+        if self._layout_bytes is None:
+            self._layout_bytes = Layout.of(self.rt).to_bytes()
+        return self._layout_bytes
 
     def _watch(self) -> None:
         delay = BACKOFF_S[0]
@@ -235,11 +250,15 @@ class IoSupervisor:
         sock = self._sock
         if sock is None:
             return
-        got = iolink.drain(sock, self.rt.image)
+        got = link.drain(sock, self.rt.image)
+        if got.bad:
+            if not self.bad_messages:
+                log.error("io process: a message that does not fit the layout was dropped")
+            self.bad_messages += got.bad
         if got.demand:
             self._demand = True
         for kind, obj in got.objects:
-            if kind == iolink.READY:
+            if kind == link.READY:
                 self.ready = obj if isinstance(obj, dict) else {}
                 if "error" in self.ready:
                     log.error("io process failed to start: %s", self.ready["error"])
@@ -247,7 +266,7 @@ class IoSupervisor:
                     log.info("io process ready: %d drivers; %s", len(obj.get("drivers", ())),
                              "; ".join(f"{k}: {', '.join(v.get('listening', []))}"
                                        for k, v in obj.get("publishers", {}).items()))
-            elif kind == iolink.STATS and isinstance(obj, dict):
+            elif kind == link.STATS and isinstance(obj, dict):
                 self.stats = obj
 
     def after_scan(self) -> None:
@@ -256,7 +275,7 @@ class IoSupervisor:
             return
         self._demand = False
         payload = self.frame_source.frame_payload()
-        if iolink.send(self._sock, iolink.FRAME, payload):
+        if link.send(self._sock, link.FRAME, payload):
             self.frames_sent += 1
             self._frame_failed = False
         elif not self._frame_failed:  # once per streak, not once per scan
@@ -300,5 +319,6 @@ class IoSupervisor:
     def status(self) -> dict[str, Any]:
         return {"pid": self.pid, "alive": self.alive(), "starts": self.starts,
                 "exits": list(self.exits), "frames_sent": self.frames_sent,
+                "bad_messages": self.bad_messages,
                 "ready": bool(self.ready) and "error" not in self.ready,
                 "link": self.stats.get("link", {}), "as_of": time.time()}

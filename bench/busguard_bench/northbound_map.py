@@ -13,7 +13,7 @@ import json
 import socket
 from pathlib import Path
 
-from busguard.bench.sites import SiteSpec
+from busguard_bench.sites import SiteSpec
 
 Block = tuple[int, int, int]  # function code, address, count
 MAX_READ = 125
@@ -43,9 +43,9 @@ def chunks(start: int, count: int, fc: int = 3) -> list[Block]:
 
 def blocks(site_path: Path) -> tuple[list[Block], int]:
     """(the reads of one full map read, the map's total size in registers) for a site."""
-    from busguard.bench.target import BenchPlugin
     from busguard.northbound import mapdef
     from busguard.runtime import Runtime
+    from busguard_bench.target import BenchPlugin
 
     rt = Runtime.from_file(site_path, extra=[BenchPlugin()])
     m = mapdef.for_runtime(rt)

@@ -1,24 +1,9 @@
-"""The link between the scan process and its I/O process (``[scan] io = "process"``).
-
-Why a second process: in one interpreter the scan thread shares the GIL with the Modbus
-pollers and the DCIM's server. Under load (64 meters, 8 DCIM clients reading the whole map
-at 10 Hz, on 2 cores) a poller thread holding the GIL is preempted by the OS while the scan
-thread waits for it, SCHED_FIFO or not, and the scan's p99 lateness reaches several ms
-(docs/benchmarks.md). With the pollers and the server in a child process, the scan process
-runs little besides the scan, and nothing it waits for is held by a thread of normal priority.
-
-The link is one ``AF_UNIX``/``SOCK_SEQPACKET`` socket pair (message boundaries kept, ordering
-and memory visibility the kernel's business, no shared-memory barriers to get right on ARM):
-
-- I/O process -> scan process: image writes exactly as drivers make them (``write_many`` and
-  ``set_quality`` batches, with their timestamps), applied by the scan process to its own
-  :class:`~busguard.image.ProcessImage` at the start of each cycle, before the snapshot. The
-  scan process keeps the one image: retained state, min/max transient windows, ageing and
-  recording work as in one process. Also: "a client read the frame, send the next" demands,
-  the driver and server statistics once a second, and a ready message with the bound ports.
-- scan process -> I/O process: the northbound frame of a cycle (the snapshot's arrays as raw
-  bytes and the small parts: outputs, alarms), sent after the cycle and only when a client has
-  read the previous one; the I/O process encodes it into the register image.
+"""The link between the scan process and its I/O process: one ``AF_UNIX``/``SOCK_SEQPACKET``
+socket pair (message boundaries kept, ordering and memory visibility the kernel's business, no
+shared-memory barriers to get right on ARM). What crosses it, and in which form, is the
+contract in :mod:`busguard.ioproc`; this module is the wire: the message kinds, non-blocking
+sends, the image writer the I/O process's drivers are given (:class:`LinkImageWriter`) and the
+scan process's :func:`drain` that applies its messages before a snapshot.
 
 Neither side ever blocks on the other: sends are non-blocking and a full socket buffer drops
 the message and counts it (dropped inputs just age to stale, as with a quiet meter).
@@ -36,7 +21,10 @@ from typing import Any
 from busguard.clock import Clock
 from busguard.image import PointSpec, ProcessImage, Quality
 
-WRITE, QUALITY, DEMAND, STATS, READY, FRAME = b"W", b"Q", b"D", b"S", b"R", b"F"
+# I/O process -> scan process
+WRITE, QUALITY, DEMAND, STATS, READY = b"W", b"Q", b"D", b"S", b"R"
+# scan process -> I/O process
+LAYOUT, FRAME = b"L", b"F"
 _WHEAD = struct.Struct("<cdd")  # kind, t_mono, t_utc
 _WITEM = struct.Struct("<IdB")  # point index, value, quality
 _QHEAD = struct.Struct("<cdB")  # kind, t_mono, quality
@@ -70,10 +58,11 @@ def send_obj(sock: socket.socket, kind: bytes, obj: Any) -> bool:
     return send(sock, kind, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-class RemoteImage:
-    """The I/O process's stand-in for the process image: the writer half of
-    :class:`~busguard.image.ProcessImage` (same names, same arguments), each call one message
-    to the scan process. Drivers cannot tell the difference; they never read the image."""
+class LinkImageWriter:
+    """The image the I/O process's drivers write to: an :class:`~busguard.image.ImageWriter`
+    (the writer half of :class:`~busguard.image.ProcessImage`, same names, same arguments),
+    each call one message to the scan process. Drivers cannot tell the difference; they never
+    read the image."""
 
     def __init__(self, specs: Sequence[PointSpec], index: dict[str, int], sock: socket.socket,
                  clock: Clock) -> None:
@@ -116,16 +105,14 @@ class RemoteImage:
         if body:
             self._send(_QHEAD.pack(QUALITY, tm, int(quality)) + body)
 
-    def restore(self, name: str, value: float, t_utc: float) -> None:
-        """Retained values are restored by the scan process, which owns the image."""
-
 
 class Drained:
     """What one :func:`drain` found besides image writes."""
 
-    __slots__ = ("demand", "objects")
+    __slots__ = ("bad", "demand", "objects")
 
     def __init__(self) -> None:
+        self.bad = 0
         self.demand = False
         self.objects: list[tuple[bytes, Any]] = []
 
@@ -134,10 +121,13 @@ def drain(sock: socket.socket, image: ProcessImage, limit: int = 10_000) -> Drai
     """Apply every waiting message to ``image`` (the scan process, before its snapshot).
 
     Bounded by ``limit`` messages so a flood can never hold the scan; the rest waits for the
-    next cycle."""
+    next cycle. Writes are applied by point index (:meth:`ProcessImage.write_indexed`); a
+    message that does not fit the layout is dropped and counted, never raised into the scan.
+    """
     out = Drained()
-    specs = image.specs
+    n = len(image.specs)
     witem, qitem = _WITEM.iter_unpack, _QITEM.iter_unpack
+    whead, qhead = _WHEAD.size, _QHEAD.size
     for _ in range(limit):
         try:
             msg = sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
@@ -148,19 +138,23 @@ def drain(sock: socket.socket, image: ProcessImage, limit: int = 10_000) -> Drai
         if not msg:
             break  # the peer closed: the supervisor sees the process end
         kind = msg[:1]
-        if kind == WRITE:
-            _k, tm, tw = _WHEAD.unpack_from(msg)
-            image.write_many([(specs[i].name, v, Quality(q))
-                              for i, v, q in witem(msg[_WHEAD.size:])], tm, tw)
-        elif kind == QUALITY:
-            _k, tm, q = _QHEAD.unpack_from(msg)
-            image.set_quality([specs[i].name for (i,) in qitem(msg[_QHEAD.size:])],
-                              Quality(q), tm)
-        elif kind == DEMAND:
-            out.demand = True
-        elif kind in (STATS, READY):
-            try:
+        try:
+            if kind == WRITE:
+                _k, tm, tw = _WHEAD.unpack_from(msg)
+                items = list(witem(memoryview(msg)[whead:]))
+                if items and max(items)[0] >= n:
+                    raise IndexError("point index outside the layout")
+                image.write_indexed(items, tm, tw)
+            elif kind == QUALITY:
+                _k, tm, q = _QHEAD.unpack_from(msg)
+                idx = [i for (i,) in qitem(memoryview(msg)[qhead:])]
+                if idx and max(idx) >= n:
+                    raise IndexError("point index outside the layout")
+                image.set_quality_indexed(idx, q, tm)
+            elif kind == DEMAND:
+                out.demand = True
+            elif kind in (STATS, READY):
                 out.objects.append((kind, pickle.loads(msg[1:])))
-            except Exception:  # a bad message is dropped, never fatal
-                continue
+        except Exception:  # a bad message is dropped, never fatal
+            out.bad += 1
     return out

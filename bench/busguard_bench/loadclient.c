@@ -1,7 +1,7 @@
 /* Closed-loop Modbus TCP map reader for `busguard bench` (3): the DCIM side, compiled.
  *
  * Why C: on a 2-core machine the client shares the cores with the server it measures. The
- * Python selectors client (busguard/bench/clients.py) spends 19-26 us of CPU per request, so
+ * Python selectors client (bench/busguard_bench/clients.py) spends 19-26 us of CPU per request, so
  * at 23,000 requests/s it takes 0.6-0.8 of a core from the server, and the tail it reports
  * follows the client's own scheduling. This loop (epoll, one outstanding request per
  * connection, frames built once) spends a few microseconds per request. The bench compiles it

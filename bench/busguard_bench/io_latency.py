@@ -1,6 +1,6 @@
 """(4) Input to output: from a meter value crossing a trip threshold to the output changing.
 
-The measured runtime (:mod:`busguard.bench.target`) polls 64 simulated meters every 100 ms and
+The measured runtime (:mod:`busguard_bench.target`) polls 64 simulated meters every 100 ms and
 scans every 10 ms; a ``threshold_alarm`` block on meter 0's ``current_l1_a`` drives
 ``relay.alarm``, taken by the ``bench_output`` driver, which stamps each change with
 ``time.monotonic()`` inside ``apply()`` (where a relay driver queues its write). The meter
@@ -20,9 +20,9 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from busguard.bench.context import Bench
-from busguard.bench.result import INFO, Measurement, Row, at_most, pct
-from busguard.bench.sites import SiteSpec, add_limit_blocks, add_tcp_meters
+from busguard_bench.context import Bench
+from busguard_bench.result import INFO, Measurement, Row, at_most, pct
+from busguard_bench.sites import SiteSpec, add_limit_blocks, add_tcp_meters
 
 KEYS = (("4-input-output", "meter threshold crossing to output change"),)
 NEEDS = ("modbus_tcp", "threshold_alarm")

@@ -13,7 +13,7 @@ from typing import Any
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from busguard.bench.procs import self_usage, serve_commands
+from busguard_bench.procs import self_usage, serve_commands
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -35,7 +35,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.ERROR)
-    ap = argparse.ArgumentParser(prog="python -m busguard.bench.plainserver")
+    ap = argparse.ArgumentParser(prog="python -m busguard_bench.plainserver")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--registers", type=int, required=True)

@@ -13,8 +13,8 @@ import math
 import time
 from typing import Any
 
-from busguard.bench.procs import self_usage, serve_commands
 from busguard.w1.tree import write_sensor_file
+from busguard_bench.procs import self_usage, serve_commands
 
 
 def sensor_ids(count: int) -> list[str]:
@@ -47,7 +47,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m busguard.bench.probes")
+    ap = argparse.ArgumentParser(prog="python -m busguard_bench.probes")
     ap.add_argument("--dir", required=True)
     ap.add_argument("--count", type=int, default=32)
     ap.add_argument("--every", type=float, default=1.0)

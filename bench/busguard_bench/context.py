@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from busguard.bench import native
-from busguard.bench.procs import Child
-from busguard.bench.sites import SiteSpec
 from busguard.registry import TypeRegistry
+from busguard_bench import native
+from busguard_bench.procs import Child
+from busguard_bench.sites import SiteSpec
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Bench:
     client: str = "auto"  # closed-loop DCIM client of (3): auto, native (compiled), python
 
     def closed_loop_client(self) -> tuple[list[str], str]:
-        """The arguments that give :mod:`busguard.bench.clients` the compiled client (none for
+        """The arguments that give :mod:`busguard_bench.clients` the compiled client (none for
         the Python loop) and which client that is, with the reason when not the asked one."""
         if self.client == "python":
             return [], "python"
@@ -62,7 +62,7 @@ class Bench:
         return quick if self.quick and quick is not None else full
 
     def child(self, module: str, args: Sequence[str], name: str, **kw: Any) -> Child:
-        c = Child(f"busguard.bench.{module}", [str(a) for a in args], self.workdir, name, **kw)
+        c = Child(f"busguard_bench.{module}", [str(a) for a in args], self.workdir, name, **kw)
         self.children.append(c)
         return c
 

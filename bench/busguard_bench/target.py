@@ -132,7 +132,7 @@ def measure(rt: Runtime, warmup_s: float, duration_s: float) -> dict[str, Any]:
     gc_before = _gc_counts()
     saves0 = _retained_saves(rt)
     io_pid = rt.io.pid if rt.io is not None else None
-    from busguard.bench.procs import proc_cpu_s, proc_memory
+    from busguard_bench.procs import proc_cpu_s, proc_memory
 
     io_c0 = proc_cpu_s(io_pid) if io_pid else 0.0
     t0, c0 = time.monotonic(), os.times()
@@ -164,7 +164,7 @@ def measure(rt: Runtime, warmup_s: float, duration_s: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m busguard.bench.target")
+    ap = argparse.ArgumentParser(prog="python -m busguard_bench.target")
     ap.add_argument("site")
     ap.add_argument("--switch-interval-ms", type=float, default=0.0)
     ap.add_argument("--fifo", type=int, default=0, metavar="PRIO")

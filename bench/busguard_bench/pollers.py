@@ -17,9 +17,9 @@ from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 
-from busguard.bench.procs import self_usage, serve_commands
 from busguard.modbus.planner import plan_reads
 from busguard.modbus.profiles import load_profile
+from busguard_bench.procs import self_usage, serve_commands
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -57,7 +57,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.ERROR)
-    ap = argparse.ArgumentParser(prog="python -m busguard.bench.pollers")
+    ap = argparse.ArgumentParser(prog="python -m busguard_bench.pollers")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--profile", default="generic-pqm")
     ap.add_argument("ports", type=int, nargs="+")

@@ -1,19 +1,19 @@
 """(2) Polling throughput: register reads per second through busguard's meter driver, beside
 a hand-written pymodbus async client loop doing the same reads, in the same run.
 
-Both poll the same 64 meters (:mod:`busguard.bench.meters`, the minimal responder, so the
+Both poll the same 64 meters (:mod:`busguard_bench.meters`, the minimal responder, so the
 servers are not the bottleneck) with the same read plan (the profile's two blocks), one
 request in flight per meter, as fast as the meters answer. busguard: the whole runtime
-(:mod:`busguard.bench.target`, scan running every 10 ms) with ``poll_ms = 1``, so each meter is
-polled back to back. Baseline: :mod:`busguard.bench.pollers`. Requests are counted by the
+(:mod:`busguard_bench.target`, scan running every 10 ms) with ``poll_ms = 1``, so each meter is
+polled back to back. Baseline: :mod:`busguard_bench.pollers`. Requests are counted by the
 meter servers (the same counter for both); CPU time per request is each client process's own.
 """
 
 from __future__ import annotations
 
-from busguard.bench.context import Bench
-from busguard.bench.result import INFO, Measurement, Row, ratio_at_least
-from busguard.bench.sites import SiteSpec, add_tcp_meters
+from busguard_bench.context import Bench
+from busguard_bench.result import INFO, Measurement, Row, ratio_at_least
+from busguard_bench.sites import SiteSpec, add_tcp_meters
 
 KEYS = (("2-polling", "meter polling throughput (64 meters)"),)
 NEEDS = ("modbus_tcp",)

@@ -1,11 +1,11 @@
 """(1) Scan determinism under load and (6) the runtime's resources, from the same runs.
 
-The measured runtime (:mod:`busguard.bench.target`, one process) scans every 10 ms with one
+The measured runtime (:mod:`busguard_bench.target`, one process) scans every 10 ms with one
 threshold block per meter. Baseline: the same loop, same points and blocks, with memory
-meters and nothing else running. Load: 64 meters served by :mod:`busguard.bench.meters`
+meters and nothing else running. Load: 64 meters served by :mod:`busguard_bench.meters`
 (another process) and polled by busguard's ``modbus_tcp`` driver every 100 ms, 32 1-Wire
-probes (a file tree rewritten every second by :mod:`busguard.bench.probes`, read by the ``w1``
-driver) and 8 DCIM clients (:mod:`busguard.bench.clients`, another process) each reading the
+probes (a file tree rewritten every second by :mod:`busguard_bench.probes`, read by the ``w1``
+driver) and 8 DCIM clients (:mod:`busguard_bench.clients`, another process) each reading the
 full northbound map 10 times a second. Lateness and overruns come from the runtime's own
 :class:`busguard.stats.LatenessRecorder`; CPU and RSS from the runtime process itself.
 """
@@ -15,12 +15,13 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Any
 
-from busguard.bench import northbound_map
-from busguard.bench.context import Bench
-from busguard.bench.meters import nominal_values
-from busguard.bench.probes import sensor_ids
-from busguard.bench.result import INFO, MISS, PASS, Measurement, Row, below
-from busguard.bench.sites import (
+from busguard.modbus.profiles import load_profile
+from busguard_bench import northbound_map
+from busguard_bench.context import Bench
+from busguard_bench.meters import nominal_values
+from busguard_bench.probes import sensor_ids
+from busguard_bench.result import INFO, MISS, PASS, Measurement, Row, below
+from busguard_bench.sites import (
     METER_PROFILE,
     SiteSpec,
     add_limit_blocks,
@@ -28,7 +29,6 @@ from busguard.bench.sites import (
     add_tcp_meters,
     add_w1_probes,
 )
-from busguard.modbus.profiles import load_profile
 
 KEYS = (("1-scan", "scan determinism under load, 10 ms period"),
         ("6-resources", "runtime process resources during (1)"))
@@ -60,7 +60,7 @@ def run(b: Bench) -> list[Measurement]:
 
     out: list[Measurement] = []
     for k, io in enumerate(b.io_modes):
-        got, missing, details = _loaded(b, io, dur, warm, meters_n, probes_n)
+        got, missing, details = loaded(b, io, dur, warm, meters_n, probes_n)
         details["baseline"] = base
         judged = k == 0
         out.append(_scan_rows(base, got, missing, details, io, judged))
@@ -69,16 +69,21 @@ def run(b: Bench) -> list[Measurement]:
     return out
 
 
-def _loaded(b: Bench, io: str, dur: float, warm: float, meters_n: int, probes_n: int
-            ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
-    """The measured runtime under the full load, with ``[scan] io = io``."""
+def loaded(b: Bench, io: str, dur: float, warm: float, meters_n: int, probes_n: int,
+           backend: str | None = None, name: str = "", dcim_max_rps: float | None = None
+           ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """The measured runtime under the full load, with ``[scan] io = io`` (also the scale
+    curve's, :mod:`busguard_bench.scale`, at other meter counts). ``dcim_max_rps``: the DCIM
+    clients read the map less often than ``DCIM_HZ`` when that would be more requests a
+    second (the map grows with the meters)."""
+    backend = backend or b.meters_backend
     load: dict[str, Any] = {"meters": f"{meters_n} x modbus_tcp every {POLL_MS:g} ms "
-                                      f"({b.meters_backend} meter servers)", "io": io}
+                                      f"({backend} meter servers)", "io": io}
     missing = []
-    name = f"scan-load-{io}"
+    name = name or f"scan-load-{io}"
     with ExitStack() as stack:
         meters = stack.enter_context(b.child("meters", ["--count", meters_n, "--backend",
-                                                         b.meters_backend], f"{name}-meters"))
+                                                         backend], f"{name}-meters"))
         spec = _spec(dur)
         spec.io = io
         names = add_tcp_meters(spec, meters.ready["ports"], POLL_MS)
@@ -105,10 +110,14 @@ def _loaded(b: Bench, io: str, dur: float, warm: float, meters_n: int, probes_n:
             dcim = stack.enter_context(b.child(
                 "clients", ["--port", nb_port, "--blocks", northbound_map.dumps(blocks)],
                 f"{name}-dcim"))
-            dcim.request("start", mode="paced", clients=b.count(DCIM_CLIENTS), hz=DCIM_HZ)
+            clients = b.count(DCIM_CLIENTS)
+            hz = DCIM_HZ
+            if dcim_max_rps is not None:
+                hz = min(hz, dcim_max_rps / (clients * len(blocks)))
+            dcim.request("start", mode="paced", clients=clients, hz=hz)
             nregs = sum(x[2] for x in blocks)
-            load["dcim"] = (f"{b.count(DCIM_CLIENTS)} clients x full map ({nregs} registers, "
-                            f"{len(blocks)} requests) at {DCIM_HZ:g} Hz")
+            load["dcim"] = (f"{clients} clients x full map ({nregs} registers, "
+                            f"{len(blocks)} requests) at {hz:.3g} Hz")
         m0 = meters.request("stats")
         got = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
         m1 = meters.request("stats")

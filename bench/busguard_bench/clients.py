@@ -11,13 +11,12 @@ not count as the server's; the latency to the client reading the reply is kept b
 (``seen_request_*``; docs/benchmarks.md, step 10).
 
 Why not asyncio streams: with ``StreamReader.readexactly`` and a task per connection the
-client process spent about twice the CPU per request of this loop, and with 16 closed-loop
-clients it added its own scheduling delays to the tail it measured (request p99 4.8 ms on a
-server whose p99 this loop measures at 3.3 ms; docs/benchmarks.md, "What changed the
-figures", step 7).
+client process spent far more CPU per request than this loop, and with 16 closed-loop
+clients it added its own scheduling delays to the tail it measured (the figures:
+docs/benchmarks.md, "What changed the figures", step 7).
 
 Modes: ``closed`` (each client starts its next map read as soon as the last one finished: the
-throughput test; run by the compiled client of :mod:`busguard.bench.native` when the bench
+throughput test; run by the compiled client of :mod:`busguard_bench.native` when the bench
 could build it) and ``paced`` (each client reads the map ``hz`` times per second on absolute
 deadlines: the DCIM load of the scan-determinism test).
 """
@@ -38,9 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from busguard.bench.native import NativeLoad
-from busguard.bench.procs import self_usage, serve_commands
-from busguard.bench.result import map_read_figures
+from busguard_bench.native import NativeLoad
+from busguard_bench.procs import self_usage, serve_commands
+from busguard_bench.result import map_read_figures
 
 RECONNECT_S = 0.05
 # Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS), which Python's socket module does not name
@@ -288,14 +287,14 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m busguard.bench.clients")
+    ap = argparse.ArgumentParser(prog="python -m busguard_bench.clients")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--unit", type=int, default=1)
     ap.add_argument("--blocks", type=json.loads, required=True,
                     help='JSON list of [function, address, count], e.g. [[3, 0, 125]]')
     ap.add_argument("--native", type=Path, default=None,
-                    help="the compiled client (busguard.bench.native.build): closed-loop runs "
+                    help="the compiled client (busguard_bench.native.build): closed-loop runs "
                          "use it instead of the Python loop")
     args = ap.parse_args()
     args.blocks = [tuple(int(x) for x in b) for b in args.blocks]

@@ -1,0 +1,90 @@
+"""What the scan process sends the I/O process: the layout once, then frames.
+
+:class:`Layout` lets the I/O process index points exactly as the scan process does and build
+the register map without building blocks. A frame (:func:`frame_to_bytes`) is one scan's
+:class:`~busguard.northbound.encode.Frame`: the snapshot's arrays as raw bytes plus the small
+parts, so the scan process only copies and the I/O process does the encoding to registers
+(the dearer part, docs/benchmarks.md). The I/O process keeps the newest one in its
+:class:`busguard.ioproc.process.FrameInbox`.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import zlib
+from array import array
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from busguard.image import PointSpec, Snapshot
+from busguard.northbound.encode import AlarmInfo, Frame
+
+if TYPE_CHECKING:
+    from busguard.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The scan process's point layout and what the register map is built from."""
+
+    config_hash: str
+    specs: tuple[PointSpec, ...]
+    devices: tuple[tuple[str, str], ...]  # (kind, name) in site order
+    block_outputs: tuple[tuple[str, tuple[str, ...]], ...]  # (block, its outputs)
+    index: Mapping[str, int] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", {s.name: i for i, s in enumerate(self.specs)})
+
+    def __reduce__(self) -> tuple[object, ...]:  # the index is derived, not sent
+        return (Layout, (self.config_hash, self.specs, self.devices, self.block_outputs))
+
+    @classmethod
+    def of(cls, rt: Runtime) -> Layout:
+        return cls(rt.site.config_hash, tuple(rt.image.specs),
+                   tuple((d.kind, d.name) for d in rt.site.devices),
+                   tuple((b.name, tuple(b.outputs())) for b in rt.blocks))
+
+    def to_bytes(self) -> bytes:
+        """Pickled and compressed: 256 meters are 7,400 point specs, 650 kB pickled (more
+        than a default ``wmem_max`` lets one message be), 50 kB compressed; once per start."""
+        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 6)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Layout:
+        got = pickle.loads(zlib.decompress(data))
+        if not isinstance(got, Layout):
+            raise ValueError(f"not a layout: {type(got).__name__}")
+        return got
+
+
+def frame_to_bytes(frame: Frame) -> bytes:
+    """The wire form of a frame (message ``F``)."""
+    snap = frame.snapshot
+    return pickle.dumps((
+        frame.cycle, frame.t_utc, snap.now, snap.values.tobytes(), snap.quality.tobytes(),
+        snap.t_mono.tobytes(), snap.t_utc.tobytes(), dict(frame.outputs),
+        [(a.block, a.device, a.severity, a.active, a.acked) for a in frame.alarms],
+        sorted(frame.faulted), sorted(frame.latched), frame.overruns, frame.state,
+        frame.started_utc, frame.last_good_utc, frame.retained_status, frame.starts),
+        protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def frame_from_bytes(data: bytes, specs: tuple[PointSpec, ...], index: Mapping[str, int]
+                     ) -> Frame:
+    """The frame :func:`frame_to_bytes` made, over the same point layout."""
+    (cycle, t_utc, now, values, quality, t_mono, t_utcs, outputs, alarms, faulted, latched,
+     overruns, state, started_utc, last_good_utc, retained_status, starts) = pickle.loads(data)
+    arrays = [array("d"), array("B"), array("d"), array("d")]
+    for arr, raw in zip(arrays, (values, quality, t_mono, t_utcs), strict=True):
+        arr.frombytes(raw)
+    if len(arrays[0]) != len(specs):
+        raise ValueError(f"frame of {len(arrays[0])} points for a layout of {len(specs)}")
+    nan_row = array("d", [math.nan]) * len(specs)  # min/max windows: not in the map
+    snap = Snapshot(specs, index, now, arrays[0], arrays[1], arrays[2], arrays[3], nan_row,
+                    nan_row)
+    return Frame(cycle, t_utc, snap, outputs, tuple(AlarmInfo(*a) for a in alarms),
+                 frozenset(faulted), frozenset(latched), overruns, state, started_utc,
+                 last_good_utc, retained_status, starts)
