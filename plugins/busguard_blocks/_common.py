@@ -171,35 +171,25 @@ class HighLimit:
         self._timer = OnDelay(self.delay_s)
 
     def update(self, value: float, now: float) -> bool:
+        return self._judge(value, self.limit, now)
+
+    def _judge(self, value: float, limit: float, now: float) -> bool:
         if self.active:
-            if value <= self.limit - self.hysteresis:
+            if value <= limit - self.hysteresis:
                 self.active = False
                 self._timer.since = None
-        elif self._timer.update(value > self.limit, now):
+        elif self._timer.update(value > limit, now):
             self.active = True
         return self.active
 
 
 @dataclass
-class LowLimit:
-    """Mirror of :class:`HighLimit` for values that must stay above a limit."""
-
-    limit: float
-    hysteresis: float = 0.0
-    delay_s: float = 0.0
-    active: bool = False
-
-    def __post_init__(self) -> None:
-        self._timer = OnDelay(self.delay_s)
+class LowLimit(HighLimit):
+    """Mirror of :class:`HighLimit` for values that must stay above a limit: the same rule
+    on the negated value and limit."""
 
     def update(self, value: float, now: float) -> bool:
-        if self.active:
-            if value >= self.limit + self.hysteresis:
-                self.active = False
-                self._timer.since = None
-        elif self._timer.update(value < self.limit, now):
-            self.active = True
-        return self.active
+        return self._judge(-value, -self.limit, now)
 
 
 class CommandCounter:
