@@ -208,3 +208,27 @@ def test_new_site_that_fails_to_start_falls_back_to_the_old_one(tmp_path: Path, 
     run_scans(back, 2)
     assert _outputs(back)["trip.one"] == 1.0  # latch carried through both swaps
     back.stop()
+
+
+def test_a_reload_carries_an_annunciator_and_the_horn_stays_on(
+        tmp_path: Path, make_runtime, run_scans) -> None:
+    """A site whose relay follows the alarm table (an annunciator the runtime adds after the
+    site's blocks) reloads: the horn sounding for an unacknowledged latched alarm keeps
+    sounding through the swap."""
+    horn = ('\n[[output]]\nname = "horn"\ndriver = "memory"\noutputs = ["relay.horn"]\n'
+            'follows = "alarms"\nseverity = "critical"\nunacked_only = true\n')
+    site = _write(tmp_path / "site.toml", limit_one=5.0, extra=horn)
+    types = Types()
+    rt = make_runtime(site, extra=[types], start=True)
+    run_scans(rt, 3)
+    assert rt.last_result.outputs["relay.horn"] == 1.0  # one:trip, critical, unacknowledged
+    _write(site, limit_one=50.0, extra=horn)
+    reloader = Reloader(site, rt, extra=[types], service=Service({}))
+    assert reloader.prepare() is True
+    reloader._swap()
+    new = reloader.current
+    (res,) = run_scans(new, 1)
+    assert res.outputs["relay.horn"] == 1.0 and [a.id for a in new.alarms.active()] == [
+        "one:trip"]
+    reloader.request_stop()
+    new.stop()

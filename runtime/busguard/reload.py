@@ -68,8 +68,10 @@ def carry_over(old: Runtime, new: Runtime) -> dict[str, int]:
             ni.t_utc[j] = oi.t_utc[i]
             copied["points"] += 1
     old_blocks = {b.name: b for b in old.blocks}
-    old_cfg = {b.name: b for b in old.site.blocks}
-    for cfg, block in zip(new.site.blocks, new.blocks, strict=True):
+    old_cfg = {b.name: b.params for b in old.site.blocks}
+    new_cfg = {b.name: b.params for b in new.site.blocks}
+    # every block the runtime scans: the site's, then those it adds (annunciators)
+    for block in new.blocks:
         prev = old_blocks.get(block.name)
         if prev is None or type(prev) is not type(block):
             continue
@@ -82,7 +84,7 @@ def carry_over(old: Runtime, new: Runtime) -> dict[str, int]:
         for out in block.outputs():
             if out in old.engine.outputs:
                 new.engine.outputs[out] = old.engine.outputs[out]
-        unchanged = old_cfg[block.name].params == cfg.params
+        unchanged = old_cfg.get(block.name, prev.p) == new_cfg.get(block.name, block.p)
         if unchanged and block.name in old.engine.faulted:
             new.engine.faulted[block.name] = old.engine.faulted[block.name]
     names = {b.name for b in new.blocks}
