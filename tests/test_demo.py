@@ -150,9 +150,10 @@ def test_view_renders_in_place_on_a_terminal_and_plain_otherwise(tmp_path: Path)
     assert "\x1b" not in line and line.count("\n") == 1 and "cycles=3" in line
 
 
-def bundled_site_on_free_ports(folder: Path) -> Path:
+def bundled_site_on_free_ports(folder: Path, io: str = "thread") -> Path:
     """The bundled site.toml with its fixed loopback ports moved to free ones."""
     text = (REPO / "site.toml").read_text(encoding="utf-8")
+    text = text.replace("[scan]\nperiod_ms = 10\n", f'[scan]\nperiod_ms = 10\nio = "{io}"\n')
     fixed = sorted({int(p) for p in re.findall(r"^port = (\d+)$", text, re.MULTILINE)})
     for old, new in zip(fixed, free_ports(len(fixed)), strict=True):
         text = re.sub(rf"^port = {old}$", f"port = {new}", text, flags=re.MULTILINE)
@@ -161,11 +162,14 @@ def bundled_site_on_free_ports(folder: Path) -> Path:
     return path
 
 
-def test_thermal_runaway_horn_holds_until_acknowledged_over_modbus(tmp_path: Path) -> None:
+@pytest.mark.parametrize("io", ["thread", "process"])
+def test_thermal_runaway_horn_holds_until_acknowledged_over_modbus(tmp_path: Path,
+                                                                   io: str) -> None:
     """`busguard demo --scenario thermal-runaway --ack-after S` on the bundled site: the
     critical relay (a horn that follows the alarm table) goes on with 0xCF and stays on after
-    the joint has cooled, until the acknowledgement arrives through the Modbus command area."""
-    site = bundled_site_on_free_ports(tmp_path)
+    the joint has cooled, until the acknowledgement arrives through the Modbus command area
+    (served by the scan process, or by the I/O process with `io = "process"`)."""
+    site = bundled_site_on_free_ports(tmp_path, io)
     proc = start_demo(site, "--scenario", "thermal-runaway", "--speed", "30",
                       "--duration", "14", "--ack-after", "10")
     lines = Lines(proc)

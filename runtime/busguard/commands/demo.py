@@ -133,7 +133,11 @@ def acknowledge_all(rt: Runtime) -> str:
     current = last.snapshot.value("cmd.ack_alarms", 0.0) if last is not None else 0.0
     value = (int(current) + 1) & 0xFFFF
     host = pub.host if pub.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    rc = modbus_write_u32(host, pub.server.port(), rec.address + 2, value)
+    try:
+        port = pub.port()  # here, or with [scan] io = "process" in the I/O process
+    except KeyError:
+        return "the Modbus server is not listening (yet): nothing acknowledged"
+    rc = modbus_write_u32(host, port, rec.address + 2, value)
     if rc is None:
         return f"acknowledged all alarms: cmd.ack_alarms = {value} (register {rec.address + 2})"
     return f"acknowledge refused (Modbus exception {rc}; is this host in write_allow?)"
