@@ -36,6 +36,7 @@ class DemandWindow:
         self._span = max(1, round(window_s / bucket_s))  # buckets in one window
         self._buckets: deque[list[float]] = deque()  # [bucket index, sum, count]
         self._first: float | None = None
+        self._last_t = -math.inf
         self.demand_kw = math.nan
         self.peak_kw = math.nan
 
@@ -48,9 +49,10 @@ class DemandWindow:
     def add(self, t: float, kw: float) -> tuple[float, float]:
         """Take the sample ``kw`` at time ``t``; returns (demand_kw, peak_kw). A NaN or
         infinite sample, or one older than the newest, is ignored."""
-        idx = math.floor(t / self.bucket_s)
-        if not math.isfinite(kw) or (self._buckets and idx < self._buckets[-1][0]):
+        if not math.isfinite(kw) or not t >= self._last_t:
             return self.demand_kw, self.peak_kw
+        self._last_t = t
+        idx = math.floor(t / self.bucket_s)
         if self._first is None:
             self._first = idx
         if self._buckets and self._buckets[-1][0] == idx:
