@@ -15,7 +15,7 @@ from busguard.modbus import load_profile
 from busguard.modbus.codec import decode_pf_4q, encode_pf_4q, quadrant_of
 from busguard.modbus.demand import DemandWindow
 from busguard.sim.model import MeterSpec, SiteModel
-from busguard.sim.scenarios import SCENARIOS
+from busguard.sim.scenarios import NO_FAULTS, SCENARIOS
 from modbus_slave import point, serve_profile, wait_until
 
 
@@ -217,3 +217,69 @@ def test_simulated_energy_grows_with_power_times_time():
     fresh = sim()
     assert fresh.meter(0, t2)["energy_import_wh"] == e2["energy_import_wh"]
     assert fresh.meter(0, t1)["energy_import_wh"] == e1["energy_import_wh"]
+
+
+@pytest.fixture
+def sim_loop():
+    import asyncio
+    import threading
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=5)
+    loop.close()
+
+
+@pytest.mark.parametrize("profile", ["generic-pqm", "pm5000"])
+def test_simulator_serves_every_new_quantity_in_the_profiles_encoding(sim_loop, profile):
+    """The simulator's Modbus server encodes the model's values as the meter would (uint64
+    counters, four-quadrant PF registers); decoding them gives the model's values back."""
+    from pymodbus.client import ModbusTcpClient
+
+    from busguard.sim.serve import SimUnit, TcpMeterServer
+
+    prof = load_profile(profile)
+    model = SiteModel([MeterSpec("pqm-0")], seed=7)
+    expected = model.meter(0, 250.0)
+    unit = SimUnit("pqm-0", 1, prof, lambda: (expected, NO_FAULTS), seed=7)
+    srv = TcpMeterServer(unit, "127.0.0.1", 0)
+    sim_loop(srv.start())
+    client = ModbusTcpClient("127.0.0.1", port=srv.port, timeout=2, retries=0)
+    try:
+        assert client.connect()
+        new = [p for p in prof.points if p.name.startswith(("power_l", "reactive_", "energy_i",
+                                                             "energy_e", "apparent_power_l",
+                                                             "power_factor"))]
+        assert len(new) >= 17
+        for p in new:
+            fn = client.read_holding_registers if p.function == "holding" else \
+                client.read_input_registers
+            rr = fn(p.address, count=p.count, device_id=1)
+            assert not rr.isError(), (p.name, rr)
+            got = p.decode(rr.registers)
+            want = expected[p.name]
+            tol = 0.5 * abs(p.scale) if p.type.endswith("64") else 1e-5 * abs(want)
+            assert got == pytest.approx(want, abs=max(tol, 1e-6)), p.name
+        if profile == "pm5000":  # the raw register is the 4Q encoding of a lagging import
+            p = prof.point("power_factor")
+            raw = client.read_holding_registers(p.address, count=2, device_id=1).registers
+            assert 0 < struct.unpack(">f", struct.pack(">HH", *raw))[0] <= 1.0
+    finally:
+        client.close()
+        sim_loop(srv.stop())
+
+
+def test_profile_encoding_and_neutral_errors_name_the_key_and_the_choices():
+    from busguard.errors import ConfigError
+    from busguard.modbus.profiles import parse_profile
+
+    with pytest.raises(ConfigError) as exc:
+        parse_profile({"profile": {"name": "x", "neutral_measured": "yes"},
+                       "points": {"power_factor": {"address": 1, "encoding": "pf5q"}}},
+                      "mine.toml")
+    text = str(exc.value)
+    assert "mine.toml: points.power_factor.encoding: got 'pf5q'" in text and "'pf4q'" in text
+    assert "mine.toml: profile.neutral_measured:" in text
