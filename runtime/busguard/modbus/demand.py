@@ -11,7 +11,8 @@ many meters have none; busguard computes one demand the same way for every meter
 - ``demand_peak_kw``: the highest ``demand_kw`` since busguard started, counted from the first
   full window on (a start-up inrush alone does not set it); before that it is not known yet.
 
-Memory is bounded: one (sum, count) per bucket, ``window_s / bucket_s`` buckets.
+Memory is bounded: one (sum, count) per bucket, ``window_s / bucket_s`` buckets. Each sample
+costs O(1): running totals, re-summed exactly once per window so rounding cannot drift.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class DemandWindow:
         self._buckets: deque[list[float]] = deque()  # [bucket index, sum, count]
         self._first: float | None = None
         self._last_t = -math.inf
+        self._sum = 0.0
+        self._count = 0
+        self._since_resum = 0
         self.demand_kw = math.nan
         self.peak_kw = math.nan
 
@@ -60,12 +64,19 @@ class DemandWindow:
             self._buckets[-1][2] += 1
         else:
             self._buckets.append([idx, kw, 1])
+        self._sum += kw
+        self._count += 1
         oldest = idx - self._span + 1
         while self._buckets[0][0] < oldest:
-            self._buckets.popleft()
-        total = math.fsum(b[1] for b in self._buckets)
-        count = sum(int(b[2]) for b in self._buckets)
-        self.demand_kw = total / count
+            _i, old_sum, old_n = self._buckets.popleft()
+            self._sum -= old_sum
+            self._count -= int(old_n)
+        self._since_resum += 1
+        if self._since_resum >= self._span:  # exact totals again, once per window of samples
+            self._since_resum = 0
+            self._sum = math.fsum(b[1] for b in self._buckets)
+            self._count = sum(int(b[2]) for b in self._buckets)
+        self.demand_kw = self._sum / self._count
         if self.full:
             self.peak_kw = self.demand_kw if math.isnan(self.peak_kw) else \
                 max(self.peak_kw, self.demand_kw)
