@@ -32,7 +32,7 @@ def test_map_command_formats(tmp_path, capsys):
     assert main(["map", str(site), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["map_version"] == mapdef.MAP_VERSION
-    assert data["areas"]["meter"] == {"base": 1000, "count": 2, "stride": 128}
+    assert data["areas"]["meter"] == {"base": 1000, "count": 2, "stride": 256}
     names = {f["name"] for f in data["fields"]}
     assert {"pqm-a1.current_l1_a", "cmd.ack_alarms", "relay.alarm",
             "pqm-a2.vendor_special_x"} <= names
@@ -62,7 +62,13 @@ def test_fields_never_overlap_and_stay_inside_the_map(tmp_path):
 def test_blocks_fit_one_request_and_quantities_keep_their_offsets(tmp_path):
     for kind, quantities in mapdef.STANDARD.items():
         words = mapdef.DEVICE_HEADER_WORDS + mapdef.POINT_WORDS * len(quantities)
-        assert words <= mapdef.STRIDE[kind] and words <= mapdef.MAX_READ
+        assert words <= mapdef.STRIDE[kind]
+        if kind != "meter":
+            assert words <= mapdef.MAX_READ
+    # a meter block takes two requests since issue 15's quantities; the quantities before
+    # them (up to comm_poll_ms) keep their offsets and still fit the first request
+    first = mapdef.METER_QUANTITIES.index("comm_poll_ms") + 1
+    assert mapdef.DEVICE_HEADER_WORDS + mapdef.POINT_WORDS * first <= mapdef.MAX_READ
     one = tmp_path / "one.toml"
     one.write_text(site_text(), encoding="utf-8")
     three = tmp_path / "three.toml"
@@ -75,7 +81,7 @@ points = ["thd_i_l3_pct"]
     m1, _, _ = build(one)
     m3, _, _ = build(three)
     a3 = next(d for d in m3.devices if d.name == "pqm-a3")
-    assert a3.address == 1000 + 2 * 128  # a new meter appears at the next stride
+    assert a3.address == 1000 + 2 * mapdef.STRIDE["meter"]  # a new meter: the next stride
     j = mapdef.METER_QUANTITIES.index("thd_i_l3_pct")
     assert a3.points[j].address - a3.address == 8 + 4 * j
     r1 = m1.record_of("pqm-a1.current_l1_a")

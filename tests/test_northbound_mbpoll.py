@@ -70,3 +70,23 @@ def test_mbpoll_writes_the_command_area_only(served):
     bad = mbpoll(port, "-0", "-B", "-t", "4:int", "-r", str(a), write="5")
     assert bad.returncode != 0
     assert "illegal data address" in (bad.stdout + bad.stderr).lower()
+
+
+def test_mbpoll_reads_per_phase_power_at_its_documented_address(make_runtime):
+    """issue 15: a meter's per-phase power, at the address docs/register-map.md gives for the
+    bundled site's first meter (same layout: the first meter block at 1000)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "register-map.md").read_text(
+        encoding="utf-8")
+    documented = int(re.search(r"^\| (\d+) \| 2 \| float32 \| R \| `pqm-a1\.power_l2_kw` \|",
+                               doc, re.M).group(1))
+    text = site_text(SERVER).replace('"power_kw",', '"power_kw", "power_l2_kw",', 1)
+    rt = make_runtime(text, start=True)
+    rt.image.write_many([("pqm-a1.power_l2_kw", -41.5, Quality.GOOD)])  # exporting phase
+    run_scans(rt, 1)
+    pub = rt.publishers[0]
+    assert pub.map.record_of("pqm-a1.power_l2_kw").address == documented
+    r = mbpoll(pub.server.port(), "-0", "-B", "-t", "4:float", "-r", str(documented), "-c", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert values(r.stdout) == {documented: "-41.5"}

@@ -11,14 +11,10 @@ from busguard.config.site import load_site
 from busguard.errors import ConfigError
 from busguard.modbus import bundled_names, load_profile
 from busguard.modbus.codec import TYPES, WORD_ORDERS, decode, decode_raw, encode, encode_raw
+from busguard.northbound.mapdef import METER_MEASURED
 from busguard.runtime import load_types
 
-METER_POINTS = ("voltage_l1_n_v", "voltage_l2_n_v", "voltage_l3_n_v", "voltage_l1_l2_v",
-                "voltage_l2_l3_v", "voltage_l3_l1_v", "current_l1_a", "current_l2_a",
-                "current_l3_a", "current_n_a", "power_kw", "apparent_power_kva",
-                "power_factor", "frequency_hz", "thd_v_l1_pct", "thd_v_l2_pct", "thd_v_l3_pct",
-                "thd_i_l1_pct", "thd_i_l2_pct", "thd_i_l3_pct", "energy_kwh", "temp_c",
-                "residual_current_ma")
+METER_POINTS = METER_MEASURED  # every measured standard quantity (not demand, not comm_*)
 
 
 def test_bundled_profiles_load_and_generic_has_every_meter_point():
@@ -28,7 +24,10 @@ def test_bundled_profiles_load_and_generic_has_every_meter_point():
         assert prof.points and prof.source
     generic = load_profile("generic-pqm")
     assert sorted(generic.names) == sorted(METER_POINTS)
-    assert all(p.type == "float32" for p in generic.points)
+    assert {p.name for p in generic.points if p.type != "float32"} == {
+        "power_factor_quadrant", "energy_import_wh", "energy_export_wh", "energy_import_varh",
+        "energy_export_varh"}  # uint16 and uint64 counters
+    assert generic.neutral_measured is True
     assert {p.function for p in generic.points} == {"holding", "input"}
 
 
@@ -84,7 +83,7 @@ def test_profile_point_encode_is_the_inverse_of_decode():
     for name in bundled_names():
         prof = load_profile(name)
         for p in prof.points:
-            v = 123.5
+            v = 0.95 if p.encoding == "pf4q" else 123.5  # a power factor is within -1..1
             got = prof.decode(p.name, prof.encode(p.name, v))
             step = 0.0 if p.type.startswith("float") else abs(p.scale) / 2  # one count
             assert math.isclose(got, v, rel_tol=1e-6, abs_tol=step), (name, p.name)

@@ -162,3 +162,53 @@ class BlockDecoder:
         if getter is not None:
             raw = bytes(getter(raw))
         return self._unpack(raw)
+
+
+# -- four-quadrant power factor -------------------------------------------------------------
+# Schneider's "4Q FP PF" float registers (PM5000 series, iEM3000...) fold the quadrant into the
+# value so one float says both PF and lead/lag (PM5300/PM5500 user manuals, "Power factor
+# register format"):
+#
+#   quadrant 1 (P >= 0, Q >= 0, lagging): register 0..+1,  PF = register
+#   quadrant 2 (P <  0, Q >= 0, leading): register -2..-1, PF = -2 - register
+#   quadrant 3 (P <  0, Q <  0, lagging): register -1..0,  PF = register
+#   quadrant 4 (P >= 0, Q <  0, leading): register +1..+2, PF = 2 - register
+#
+# The PF decoded here follows IEC 61557-12 (its sign is the sign of the active power), so a
+# leading 0.95 while importing reads register 1.05 and decodes to +0.95 with quadrant 4.
+PF_4Q_MAX = 2.0
+
+
+def decode_pf_4q(register: float) -> tuple[float, int]:
+    """(signed IEC PF, quadrant 1..4) from a 4Q FP PF register value; NaN and values outside
+    -2..+2 give (NaN, 0): the register does not hold a power factor."""
+    r = float(register)
+    if not (-PF_4Q_MAX <= r <= PF_4Q_MAX):  # also NaN
+        return math.nan, 0
+    if r > 1.0:
+        return PF_4Q_MAX - r, 4
+    if r < -1.0:
+        return -PF_4Q_MAX - r, 2
+    if r < 0.0:
+        return r, 3
+    return r, 1
+
+
+def encode_pf_4q(pf: float, quadrant: int = 0) -> float:
+    """The 4Q FP PF register value of a signed IEC ``pf`` in ``quadrant`` (0: lagging, i.e.
+    quadrant 1 when ``pf`` >= 0 and 3 when it is negative). The inverse of
+    :func:`decode_pf_4q` for |pf| <= 1."""
+    if not quadrant:
+        quadrant = 1 if pf >= 0 else 3
+    mag = min(1.0, abs(float(pf)))
+    return {1: mag, 2: -PF_4Q_MAX + mag, 3: -mag, 4: PF_4Q_MAX - mag}[quadrant]
+
+
+def quadrant_of(p: float, q: float) -> int:
+    """The IEC quadrant (1..4) of active power ``p`` and reactive power ``q`` (load
+    convention: import positive, inductive Q positive); 0 when either is NaN."""
+    if math.isnan(p) or math.isnan(q):
+        return 0
+    if p >= 0:
+        return 1 if q >= 0 else 4
+    return 2 if q >= 0 else 3

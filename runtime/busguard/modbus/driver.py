@@ -11,6 +11,11 @@ the image with the per-device ``comm_*`` health points. Faults (see docs/meters.
   the device's points go NOT_CONNECTED and the device is polled on an exponential backoff,
   so a dead device on an RS-485 line takes little bus time and the others keep their rate;
 - any answer again: points GOOD, backoff reset, a one-line recovery log. No restart needed.
+
+Quantities the driver derives (never invented where a meter lacks them; see docs/meters.md):
+``power_factor_quadrant`` from a four-quadrant PF register (``encoding = "pf4q"``),
+``demand_kw`` / ``demand_peak_kw`` from ``power_kw`` (:mod:`busguard.modbus.demand`) and
+``neutral_measured`` from the profile's declaration.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
-from busguard.modbus.codec import BlockDecoder
+from busguard.modbus.codec import BlockDecoder, decode_pf_4q
 from busguard.modbus.commstats import EXCEPTION, OK, TIMEOUT, CommStats
+from busguard.modbus.demand import DemandWindow
 from busguard.modbus.planner import MAX_REGISTERS, ReadBlock, plan_reads
 from busguard.modbus.profiles import Profile, load_profile
 from busguard.modbus.shared import (
@@ -53,6 +59,16 @@ COMM_UNITS = {"comm_latency_p50_ms": "ms", "comm_latency_p99_ms": "ms", "comm_lo
               "comm_error_pct": "%", "comm_poll_ms": "ms"}
 GOOD = Quality.GOOD
 BAD = Quality.BAD
+DERIVED_DOCS = {
+    "power_factor_quadrant": "IEC quadrant 1..4 of the total PF, decoded by busguard from the "
+                             "meter's four-quadrant PF register",
+    "demand_kw": "computed by busguard, not read from the meter: mean of power_kw over the "
+                 "last 15 minutes (sliding)",
+    "demand_peak_kw": "computed by busguard: highest demand_kw (full 15-minute windows) since "
+                      "busguard started",
+    "neutral_measured": "1: current_n_a is measured; 0: computed by the meter as a vector sum "
+                        "(declared by the profile)",
+}
 LATENCY_FACTOR = 3.0  # the seed: poll period at least 3x the measured latency
 
 COMMON_PARAMS: dict[str, Param] = {
@@ -92,15 +108,25 @@ class CompiledBlock:
     decoder: BlockDecoder
     names: tuple[str, ...]
     factors: tuple[tuple[float, float, float, float], ...]
+    pf4q: tuple[int, ...] = ()  # indexes of four-quadrant PF points (signed PF decoded)
+    quadrant: tuple[int, str] | None = None  # (index, image name) of the total's quadrant
 
     def items(self, regs: list[int]) -> list[tuple[str, float, Quality]]:
         """(name, value, quality) of every point: GOOD, or BAD for a NaN or infinite value."""
+        raws = self.decoder.decode(regs)
         vals = [raw * scale * ct * gain + offset for (scale, ct, gain, offset), raw in
-                zip(self.factors, self.decoder.decode(regs), strict=True)]
+                zip(self.factors, raws, strict=True)]
+        extra: list[tuple[str, float, Quality]] = []
+        for i in self.pf4q:  # the register folds the quadrant in: PF and quadrant out
+            scale, _ct, gain, offset = self.factors[i]
+            pf, quad = decode_pf_4q(raws[i] * scale)
+            vals[i] = pf * gain + offset
+            if self.quadrant is not None and self.quadrant[0] == i:
+                extra.append((self.quadrant[1], float(quad), GOOD if quad else BAD))
         if math.isfinite(sum(vals)):  # an infinite or NaN value would make the sum one
-            return list(zip(self.names, vals, itertools.repeat(GOOD)))
+            return list(zip(self.names, vals, itertools.repeat(GOOD))) + extra
         return [(n, v, GOOD if math.isfinite(v) else BAD)
-                for n, v in zip(self.names, vals, strict=True)]
+                for n, v in zip(self.names, vals, strict=True)] + extra
 
 
 @dataclass
@@ -138,6 +164,9 @@ class ModbusMeter(Driver):
         specs = [PointSpec(f"{config.name}.{pd.name}", source=config.name, unit=pd.unit,
                            max_age_s=max_age, doc=pd.doc or pd.name)
                  for pd in cls.selected(profile, p)]
+        specs += [PointSpec(f"{config.name}.{n}", source=config.name, unit=unit,
+                            max_age_s=max_age, retained=False, doc=DERIVED_DOCS[n])
+                  for n, unit in cls.derived(profile, p)]
         comm_age = (max(config.poll_ms, p["backoff_max_ms"]) / 1e3 + 60.0) * 3
         specs += [PointSpec(f"{config.name}.{n}", source=config.name, unit=COMM_UNITS.get(n, ""),
                             max_age_s=comm_age, retained=False, doc="link health") for n in
@@ -148,6 +177,21 @@ class ModbusMeter(Driver):
     def selected(profile: Profile, params: Mapping[str, Any]) -> list:
         names = params["points"] or profile.names
         return [profile.point(n) for n in names if n in profile]
+
+    @classmethod
+    def derived(cls, profile: Profile, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(quantity, unit) of the points this driver computes for a meter of ``profile``:
+        only from what the meter serves (a profile point of the same name wins)."""
+        names = {pd.name: pd for pd in cls.selected(profile, params)}
+        out: list[tuple[str, str]] = []
+        pf = names.get("power_factor")
+        if pf is not None and pf.encoding == "pf4q" and "power_factor_quadrant" not in profile:
+            out.append(("power_factor_quadrant", ""))
+        if "power_kw" in names:
+            out += [(n, "kW") for n in ("demand_kw", "demand_peak_kw") if n not in profile]
+        if profile.neutral_measured is not None and "neutral_measured" not in profile:
+            out.append(("neutral_measured", ""))
+        return out
 
     @classmethod
     def check(cls, config: DeviceConfig, site: SiteConfig, profile: Profile
@@ -198,6 +242,17 @@ class ModbusMeter(Driver):
         self.last_error = ""
         self._compiled: dict[int, CompiledBlock] = {}  # id(ReadBlock) -> its decoding
         self._comm_names = tuple(f"{self.name}.{n}" for n in COMM_POINTS)
+        derived = {n for n, _u in self.derived(self.profile, p)}
+        self.derived_names = [f"{self.name}.{n}" for n in sorted(derived)]
+        self._quadrant_name = f"{self.name}.power_factor_quadrant" \
+            if "power_factor_quadrant" in derived else ""
+        self.demand = DemandWindow() if "demand_kw" in derived else None
+        self._power_name = f"{self.name}.power_kw"
+        self._demand_names = (f"{self.name}.demand_kw", f"{self.name}.demand_peak_kw")
+        self._neutral: tuple[str, float] | None = None
+        if "neutral_measured" in derived:
+            self._neutral = (f"{self.name}.neutral_measured",
+                             1.0 if self.profile.neutral_measured else 0.0)
 
     # -- to override -------------------------------------------------------------------------
     def make_link(self, ctx: DriverContext) -> Any:
@@ -293,8 +348,11 @@ class ModbusMeter(Driver):
         for pd in block.points:
             k = cal[pd.name]
             factors.append((pd.scale, k.ct_ratio if pd.ct else 1.0, k.gain, k.offset))
+        pf4q = tuple(i for i, pd in enumerate(block.points) if pd.encoding == "pf4q")
+        quad = next(((i, self._quadrant_name) for i in pf4q
+                     if block.points[i].name == "power_factor" and self._quadrant_name), None)
         c = CompiledBlock(block, dec, tuple(self.full[pd.name] for pd in block.points),
-                          tuple(factors))
+                          tuple(factors), pf4q, quad)
         self._compiled[id(block)] = c
         return c
 
@@ -344,6 +402,8 @@ class ModbusMeter(Driver):
             self.blocks[i:i + 1] = [BlockState() for _ in singles]
         if answered and not lost:
             self.comm.poll_s.append(poll_latency)
+        if self.demand is not None:
+            self._add_demand(items, now)
         self._link_state(answered, lost)
         if answered and not lost:
             self.outage_lost = 0
@@ -355,6 +415,19 @@ class ModbusMeter(Driver):
         # after it changes nothing but the scan seeing them together.
         self._write_comm(self.answered_once and not self.down, items)
         self._latency_check()
+
+    def _add_demand(self, items: list[tuple[str, float, Quality]], now: float) -> None:
+        """Feed a good ``power_kw`` of this poll to the demand window; add its points."""
+        assert self.demand is not None
+        for name, value, quality in items:
+            if name == self._power_name:
+                if quality is GOOD:
+                    demand, peak = self.demand.add(now, value)
+                    d_name, p_name = self._demand_names
+                    items.append((d_name, demand, GOOD))
+                    # no full window yet: the peak is not known (stale, NaN)
+                    items.append((p_name, peak, Quality.STALE if math.isnan(peak) else GOOD))
+                return
 
     async def _read_block(self, block: ReadBlock) -> Any:
         assert self._gate is not None
@@ -429,7 +502,8 @@ class ModbusMeter(Driver):
         elif lost and not answered and not self.down and \
                 self.comm.consecutive_lost >= self.p["loss_limit"]:
             self.down = True
-            self.ctx.image.set_quality(list(self.full.values()), Quality.NOT_CONNECTED)
+            self.ctx.image.set_quality(list(self.full.values()) + self.derived_names,
+                                       Quality.NOT_CONNECTED)
             log.warning("%s: %d requests in a row lost at %s (unit %d, profile %s), last: %s; "
                         "points NOT_CONNECTED; retrying with backoff from %g ms", self.name,
                         self.comm.consecutive_lost, self.where(), self.unit, self.profile.name,
@@ -442,6 +516,8 @@ class ModbusMeter(Driver):
         c = self.comm
         ok_n, p50_n, p99_n, loss_n, err_n, poll_n = self._comm_names
         out = items if items is not None else []
+        if self._neutral is not None:  # the profile's declaration: true whether or not read
+            out.append((self._neutral[0], self._neutral[1], GOOD))
         out += (
             (ok_n, 1.0 if ok else 0.0, GOOD),
             (p50_n, _nan0(c.latency_ms(50)), GOOD),

@@ -19,7 +19,12 @@ where it lives and how to read it::
     scale = 1.0               # engineering value = raw * scale
     unit = "A"
     # optional: function, word_order (override the defaults), ct (CT ratio applies; default
-    # true for A, kW, kVA, kvar, kWh units), doc
+    # true for A, kW, kVA, kvar, kWh units), doc, encoding ("pf4q": Schneider's four-quadrant
+    # power factor register, decoded to a signed IEC PF; see codec.decode_pf_4q)
+
+A profile may say whether its meter measures the neutral current (``neutral_measured = true``:
+a 4th CT) or computes it as the vector sum of the phase currents (``false``); the driver then
+publishes ``{device}.neutral_measured`` (1 or 0) beside ``current_n_a``.
 
 Bundled profiles live in ``busguard/profiles/*.toml``; a site may name one of them or a file of
 its own (``profile = "profiles/my-meter.toml"``, relative to site.toml). The simulator serves
@@ -45,7 +50,7 @@ else:  # pragma: no cover - exercised on the 3.10 CI leg
     import tomli as tomllib
 
 FUNCTIONS = ("holding", "input")
-CT_UNITS = ("A", "kW", "kVA", "kvar", "kWh", "W", "VA", "var", "Wh")
+CT_UNITS = ("A", "kW", "kVA", "kvar", "kWh", "W", "VA", "var", "Wh", "varh", "kvarh")
 
 PROFILE_PARAMS = {
     "name": Param(str, doc="profile name"),
@@ -55,7 +60,11 @@ PROFILE_PARAMS = {
     "function": Param(str, default="holding", choices=FUNCTIONS),
     "address_base": Param(int, default=0, choices=(0, 1)),
     "max_registers": Param(int, default=125, minval=2, maxval=125),
+    "neutral_measured": Param(bool, default=None,  # type: ignore[arg-type]
+                              doc="true: current_n_a is measured (4th CT); false: the meter "
+                                  "computes it as the vector sum of the phase currents"),
 }
+ENCODINGS = ("", "pf4q")
 
 
 def point_params(defaults: Mapping[str, Any]) -> dict[str, Param]:
@@ -69,6 +78,8 @@ def point_params(defaults: Mapping[str, Any]) -> dict[str, Param]:
                             choices=codec.WORD_ORDERS),
         "ct": Param(bool, default=None),  # type: ignore[arg-type]
         "doc": Param(str, default=""),
+        "encoding": Param(str, default="", choices=ENCODINGS,
+                          doc="pf4q: Schneider four-quadrant PF register (signed PF decoded)"),
     }
 
 
@@ -86,6 +97,7 @@ class PointDef:
     ct: bool = False
     doc: str = ""
     register: int = -1  # the number as documented (address + address_base)
+    encoding: str = ""  # "" plain number, "pf4q" Schneider four-quadrant power factor
 
     @property
     def count(self) -> int:
@@ -97,11 +109,16 @@ class PointDef:
         return self.address + self.count
 
     def decode(self, regs: Sequence[int]) -> float:
-        """Engineering value (raw * scale) from this point's registers."""
-        return codec.decode(regs, self.type, self.word_order, self.scale)
+        """Engineering value (raw * scale) from this point's registers (a ``pf4q`` point:
+        the signed IEC power factor)."""
+        value = codec.decode(regs, self.type, self.word_order, self.scale)
+        return codec.decode_pf_4q(value)[0] if self.encoding == "pf4q" else value
 
-    def encode(self, value: float) -> list[int]:
-        """Registers a device would serve for ``value`` (the inverse of :meth:`decode`)."""
+    def encode(self, value: float, quadrant: int = 0) -> list[int]:
+        """Registers a device would serve for ``value`` (the inverse of :meth:`decode`);
+        ``quadrant`` (1..4, 0 lagging) matters to ``pf4q`` points only."""
+        if self.encoding == "pf4q":
+            value = codec.encode_pf_4q(value, quadrant)
         return codec.encode(value, self.type, self.word_order, self.scale)
 
 
@@ -118,6 +135,7 @@ class Profile:
     function: str = "holding"
     address_base: int = 0
     max_registers: int = 125
+    neutral_measured: bool | None = None
     _by_name: Mapping[str, PointDef] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -253,8 +271,10 @@ def parse_profile(data: Mapping[str, Any], file: str = "profile.toml") -> Profil
             continue
         ct = v["ct"] if v["ct"] is not None else v["unit"] in CT_UNITS
         points.append(PointDef(pname, wire, v["type"], v["scale"], v["unit"], v["function"],
-                               v["word_order"], bool(ct), v["doc"], v["address"]))
+                               v["word_order"], bool(ct), v["doc"], v["address"],
+                               v["encoding"]))
     if problems:
         raise ConfigError(problems)
     return Profile(meta["name"], file, tuple(points), meta["description"], meta["source"],
-                   meta["word_order"], meta["function"], base, meta["max_registers"])
+                   meta["word_order"], meta["function"], base, meta["max_registers"],
+                   meta["neutral_measured"])

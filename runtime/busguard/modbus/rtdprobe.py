@@ -104,6 +104,7 @@ class ModbusRtdProbe(ModbusRtuMeter):
             return c
         ends = tuple((pd.address - block.address, *SCALE_ENDS.get(pd.type, (None, None)))
                      for pd in block.points)
-        wrapped = EndsBlock(c.block, c.decoder, c.names, c.factors, ends)
+        wrapped = EndsBlock(c.block, c.decoder, c.names, c.factors, c.pf4q, c.quadrant,
+                            ends=ends)
         self._compiled[id(block)] = wrapped
         return wrapped

@@ -134,10 +134,10 @@ def markdown(m: md.RegisterMap, site_name: str, site_file: str, port: int = 502)
     for kind, quantities in md.STANDARD.items():
         lines += [f"**{kind}** (stride {md.STRIDE[kind]}, "
                   f"{md.DEVICE_HEADER_WORDS + md.POINT_WORDS * len(quantities)} words used):",
-                  "", "| offset | quantity | unit |", "| ---: | --- | --- |"]
+                  "", "| offset | quantity | unit | note |", "| ---: | --- | --- | --- |"]
         for j, q in enumerate(quantities):
             lines.append(f"| {md.DEVICE_HEADER_WORDS + j * md.POINT_WORDS} | `{q}` | "
-                         f"{md.unit_of(q)} |")
+                         f"{md.unit_of(q)} | {md.QUANTITY_NOTES.get(q, '')} |")
         lines.append("")
     fields = m.fields()
     current = None

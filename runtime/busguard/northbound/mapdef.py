@@ -54,13 +54,64 @@ METER_QUANTITIES = (
     "energy_kwh", "temp_c", "residual_current_ma",
     "comm_ok", "comm_latency_p50_ms", "comm_latency_p99_ms", "comm_loss_pct", "comm_error_pct",
     "comm_poll_ms",
+    # issue 15 (appended so the words above keep their offsets inside a meter block):
+    "power_l1_kw", "power_l2_kw", "power_l3_kw", "reactive_power_l1_kvar",
+    "reactive_power_l2_kvar", "reactive_power_l3_kvar", "reactive_power_kvar",
+    "apparent_power_l1_kva", "apparent_power_l2_kva", "apparent_power_l3_kva",
+    "power_factor_l1", "power_factor_l2", "power_factor_l3", "power_factor_quadrant",
+    "energy_import_wh", "energy_export_wh", "energy_import_varh", "energy_export_varh",
+    "demand_kw", "demand_peak_kw", "neutral_measured",
 )
+# Meter quantities busguard computes itself (the meter driver), never read from a meter:
+# demand from power_kw, neutral_measured from the profile's declaration.
+METER_DERIVED = ("demand_kw", "demand_peak_kw", "neutral_measured")
+# Meter quantities that are link health, not measurements (the driver's comm_* points).
+METER_COMM = tuple(q for q in METER_QUANTITIES if q.startswith("comm_"))
+# What a meter (or the simulator's model of one) measures: the rest of the list.
+METER_MEASURED = tuple(q for q in METER_QUANTITIES
+                       if q not in METER_DERIVED and q not in METER_COMM)
+_IEC_P = "IEC sign: + import (delivered to the load), - export"
+_IEC_Q = ("IEC 62053-23 sign: + in quadrants 1 and 2, - in 3 and 4 (importing: + inductive, "
+          "lagging; - capacitive, leading)")
+_IEC_PF = ("IEC sign = sign of the active power (- while exporting); lead/lag: the sign of the "
+           "reactive power, or power_factor_quadrant")
+_FLOAT32_COUNTER = ("; a float32 record here (exact to 2^24 = 16.7 M); the image holds the "
+                    "meter's exact count (float64, exact to 2^53)")
+# What a quantity means where its name alone does not say it (docs/meters.md has the rest).
+QUANTITY_NOTES: dict[str, str] = {
+    "power_kw": "total active power; " + _IEC_P,
+    "apparent_power_kva": "total apparent power (arithmetic sum of the phases), >= 0",
+    "power_factor": "total power factor; " + _IEC_PF + " (profile notes: docs/meters.md)",
+    "current_n_a": "neutral current; measured or computed: see neutral_measured",
+    "energy_kwh": "active energy imported, float32 kWh (kept for v1 readers)",
+    **{f"power_l{n}_kw": f"active power L{n}; " + _IEC_P for n in (1, 2, 3)},
+    **{f"reactive_power_l{n}_kvar": f"reactive power L{n}; " + _IEC_Q for n in (1, 2, 3)},
+    "reactive_power_kvar": "total reactive power; " + _IEC_Q,
+    **{f"apparent_power_l{n}_kva": f"apparent power L{n}, >= 0" for n in (1, 2, 3)},
+    **{f"power_factor_l{n}": f"power factor L{n}; " + _IEC_PF for n in (1, 2, 3)},
+    "power_factor_quadrant": "IEC 62053-23 quadrant of the total: 1 import lagging, 2 export "
+                             "leading, 3 export lagging, 4 import leading; 0 unknown",
+    "energy_import_wh": "active energy imported (delivered to the load), counter" +
+                        _FLOAT32_COUNTER,
+    "energy_export_wh": "active energy exported (received from the load), counter" +
+                        _FLOAT32_COUNTER,
+    "energy_import_varh": "reactive energy imported (quadrants 1+2), counter" +
+                          _FLOAT32_COUNTER,
+    "energy_export_varh": "reactive energy exported (quadrants 3+4), counter" +
+                          _FLOAT32_COUNTER,
+    "demand_kw": "computed by busguard, not read from the meter: mean of power_kw over the "
+                 "last 15 minutes (sliding window)",
+    "demand_peak_kw": "computed by busguard: highest demand_kw since busguard started (a "
+                      "restart resets it)",
+    "neutral_measured": "1: current_n_a is measured (4th CT); 0: the meter computes it as the "
+                        "vector sum of the phase currents (from the profile)",
+}
 STANDARD: dict[str, tuple[str, ...]] = {
     "meter": METER_QUANTITIES,
     "probe": ("temp_c",),
     "breaker": ("led",),
 }
-STRIDE = {"meter": 128, "probe": 16, "breaker": 16}
+STRIDE = {"meter": 256, "probe": 16, "breaker": 16}  # meter: 8 + 4 x 50 words used
 MAPPED_KINDS = tuple(STANDARD)  # the device kinds with a block in the map (outputs: none)
 
 RUNTIME_STATES = {"built": 0, "running": 1, "stopping": 2, "stopped": 3}
@@ -170,6 +221,7 @@ ALARM = Record("alarm", (
     F(1, "uint16", "alarm_count", "alarms of the block in the table"),
 ))
 del F
+assert all(DEVICE_HEADER_WORDS + POINT_WORDS * len(q) <= STRIDE[k] for k, q in STANDARD.items())
 assert POINT.words == POINT_WORDS and COMMAND.words == COMMAND_WORDS
 assert ALARM.words == ALARM_WORDS and DEVICE_HEADER.words <= DEVICE_HEADER_WORDS
 
@@ -396,8 +448,9 @@ def _point_fields(a: int, name: str, note: str, area: str) -> list[Field]:
 
 def unit_of(q: str) -> str:
     for suffix, unit in (("_v", "V"), ("_a", "A"), ("_kw", "kW"), ("_kva", "kVA"),
-                         ("_hz", "Hz"), ("_pct", "%"), ("_kwh", "kWh"), ("_c", "degC"),
-                         ("_ma", "mA"), ("_ms", "ms")):
+                         ("_kvar", "kvar"), ("_hz", "Hz"), ("_pct", "%"), ("_kwh", "kWh"),
+                         ("_wh", "Wh"), ("_varh", "varh"), ("_c", "degC"), ("_ma", "mA"),
+                         ("_ms", "ms")):
         if q.endswith(suffix):
             return unit
     return ""

@@ -96,7 +96,7 @@ def read_all(read: ReadFn) -> dict[str, Any]:
         a = d[kind]
         used = md.DEVICE_HEADER_WORDS + md.POINT_WORDS * len(md.STANDARD[kind])
         for i in range(a["count"]):
-            ws = read(a["base"] + i * a["stride"], used)
+            ws = read_chunked(read, a["base"] + i * a["stride"], used)  # > 125 words
             dh = md.DEVICE_HEADER.unpack(ws[:md.DEVICE_HEADER_WORDS])
             pts = {}
             for j, q in enumerate(md.STANDARD[kind]):

@@ -7,7 +7,10 @@ the model testable without sockets and scenario runs reproducible.
 - Rack load (fraction of the tap-off rating): a per-rack base, a slow swing and smooth value
   noise; scenarios add GPU training ramps, checkpoint dips and overloads.
 - Three phases with a fixed per-rack imbalance; voltage sags with load; neutral current from
-  imbalance plus triplen harmonics.
+  imbalance plus triplen harmonics. Per phase P = V * I * PF, S = V * I, Q = sqrt(S^2 - P^2)
+  (GPU power supplies with PFC: lagging, quadrant 1); totals are the sums of the phases.
+- Energies integrate the active and reactive power over model time (trapezoids on a fixed
+  grid from t = 0, cached as running sums: the same floats whatever the order of the calls).
 - THD rises with the GPU PSU share of the load (switch-mode supplies); thd-rise adds a drift.
 - Busbar / tap-off temperature: first-order thermal inertia, computed as the exact discrete
   convolution of the I^2 R heat input with the exponential kernel over the last 6 time
@@ -25,6 +28,8 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from busguard.modbus.codec import quadrant_of
+from busguard.northbound.mapdef import METER_MEASURED
 from busguard.sim.scenarios import NO_FAULTS, SCENARIOS, CommFaults, Scenario
 
 V_LL_NOMINAL = 480.0  # a site that does not say ([site] nominal_voltage_ll_v)
@@ -36,12 +41,11 @@ COOLING_EFFECT = 0.2  # full cooling demand takes away 20% of a full-load heat i
 
 LED_OFF, LED_SOLID, LED_TWO_BLINK = 0, 1, 2
 
-METER_QUANTITIES = (
-    "voltage_l1_n_v", "voltage_l2_n_v", "voltage_l3_n_v", "voltage_l1_l2_v", "voltage_l2_l3_v",
-    "voltage_l3_l1_v", "current_l1_a", "current_l2_a", "current_l3_a", "current_n_a", "power_kw",
-    "apparent_power_kva", "power_factor", "frequency_hz", "thd_v_l1_pct", "thd_v_l2_pct",
-    "thd_v_l3_pct", "thd_i_l1_pct", "thd_i_l2_pct", "thd_i_l3_pct", "energy_kwh", "temp_c",
-    "residual_current_ma")
+# what a simulated meter measures: the map's standard meter quantities less link health and
+# what busguard computes itself (demand, neutral_measured): one list, in mapdef
+METER_QUANTITIES = METER_MEASURED
+ENERGY_STEP_S = 5.0  # integration grid of the energy counters
+ENERGY_CHECKPOINT_STEPS = 64  # running sums kept every 64 steps (320 s) for earlier times
 
 
 def _mix(x: int) -> int:
@@ -126,6 +130,11 @@ class SiteModel:
         self._energy0 = [50_000.0 + 150_000.0 * (0.5 + 0.5 * uniform(s, 16, i))
                          for i in range(n)]
         self._ch = [channel_of(m.name) for m in self.meters]
+        # energy running sums per meter: checkpoints {step: (p_wh, q_imp_varh, q_exp_varh,
+        # p_exp_wh)} and the frontier (last step summed), cleared when the events change
+        self._e_key: object = None
+        self._e_check: list[dict[int, tuple[float, float, float, float]]] = []
+        self._e_front: list[tuple[int, tuple[float, float, float, float]]] = []
 
     # -- indexes a scenario names, wrapped to the site's size -------------------------------
     def _nth(self, idx: int | None, count: int) -> int | None:
@@ -200,8 +209,8 @@ class SiteModel:
         r = min(1.0, (t - sc.thd_rise_start_s) / span)
         return r * sc.thd_v_add_pct, r * sc.thd_i_add_pct
 
-    def meter(self, m: int, t: float) -> dict[str, float]:
-        """Every generic power-quality quantity of meter ``m`` at model time ``t``."""
+    def _electrical(self, m: int, t: float) -> dict[str, float]:
+        """Every instantaneous quantity of meter ``m`` at ``t`` (no energy counters)."""
         spec, s, ch = self.meters[m], self.seed, self._ch[m]
         load = self.load(m, t)
         gpu = self._gpu[m]
@@ -218,28 +227,91 @@ class SiteModel:
                  for p in range(3)]
         thd_i = [on * max(0.5, 3.0 + 14.0 * load * gpu + add_i + 0.4 * n(s, ch + 30 + p, t / 3.0))
                  for p in range(3)]
-        pf = on * max(0.80, 0.988 - 0.0012 * (sum(thd_i) / 3.0))
-        va = sum(vv * ii for vv, ii in zip(v, i_ph, strict=True))
+        pf_ph = [on * max(0.80, min(1.0, 0.988 - 0.0012 * thd_i[p] + 0.002 * d))
+                 for p, d in enumerate((d1, d2, -d1 - d2))]
+        s_ph = [vv * ii for vv, ii in zip(v, i_ph, strict=True)]  # VA
+        p_ph = [sa * pf for sa, pf in zip(s_ph, pf_ph, strict=True)]  # W
+        q_ph = [math.sqrt(max(0.0, sa * sa - pa * pa)) for sa, pa in zip(s_ph, p_ph, strict=True)]
+        va, w, var = sum(s_ph), sum(p_ph), sum(q_ph)
         ll = [math.sqrt(a * a + b * b + a * b) for a, b in ((v[0], v[1]), (v[1], v[2]),
                                                            (v[2], v[0]))]
         i_n = load * spec.rated_a * (math.hypot(d1, d2) + 0.004 * sum(thd_i))
-        base_kw = 3 * self.v_ln * self._base[m] * spec.rated_a * 0.97 / 1000.0
         residual = on * (6.0 + 14.0 * load + 1.5 * n(s, ch + 40, t / 5.0))
         gb = self._nth(self.scenario.ground_fault_breaker, len(self.breakers))
         if gb is not None and self.breakers[gb].meter == m and t >= self.scenario.ground_fault_s:
             residual = on * self.scenario.ground_fault_ma
-        return {
+        out = {
             "voltage_l1_n_v": v[0], "voltage_l2_n_v": v[1], "voltage_l3_n_v": v[2],
             "voltage_l1_l2_v": ll[0], "voltage_l2_l3_v": ll[1], "voltage_l3_l1_v": ll[2],
             "current_l1_a": i_ph[0], "current_l2_a": i_ph[1], "current_l3_a": i_ph[2],
-            "current_n_a": i_n, "power_kw": va * pf / 1000.0, "apparent_power_kva": va / 1000.0,
-            "power_factor": pf, "frequency_hz": self.f_nominal + 0.015 * n(s, ch + 50, t / 2.0),
+            "current_n_a": i_n, "power_kw": w / 1000.0, "apparent_power_kva": va / 1000.0,
+            "power_factor": w / va if va > 0 else 0.0,
+            "frequency_hz": self.f_nominal + 0.015 * n(s, ch + 50, t / 2.0),
             "thd_v_l1_pct": thd_v[0], "thd_v_l2_pct": thd_v[1], "thd_v_l3_pct": thd_v[2],
             "thd_i_l1_pct": thd_i[0], "thd_i_l2_pct": thd_i[1], "thd_i_l3_pct": thd_i[2],
-            "energy_kwh": self._energy0[m] + base_kw * max(0.0, t) / 3600.0,
             "temp_c": 29.0 + 11.0 * load + 0.3 * n(s, ch + 60, t / 7.0),
             "residual_current_ma": max(0.0, residual),
+            "reactive_power_kvar": var / 1000.0,
+            "power_factor_quadrant": float(quadrant_of(w, var)),
         }
+        for k in range(3):
+            ph = k + 1
+            out[f"power_l{ph}_kw"] = p_ph[k] / 1000.0
+            out[f"reactive_power_l{ph}_kvar"] = q_ph[k] / 1000.0
+            out[f"apparent_power_l{ph}_kva"] = s_ph[k] / 1000.0
+            out[f"power_factor_l{ph}"] = pf_ph[k]
+        return out
+
+    def _power(self, m: int, t: float) -> tuple[float, float, float, float]:
+        """(active import W, reactive import var, reactive export var, active export W)."""
+        e = self._electrical(m, t)
+        w, var = e["power_kw"] * 1000.0, e["reactive_power_kvar"] * 1000.0
+        return max(0.0, w), max(0.0, var), max(0.0, -var), max(0.0, -w)
+
+    def energy(self, m: int, t: float) -> tuple[float, float, float, float]:
+        """Energy since t = 0: (import Wh, import varh, export varh, export Wh), the
+        trapezoid integral of the powers on an ENERGY_STEP_S grid (the last part step to
+        ``t`` included). Cached running sums: calls in time order cost one step each."""
+        key = tuple(sorted(self.shunt_trips.items()))
+        if key != self._e_key or len(self._e_check) != len(self.meters):
+            self._e_key = key
+            zero = (0.0, 0.0, 0.0, 0.0)
+            self._e_check = [{0: zero} for _ in self.meters]
+            self._e_front = [(0, zero) for _ in self.meters]
+        t = max(0.0, t)
+        h = ENERGY_STEP_S
+        target = int(t // h)
+        k, acc = self._e_front[m]
+        if k > target:  # earlier than the frontier: from the last checkpoint before it
+            k = target - target % ENERGY_CHECKPOINT_STEPS
+            acc = self._e_check[m][k]
+        prev = self._power(m, k * h)
+        while k < target:
+            nxt = self._power(m, (k + 1) * h)
+            acc = tuple(a + (p0 + p1) * h / 7200.0 for a, p0, p1 in
+                        zip(acc, prev, nxt, strict=True))  # type: ignore[assignment]
+            k += 1
+            prev = nxt
+            if k % ENERGY_CHECKPOINT_STEPS == 0:
+                self._e_check[m][k] = acc
+        if k >= self._e_front[m][0]:
+            self._e_front[m] = (k, acc)
+        rest = t - k * h
+        if rest <= 0:
+            return acc
+        last = self._power(m, t)
+        return tuple(a + (p0 + p1) * rest / 7200.0  # type: ignore[return-value]
+                     for a, p0, p1 in zip(acc, prev, last, strict=True))
+
+    def meter(self, m: int, t: float) -> dict[str, float]:
+        """Every generic power-quality quantity of meter ``m`` at model time ``t``."""
+        out = self._electrical(m, t)
+        imp_wh, imp_varh, exp_varh, exp_wh = self.energy(m, t)
+        imp_wh += self._energy0[m] * 1000.0
+        out.update({"energy_import_wh": imp_wh, "energy_export_wh": exp_wh,
+                    "energy_import_varh": imp_varh, "energy_export_varh": exp_varh,
+                    "energy_kwh": imp_wh / 1000.0})
+        return out
 
     # -- probes -----------------------------------------------------------------------------
     def joint_factor(self, p: int, t: float) -> float:

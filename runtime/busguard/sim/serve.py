@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import struct
@@ -37,6 +38,7 @@ from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU, ExceptionResponse
 from pymodbus.server import ModbusTcpServer
 
+from busguard.modbus.codec import quadrant_of
 from busguard.modbus.profiles import Profile
 from busguard.sim.scenarios import NO_FAULTS, CommFaults
 
@@ -56,6 +58,18 @@ class UnitStats:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+def pf_quadrant(name: str, values: Mapping[str, float]) -> int:
+    """The quadrant a four-quadrant PF register of point ``name`` encodes: the total's from
+    ``power_factor_quadrant``, a phase's from the signs of its P and Q (0: not known)."""
+    if name == "power_factor":
+        return int(values.get("power_factor_quadrant", 0.0))
+    if name.startswith("power_factor_l"):
+        ph = name[len("power_factor_l"):]
+        return quadrant_of(values.get(f"power_l{ph}_kw", math.nan),
+                           values.get(f"reactive_power_l{ph}_kvar", math.nan))
+    return 0
 
 
 class SimUnit:
@@ -81,7 +95,8 @@ class SimUnit:
             # every mapped register answers, as on the real meter
             v = values.get(p.name, 0.0)
             try:
-                words = p.encode(v)
+                words = p.encode(v, pf_quadrant(p.name, values)) if p.encoding else \
+                    p.encode(v)
             except (OverflowError, ValueError, struct.error):  # out of the type's range
                 words = p.encode(0.0)
             for k, word in enumerate(words):
