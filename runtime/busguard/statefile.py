@@ -179,12 +179,17 @@ class Slots:
         self.paths = slot_paths(path)
         self.next = 0  # index of the slot the next save overwrites
         self.bytes_written = 0  # bytes handed to the kernel, padding included
+        self._lock = threading.Lock()  # the writer thread and a stop's last save
 
     def after_load(self, newest: Path | None) -> None:
         """The next save must not overwrite the slot holding the newest valid generation."""
         self.next = 1 if newest == self.paths[0] else 0
 
     def write(self, data: bytes) -> Path:
+        with self._lock:
+            return self._write(data)
+
+    def _write(self, data: bytes) -> Path:
         path = self.paths[self.next]
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
