@@ -2,8 +2,8 @@
 first scan.
 
 A built-in observer plugin. ``busguard_startup`` (before publishers and drivers start) loads
-``{state_dir}/retained.json`` (see :mod:`busguard.statefile` for the file, its two
-generations and its durable writes) and restores:
+the newest valid generation of ``{state_dir}/retained.json`` and ``retained.json.b`` (see
+:mod:`busguard.statefile` for the format, the two slots and the durable writes) and restores:
 
 - last known values with their UTC stamps, into the image as *stale* (``ProcessImage.restore``)
   so the DCIM sees them at once, marked as not current, until drivers read fresh ones;
@@ -27,7 +27,7 @@ Saving is driven by what changed, because the file usually lives on an SD card o
 Saves run in a background thread (the scan only hands over references). The restore never
 half-applies a file: everything is parsed and checked first, block states that fail to restore
 are rolled back, and a generation that cannot be applied is skipped for the one before it.
-A corrupt current file is set aside (``.corrupt-<utc>``), the previous generation is restored
+A corrupt newest slot is set aside (``.corrupt-<utc>``), the previous generation is restored
 and ``BG-RETAINED-CORRUPT`` (a latched warning alarm, fault-log line, header retained_status 2)
 says which generation was used; with no good generation the runtime starts cold. It never
 crashes the service.
