@@ -14,9 +14,10 @@ the slot that does not hold the newest generation (``pwrite`` at offset 0, the s
 before, then ``fdatasync``), so the other slot holds the previous good generation at every
 instant. Why in place and not temp file + rename: on ext4 a rename-based save allocates an
 inode and blocks and rewrites the folder each time; measured on a 4 KiB-block ext4, 67 KiB of
-device writes per save (journal included) against 14 KiB in place (11 KiB with ``lazytime``),
-for the same 3.7 KB of state. A torn slot (power cut in the middle of its write) fails its
-checksum, and :func:`load_newest` returns the newest *valid* generation of the two.
+device writes per save (journal included) against 14 KiB in place, for the same 3.7 KB of
+state (docs/operations.md, "Bytes written per day"). A torn slot (power cut in the middle of
+its write) fails its checksum, and :func:`load_newest` returns the newest *valid* generation
+of the two.
 
 ``write_atomic`` is the project's one durable atomic writer for files that are replaced whole
 (temp file in the same folder, fsync, rename, fsync of the folder); other modules that write
