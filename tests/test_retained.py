@@ -21,6 +21,7 @@ from busguard.retained import (
     decode_state,
     encode_state,
     json_pieces,
+    load_newest,
     read_state,
 )
 from busguard.testing import run_scans
@@ -85,6 +86,15 @@ def state_file(rt) -> Path:
     return rt.site.state_dir / "retained.json"
 
 
+def newest(rt) -> dict | None:
+    """The newest valid generation of the two slots (retained.json, retained.json.b)."""
+    return load_newest(state_file(rt)).body
+
+
+def newest_slot(rt) -> Path:
+    return load_newest(state_file(rt)).source
+
+
 def test_round_trip_and_damage_is_detected():
     body = {"points": {"names": ["a"], "values": [1.5]}, "n": 3}
     data = encode_state(body)
@@ -122,13 +132,12 @@ def test_latch_is_saved_at_once_and_restored_with_last_values(unit):
     rt.image.write_many([("pqm-a1.current_l1_a", 1500.0, Quality.GOOD),
                          ("pqm-a1.voltage_l1_n_v", 277.25, Quality.GOOD)])
     run_scans(rt, 2)  # the latch sets: an alarm edge and a state change, saved now
-    wait_for(lambda: read_state(state_file(rt)) and
-             read_state(state_file(rt))["blocks"]["trip-a1"]["state"]["latched"],
+    wait_for(lambda: newest(rt) and newest(rt)["blocks"]["trip-a1"]["state"]["latched"],
              what="the latch saved without waiting for the interval")
     rt.image.write("pqm-a1.current_l1_a", 410.0)
     run_scans(rt, 1)
     rt.stop()  # clean stop: one more save with the newest values
-    body = read_state(state_file(rt))
+    body = newest(rt)
     vals = dict(zip(body["points"]["names"], body["points"]["values"], strict=True))
     assert vals["pqm-a1.current_l1_a"] == 410.0 and vals["pqm-a1.voltage_l1_n_v"] == 277.25
 
@@ -164,45 +173,54 @@ def damage_file(path: Path, damage: str) -> None:
     data = path.read_bytes()
     if damage == "garbage":
         path.write_bytes(b"\x00\x01 not a state file")
-    elif damage == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    else:
-        b = bytearray(data)
-        b[len(b) - 10] ^= 0x20
-        path.write_bytes(bytes(b))
+    else:  # within the body: the file is zero-padded to whole 4 KiB blocks
+        head = data.split(b"\n", 1)[0]
+        end = len(head) + 1 + json.loads(head)["length"]
+        if damage == "truncated":
+            path.write_bytes(data[: end // 2])
+        else:
+            b = bytearray(data)
+            b[end - 10] ^= 0x20
+            path.write_bytes(bytes(b))
 
 
 def latched_then_saved_again(unit):
     """A unit whose trip latched (saved at once), then one more save: the trip is in both
-    generations, the current file and retained.json.prev."""
+    slots, the newest generation and the one before it."""
     rt = unit()
     rt.image.write("pqm-a1.current_l1_a", 1500.0)
     run_scans(rt, 1)
     rt.image.write("pqm-a1.current_l1_a", 400.0)
     run_scans(rt, 1)
-    rt.stop()  # the clean stop's save: generation 3, the latch in generations 1..3
+    rt.stop()  # the clean stop's save: generation 2 in slot B, the latch's 1 in slot A
     return rt
+
+
+def other_slot(path: Path) -> Path:
+    a, b = path.parent / "retained.json", path.parent / "retained.json.b"
+    return b if path == a else a
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped"])
 def test_corrupt_current_file_falls_back_to_the_previous_generation_with_the_trip(
         unit, damage, caplog):
     rt = latched_then_saved_again(unit)
-    path = state_file(rt)
-    prev = path.with_name("retained.json.prev")
+    loaded = load_newest(state_file(rt))
+    assert [g for g, _p, _b in loaded.found] == [2, 1]
+    current, prev = loaded.source, other_slot(loaded.source)
     assert read_state(prev)["blocks"]["trip-a1"]["state"]["latched"]
-    damage_file(path, damage)
+    damage_file(current, damage)
     rt2 = unit()
     obs = rt2.pm.get_plugin(PLUGIN_NAME)
-    assert obs.status == "corrupt" and obs.restored_from == prev
-    (aside,) = list(path.parent.glob("retained.json.corrupt-*"))
+    assert obs.status == "corrupt" and obs.restored_from == prev and obs.generation == 1
+    (aside,) = list(current.parent.glob(current.name + ".corrupt-*"))
     assert aside.read_bytes() != b""
-    assert "BG-RETAINED-CORRUPT" in caplog.text and "restored generation" in caplog.text
+    assert "BG-RETAINED-CORRUPT" in caplog.text and "restored generation 1" in caplog.text
     alarm = next(a for a in rt2.alarms.active() if a.block == "retained-state")
     assert alarm.condition.latch and not alarm.active  # waits for acknowledgement
-    assert "retained.json.prev" in alarm.condition.message
+    assert prev.name in alarm.condition.message
     (res,) = run_scans(rt2, 1)
-    assert res.outputs["cb-a1-01.shunt_trip"] == 1.0  # the trip came back from .prev
+    assert res.outputs["cb-a1-01.shunt_trip"] == 1.0  # the trip came back from the other slot
     assert rt2.restored
     port = rt2.publishers[0].server.port()
     import socket
@@ -213,15 +231,27 @@ def test_corrupt_current_file_falls_back_to_the_previous_generation_with_the_tri
         assert head[3] == 1  # ... and values RESTORED (from the previous generation)
     rt2.stop()
     faults = rt2.site.fault_log.read_text()
-    assert "BG-RETAINED-CORRUPT" in faults and "restored generation" in faults
-    assert read_state(path)["blocks"]["trip-a1"]["state"]["latched"]  # good again
+    assert "BG-RETAINED-CORRUPT" in faults and "restored generation 1" in faults
+    assert newest(rt2)["blocks"]["trip-a1"]["state"]["latched"]  # good again
+    assert len(load_newest(state_file(rt2)).found) == 2  # the damaged slot written again
+
+
+def test_a_damaged_older_slot_loses_nothing_and_raises_no_alarm(unit, caplog):
+    rt = latched_then_saved_again(unit)
+    damage_file(other_slot(newest_slot(rt)), "flipped")
+    rt2 = unit()
+    obs = rt2.pm.get_plugin(PLUGIN_NAME)
+    assert obs.status == "loaded" and obs.generation == 2
+    assert not any(a.block == "retained-state" for a in rt2.alarms.active())
+    assert "the newer generation 2 was restored" in caplog.text
+    rt2.stop()
 
 
 def test_both_generations_corrupt_starts_cold_and_says_so(unit, caplog):
     rt = latched_then_saved_again(unit)
     path = state_file(rt)
     damage_file(path, "flipped")
-    damage_file(path.with_name("retained.json.prev"), "truncated")
+    damage_file(other_slot(path), "truncated")
     rt2 = unit()
     obs = rt2.pm.get_plugin(PLUGIN_NAME)
     assert obs.status == "corrupt" and obs.restored_from is None
@@ -232,22 +262,22 @@ def test_both_generations_corrupt_starts_cold_and_says_so(unit, caplog):
 
 
 def test_a_valid_file_that_cannot_be_applied_is_not_half_restored(unit, caplog):
-    """Checksum fine, content wrong (the block refuses its state): no value, no alarm, no
-    block state of that generation is taken; the previous generation is used instead."""
-    from busguard.statefile import decode_generation, encode_state
+    """Checksum fine, content wrong: no value, no alarm, no block state of that generation
+    is taken; the previous generation is used instead."""
+    from busguard.statefile import decode_generation
 
     rt = latched_then_saved_again(unit)
-    path = state_file(rt)
-    gen, body = decode_generation(path.read_bytes())
-    prev_body = read_state(path.with_name("retained.json.prev"))
+    current = newest_slot(rt)
+    gen, body = decode_generation(current.read_bytes())
+    prev_body = read_state(other_slot(current))
     body["points"]["values"] = [9999.0 for _ in body["points"]["values"]]
     body["alarms"].append({"id": "trip-a1:x", "block": "trip-a1", "key": "x",
                            "severity": "critical", "code": "BG-X", "message": "m"})
     body["blocks"]["trip-a1"]["state"] = []  # not a table
-    path.write_bytes(encode_state(body, gen))
+    current.write_bytes(encode_state(body, gen))
     rt3 = unit()
     obs = rt3.pm.get_plugin(PLUGIN_NAME)
-    assert obs.restored_from == path.with_name("retained.json.prev")
+    assert obs.restored_from == other_slot(current)
     snap = rt3.image.snapshot()
     assert snap["pqm-a1.current_l1_a"].value != 9999.0
     assert not any(a.id == "trip-a1:x" for a in rt3.alarms.active())
@@ -277,6 +307,7 @@ def test_disabled_retained_state_writes_nothing(make_runtime, plugin, tmp_path):
     run_scans(rt, 3)
     rt.stop()
     assert not (rt.site.state_dir / "retained.json").exists()
+    assert not (rt.site.state_dir / "retained.json.b").exists()
 
 
 WRITER = textwrap.dedent("""
@@ -310,6 +341,45 @@ def test_kill_9_during_writes_leaves_the_old_or_the_new_file_never_a_torn_one(tm
         assert body["pad"] == [body["gen"]] * 200000
 
 
+SLOT_WRITER = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from busguard.statefile import Slots, encode_state
+    slots = Slots(Path(sys.argv[1]))
+    pad = os.urandom(150000).hex()  # incompressible: each save is ~300 KB, many syscalls
+    gen = 0
+    while True:
+        gen += 1
+        slots.write(encode_state({"gen": gen, "pad": pad}, gen))
+        print(gen, flush=True)
+""")
+
+
+def test_kill_9_during_slot_writes_keeps_every_completed_generation(tmp_path):
+    """Killed at random moments while overwriting a slot in place: the newest generation
+    whose write completed (printed) is always there, or a newer one; never a torn body."""
+    import random
+
+    path = tmp_path / "state" / "retained.json"
+    script = tmp_path / "slot_writer.py"
+    script.write_text(SLOT_WRITER, encoding="utf-8")
+    rng = random.Random(7)
+    for _round in range(6):
+        proc = subprocess.Popen([sys.executable, str(script), str(path)],
+                                stdout=subprocess.PIPE, text=True)
+        done = 0
+        for _ in range(rng.randint(1, 6)):
+            done = int(proc.stdout.readline())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        loaded = load_newest(path)
+        gen, _src, body = loaded.found[0]
+        assert gen >= done and body["gen"] == gen
+        path.unlink(missing_ok=True)
+        path.with_name("retained.json.b").unlink(missing_ok=True)
+
+
 def test_no_nan_or_inf_in_the_file(unit):
     rt = unit()
     rt.image.write("pqm-a1.current_l1_a", math.inf)
@@ -317,7 +387,9 @@ def test_no_nan_or_inf_in_the_file(unit):
     rt.stop()
     import zlib
 
-    raw = zlib.decompress(state_file(rt).read_bytes().split(b"\n", 1)[1])
+    data = newest_slot(rt).read_bytes()
+    head = json.loads(data.split(b"\n", 1)[0])
+    raw = zlib.decompress(data.split(b"\n", 1)[1][:head["length"]])
     json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
 
 
@@ -333,7 +405,7 @@ def test_saves_at_a_bounded_interval_without_edges(unit):
         assert obs.saves == 1 + k
         run_scans(rt, 1)  # 1.0 s since the last save: due
         wait_for(lambda k=k: obs.saves == 2 + k, what="interval save")
-    body = read_state(state_file(rt))
+    body = newest(rt)
     vals = dict(zip(body["points"]["names"], body["points"]["values"], strict=True))
     assert vals["pqm-a1.current_l1_a"] == 403.0
 
@@ -351,7 +423,7 @@ def test_a_burst_of_state_changes_is_coalesced_never_lost(unit):
         run_scans(rt, 1)
     assert 2 <= obs.queued - 1 <= 4  # about one save per 100 ms, not one per scan
     run_scans(rt, 10)  # the last change is saved within 100 ms
-    wait_for(lambda: read_state(state_file(rt))["blocks"]["trip-a1"]["state"]["latched"]
+    wait_for(lambda: newest(rt)["blocks"]["trip-a1"]["state"]["latched"]
              is block.latched, what="the newest state saved")
 
 
@@ -459,7 +531,7 @@ def test_a_block_that_refuses_its_state_is_rolled_back_not_half_restored(make_ru
     run_scans(rt, 2)
     rt.stop()
     path = rt.site.state_dir / "retained.json"
-    for p in (path, path.with_name("retained.json.prev")):
+    for p in (path, path.with_name("retained.json.b")):
         gen, body = decode_generation(p.read_bytes())
         # shunt_trip.restore sets latched, then fails on the trip record: half a state
         body["blocks"]["st"]["state"] = {"latched": True, "trip": 5}
@@ -481,12 +553,13 @@ def test_nothing_is_written_while_nothing_changes_and_values_wait_for_their_slot
     rt.image.write("pqm-a1.current_l1_a", 400.0)
     run_scans(rt, 1)  # the first scan saves (a start is a change)
     wait_for(lambda: obs.saves == 1, what="first save")
-    before = state_file(rt).stat().st_mtime_ns
+    before = newest_slot(rt).stat().st_mtime_ns
     for k in range(5):
         rt.image.write("pqm-a1.current_l1_a", 401.0 + k)  # values change: not due yet
         run_scans(rt, 100)
     assert obs.saves == 1 and obs.queued == 1
-    assert state_file(rt).stat().st_mtime_ns == before
+    assert newest_slot(rt).stat().st_mtime_ns == before
+    assert not (state_file(rt).parent / "retained.json.b").exists()  # one save: one slot
     rt.image.write("pqm-a1.current_l1_a", 1500.0)  # the trip latches: saved at once
     run_scans(rt, 1)
     wait_for(lambda: obs.saves == 2, what="the latch saved at once")

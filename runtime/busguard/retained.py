@@ -2,8 +2,8 @@
 first scan.
 
 A built-in observer plugin. ``busguard_startup`` (before publishers and drivers start) loads
-``{state_dir}/retained.json`` (see :mod:`busguard.statefile` for the file, its two
-generations and its durable writes) and restores:
+the newest valid generation of ``{state_dir}/retained.json`` and ``retained.json.b`` (see
+:mod:`busguard.statefile` for the format, the two slots and the durable writes) and restores:
 
 - last known values with their UTC stamps, into the image as *stale* (``ProcessImage.restore``)
   so the DCIM sees them at once, marked as not current, until drivers read fresh ones;
@@ -27,7 +27,7 @@ Saving is driven by what changed, because the file usually lives on an SD card o
 Saves run in a background thread (the scan only hands over references). The restore never
 half-applies a file: everything is parsed and checked first, block states that fail to restore
 are rolled back, and a generation that cannot be applied is skipped for the one before it.
-A corrupt current file is set aside (``.corrupt-<utc>``), the previous generation is restored
+A corrupt newest slot is set aside (``.corrupt-<utc>``), the previous generation is restored
 and ``BG-RETAINED-CORRUPT`` (a latched warning alarm, fault-log line, header retained_status 2)
 says which generation was used; with no good generation the runtime starts cold. It never
 crashes the service.
@@ -59,11 +59,13 @@ from busguard.statefile import (  # noqa: F401  (re-exported: the file API lives
     CHUNK_ITEMS,
     FORMAT,
     CorruptState,
+    Slots,
     decode_state,
     encode_state,
     json_pieces,
     load_newest,
     read_state,
+    slot_paths,
     write_atomic,
 )
 
@@ -142,6 +144,7 @@ class RetainedState:
         every = cfg["interval_s"]  # the former name, used when set
         self.values_every_s = every if every is not None else cfg["values_every_s"]
         self.path = runtime.site.state_dir / cfg["file"]
+        self.slots = Slots(self.path)
         self.status = "disabled" if not self.enabled else "none"
         self.starts = 1
         self.generation = 0
@@ -181,11 +184,14 @@ class RetainedState:
 
     def _restore_newest(self) -> None:
         rt = self.runtime
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            with contextlib.suppress(OSError):  # left by an older version's interrupted save
+                stale.unlink()
         loaded = load_newest(self.path)
-        for path, why in loaded.damaged:
-            log.error("BG-RETAINED-CORRUPT retained state file %s is damaged: %s", path, why)
-        problems: list[str] = [f"{p.name}: {why}" for p, why in loaded.damaged]
-        for generation, source, body in loaded.others:
+        problems: list[str] = []
+        bad_paths: list[Path] = []
+        restored_gen: int | None = None
+        for generation, source, body in loaded.found:
             try:
                 plan = build_plan(rt, body, ALARM_BLOCK)
                 plan.apply_blocks(rt)
@@ -194,16 +200,29 @@ class RetainedState:
                 log.error("BG-RETAINED-CORRUPT retained state %s (generation %d) cannot be "
                           "applied (%s); nothing of it was restored", source, generation, why)
                 problems.append(f"{source.name}: cannot be applied ({why})")
+                bad_paths.append(source)
                 continue
-            self._finish(plan, body, source, generation)
-            if problems:
-                self._report(problems, f"restored generation {generation} from {source.name}")
-            return
+            self._finish(plan, source, generation)
+            restored_gen = generation
+            break
+        for path, why, gen in loaded.damaged:
+            if restored_gen is not None and gen is not None and gen < restored_gen:
+                # an older generation, already superseded: nothing is lost; overwritten next
+                log.warning("retained state slot %s (generation %d) is damaged (%s); the "
+                            "newer generation %d was restored", path.name, gen, why,
+                            restored_gen)
+                continue
+            log.error("BG-RETAINED-CORRUPT retained state file %s is damaged: %s", path, why)
+            problems.insert(0, f"{path.name}: {why}")
+            bad_paths.append(path)
+        self.slots.after_load(self.restored_from)
         if problems:
-            self._report(problems, "no good generation left; started without retained state")
+            outcome = (f"restored generation {restored_gen} from {self.restored_from.name}"
+                       if self.restored_from is not None and restored_gen is not None else
+                       "no good generation left; started without retained state")
+            self._report(problems, bad_paths, outcome)
 
-    def _finish(self, plan: RestorePlan, body: Mapping[str, Any], source: Path,
-                generation: int) -> None:
+    def _finish(self, plan: RestorePlan, source: Path, generation: int) -> None:
         rt = self.runtime
         hold = {b.name: self._hold_s(b) for b in rt.blocks}
         now = rt.clock.wall()
@@ -218,9 +237,6 @@ class RetainedState:
         log.info("retained state restored from %s (generation %d, saved %.1f s ago): %d values "
                  "(stale until read), %d block states, %d alarms", source, generation, age,
                  plan.restored_points, len(plan.blocks), len(plan.alarms))
-        if source != self.path:
-            log.warning("retained state: restored from %s, not %s (a save was interrupted or "
-                        "the current file is damaged)", source.name, self.path.name)
 
     def _hold_s(self, block: Block) -> float:
         """How long a restored alarm of ``block`` is kept without its block reporting it: until
@@ -234,16 +250,17 @@ class RetainedState:
         finite = [a for a in ages if math.isfinite(a)]
         return min(HOLD_MAX_S, (max(finite) if finite else 10.0) + HOLD_MARGIN_S)
 
-    def _report(self, problems: list[str], outcome: str) -> None:
-        """A damaged or unusable generation: set the current file aside, log, latch an alarm."""
+    def _report(self, problems: list[str], bad_paths: list[Path], outcome: str) -> None:
+        """A damaged or unusable generation that mattered: set it aside, log, latch an alarm
+        (the fault log gets its line), and the header's retained_status reads 2."""
         rt = self.runtime
         self.status = "corrupt"
-        current_bad = any(p.startswith(self.path.name + ":") for p in problems)
-        if current_bad and self.path.exists():
-            try:
-                self.set_aside_as = set_aside(self.path, rt.clock.wall())
-            except OSError as exc:
-                log.error("BG-RETAINED-CORRUPT could not set %s aside: %s", self.path, exc)
+        for path in bad_paths:
+            if path.exists():
+                try:
+                    self.set_aside_as = set_aside(path, rt.clock.wall())
+                except OSError as exc:
+                    log.error("BG-RETAINED-CORRUPT could not set %s aside: %s", path, exc)
         aside = f"; set aside as {self.set_aside_as.name}" if self.set_aside_as else ""
         text = f"retained state: {'; '.join(problems)}{aside}; {outcome}"
         log.error("BG-RETAINED-CORRUPT %s", text)
@@ -299,7 +316,7 @@ class RetainedState:
     def save(self, job: _Job) -> bool:
         try:
             data = encode_state(self.body(job), self.generation + 1)
-            write_atomic(self.path, data, keep_previous=True)
+            self.slots.write(data)
         except Exception as exc:
             self.save_errors += 1
             if self.status != "error":
@@ -308,21 +325,12 @@ class RetainedState:
             self.status = "error"
             return False
         self.generation += 1
-        self.bytes_written += len(data)
+        self.bytes_written = self.slots.bytes_written
         self.reasons[job.reason] = self.reasons.get(job.reason, 0) + 1
         if self.status == "error":
             self.status = "loaded"
-        if self.saves == 0:
-            self._drop_leftovers()
         self.saves += 1
         return True
-
-    def _drop_leftovers(self) -> None:
-        """Temp files of an interrupted save: kept until a newer save is on disk."""
-        mine = self.path.name
-        for stale in self.path.parent.glob(f".{mine}.tmp-*"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
 
     def _writer(self) -> None:
         while True:

@@ -223,12 +223,14 @@ def sim_line(scenario: str, speed: float, exit_code: int | None,
 
 def _set_state_aside(site: Any) -> None:
     """Move the last run's retained state (e.g. a latched shunt trip) out of the way."""
-    path = site.state_dir / site.sections["retained"]["file"]
-    if path.is_file():
-        aside = path.with_name(path.name + ".before-demo")
-        os.replace(path, aside)
-        print(f"busguard demo: previous retained state moved to {aside} (--keep-state keeps "
-              f"it)", flush=True)
+    from busguard.statefile import slot_paths  # both slots: one alone would be restored
+
+    for path in slot_paths(site.state_dir / site.sections["retained"]["file"]):
+        if path.is_file():
+            aside = path.with_name(path.name + ".before-demo")
+            os.replace(path, aside)
+            print(f"busguard demo: previous retained state moved to {aside} (--keep-state "
+                  f"keeps it)", flush=True)
 
 
 def _stop_child(proc: subprocess.Popen, timeout: float = 5.0) -> int:
