@@ -239,6 +239,10 @@ def test_reload_hands_over_to_a_new_io_process_on_the_same_port(meter, tmp_path)
         wait_until(lambda: old_proc.poll() is not None, what="the old io process's exit")
         scan_until(new, lambda: new.io.ready.get("publishers"), what="the new io process")
         assert new.publishers[0].port() == nb_port == fixed  # the same port, bound again
+        # the new I/O process polls the meter: its value arrives (ready means listening, not
+        # that the first poll has landed: the carried-over value may have aged meanwhile)
+        scan_until(new, lambda: good(new, "m1.current_l1_a") is not None,
+                   what="a value polled by the new io process")
         assert good(new, "m1.current_l1_a") == pytest.approx(VALUES["current_l1_a"])
         scan_until(new, lambda: "m1-load:limit" in new.alarms.alarms, what="the new limit")
         client = ModbusTcpClient("127.0.0.1", port=nb_port, timeout=3, retries=0)
