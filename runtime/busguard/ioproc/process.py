@@ -98,6 +98,9 @@ class RemoteContext:
     frames: FrameInbox
     pm: pluggy.PluginManager
     clock: MonotonicClock
+    # the publishers serving in this process, in site order (an interface that serves the
+    # register map's snapshot finds the Modbus server here: busguard.northbound.snapshot)
+    publishers: tuple[Publisher, ...] = ()
 
 
 class LinkClosed(Exception):
@@ -193,7 +196,7 @@ class IoProcess:
         ready: dict[str, Any] = {"pid": os.getpid(), "drivers": [d.name for d in self.drivers],
                                  "publishers": {}}
         rctx = RemoteContext(self.site, self.layout, self.image, self.frames, self.pm,
-                             self.clock)
+                             self.clock, tuple(self.publishers))
         # the observers of what is served here (the fault log's command audit lines)
         self.observers = register_observers(self.pm, self.registry, rctx, io_process=True)
         self.rctx = rctx

@@ -31,6 +31,7 @@ from busguard.publisher import Publisher
 if TYPE_CHECKING:
     from busguard.config.site import PublisherConfig, SiteConfig
     from busguard.ioproc.process import RemoteContext
+    from busguard.northbound.snapshot import MapSnapshot
     from busguard.runtime import Runtime
     from busguard.scan import CycleResult
 
@@ -94,6 +95,7 @@ class ModbusServerPublisher(Publisher):
 
     def __init__(self, config: PublisherConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
+        self.snapshot: MapSnapshot | None = None  # the decoded map, made on first use
         p = config.params
         problems: list[ConfigProblem] = []
         sec = Section(config.file, self.section, p, problems)
@@ -290,6 +292,13 @@ class ModbusServerPublisher(Publisher):
 
         assert self._frame is not None
         return frame_to_bytes(self._frame)
+
+    def served_image(self) -> bytes:
+        """The register image this process serves (here, or the I/O process's encoded one):
+        what :mod:`busguard.northbound.snapshot` decodes for the other interfaces."""
+        if self.server is not None and self.server.source is not self:
+            return self.server.source.image()
+        return self.image()
 
     def image(self) -> bytes:
         frame = self._frame
