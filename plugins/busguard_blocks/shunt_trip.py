@@ -247,8 +247,12 @@ class ShuntTrip(Block):
         return (BreakerView(self.p["breaker"], self.out, self.reset_point),)
 
     def breakers(self) -> Mapping[str, BreakerStatus]:
+        if not self.latched:
+            return {self.p["breaker"]: BreakerStatus(False)}
+        t = self.trip.get("t_utc")  # retained with the trip (an old file may lack it)
         return {self.p["breaker"]: BreakerStatus(
-            self.latched, str(self.trip.get("code", "")) if self.latched else "")}
+            True, str(self.trip.get("code", "")),
+            float(t) if isinstance(t, (int, float)) and math.isfinite(t) else None)}
 
     # -- the scan ------------------------------------------------------------------------------
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:

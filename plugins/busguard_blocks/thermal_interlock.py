@@ -18,10 +18,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.alarms import AlarmCondition, Severity
-from busguard.block import Block, BlockResult
+from busguard.block import Block, BlockResult, BreakerStatus, BreakerView
 from busguard.config.params import Param
+from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import Snapshot
-from busguard_blocks._common import InputWatch, check_order, lost_inputs, rnd
+from busguard_blocks._common import InputWatch, check_order, lost_inputs, rnd, wall_utc
 
 if TYPE_CHECKING:
     from busguard.config.site import BlockConfig, SiteConfig
@@ -105,6 +106,10 @@ class ThermalInterlock(Block):
         "output": Param(str, default="",
                         doc="optional output set to 1 at the trip level (e.g. relay.critical)"),
         "output_failsafe": Param(float, default=0.0, doc="trip output value on block fault"),
+        "breaker": Param(str, default="", ref="breaker",
+                         doc="optional: the breaker whose shunt trip `output` drives; the "
+                             "register map then shows its trip cause 0xCF and the trip's "
+                             "UTC time while the output trips (needs `output`)"),
         "latch_trip_alarm": Param(bool, default=True,
                                   doc="the 0xCF alarm stays until acknowledged (cmd.ack_alarms), "
                                       "even once the busbar has cooled"),
@@ -115,6 +120,10 @@ class ThermalInterlock(Block):
     @classmethod
     def from_config(cls, config: BlockConfig, site: SiteConfig) -> Block:
         check_order(config, "warn_c", "alarm_c", "trip_c")
+        if config.params["breaker"] and not config.params["output"]:
+            raise ConfigError([ConfigProblem(
+                config.file, f"{config.path}.breaker", "a breaker needs `output`: the point "
+                "that drives its shunt trip (e.g. a relay's output)")])
         return super().from_config(config, site)
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
@@ -129,6 +138,7 @@ class ThermalInterlock(Block):
         self.samples: deque[tuple[float, float]] = deque()
         self.sample_every = p["rate_window_s"] / 30.0
         self.out = float(p["output_failsafe"])
+        self.trip_utc: float | None = None  # UTC time the trip level was reached
 
     def inputs(self) -> tuple[str, ...]:
         return self.temps
@@ -217,6 +227,11 @@ class ThermalInterlock(Block):
                     f"{ttt / 60:.1f} min", device=device, values=values))
             self._level_alarm(res, hot_point, hot, values)
             self.out = 1.0 if self.level >= 3 else 0.0
+            if self.level < 3:
+                self.trip_utc = None
+            elif self.trip_utc is None:
+                t = wall_utc(inputs, now, (hot_point,))
+                self.trip_utc = t if math.isfinite(t) else None
         else:
             self.samples.clear()
             self.rate_active = self.disagree = False
@@ -247,9 +262,25 @@ class ThermalInterlock(Block):
             values={**values, "level": word, "limit_c": lim},
             latch=self.level == 3 and self.p["latch_trip_alarm"]))
 
+    def map_breakers(self) -> tuple[BreakerView, ...]:
+        if not self.p["breaker"]:
+            return ()
+        return (BreakerView(self.p["breaker"], self.p["output"]),)
+
+    def breakers(self) -> Mapping[str, BreakerStatus]:
+        """While the trip level holds, the breaker's trip cause is 0xCF (Thermal-Critical);
+        the trip follows the temperature (no latch of its own: the 0xCF alarm latches)."""
+        if not self.p["breaker"]:
+            return {}
+        tripping = self.level >= 3 and self.out >= 0.5
+        return {self.p["breaker"]: BreakerStatus(False, "0xCF" if tripping else "",
+                                                 self.trip_utc if tripping else None)}
+
     def state(self) -> dict[str, Any]:
-        return {"level": self.level}
+        return {"level": self.level, "trip_utc": self.trip_utc}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.level = int(state.get("level", 0))
         self.out = 1.0 if self.level >= 3 else self.out
+        t = state.get("trip_utc")
+        self.trip_utc = float(t) if isinstance(t, (int, float)) and self.level >= 3 else None

@@ -9,6 +9,7 @@ until an operator acknowledges them; acknowledging never clears a condition that
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -78,11 +79,114 @@ class AlarmEdge:
     t_utc: float
 
 
+EVENT_CAPACITY = 64  # edges the ring keeps (the register map's event_ring area)
+SEQ_MASK = 0xFFFFFFFF  # sequence numbers are uint32; after 2^32 - 1 comes 1 (0: none yet)
+SEQ_RESERVE = 256  # sequence numbers a save reserves ahead (see EventRing.state)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One alarm edge as the event ring keeps it (plain values: it crosses processes)."""
+
+    seq: int
+    kind: str  # "raised" | "cleared"
+    code: str
+    severity: int  # Severity value, 0 info .. 4 critical
+    device: str
+    block: str
+    t_utc: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "code": self.code,
+                "severity": self.severity, "device": self.device, "block": self.block,
+                "t_utc": self.t_utc}
+
+
+def seq_after(seq: int, n: int = 1) -> int:
+    """``seq`` advanced by ``n`` (at most 2^32 - 1) in uint32 arithmetic, skipping 0 (which
+    means "none yet"): after 4294967295 comes 1."""
+    nxt = seq + n
+    return nxt if nxt <= SEQ_MASK else nxt - SEQ_MASK
+
+
+def seq_distance(newer: int, older: int) -> int:
+    """How many numbers ``newer`` is ahead of ``older`` (modulo the wrap)."""
+    return (newer - older) % SEQ_MASK
+
+
+class EventRing:
+    """The last :data:`EVENT_CAPACITY` alarm edges, each with a uint32 sequence number.
+
+    Why: the alarm table only says what holds now, so a DCIM that polls every 10 s misses an
+    alarm that came and went between two polls. The ring keeps every raise and clear with a
+    sequence number one higher than the last: the poller reads the edges after the last
+    number it saw, in order, and a jump in the numbers tells it that more edges came than the
+    ring holds (or that some were lost in a crash).
+
+    The numbers never go back, across restarts too: a save records the number it reached and
+    a reservation :data:`SEQ_RESERVE` ahead (:meth:`state`); a restart after a crash continues
+    after the reservation (a visible gap: edges since the last save are lost), a clean stop
+    saves the exact number (no gap). :meth:`wants_save` asks the retained state to save again
+    before the numbers run past half the reservation.
+    """
+
+    def __init__(self, capacity: int = EVENT_CAPACITY) -> None:
+        self.capacity = capacity
+        self.seq = 0  # the newest edge's number; 0: none yet
+        self.edges: deque[EventRecord] = deque(maxlen=capacity)
+        self.reserved = 0  # the reservation of the last state() taken for a save
+
+    def add(self, edge: AlarmEdge) -> EventRecord:
+        a = edge.alarm
+        c = a.condition
+        self.seq = seq_after(self.seq)
+        rec = EventRecord(self.seq, edge.kind, c.code, int(c.severity), c.device or a.block,
+                          a.block, edge.t_utc)
+        self.edges.append(rec)
+        return rec
+
+    def extend(self, edges: Iterable[AlarmEdge]) -> None:
+        for e in edges:
+            self.add(e)
+
+    def view(self) -> tuple[int, tuple[EventRecord, ...]]:
+        """(newest number, the edges oldest first): what the register map shows."""
+        return self.seq, tuple(self.edges)
+
+    def wants_save(self) -> bool:
+        """True when fewer than half of the saved reservation's numbers are left."""
+        left = seq_distance(self.reserved, self.seq)  # huge once seq has passed it
+        return self.seq != 0 and (left < SEQ_RESERVE // 2 or left > SEQ_RESERVE)
+
+    def state(self, clean: bool = False) -> dict[str, Any]:
+        """For the retained state: the edges, the number reached and the reservation (the
+        number reached itself at a clean stop, where nothing can follow the save)."""
+        self.reserved = self.seq if clean else seq_after(self.seq, SEQ_RESERVE)
+        return {"seq": self.seq, "reserved": self.reserved,
+                "edges": [e.as_dict() for e in self.edges]}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue after a saved :meth:`state`: numbers go on after its reservation."""
+        seq = int(state.get("seq", 0)) & SEQ_MASK
+        reserved = int(state.get("reserved", seq)) & SEQ_MASK
+        edges = []
+        for e in state.get("edges") or ():
+            edges.append(EventRecord(int(e["seq"]) & SEQ_MASK, str(e["kind"]), str(e["code"]),
+                                     max(0, min(4, int(e["severity"]))), str(e["device"]),
+                                     str(e.get("block", "")), float(e.get("t_utc") or 0.0)))
+        self.edges.clear()
+        self.edges.extend(edges[-self.capacity:])
+        self.seq = reserved if seq_distance(reserved, seq) <= SEQ_RESERVE else seq
+        self.reserved = self.seq
+
+
 class AlarmTable:
     """All alarms of a runtime; updated by the scan, read by publishers and the fault log."""
 
     def __init__(self) -> None:
         self.alarms: dict[str, AlarmState] = {}  # read freely; add through adopt()
+        #: every raise and clear, numbered (the register map's event ring)
+        self.events = EventRing()
         # alarm ids per block: update() runs for every block every scan and must not walk
         # every alarm of the site to find the block's own (it was O(blocks x alarms))
         self._ids: dict[str, set[str]] = {}
@@ -164,6 +268,8 @@ class AlarmTable:
             self._held[block] = self.alarms[next(iter(seen))]
         else:
             self._held.pop(block, None)
+        if edges:
+            self.events.extend(edges)
         return edges
 
     def acknowledge(self, t_utc: float, alarm_id: str | None = None) -> list[AlarmEdge]:
@@ -177,6 +283,7 @@ class AlarmTable:
             if not state.active:
                 self._drop(state)
                 edges.append(AlarmEdge("cleared", state, t_utc))
+        self.events.extend(edges)
         return edges
 
     def active(self) -> list[AlarmState]:

@@ -57,12 +57,20 @@ class BreakerView:
 class BreakerStatus:
     """A breaker's trip state now, from the block that protects it (:meth:`Block.breakers`).
 
+    The register map shows it in the breaker's block (the ``trip_latched`` flag, the
+    ``trip_cause`` number of :mod:`busguard.alarmcodes` and the trip's UTC time), so a DCIM
+    reads *why* a breaker tripped and when, not only that it did.
+
     :param latched: a trip is latched until an authorised reset (the ``trip_latched`` flag).
-    :param cause: the latched trip's code (e.g. ``0xCF``), "" when not latched.
+    :param cause: the code of the trip that is latched, or that the block commands now (e.g.
+        ``0xCF``, ``BG-TRIP-OC``: the fault log's code), "" when none.
+    :param t_utc: UTC time (epoch s) the trip was commanded; ``None`` when none. Retained
+        with the latch, so it survives a restart.
     """
 
     latched: bool
     cause: str = ""
+    t_utc: float | None = None
 
 
 class Block:

@@ -92,6 +92,8 @@ def carry_over(old: Runtime, new: Runtime) -> dict[str, int]:
         if state.block in names:
             new.alarms.adopt(state)
             copied["alarms"] += 1
+    if old.alarms.events.seq:  # the event ring goes on: its numbers never go back
+        new.alarms.events = old.alarms.events
     new.engine._last_cmd.update(old.engine._last_cmd)
     new.engine.cycle = old.engine.cycle
     new.stats.cycles = old.stats.cycles

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from busguard.alarms import AlarmCondition, AlarmState, Severity
+from busguard.alarms import AlarmCondition, AlarmState, EventRing, Severity
 from busguard.block import Block
 from busguard.image import Quality
 
@@ -37,6 +37,7 @@ class RestorePlan:
     cycles_total: int = 0
     saved_utc: float = 0.0
     restored_points: int = 0
+    events: EventRing | None = None  # the alarm event ring, checked (numbers go on from it)
 
     def apply_blocks(self, rt: Runtime) -> None:
         """Restore every block state or none: a block that raises puts back the states of
@@ -65,6 +66,8 @@ class RestorePlan:
                 image.restore(name, value, t_utc)
         for st in self.alarms:
             rt.alarms.adopt(st, hold_until_utc=hold_until.get(st.block))
+        if self.events is not None:
+            rt.alarms.events = self.events
 
 
 def _finite(x: Any, what: str) -> float:
@@ -125,6 +128,12 @@ def build_plan(rt: Runtime, body: Mapping[str, Any], alarm_block: str) -> Restor
         plan.alarms.append(AlarmState(str(a["id"]), str(a["block"]), cond,
                                       _finite(a["raised_utc"], f"alarms[{n}].raised_utc"),
                                       bool(a.get("active", True)), bool(a.get("acked", False))))
+    events = body.get("events")
+    if events:  # a body from before the ring has none: numbers start at 1
+        if not isinstance(events, Mapping):
+            raise TypeError("events is not a table")
+        plan.events = EventRing()
+        plan.events.restore(events)  # raises KeyError/ValueError/TypeError on bad content
     counters = body.get("counters") or {}
     if not isinstance(counters, Mapping):
         raise TypeError("counters is not a table")

@@ -101,6 +101,7 @@ class _Job:
     states: dict[str, Any]
     alarms: list[dict[str, Any]]
     reason: str
+    events: dict[str, Any] | None = None  # the alarm event ring (AlarmTable.events.state)
 
 
 def _stateful(block: Block) -> bool:
@@ -288,7 +289,7 @@ class RetainedState:
         if states is None:
             states = block_states(rt.blocks, self._state_failed)
         return _Job(snap, t_utc, cycle, states, [a.as_dict() for a in rt.alarms.active()],
-                    reason)
+                    reason, rt.alarms.events.state(clean=reason == "shutdown"))
 
     def body(self, job: _Job) -> dict[str, Any]:
         rt = self.runtime
@@ -310,6 +311,7 @@ class RetainedState:
             "blocks": {n: {"type": types.get(n, ""), "state": _jsonable(s)}
                        for n, s in job.states.items()},
             "alarms": [_jsonable(a) for a in job.alarms],
+            "events": _jsonable(job.events or {}),
             "counters": {"starts": self.starts, "cycles_total": self._cycles_before + job.cycle},
         }
 
@@ -378,6 +380,8 @@ class RetainedState:
         cmds = array("d", [vals[i] for i in self._cmd_idx]).tobytes()
         if states != self._last_states or cmds != self._last_cmds:
             self._dirty = True  # trips, resets, acknowledgements, commands: at once
+        if runtime.alarms.events.wants_save():
+            self._dirty = True  # the event ring's numbers need a new reservation on disk
         for edge in result.edges:
             if edge.alarm.condition.latch:
                 self._dirty = True  # a latched alarm raised, or cleared by its ack: at once

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from busguard.ioproc.frames import Layout, frame_from_bytes
 from busguard.northbound.encode import Encoder, Frame
@@ -42,6 +42,7 @@ class RemoteRegisterImage:
         self.layout = layout
         self.server: NorthboundServer | None = None  # set once it runs: encodings go there
         self._image = encoder.template
+        self._wire: dict[str, Any] = {}  # frames.frame_from_bytes' cache (alarm rows, ring)
         self._done: bytes | None = None  # the frame message that _image shows
         self._encoding = False
         self._task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak one
@@ -52,7 +53,7 @@ class RemoteRegisterImage:
 
     def _decode(self, got: bytes) -> Frame | None:
         try:
-            return frame_from_bytes(got, self.layout.specs, self.layout.index)
+            return frame_from_bytes(got, self.layout.specs, self.layout.index, self._wire)
         except Exception:  # a damaged message: keep serving the last good image
             log.exception("modbus_server: undecodable frame from the scan process")
             return None

@@ -11,6 +11,7 @@ import io
 import json
 from typing import Any
 
+from busguard.northbound import events
 from busguard.northbound import mapdef as md
 
 
@@ -129,6 +130,7 @@ def markdown(m: md.RegisterMap, site_name: str, site_file: str, port: int = 502)
               "function 6 (values up "
               "to 65535). Counters fire once per change: read the value, write value + 1. "
               "A value reads back after the next scan.", ""]
+    lines += [events.markdown_section()]  # trip causes, alarm table, event ring, codes
     lines += ["## Block layouts", "",
               "Word offsets inside one device block (stride per kind in the area table):", ""]
     for kind, quantities in md.STANDARD.items():

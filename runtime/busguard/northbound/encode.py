@@ -12,13 +12,16 @@ import contextlib
 import math
 import struct
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from busguard.alarms import EventRecord
 from busguard.image import Snapshot
 from busguard.northbound import mapdef as md
+from busguard.northbound.events import AlarmRow, Areas, pack_trip
 
 _REC = struct.Struct(">" + md.POINT.format)  # one point record: value, quality, age
 _CMD = struct.Struct(">" + md.COMMAND.format)  # one command record: value, u32
+_COUNTER = struct.Struct(">" + md.COUNTER.format)  # a counter record: uint32, quality, age
 _ALARM = struct.Struct(">" + md.ALARM.format)  # one alarm record: bits, count
 _H = struct.Struct(">H")  # the device header words the hot loop packs
 _DEV_STATUS = md.DEVICE_HEADER.byte("status")
@@ -58,6 +61,12 @@ class Frame:
     last_good_utc: float
     retained_status: str = "disabled"
     starts: int = 0
+    #: breaker -> (trip cause code, trip UTC time) as the protecting blocks declare them
+    trips: Mapping[str, tuple[str, float | None]] = field(default_factory=dict)
+    #: the alarm table's rows, most urgent first (at most md.ALARM_TABLE_CAPACITY)
+    alarm_rows: tuple[AlarmRow, ...] = ()
+    #: the event ring: (newest sequence number, edges oldest first)
+    events: tuple[int, tuple[EventRecord, ...]] = (0, ())
 
 
 _BIT_ACTIVE = md.flag_mask(md.ALARM_BITS, "active")
@@ -90,6 +99,12 @@ def clamp_u32(v: float) -> int:
     if v != v or v <= 0:
         return 0
     return int(min(v, 0xFFFFFFFF))
+
+
+def slot_of(d: md.DeviceBlock) -> int:
+    """The device's slot within its kind (the map-v2 slot once the device block carries
+    one; until then its ordinal, which is the same number)."""
+    return int(getattr(d, "slot", d.ordinal))
 
 
 class Encoder:
@@ -157,7 +172,11 @@ class Encoder:
                 start, points = k + 1, 0
         if start < len(self.dev_spans):
             self.steps.append((start, len(self.dev_spans)))
-        self.extras = [(2 * r.address, self.index[r.name]) for r in regmap.extras]
+        self.extras = [(2 * r.address, self.index[r.name]) for r in regmap.extras
+                       if r.name not in md.COUNTER_POINTS]
+        self.counters = [(2 * r.address, self.index[r.name]) for r in regmap.extras
+                         if r.name in md.COUNTER_POINTS]
+        self.areas = Areas(regmap, slot_of)
         self.commands = [(2 * c.address, self.index[c.name]) for c in regmap.commands]
         self.outputs = [(2 * r.address, r.name, regmap.output_owner[r.name])
                         for r in regmap.outputs]
@@ -252,9 +271,15 @@ class Encoder:
                 _H.pack_into(buf, base + _DEV_ALARMS,
                              alarm_bits(tuple(by_device.get(d.name, ()))))
                 _H.pack_into(buf, base + _DEV_FLAGS, flags)
+                if trips:
+                    pack_trip(buf, base, *frame.trips.get(d.name, ("", None)))
             yield
         for off, i in self.extras:
             _q, restored = put(off, i)
+            restored_total += restored
+        for off, i in self.counters:
+            q, restored = put(off, i)  # quality and age as any point; the value a uint32
+            _COUNTER.pack_into(buf, off, clamp_u32(vals[i]), q, _H.unpack_from(buf, off + 6)[0])
             restored_total += restored
         for off, i in self.commands:
             v = vals[i]
@@ -267,6 +292,7 @@ class Encoder:
             mine = tuple(by_block.get(block, ()))
             bits = alarm_bits(mine) | (_FLAG_FAULTED if block in frame.faulted else 0)
             _ALARM.pack_into(buf, off, bits, min(len(mine), 0xFFFF))
+        self.areas.pack(buf, frame.alarm_rows, len(frame.alarms), frame.events)
         p99 = vals[self.p99_index] if self.p99_index is not None else math.nan
         md.HEADER.pack_into(buf, 0, {
             "runtime_state": md.RUNTIME_STATES.get(frame.state, 0),

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # documented type -> struct format (big-endian words, high word first: "ABCD")
-FORMATS = {"uint16": "H", "bits16": "H", "uint32": "I", "float32": "f", "bytes8": "8s"}
+FORMATS = {"uint16": "H", "bits16": "H", "uint32": "I", "float32": "f", "bytes8": "8s",
+           "ascii24": "24s"}
 
 
 @dataclass(frozen=True)

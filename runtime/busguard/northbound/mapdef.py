@@ -220,8 +220,84 @@ ALARM = Record("alarm", (
     F(0, "bits16", "alarms", "alarm bitfield of the block's alarms"),
     F(1, "uint16", "alarm_count", "alarms of the block in the table"),
 ))
+# Counters: a uint32 in the value's two words instead of a float32 (a float32 is exact only
+# to 2^24: scan.cycles at 10 ms for 46.6 h). Quality and age as in a point record.
+COUNTER = Record("counter", (
+    F(0, "uint32", "value", "{note}; a uint32 counter (exact to 4294967295, then saturates)"),
+    F(2, "uint16", "quality", "0 good, 1 stale, 2 bad, 3 not connected"),
+    F(3, "uint16", "age_ms", "age at the image's scan, saturates at 65535", "ms"),
+))
+COUNTER_POINTS = frozenset({"scan.cycles", "scan.overruns"})
+# A breaker's trip, after its standard point records (words 12..15 of its block): why and
+# when it tripped, from the block that protects it (busguard.block.BreakerStatus).
+BREAKER_TRIP = Record("breaker trip", (
+    F(0, "uint16", "trip_cause", "code number of the latched or commanded trip (0xCF "
+      "Thermal-Critical, BG-TRIP-* see the cause table), 0 none"),
+    F(1, "uint16", "trip_utc_ms", "milliseconds part of trip_utc", "ms"),
+    F(2, "uint32", "trip_utc", "UTC time (epoch s) of the trip, 0 none (retained with the "
+      "latch across restarts)", "s"),
+))
+BREAKER_TRIP_OFFSET = DEVICE_HEADER_WORDS + POINT_WORDS * len(STANDARD["breaker"])
+# The alarm table (issue 15): the alarms of the table, most urgent first (severity, then
+# unacknowledged, then condition present, then oldest), at most ALARM_TABLE_CAPACITY.
+ALARM_TABLE_CAPACITY = 64
+AREA_HEAD_WORDS = 8  # alarm_table and event_ring start with this head; records follow
+SEVERITY_WORDS = ("none", "info", "warning", "minor", "major", "critical")  # 0 .. 5
+ALARM_STATES = ("empty", "active", "latched", "cleared-unacked")  # 0 .. 3
+DEVICE_KINDS = ("", *MAPPED_KINDS)  # 0 not a device, 1 meter, 2 probe, 3 breaker
+NO_SLOT = 0xFFFF
+ALARM_TABLE_HEAD = Record("alarm table head", (
+    F(0, "uint16", "listed", "alarm records filled (the first `listed` records)"),
+    F(1, "uint16", "total", "alarms in the table (more than `capacity`: the least urgent are "
+      "not listed)"),
+    F(2, "uint16", "capacity", f"records in the area ({ALARM_TABLE_CAPACITY})"),
+))
+ALARM_ROW = Record("alarm row", (
+    F(0, "uint16", "code_num", "alarm code number (see the code table), 0xFFFF other"),
+    F(1, "uint16", "severity", "0 empty record, 1 info, 2 warning, 3 minor, 4 major, "
+      "5 critical"),
+    F(2, "uint16", "state", "0 empty, 1 active (the condition holds), 2 latched (holds, and "
+      "stays until acknowledged once gone), 3 cleared-unacked (gone, waits for cmd.ack_alarms)"),
+    F(3, "uint16", "acked", "1 acknowledged, 0 not"),
+    F(4, "uint16", "device_kind", "kind of the device the alarm names: 0 none (a block or "
+      "the runtime), 1 meter, 2 probe, 3 breaker"),
+    F(5, "uint16", "slot", "the device's slot within its kind (its record number in the "
+      "kind's area), 65535 none"),
+    F(6, "uint32", "raised_utc", "UTC time (epoch s) the alarm was raised", "s"),
+    F(8, "uint16", "raised_ms", "milliseconds part of raised_utc", "ms"),
+    F(9, "uint16", "name_index", "record of the device (or else the block) in the name "
+      "table, 65535 none"),
+    F(10, "ascii24", "code", "the code as text (as the fault log prints it), NUL padded"),
+))
+ALARM_ROW_WORDS = 24
+EVENT_CAPACITY = 64
+EVENT_RING_HEAD = Record("event ring head", (
+    F(0, "uint32", "seq", "sequence number of the newest edge (0: none yet); +1 per edge, "
+      "uint32, never goes back (across restarts too)"),
+    F(2, "uint16", "count", "edges held: the records of seq - count + 1 .. seq"),
+    F(3, "uint16", "capacity", f"records in the ring ({EVENT_CAPACITY})"),
+))
+EVENT = Record("event", (
+    F(0, "uint32", "seq", "sequence number of this edge (record (seq - 1) mod "
+      f"{EVENT_CAPACITY}), 0 empty"),
+    F(2, "uint16", "kind", "0 empty, 1 raised, 2 cleared"),
+    F(3, "uint16", "code_num", "alarm code number (see the code table), 0xFFFF other"),
+    F(4, "uint16", "severity", "1 info, 2 warning, 3 minor, 4 major, 5 critical"),
+    F(5, "uint16", "device_kind", "0 none, 1 meter, 2 probe, 3 breaker"),
+    F(6, "uint16", "slot", "the device's slot within its kind, 65535 none"),
+    F(7, "uint16", "name_index", "record of the device (or block) in the name table, "
+      "65535 none"),
+    F(8, "uint32", "t_utc", "UTC time (epoch s) of the edge", "s"),
+    F(10, "uint16", "t_ms", "milliseconds part of t_utc", "ms"),
+    F(12, "ascii24", "code", "the code as text, NUL padded"),
+))
+EVENT_WORDS = 24
+EVENT_KINDS = ("empty", "raised", "cleared")
 del F
 assert all(DEVICE_HEADER_WORDS + POINT_WORDS * len(q) <= STRIDE[k] for k, q in STANDARD.items())
+assert BREAKER_TRIP_OFFSET + BREAKER_TRIP.words <= STRIDE["breaker"]
+assert ALARM_ROW.words <= ALARM_ROW_WORDS and EVENT.words <= EVENT_WORDS
+assert COUNTER.words == POINT_WORDS
 assert POINT.words == POINT_WORDS and COMMAND.words == COMMAND_WORDS
 assert ALARM.words == ALARM_WORDS and DEVICE_HEADER.words <= DEVICE_HEADER_WORDS
 
@@ -232,7 +308,12 @@ def flag_mask(table: Sequence[tuple[int, str, str]], name: str) -> int:
 
 
 DIRECTORY_OFFSET = 32
-AREAS = ("meter", "probe", "breaker", "output", "alarm", "command", "extra", "name")
+AREAS = ("meter", "probe", "breaker", "output", "alarm", "command", "extra", "name",
+         "alarm_table", "event_ring")
+# alarm_table and event_ring: fixed size (a head, then capacity x stride words)
+FIXED_AREAS = {"alarm_table": (ALARM_TABLE_CAPACITY, ALARM_ROW_WORDS),
+               "event_ring": (EVENT_CAPACITY, EVENT_WORDS)}
+assert DIRECTORY_OFFSET + DIRECTORY_ENTRY.words * len(AREAS) <= HEADER_WORDS
 
 
 @dataclass(frozen=True)
@@ -348,7 +429,11 @@ class RegisterMap:
                   + [e.name for e in m.extras])
         m.names = [(label, addr + i * NAME_WORDS) for i, label in enumerate(labels)]
         m.counts["name"] = len(m.names)
-        m.size = addr + len(m.names) * NAME_WORDS
+        addr = _align(addr + len(m.names) * NAME_WORDS)
+        for area, (count, stride) in FIXED_AREAS.items():
+            m.bases[area], m.counts[area], m.strides[area] = addr, count, stride
+            addr = _align(addr + AREA_HEAD_WORDS + count * stride)
+        m.size = m.bases["event_ring"] + AREA_HEAD_WORDS + EVENT_CAPACITY * EVENT_WORDS
         if m.size > 0x10000:
             raise ValueError(f"the register map needs {m.size} registers; Modbus addresses "
                              f"end at 65535 (too many devices or points for one map)")
@@ -406,6 +491,9 @@ class RegisterMap:
                 if d.points[j] is not None:  # undeclared slots read NaN, quality 3
                     out.extend(_point_fields(d.address + DEVICE_HEADER_WORDS + j * POINT_WORDS,
                                              f"{d.name}.{q}", unit_of(q), d.kind))
+            if d.kind == "breaker":
+                out += [_field(f, d.address + BREAKER_TRIP_OFFSET, f"{d.name}.{f.name}", "R",
+                               d.kind) for f in BREAKER_TRIP.fields]
         for r in self.outputs:
             out.extend(_point_fields(r.address, r.name, f"output of block "
                                      f"{self.output_owner[r.name]}; quality 0 computed, "
@@ -418,10 +506,19 @@ class RegisterMap:
                            "RW", "command", doc=c.doc or "command", range=rng)
                     for f in COMMAND.fields]
         for r in self.extras:  # names and units only: the doc text of a point is its owner's
-            out.extend(_point_fields(r.address, r.name, r.unit, "extra"))
+            out.extend(_point_fields(r.address, r.name, r.unit, "extra",
+                                     COUNTER if r.name in COUNTER_POINTS else POINT))
         for label, a in self.names:
             out.append(Field(a, NAME_WORDS, "ascii", f"name:{label}", f"name of the record "
                              f"({NAME_WORDS * 2} ASCII chars, NUL padded)", "", "R", "name"))
+        for area, head, rec in (("alarm_table", ALARM_TABLE_HEAD, "alarm row"),
+                                ("event_ring", EVENT_RING_HEAD, "event")):
+            base = self.bases[area]
+            count, stride = FIXED_AREAS[area]
+            out += [_field(f, base, f"{area}.{f.name}", "R", area) for f in head.fields]
+            out += [Field(base + AREA_HEAD_WORDS + i * stride, stride, "record",
+                          f"{area}[{i}]", f"{rec} record {i} (layout: see the {rec} record)",
+                          "", "R", area) for i in range(count)]
         return out
 
 
@@ -441,9 +538,10 @@ class PointSpecLike:  # typing helper: the attributes RegisterMap.build reads
     maxval: float
 
 
-def _point_fields(a: int, name: str, note: str, area: str) -> list[Field]:
+def _point_fields(a: int, name: str, note: str, area: str, rec: Record = POINT
+                  ) -> list[Field]:
     return [_field(f, a, name if f.name == "value" else f"{name}:{f.name}", "R", area,
-                   note=note) for f in POINT.fields]
+                   note=note) for f in rec.fields]
 
 
 def unit_of(q: str) -> str:

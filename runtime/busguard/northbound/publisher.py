@@ -25,6 +25,7 @@ from busguard.firewall import Listener
 from busguard.image import ImageWriter, Quality
 from busguard.northbound import access, mapdef
 from busguard.northbound.encode import AlarmInfo, Encoder, Frame
+from busguard.northbound.events import AlarmRow, rows_of
 from busguard.northbound.server import Endpoint, NorthboundServer
 from busguard.publisher import Publisher
 
@@ -148,6 +149,10 @@ class ModbusServerPublisher(Publisher):
         self._lock = threading.Lock()
         self._alarms: tuple[AlarmInfo, ...] = ()
         self._latched: frozenset[str] = _EMPTY
+        self._trips: dict[str, tuple[str, float | None]] = {}
+        self._rows: tuple[AlarmRow, ...] = ()
+        self._events: tuple[int, tuple[Any, ...]] = (0, ())
+        self._wire: dict[str, Any] = {}  # frames.frame_to_bytes' cache (alarm rows, ring)
         self._alarm_cycle = -ALARM_REFRESH_CYCLES
         self._last_good = 0.0
         self._retained: Any = None
@@ -268,22 +273,32 @@ class ModbusServerPublisher(Publisher):
             self._alarms = tuple(
                 AlarmInfo(a.block, a.condition.device, int(a.condition.severity), a.active,
                           a.acked) for a in rt.alarms.alarms.values())
+            self._rows = rows_of(rt.alarms.by_priority())
             latched = set()
+            trips: dict[str, tuple[str, float | None]] = {}
             for b in rt.blocks:
                 if b.name in rt.engine.faulted:
                     continue
                 try:  # what the block declares about its breakers (Block.breakers)
-                    latched.update(br for br, st in b.breakers().items() if st.latched)
+                    for br, st in b.breakers().items():
+                        if st.latched:
+                            latched.add(br)
+                        if st.cause and (br not in trips or st.latched):
+                            trips[br] = (st.cause, st.t_utc)  # a latched trip wins
                 except Exception:  # a block's own business; never the scan's
                     log.debug("breakers() of block %s failed", b.name, exc_info=True)
             self._latched = frozenset(latched)
+            self._trips = trips
+        if rt.alarms.events.seq != self._events[0]:
+            self._events = rt.alarms.events.view()
         faulted = frozenset(rt.engine.faulted) if rt.engine.faulted else _EMPTY
         if cycle and not faulted:
             self._last_good = t_utc
         ret = self._retained
         return Frame(cycle, t_utc, snap, dict(outputs), self._alarms, faulted, self._latched,
                      rt.stats.overruns, state, rt.started_utc, self._last_good,
-                     getattr(ret, "status", "disabled"), getattr(ret, "starts", 0))
+                     getattr(ret, "status", "disabled"), getattr(ret, "starts", 0),
+                     self._trips, self._rows, self._events)
 
     # -- server side (northbound thread) ----------------------------------------------------
     def frame_payload(self) -> bytes:
@@ -291,7 +306,7 @@ class ModbusServerPublisher(Publisher):
         from busguard.ioproc.frames import frame_to_bytes
 
         assert self._frame is not None
-        return frame_to_bytes(self._frame)
+        return frame_to_bytes(self._frame, self._wire)
 
     def served_image(self) -> bytes:
         """The register image this process serves (here, or the I/O process's encoded one):

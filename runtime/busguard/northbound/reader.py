@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from busguard.errors import BusguardError
+from busguard.northbound import events as ev
 from busguard.northbound import mapdef as md
 
 ReadFn = Callable[[int, int], list[int]]
@@ -43,6 +44,13 @@ def _num(v: float) -> float | None:
 def point(words: Sequence[int]) -> dict[str, Any]:
     rec = md.POINT.unpack(words)
     return {"value": _num(rec["value"]), "quality": md.QUALITY_WORDS.get(rec["quality"], "?"),
+            "age_ms": rec["age_ms"]}
+
+
+def counter(words: Sequence[int]) -> dict[str, Any]:
+    """A counter record (uint32 value, quality, age): the value as an int."""
+    rec = md.COUNTER.unpack(words)
+    return {"value": rec["value"], "quality": md.QUALITY_WORDS.get(rec["quality"], "?"),
             "age_ms": rec["age_ms"]}
 
 
@@ -95,6 +103,8 @@ def read_all(read: ReadFn) -> dict[str, Any]:
     for kind in md.MAPPED_KINDS:
         a = d[kind]
         used = md.DEVICE_HEADER_WORDS + md.POINT_WORDS * len(md.STANDARD[kind])
+        if kind == "breaker":  # the trip cause and time follow the standard points
+            used = md.BREAKER_TRIP_OFFSET + md.BREAKER_TRIP.words
         for i in range(a["count"]):
             ws = read_chunked(read, a["base"] + i * a["stride"], used)  # > 125 words
             dh = md.DEVICE_HEADER.unpack(ws[:md.DEVICE_HEADER_WORDS])
@@ -105,11 +115,14 @@ def read_all(read: ReadFn) -> dict[str, Any]:
                 if not (rec["value"] is None and rec["quality"] == "not-connected"
                         and rec["age_ms"] == md.AGE_MAX_MS):
                     pts[q] = rec
-            devices.append({"kind": kind, "name": names[k], "ordinal": dh["ordinal"],
-                            "reset_command": dh["reset_command"] or None,
-                            "status": md.QUALITY_WORDS.get(dh["status"], "?"),
-                            "alarms": bits(dh["alarms"], md.ALARM_BITS),
-                            "flags": bits(dh["flags"], md.DEVICE_FLAGS), "points": pts})
+            dev = {"kind": kind, "name": names[k], "ordinal": dh["ordinal"],
+                   "reset_command": dh["reset_command"] or None,
+                   "status": md.QUALITY_WORDS.get(dh["status"], "?"),
+                   "alarms": bits(dh["alarms"], md.ALARM_BITS),
+                   "flags": bits(dh["flags"], md.DEVICE_FLAGS), "points": pts}
+            if kind == "breaker":
+                dev.update(ev.decode_trip(ws))
+            devices.append(dev)
             k += 1
 
     def records(area: str) -> list[list[int]]:
@@ -134,7 +147,19 @@ def read_all(read: ReadFn) -> dict[str, Any]:
         k += 1
     extras = {}
     for ws in records("extra"):
-        extras[names[k]] = point(ws)
+        extras[names[k]] = counter(ws) if names[k] in md.COUNTER_POINTS else point(ws)
         k += 1
+    slots = {(dv["kind"], int(dv.get("slot", dv["ordinal"]))): dv["name"] for dv in devices}
+
+    def area(name: str) -> list[int]:
+        a = d.get(name)
+        if not a or not a["base"]:  # a map without this area (an older busguard)
+            return []
+        return read_chunked(read, a["base"], md.AREA_HEAD_WORDS + a["count"] * a["stride"])
+
+    table, ring = area("alarm_table"), area("event_ring")
     return {"header": head, "devices": devices, "outputs": outputs, "alarms": alarms,
-            "commands": commands, "extras": extras}
+            "commands": commands, "extras": extras,
+            "alarm_table": ev.decode_alarm_table(table, names, slots) if table else [],
+            "events": ev.decode_events(ring, names, slots) if ring else
+            {"seq": 0, "capacity": md.EVENT_CAPACITY, "edges": []}}
