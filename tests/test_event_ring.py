@@ -493,3 +493,42 @@ def test_counters_are_exact_past_2_to_the_24(unit):
     fields = {f.name: f for f in pub.map.fields()}
     assert fields["scan.cycles"].type == "uint32" and fields["scan.overruns"].type == "uint32"
     assert fields["cycle_count"].type == "uint32" and fields["overruns"].type == "uint32"
+
+
+# -- with [scan] io = "process": the frames carry them to the I/O process's server --------------
+def test_alarm_table_and_events_served_by_the_io_process(modbus_meter, tmp_path):
+    from modbus_slave import generic_values, wait_until
+    from test_io_process import Running, site_text
+
+    gen, values = generic_values()
+    meter = modbus_meter(gen, values)
+    path = tmp_path / "site.toml"
+    path.write_text(site_text(meter.port, str(tmp_path / "state")), encoding="utf-8")
+    r = Running(str(path))
+    try:
+        rt = r.rt
+        pub = rt.publishers[0]
+        wait_until(lambda: rt.io.ready.get("publishers"), what="the server's port")
+        client = ModbusTcpClient("127.0.0.1", port=pub.port(), timeout=3, retries=0)
+        assert client.connect()
+        try:
+            meter.set(current_l1_a=612.0)
+
+            def raised():
+                got = read_all(reader(client))
+                return got if any(e["code"] == "BG-T" for e in got["events"]["edges"]) \
+                    else None
+
+            got = wait_until(raised, what="the limit alarm's edge in the served ring")
+            edge = next(e for e in got["events"]["edges"] if e["code"] == "BG-T")
+            assert (edge["kind"], edge["code"], edge["code_num"], edge["severity"]) == \
+                ("raised", "BG-T", alarmcodes.OTHER, "warning")
+            assert edge["device"] == "m1"
+            seqs = [e["seq"] for e in got["events"]["edges"]]
+            assert seqs == list(range(1, got["events"]["seq"] + 1))
+            row = next(a for a in got["alarm_table"] if a["code"] == "BG-T")
+            assert (row["state"], row["device"], row["slot"]) == ("active", "m1", 0)
+        finally:
+            client.close()
+    finally:
+        r.stop()
