@@ -32,7 +32,8 @@ period_ms = 10
 name = "m1"
 driver = "memory"
 poll_ms = 100
-points = ["current_l1_a", "current_l2_a", "current_l3_a", "residual_current_ma", "thd_v_l1_pct"]
+points = ["current_l1_a", "current_l2_a", "current_l3_a", "residual_current_ma", "thd_v_l1_pct",
+          "energy_import_wh", "energy_export_varh"]
 
 [[probe]]
 name = "bb0"
@@ -436,6 +437,32 @@ def test_event_seq_goes_on_after_a_clean_restart_and_jumps_after_a_crash(make_ru
     assert all(e.seq <= after for e in rt3.alarms.events.edges if e.seq <= saved)
 
 
+def test_a_damaged_ring_in_the_state_file_never_costs_the_latched_trip(make_runtime,
+                                                                      tmp_path, caplog):
+    from busguard.statefile import encode_state, load_newest, slot_paths
+
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(block="") + '[paths]\nstate_dir = "state"\n', encoding="utf-8")
+    rt = make_runtime(site, start=True, retained=True)
+    write(rt, NORMAL)
+    scans(rt, 2)
+    burst(rt, 3)
+    write(rt, [("cb1.led", 2.0)])  # ground fault: a latched trip
+    scans(rt, 2)
+    seq = rt.alarms.events.seq
+    rt.stop()
+    path = rt.pm.get_plugin("busguard-retained").path
+    gen, _src, body = load_newest(path).found[0]
+    body["events"]["edges"] = [{"seq": "x"}, 7]  # a hand edit, a bug of another version
+    for slot in slot_paths(path):
+        slot.write_bytes(encode_state(body, gen + 1))
+    rt2 = make_runtime(site, start=True, retained=True)
+    assert rt2.pm.get_plugin("busguard-retained").status == "loaded"
+    assert rt2.blocks[0].latched and rt2.blocks[0].trip["code"] == "BG-TRIP-GF"
+    assert rt2.alarms.events.seq >= seq and not rt2.alarms.events.edges
+    assert "event ring is damaged" in caplog.text
+
+
 def test_seq_reservation_and_wrap():
     from busguard.alarms import SEQ_MASK, SEQ_RESERVE, EventRing, seq_after
 
@@ -496,6 +523,23 @@ def test_counters_are_exact_past_2_to_the_24(unit):
 
 
 # -- with [scan] io = "process": the frames carry them to the I/O process's server --------------
+IO_BREAKER = """
+[[breaker]]
+name = "cb1"
+driver = "memory"
+points = ["led"]
+
+[[block]]
+name = "st"
+type = "shunt_trip"
+breaker = "cb1"
+meter = "m1"
+pickup_a = 1000.0
+delay_s = 0.05
+overcurrent_led = false
+ground_fault_led = false
+"""
+
 def test_alarm_table_and_events_served_by_the_io_process(modbus_meter, tmp_path):
     from modbus_slave import generic_values, wait_until
     from test_io_process import Running, site_text
@@ -503,7 +547,8 @@ def test_alarm_table_and_events_served_by_the_io_process(modbus_meter, tmp_path)
     gen, values = generic_values()
     meter = modbus_meter(gen, values)
     path = tmp_path / "site.toml"
-    path.write_text(site_text(meter.port, str(tmp_path / "state")), encoding="utf-8")
+    path.write_text(site_text(meter.port, str(tmp_path / "state")) + IO_BREAKER,
+                    encoding="utf-8")
     r = Running(str(path))
     try:
         rt = r.rt
@@ -516,8 +561,9 @@ def test_alarm_table_and_events_served_by_the_io_process(modbus_meter, tmp_path)
 
             def raised():
                 got = read_all(reader(client))
-                return got if any(e["code"] == "BG-T" for e in got["events"]["edges"]) \
-                    else None
+                # the areas are read in several requests, maybe from two images: wait for both
+                return got if any(e["code"] == "BG-T" for e in got["events"]["edges"]) and \
+                    any(a["code"] == "BG-T" for a in got["alarm_table"]) else None
 
             got = wait_until(raised, what="the limit alarm's edge in the served ring")
             edge = next(e for e in got["events"]["edges"] if e["code"] == "BG-T")
@@ -528,7 +574,38 @@ def test_alarm_table_and_events_served_by_the_io_process(modbus_meter, tmp_path)
             assert seqs == list(range(1, got["events"]["seq"] + 1))
             row = next(a for a in got["alarm_table"] if a["code"] == "BG-T")
             assert (row["state"], row["device"], row["slot"]) == ("active", "m1", 0)
+            # a trip: its cause and time reach the I/O process's map, with the flags
+            meter.set(current_l1_a=2500.0)
+
+            def tripped():
+                b = breaker(read_all(reader(client)), "cb1")
+                return b if b["trip_cause"] else None
+
+            b = wait_until(tripped, what="the trip cause served by the I/O process")
+            assert (b["trip_cause"], b["trip_cause_name"]) == (0x0201, "BG-TRIP-OC")
+            assert {"shunt_trip", "trip_latched"} <= set(b["flags"])
+            assert b["reset_command"] == pub.map.reset_command("cb1").address
+            assert b["trip_utc"] == pytest.approx(rt.blocks[-1].trip["t_utc"], abs=0.002)
         finally:
             client.close()
     finally:
         r.stop()
+
+
+def test_meter_energy_counters_are_exact_uint64_beside_the_float32(unit):
+    rt, pub, client = unit()
+    big = 2 ** 40 + 3  # 1.1 TWh: a float32 is off by thousands of Wh here
+    write(rt, [("m1.energy_import_wh", big)])
+    scans(rt, 1)
+    m1 = next(d for d in read_all(reader(client))["devices"] if d["name"] == "m1")
+    # (a declared point never read reads like an undeclared one: the reader leaves both out)
+    assert m1["counters"] == {"energy_import_wh": big}
+    assert m1["points"]["energy_import_wh"]["value"] != big  # the float32 record rounds
+    fields = {f.name: f for f in pub.map.fields()}
+    f = fields["m1.energy_import_wh:u64"]
+    assert f.type == "uint64" and f.words == 4 and f.unit == "Wh"
+    words = reader(client)(f.address, 4)
+    assert struct.unpack(">Q", struct.pack(">4H", *words))[0] == big
+    assert "m1.energy_export_wh:u64" not in fields  # not declared by this meter
+    never = fields["m1.energy_export_varh:u64"]  # declared, never read: "not available"
+    assert reader(client)(never.address, 4) == [0xFFFF] * 4

@@ -16,8 +16,8 @@ The types a plugin registers have their own contracts, in their base classes:
   alarm code it raises), both shown in docs/blocks.md; ``inputs()``, ``outputs()`` with their
   fail-safe values, ``points()``, ``scan()``, ``state()``/``restore()``, and for a block that
   protects breakers ``map_breakers()`` (trip output and reset command, once) and
-  ``breakers()`` (latched and cause, now): the only things the register map shows about a
-  breaker.
+  ``breakers()`` (latched, cause and trip time, now): the only things the register map shows
+  about a breaker.
 - :class:`busguard.driver.Driver` and :class:`busguard.publisher.Publisher`.
 - Observers: ``registry.add_observer(name, factory)``; ``factory(runtime)`` returns an object
   whose ``@hookimpl`` methods implement the observer hooks below for that runtime only.

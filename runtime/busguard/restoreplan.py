@@ -12,6 +12,7 @@ fail on a checked plan).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Mapping
@@ -68,6 +69,28 @@ class RestorePlan:
             rt.alarms.adopt(st, hold_until_utc=hold_until.get(st.block))
         if self.events is not None:
             rt.alarms.events = self.events
+
+
+def ring_of(events: Any) -> EventRing:
+    """The event ring a body saved. Damaged ring content never makes the generation unusable
+    (that would lose its latched trips over a log of edges): the edges are dropped, logged,
+    and the numbers go on from what can still be read, so they do not go back."""
+    ring = EventRing()
+    try:
+        if not isinstance(events, Mapping):
+            raise TypeError("not a table")
+        ring.restore(events)
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:
+        seqs = []
+        if isinstance(events, Mapping):
+            for key in ("reserved", "seq"):
+                with contextlib.suppress(KeyError, ValueError, TypeError, OverflowError):
+                    seqs.append(int(events[key]))
+        ring.restore({"seq": max(seqs, default=0), "edges": []})
+        log.warning("retained state: the alarm event ring is damaged (%s: %s); its edges are "
+                    "dropped, sequence numbers go on after %d", type(exc).__name__, exc,
+                    ring.seq)
+    return ring
 
 
 def _finite(x: Any, what: str) -> float:
@@ -130,10 +153,7 @@ def build_plan(rt: Runtime, body: Mapping[str, Any], alarm_block: str) -> Restor
                                       bool(a.get("active", True)), bool(a.get("acked", False))))
     events = body.get("events")
     if events:  # a body from before the ring has none: numbers start at 1
-        if not isinstance(events, Mapping):
-            raise TypeError("events is not a table")
-        plan.events = EventRing()
-        plan.events.restore(events)  # raises KeyError/ValueError/TypeError on bad content
+        plan.events = ring_of(events)
     counters = body.get("counters") or {}
     if not isinstance(counters, Mapping):
         raise TypeError("counters is not a table")

@@ -132,6 +132,8 @@ def show(data: dict[str, Any], out: Any) -> None:
         pts = "  ".join(f"{q}={_fmt(p)}" for q, p in shown.items())
         if len(shown) < len(d["points"]):
             pts += f"  (+{len(d['points']) - len(shown)} more: --json)"
+        if d.get("trip_cause"):
+            pts += f"  trip {d['trip_cause_name']} since {_utc(int(d['trip_utc'] or 0))}"
         print(f"  {d['kind']:7s} {d['name']:16s} {d['status']:13s}{flags} {pts}", file=out)
     if data["outputs"]:
         print("  outputs: " + "  ".join(f"{n}={_fmt(p)}" for n, p in data["outputs"].items()),
@@ -145,6 +147,16 @@ def show(data: dict[str, Any], out: Any) -> None:
     if data["commands"]:
         print("  commands: " + "  ".join(f"{n}={_val(c['value'])}"
                                          for n, c in data["commands"].items()), file=out)
+    for a in data.get("alarm_table", ()):
+        print(f"  alarm {a['severity']:8s} {a['code']:20s} {a['device'] or '-':16s} "
+              f"{a['state']}{'' if a['acked'] else ', unacknowledged'} since "
+              f"{_utc(int(a['raised_utc']))}", file=out)
+    ev = data.get("events")
+    if ev and ev["seq"]:
+        last = ev["edges"][-1] if ev["edges"] else None
+        print(f"  events: last #{ev['seq']} ({len(ev['edges'])} of {ev['capacity']} held)"
+              + (f": {last['kind']} {last['code']} {last['device']} at "
+                 f"{_utc(int(last['t_utc']))}" if last else ""), file=out)
 
 
 def _val(v: float | None) -> str:

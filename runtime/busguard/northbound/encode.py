@@ -22,6 +22,7 @@ from busguard.northbound.events import AlarmRow, Areas, pack_trip
 _REC = struct.Struct(">" + md.POINT.format)  # one point record: value, quality, age
 _CMD = struct.Struct(">" + md.COMMAND.format)  # one command record: value, u32
 _COUNTER = struct.Struct(">" + md.COUNTER.format)  # a counter record: uint32, quality, age
+_U64 = struct.Struct(">Q")  # a meter's exact energy counter
 _ALARM = struct.Struct(">" + md.ALARM.format)  # one alarm record: bits, count
 _H = struct.Struct(">H")  # the device header words the hot loop packs
 _DEV_STATUS = md.DEVICE_HEADER.byte("status")
@@ -107,6 +108,15 @@ def slot_of(d: md.DeviceBlock) -> int:
     return int(getattr(d, "slot", d.ordinal))
 
 
+def clamp_u64(v: float) -> int:
+    """A counter as uint64: NaN (never read) all ones, "not available"; negatives 0."""
+    if v != v:
+        return md.NOT_AVAILABLE_U64
+    if v <= 0:
+        return 0
+    return int(min(v, md.NOT_AVAILABLE_U64 - 1))
+
+
 class Encoder:
     """Encodes frames for one :class:`RegisterMap` over one image layout."""
 
@@ -128,6 +138,7 @@ class Encoder:
             raw = label.encode("ascii", "replace")[: 2 * md.NAME_WORDS]
             tpl[2 * addr: 2 * addr + len(raw)] = raw
         self.devices = []
+        self.exact: list[list[tuple[int, int]]] = []  # per device: meter energy counters
         # Every declared point record of every device, in map order, as image indices, and
         # per device the runs of consecutive records packed by one precompiled Struct each:
         # encoding is then a few list passes over all points plus one pack per run, not a
@@ -162,6 +173,16 @@ class Encoder:
                     a = 2 * (d.address + md.DEVICE_HEADER_WORDS + j * md.POINT_WORDS)
                     _REC.pack_into(tpl, a, math.nan, 3, md.AGE_MAX_MS)
             self.devices.append((d, slots, regmap.trip_outputs(d.name)))
+            # a meter's exact energy counters: (byte offset, image index) of those declared
+            exact: list[tuple[int, int]] = []
+            if d.kind == "meter":
+                for f in md.METER_COUNTERS.fields:
+                    at = 2 * (d.address + md.METER_COUNTERS_OFFSET) + f.byte
+                    rec = d.points[md.METER_QUANTITIES.index(f.name)]
+                    if rec is not None:
+                        exact.append((at, self.index[rec.name]))
+                    _U64.pack_into(tpl, at, md.NOT_AVAILABLE_U64)
+            self.exact.append(exact)
         # the devices in groups of about STEP_POINTS records: one step of encode_steps each
         self.steps: list[tuple[int, int]] = []  # [from, to) in self.devices
         start, points = 0, 0
@@ -271,8 +292,10 @@ class Encoder:
                 _H.pack_into(buf, base + _DEV_ALARMS,
                              alarm_bits(tuple(by_device.get(d.name, ()))))
                 _H.pack_into(buf, base + _DEV_FLAGS, flags)
-                if trips:
+                if d.kind == "breaker":
                     pack_trip(buf, base, *frame.trips.get(d.name, ("", None)))
+                for at, i in self.exact[k]:
+                    _U64.pack_into(buf, at, clamp_u64(vals[i]))
             yield
         for off, i in self.extras:
             _q, restored = put(off, i)

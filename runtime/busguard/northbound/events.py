@@ -227,6 +227,16 @@ def decode_trip(words: Sequence[int]) -> dict[str, Any]:
             "trip_utc": _utc(t["trip_utc"], t["trip_utc_ms"]) if t["trip_utc"] else None}
 
 
+def decode_counters(words: Sequence[int], points: Mapping[str, Any]
+                    ) -> dict[str, int | None]:
+    """A meter's exact energy counters (uint64; None while never read), for the energy
+    points it declares (``points``: its decoded point records)."""
+    o = md.METER_COUNTERS_OFFSET
+    raw = md.METER_COUNTERS.unpack(words[o:o + md.METER_COUNTERS.words])
+    return {q: (None if v == md.NOT_AVAILABLE_U64 else v) for q, v in raw.items()
+            if q in points}
+
+
 def pack_trip(buf: bytearray, device_byte: int, cause: str, t_utc: float | None) -> None:
     """Write a breaker's trip cause and time into its device block (at ``device_byte``)."""
     secs, ms = _utc_parts(t_utc if t_utc is not None else math.nan)
@@ -247,10 +257,17 @@ def markdown_section() -> str:
     head = ["| word | words | type | name | unit | meaning |",
             "| ---: | ---: | --- | --- | --- | --- |"]
     lines = [
-        "## Trip causes, alarm table and event ring", "",
+        "## Trip causes, counters, alarm table and event ring", "",
         f"Breaker blocks: words {md.BREAKER_TRIP_OFFSET}.."
         f"{md.BREAKER_TRIP_OFFSET + md.BREAKER_TRIP.words - 1} say why and when the breaker "
         "tripped:", "", *head, *fields(md.BREAKER_TRIP), "",
+        f"Meter blocks: words {md.METER_COUNTERS_OFFSET}.."
+        f"{md.METER_COUNTERS_OFFSET + md.METER_COUNTERS.words - 1} hold the energy counters "
+        "exact, as uint64 (4 words, high word first), beside their float32 records:", "",
+        *head, *fields(md.METER_COUNTERS), "",
+        "Counters in the extra area (" + ", ".join(f"`{n}`" for n in sorted(md.COUNTER_POINTS))
+        + ") hold a uint32 in the value's two words instead of a float32; quality and age as "
+        "in a point record. Header counters (cycle_count, overruns, uptime_s) are uint32.", "",
         f"The `alarm_table` and `event_ring` areas start with a {md.AREA_HEAD_WORDS}-word head; "
         f"record i starts at base + {md.AREA_HEAD_WORDS} + i x stride.", "",
         f"Alarm table head, then {md.ALARM_TABLE_CAPACITY} records of "

@@ -75,8 +75,8 @@ _IEC_Q = ("IEC 62053-23 sign: + in quadrants 1 and 2, - in 3 and 4 (importing: +
           "lagging; - capacitive, leading)")
 _IEC_PF = ("IEC sign = sign of the active power (- while exporting); lead/lag: the sign of the "
            "reactive power, or power_factor_quadrant")
-_FLOAT32_COUNTER = ("; a float32 record here (exact to 2^24 = 16.7 M); the image holds the "
-                    "meter's exact count (float64, exact to 2^53)")
+_FLOAT32_COUNTER = ("; a float32 record here (exact to 2^24 = 16.7 M); the exact count is "
+                    "the uint64 of the meter block's energy counters (words 208..223)")
 # What a quantity means where its name alone does not say it (docs/meters.md has the rest).
 QUANTITY_NOTES: dict[str, str] = {
     "power_kw": "total active power; " + _IEC_P,
@@ -228,6 +228,21 @@ COUNTER = Record("counter", (
     F(3, "uint16", "age_ms", "age at the image's scan, saturates at 65535", "ms"),
 ))
 COUNTER_POINTS = frozenset({"scan.cycles", "scan.overruns"})
+# A meter's energy counters exact, after its point records (words 208..223 of its block):
+# uint64 Wh / varh (4 words each, high word first), beside the float32 records of the same
+# quantities (their quality and age apply). A float32 Wh count steps by 2 Wh past 16.7 MWh.
+ENERGY_COUNTERS = ("energy_import_wh", "energy_export_wh", "energy_import_varh",
+                   "energy_export_varh")
+NOT_AVAILABLE_U64 = 0xFFFFFFFFFFFFFFFF
+_ENERGY_WORDS = ("active energy imported", "active energy exported",
+                 "reactive energy imported (quadrants 1+2)",
+                 "reactive energy exported (quadrants 3+4)")
+METER_COUNTERS = Record("meter counters", tuple(
+    F(4 * i, "uint64", q, f"{what}, exact counter; all ones ({NOT_AVAILABLE_U64:#x}) while "
+      f"never read (quality and age: the float32 record of {q})",
+      "Wh" if q.endswith("_wh") else "varh")
+    for i, (q, what) in enumerate(zip(ENERGY_COUNTERS, _ENERGY_WORDS, strict=True))))
+METER_COUNTERS_OFFSET = DEVICE_HEADER_WORDS + POINT_WORDS * len(METER_QUANTITIES)
 # A breaker's trip, after its standard point records (words 12..15 of its block): why and
 # when it tripped, from the block that protects it (busguard.block.BreakerStatus).
 BREAKER_TRIP = Record("breaker trip", (
@@ -296,6 +311,7 @@ EVENT_KINDS = ("empty", "raised", "cleared")
 del F
 assert all(DEVICE_HEADER_WORDS + POINT_WORDS * len(q) <= STRIDE[k] for k, q in STANDARD.items())
 assert BREAKER_TRIP_OFFSET + BREAKER_TRIP.words <= STRIDE["breaker"]
+assert METER_COUNTERS_OFFSET + METER_COUNTERS.words <= STRIDE["meter"]
 assert ALARM_ROW.words <= ALARM_ROW_WORDS and EVENT.words <= EVENT_WORDS
 assert COUNTER.words == POINT_WORDS
 assert POINT.words == POINT_WORDS and COMMAND.words == COMMAND_WORDS
@@ -494,6 +510,11 @@ class RegisterMap:
             if d.kind == "breaker":
                 out += [_field(f, d.address + BREAKER_TRIP_OFFSET, f"{d.name}.{f.name}", "R",
                                d.kind) for f in BREAKER_TRIP.fields]
+            if d.kind == "meter":  # the exact counters of the energy points it declares
+                declared = {q for q, r in zip(STANDARD["meter"], d.points, strict=True) if r}
+                out += [_field(f, d.address + METER_COUNTERS_OFFSET, f"{d.name}.{f.name}:u64",
+                               "R", d.kind) for f in METER_COUNTERS.fields
+                        if f.name in declared]
         for r in self.outputs:
             out.extend(_point_fields(r.address, r.name, f"output of block "
                                      f"{self.output_owner[r.name]}; quality 0 computed, "

@@ -226,7 +226,8 @@ class ModbusServerPublisher(Publisher):
         lay = ctx.layout
         self._writer = ctx.image
         self._observed = ctx
-        self.map = mapdef.RegisterMap.build(lay.specs, lay.devices, lay.block_outputs)
+        self.map = mapdef.RegisterMap.build(lay.specs, lay.devices, lay.block_outputs,
+                                            lay.breakers)
         self.encoder = Encoder(self.map, lay.index, self.site.scan.period_ms,
                                self.site.config_hash)
         ctx.frames.refresh_s = max(ctx.frames.refresh_s,

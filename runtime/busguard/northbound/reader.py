@@ -105,6 +105,8 @@ def read_all(read: ReadFn) -> dict[str, Any]:
         used = md.DEVICE_HEADER_WORDS + md.POINT_WORDS * len(md.STANDARD[kind])
         if kind == "breaker":  # the trip cause and time follow the standard points
             used = md.BREAKER_TRIP_OFFSET + md.BREAKER_TRIP.words
+        elif kind == "meter":  # the exact energy counters follow them
+            used = md.METER_COUNTERS_OFFSET + md.METER_COUNTERS.words
         for i in range(a["count"]):
             ws = read_chunked(read, a["base"] + i * a["stride"], used)  # > 125 words
             dh = md.DEVICE_HEADER.unpack(ws[:md.DEVICE_HEADER_WORDS])
@@ -122,6 +124,8 @@ def read_all(read: ReadFn) -> dict[str, Any]:
                    "flags": bits(dh["flags"], md.DEVICE_FLAGS), "points": pts}
             if kind == "breaker":
                 dev.update(ev.decode_trip(ws))
+            elif kind == "meter":
+                dev["counters"] = ev.decode_counters(ws, pts)
             devices.append(dev)
             k += 1
 
