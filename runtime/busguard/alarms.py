@@ -187,6 +187,10 @@ class AlarmTable:
         self.alarms: dict[str, AlarmState] = {}  # read freely; add through adopt()
         #: every raise and clear, numbered (the register map's event ring)
         self.events = EventRing()
+        #: +1 on every change a reader of the table can see (an edge, a latched alarm whose
+        #: condition went, an acknowledgement, an adopted alarm): publishers rebuild their
+        #: view of the table only when it moved
+        self.changes = 0
         # alarm ids per block: update() runs for every block every scan and must not walk
         # every alarm of the site to find the block's own (it was O(blocks x alarms))
         self._ids: dict[str, set[str]] = {}
@@ -206,6 +210,7 @@ class AlarmTable:
         the block reports it again the hold ends; if it never does, it clears at that time."""
         if hold_until_utc is not None:
             state.hold_until_utc = hold_until_utc
+        self.changes += 1
         self.alarms[state.id] = state
         self._ids.setdefault(state.block, set()).add(state.id)
         self._held.pop(state.block, None)
@@ -260,7 +265,9 @@ class AlarmTable:
             if state.hold_until_utc > t_utc:
                 continue  # restored, its block's inputs not read yet: keep it as it is
             if state.condition.latch and not state.acked:
-                state.active = False  # condition gone, kept until acknowledged
+                if state.active:
+                    state.active = False  # condition gone, kept until acknowledged
+                    self.changes += 1
                 continue
             self._drop(state)
             edges.append(AlarmEdge("cleared", state, t_utc))
@@ -269,6 +276,7 @@ class AlarmTable:
         else:
             self._held.pop(block, None)
         if edges:
+            self.changes += 1
             self.events.extend(edges)
         return edges
 
@@ -279,7 +287,9 @@ class AlarmTable:
             if alarm_id is not None and aid != alarm_id:
                 continue
             state = self.alarms[aid]
-            state.acked = True
+            if not state.acked:
+                state.acked = True
+                self.changes += 1
             if not state.active:
                 self._drop(state)
                 edges.append(AlarmEdge("cleared", state, t_utc))

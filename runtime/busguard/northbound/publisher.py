@@ -151,6 +151,7 @@ class ModbusServerPublisher(Publisher):
         self._latched: frozenset[str] = _EMPTY
         self._trips: dict[str, tuple[str, float | None]] = {}
         self._rows: tuple[AlarmRow, ...] = ()
+        self._rows_at = -1  # AlarmTable.changes when _rows was built
         self._events: tuple[int, tuple[Any, ...]] = (0, ())
         self._wire: dict[str, Any] = {}  # frames.frame_to_bytes' cache (alarm rows, ring)
         self._alarm_cycle = -ALARM_REFRESH_CYCLES
@@ -274,7 +275,6 @@ class ModbusServerPublisher(Publisher):
             self._alarms = tuple(
                 AlarmInfo(a.block, a.condition.device, int(a.condition.severity), a.active,
                           a.acked) for a in rt.alarms.alarms.values())
-            self._rows = rows_of(rt.alarms.by_priority())
             latched = set()
             trips: dict[str, tuple[str, float | None]] = {}
             for b in rt.blocks:
@@ -290,6 +290,9 @@ class ModbusServerPublisher(Publisher):
                     log.debug("breakers() of block %s failed", b.name, exc_info=True)
             self._latched = frozenset(latched)
             self._trips = trips
+        if rt.alarms.changes != self._rows_at:  # the table moved: rebuild its rows
+            self._rows_at = rt.alarms.changes
+            self._rows = rows_of(rt.alarms.by_priority())
         if rt.alarms.events.seq != self._events[0]:
             self._events = rt.alarms.events.view()
         faulted = frozenset(rt.engine.faulted) if rt.engine.faulted else _EMPTY
