@@ -609,3 +609,24 @@ def test_meter_energy_counters_are_exact_uint64_beside_the_float32(unit):
     assert "m1.energy_export_wh:u64" not in fields  # not declared by this meter
     never = fields["m1.energy_export_varh:u64"]  # declared, never read: "not available"
     assert reader(client)(never.address, 4) == [0xFFFF] * 4
+
+
+def test_busguard_status_shows_trip_cause_alarm_table_and_events(unit, capsys):
+    import json
+
+    from busguard.cli import main
+
+    rt, pub, _client = unit()
+    write(rt, [("cb1.led", 2.0)])
+    scans(rt, 2)
+    port = str(pub.server.port())
+    assert main(["status", "--port", port]) == 0
+    out = capsys.readouterr().out
+    assert "trip BG-TRIP-GF since 2026-01-01" in out
+    assert "alarm critical BG-TRIP-GF" in out and "cb1" in out
+    assert "events: last #1 (1 of 64 held): raised BG-TRIP-GF cb1" in out
+    assert main(["status", "--port", port, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    cb1 = breaker(data, "cb1")
+    assert (cb1["trip_cause"], cb1["trip_cause_name"]) == (0x0203, "BG-TRIP-GF")
+    assert data["events"]["seq"] == 1 and data["alarm_table"][0]["code"] == "BG-TRIP-GF"
