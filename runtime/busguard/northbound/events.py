@@ -21,18 +21,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from busguard.alarmcodes import code_name, code_number, markdown_table
+from busguard.alarmcodes import OTHER, code_name, code_number, markdown_table
 from busguard.alarms import AlarmState, EventRecord
 from busguard.northbound import mapdef as md
 
 _STATE_NUM = {name: i for i, name in enumerate(md.ALARM_STATES)}
 _KIND_NUM = {name: i for i, name in enumerate(md.EVENT_KINDS)}
-# one precompiled Struct per record (the fields of mapdef's tables, in order; word 11 of an
-# event record is reserved): packing field by field cost ~1.5 ms for a full table and ring
+# one precompiled Struct per record (the fields of mapdef's tables, in order): packing field
+# by field cost ~1.5 ms for a full table and ring
 _ROW = struct.Struct(">" + md.ALARM_ROW.format)
-_EVENT = struct.Struct(">IHHHHHHIH2x24s")
+_EVENT = struct.Struct(">" + md.EVENT.format)
 assert _ROW.size == 2 * md.ALARM_ROW.words and _EVENT.size == 2 * md.EVENT.words
-assert [f.offset for f in md.EVENT.fields] == [0, 2, 3, 4, 5, 6, 7, 8, 10, 12]
 _CACHE_MAX = 4 * md.ALARM_TABLE_CAPACITY
 
 
@@ -79,8 +78,8 @@ def _utc_parts(t: float) -> tuple[int, int]:
     return min(int(whole), 0xFFFFFFFF), ms
 
 
-def _ascii(text: str) -> bytes:
-    return text.encode("ascii", "replace")[:24]
+def _ascii(text: str, size: int = 24) -> bytes:
+    return text.encode("ascii", "replace")[:size]
 
 
 class Areas:
@@ -168,7 +167,7 @@ class Areas:
                 secs, ms = _utc_parts(e.t_utc)
                 hit = (e, _EVENT.pack(e.seq, _KIND_NUM.get(e.kind, 0), code_number(e.code),
                                       max(0, min(4, e.severity)) + 1, kind, slot, name, secs,
-                                      ms, _ascii(e.code)))
+                                      ms, _ascii(e.code, 8)))
             fresh[e.seq] = hit
             at = 2 * (md.AREA_HEAD_WORDS + ((e.seq - 1) % cap) * md.EVENT_WORDS)
             out[at:at + len(hit[1])] = hit[1]
@@ -182,8 +181,8 @@ def _text(raw: bytes) -> str:
 
 
 def _code(num: int, raw: bytes) -> str:
-    text = _text(raw)
-    return text or code_name(num)
+    """The code: from its number when the table knows it, else the record's text."""
+    return _text(raw) if num == OTHER or not num else code_name(num)
 
 
 def _device(kind: int, slot: int, name_index: int, names: Sequence[str],

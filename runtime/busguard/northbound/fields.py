@@ -16,7 +16,7 @@ from typing import Any
 
 # documented type -> struct format (big-endian words, high word first: "ABCD")
 FORMATS = {"uint16": "H", "bits16": "H", "uint32": "I", "float32": "f", "bytes8": "8s",
-           "ascii24": "24s", "uint64": "Q"}
+           "ascii24": "24s", "ascii8": "8s", "uint64": "Q"}
 
 
 @dataclass(frozen=True)

@@ -304,9 +304,10 @@ EVENT = Record("event", (
       "65535 none"),
     F(8, "uint32", "t_utc", "UTC time (epoch s) of the edge", "s"),
     F(10, "uint16", "t_ms", "milliseconds part of t_utc", "ms"),
-    F(12, "ascii24", "code", "the code as text, NUL padded"),
+    F(11, "ascii8", "code", "the code as text, its first 8 characters, NUL padded (code_num "
+      "names it exactly unless it is 0xFFFF; the alarm table has 24 characters)"),
 ))
-EVENT_WORDS = 24
+EVENT_WORDS = 15  # 8 + 64 x 15 words fit the 1000 words map v2 keeps for the ring
 EVENT_KINDS = ("empty", "raised", "cleared")
 del F
 assert all(DEVICE_HEADER_WORDS + POINT_WORDS * len(q) <= STRIDE[k] for k, q in STANDARD.items())
