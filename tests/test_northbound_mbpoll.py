@@ -57,7 +57,7 @@ def test_mbpoll_reads_documented_addresses_with_big_endian_words(served):
     q = mbpoll(port, "-0", "-t", "4", "-r", str(a + 2), "-c", "1")
     assert values(q.stdout) == {a + 2: "0"}  # quality good
     head = mbpoll(port, "-0", "-t", "4:hex", "-r", "0", "-c", "2")
-    assert values(head.stdout) == {0: "0x4247", 1: "0x0001"}
+    assert values(head.stdout) == {0: "0x4247", 1: "0x0002"}  # map version 2
 
 
 def test_mbpoll_writes_the_command_area_only(served):
