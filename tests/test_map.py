@@ -182,3 +182,20 @@ above = 1000.0
 
     img = Encoder(regmap, rt.image.index, 10, "").template
     assert int.from_bytes(img[2 * f.address:2 * f.address + 2], "big") == reset.address
+
+
+def test_northbound_docs_worked_example_matches_the_map():
+    """The DCIM import example in docs/northbound.md is hand-written: its offsets and 4x
+    references must be the map's."""
+    import re
+
+    doc = (ROOT / "docs" / "northbound.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| (4\d{5}) \| `(\w+)`", doc, re.M)
+    assert len(rows) >= 6
+    for reg, ref, q in rows:
+        j = mapdef.METER_QUANTITIES.index(q)
+        assert int(reg) == mapdef.DEVICE_HEADER_WORDS + j * mapdef.POINT_WORDS, q
+        assert ref == docs.register_4x(int(reg)), q
+    for area, (base, cap, _stride) in mapdef.LAYOUT.items():
+        if cap:
+            assert re.search(rf"^\| {area} \| {base} \| {cap} \|", doc, re.M), area
