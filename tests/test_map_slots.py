@@ -229,3 +229,45 @@ def test_map_diff_against_an_old_json(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("[1]")
     assert main(["map", str(site), "--diff", str(tmp_path / "bad.json")]) == 1
     assert "not a `busguard map --format json` output" in capsys.readouterr().err
+
+
+def test_the_io_process_builds_the_same_map_from_the_layout(tmp_path):
+    """With [scan] io = "process" the I/O process lays the map out from the Layout message
+    (it builds no blocks): same slots, unit ids, reset-command words and fingerprint."""
+    import importlib.util
+
+    from busguard.ioproc.frames import Layout
+    from test_retained_restart import PLUGIN_SRC
+
+    mod_path = tmp_path / "bgplug_layout.py"
+    mod_path.write_text(PLUGIN_SRC)
+    spec = importlib.util.spec_from_file_location("bgplug_layout", mod_path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = SITE.format(devices=meters("m1", "m2", slots_={"m2": 9}) + """
+[[breaker]]
+name = "cb1"
+driver = "memory"
+points = ["led"]
+unit_id = 200
+
+[[block]]
+name = "trip"
+type = "latch_trip"
+point = "m1.current_l1_a"
+breaker = "cb1"
+above = 1000.0
+""")
+    site = write(tmp_path, text)
+    (tmp_path / "state").mkdir()
+    slots.write_lock(tmp_path / "state" / "map.lock", {"meter": {"old": 0}})
+    rt = Runtime.from_file(site, extra=[mod])
+    here = mapdef.for_runtime(rt)
+    lay = Layout.from_bytes(Layout.of(rt).to_bytes())
+    there = mapdef.RegisterMap.build(lay.specs, lay.devices, lay.block_outputs,
+                                     inputs=lay.map_inputs)
+    assert {d.name: (d.slot, d.unit_id) for d in there.devices} == {
+        "m1": (1, 3), "m2": (9, 11), "cb1": (0, 200)}
+    assert there.reset_command("cb1") is not None
+    assert there.fingerprint == here.fingerprint
+    assert [f.as_dict() for f in there.fields()] == [f.as_dict() for f in here.fields()]

@@ -51,8 +51,9 @@ class Layout:
         return cls(rt.site.config_hash, tuple(rt.image.specs),
                    tuple((d.kind, d.name) for d in rt.site.devices),
                    tuple((b.name, tuple(b.outputs())) for b in rt.blocks),
-                   inputs_for_site(rt.site) if "modbus_server" in rt.site.publishers
-                   else None)
+                   inputs_for_site(rt.site, breakers=[v for b in rt.blocks
+                                                      for v in b.map_breakers()])
+                   if "modbus_server" in rt.site.publishers else None)
 
     def to_bytes(self) -> bytes:
         """Pickled and compressed: 256 meters are 7,400 point specs, 650 kB pickled (more

@@ -322,6 +322,8 @@ class MapInputs:
     lock: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     slots: Mapping[str, int] = field(default_factory=dict)  # device name -> explicit slot
     unit_ids: Mapping[str, int] = field(default_factory=dict)  # device name -> unit id
+    # what the blocks declare about breakers (for the I/O process, which builds no blocks)
+    breakers: tuple[BreakerView, ...] = ()
 
 
 @dataclass
@@ -364,7 +366,7 @@ class RegisterMap:
         """
         m = cls()
         inputs = inputs or MapInputs()
-        for view in breakers:
+        for view in (*breakers, *inputs.breakers):
             m.breakers.setdefault(view.breaker, []).append(view)
         by_name = {p.name: p for p in points}
         devices = [(k, n) for k, n in devices if k in STANDARD]
@@ -579,14 +581,16 @@ def from_runtime_parts(specs: Sequence[object], devices: Iterable[tuple[str, str
     return RegisterMap.build(specs, devices, outs, views, inputs)  # type: ignore[arg-type]
 
 
-def inputs_for_site(site: Any, use_lock: bool = True) -> MapInputs:
+def inputs_for_site(site: Any, use_lock: bool = True,
+                    breakers: Iterable[BreakerView] = ()) -> MapInputs:
     """The lock (``{state_dir}/map.lock``; none when ``use_lock`` is false or there is no
-    file) and the explicit ``slot`` / ``unit_id`` of a site's devices."""
+    file) and the explicit ``slot`` / ``unit_id`` of a site's devices (``breakers``: what
+    the blocks declare, for a map built where the blocks are not)."""
     lock = sl.read_lock(sl.lock_path(site.state_dir)) if use_lock else {}
     slots = {d.name: d.slot for d in site.devices if getattr(d, "slot", None) is not None}
     units = {d.name: d.unit_id for d in site.devices
              if getattr(d, "unit_id", None) is not None}
-    return MapInputs(lock, slots, units)
+    return MapInputs(lock, slots, units, tuple(breakers))
 
 
 def for_runtime(rt: Any, use_lock: bool = True) -> RegisterMap:
