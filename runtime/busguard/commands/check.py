@@ -50,15 +50,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": not refused, **summary, **extra}, indent=2))
         return 2 if refused else 0
     out = sys.stdout
-    if got is not None and got[1]:
-        print(f"register map changes against {slots.lock_path(site.state_dir)}:", file=out)
-        for line in got[1]:
-            print(f"  {line}", file=out)
-    if refused:
-        assert got is not None
-        print(refusal(got[0]), file=sys.stderr)
-        return 2
-    print(f"ok: {path}: site {site.name!r}, scan period {site.scan.period_ms:g} ms", file=out)
+    print(f"{'refused' if refused else 'ok'}: {path}: site {site.name!r}, scan period "
+          f"{site.scan.period_ms:g} ms", file=out)
     for kind in ("meter", "probe", "breaker", "output"):
         names = summary[f"{kind}s"]
         if names:
@@ -72,4 +65,12 @@ def run(args: argparse.Namespace) -> int:
     if got is not None:
         print(f"  register map v{mapdef.MAP_VERSION}: fingerprint "
               f"0x{got[0].fingerprint:08x}", file=out)
+        if got[1]:
+            print(f"register map changes against {slots.lock_path(site.state_dir)}:", file=out)
+            for line in got[1]:
+                print(f"  {line}", file=out)
+    if refused:
+        assert got is not None
+        print(refusal(got[0]), file=sys.stderr)
+        return 2
     return 0

@@ -47,6 +47,11 @@ def lock_diff(path: str | Path) -> tuple[mapdef.RegisterMap, list[str]] | None:
         return None
     m = mapdef.for_runtime(rt)
     assert m.assignment is not None
+    lock = slots.lock_path(rt.site.state_dir)
+    if not lock.exists():
+        n = sum(len(t) for t in m.assignment.slots.values())
+        return m, [f"no {lock} yet: the first start records the slots of {n} records "
+                   f"(in site order)"]
     where = {k: (b, st) for k, (b, _c, st) in mapdef.LAYOUT.items()}
     return m, slots.describe(m.assignment, where)
 
