@@ -116,8 +116,10 @@ def test_dcim_reads_the_map_from_the_io_process_and_writes_commands(split_rt):
 
         got = wait_until(served_value, what="the value served by the I/O process")
         assert got == pytest.approx(VALUES["current_l1_a"])
-        head = client.read_holding_registers(0, count=8, device_id=1).registers
+        head = client.read_holding_registers(0, count=32, device_id=1).registers
         assert head[0] == mapdef.MAGIC and head[2] == 1  # running
+        # the I/O process laid the map out as the scan process did (map.lock, slots)
+        assert head[30] << 16 | head[31] == pub.map.fingerprint
         # a write outside the command area is refused there, with the map's own rules
         refused = client.write_register(rec.address, 1, device_id=1)
         assert refused.isError()

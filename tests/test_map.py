@@ -32,7 +32,10 @@ def test_map_command_formats(tmp_path, capsys):
     assert main(["map", str(site), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["map_version"] == mapdef.MAP_VERSION
-    assert data["areas"]["meter"] == {"base": 1000, "count": 2, "stride": 256}
+    assert data["areas"]["meter"] == {"base": 1000, "count": 2, "stride": 256,
+                                      "capacity": 128}
+    assert data["fingerprint"] == build(site)[0].fingerprint
+    assert data["units"]["devices"]["2"]["name"] == "pqm-a1"
     names = {f["name"] for f in data["fields"]}
     assert {"pqm-a1.current_l1_a", "cmd.ack_alarms", "relay.alarm",
             "pqm-a2.vendor_special_x"} <= names
@@ -41,6 +44,11 @@ def test_map_command_formats(tmp_path, capsys):
     row = next(r for r in rows if r["name"] == "cmd.ack_alarms")
     assert row["access"] == "RW" and row["type"] == "float32"
     assert int(row["address_1based"]) == int(row["address"]) + 1
+    assert row["register_4x"] == f"4{int(row['address']) + 1:05d}" and len(row["register_4x"]) == 6
+    volt = next(r for r in rows if r["name"] == "pqm-a1.voltage_l1_n_v")
+    assert volt["unit"] == "V" and volt["description"] != "V"  # the unit in its column
+    age = next(r for r in rows if r["name"] == "pqm-a1.voltage_l1_n_v:age_ms")
+    assert age["unit"] == "ms"
     out = tmp_path / "map.md"
     assert main(["map", str(site), "-o", str(out)]) == 0
     text = out.read_text()
@@ -174,3 +182,20 @@ above = 1000.0
 
     img = Encoder(regmap, rt.image.index, 10, "").template
     assert int.from_bytes(img[2 * f.address:2 * f.address + 2], "big") == reset.address
+
+
+def test_northbound_docs_worked_example_matches_the_map():
+    """The DCIM import example in docs/northbound.md is hand-written: its offsets and 4x
+    references must be the map's."""
+    import re
+
+    doc = (ROOT / "docs" / "northbound.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| (4\d{5}) \| `(\w+)`", doc, re.M)
+    assert len(rows) >= 6
+    for reg, ref, q in rows:
+        j = mapdef.METER_QUANTITIES.index(q)
+        assert int(reg) == mapdef.DEVICE_HEADER_WORDS + j * mapdef.POINT_WORDS, q
+        assert ref == docs.register_4x(int(reg)), q
+    for area, (base, cap, _stride) in mapdef.LAYOUT.items():
+        if cap:
+            assert re.search(rf"^\| {area} \| {base} \| {cap} \|", doc, re.M), area

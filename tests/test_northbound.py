@@ -377,7 +377,7 @@ def test_busguard_status_reads_a_running_unit(served, capsys):
     run_scans(rt, 2)
     assert main(["status", "--port", str(port)]) == 0
     out = capsys.readouterr().out
-    assert "map v1, running, LIVE" in out and "2 cycles" in out
+    assert f"map v{mapdef.MAP_VERSION}, running, LIVE" in out and "2 cycles" in out
     assert "pqm-a1" in out and "current_l1_a=401" in out and "tap-a3" in out
     assert "pqm-a2" in out and "(bad)" in out
     assert main(["status", "--port", str(port), "--json"]) == 0
@@ -430,7 +430,8 @@ def test_malformed_requests_get_exceptions_and_the_server_goes_on(served):
         assert request(s, 0x63, b"\x00\x01") == (0xE3, b"\x01")  # unknown function
     with connect(port) as s:
         assert request(s, 8, b"\x00\x00\x12\x34") == (0x88, b"\x01")  # diagnostics refused
-        assert request(s, 0x2B, bytes([0x0E, 1, 0])) == (0xAB, b"\x01")  # device id refused
+        assert request(s, 0x2B, bytes([0x0E, 1, 0]))[0] == 0x2B  # device identification
+        assert request(s, 0x2B, bytes([0x0D, 1, 0])) == (0xAB, b"\x01")  # other MEI types
         assert read(s, 0, 2) == [mapdef.MAGIC, mapdef.MAP_VERSION]
 
 

@@ -46,10 +46,10 @@ def test_reads_are_the_image_bytes_with_tid_and_unit_echoed(served):
     img = pub.image()
     with connect(port) as s:
         for fc in (3, 4):
-            s.sendall(rd(10, 125, tid=0xBEEF, fc=fc, unit=7))
+            s.sendall(rd(10, 125, tid=0xBEEF, fc=fc, unit=255))  # site map
             head = recv_exact(s, 9)
             tid, pid, length, unit, rfc, nbytes = struct.unpack(">HHHBBB", head)
-            assert (tid, pid, length, unit, rfc, nbytes) == (0xBEEF, 0, 253, 7, fc, 250)
+            assert (tid, pid, length, unit, rfc, nbytes) == (0xBEEF, 0, 253, 255, fc, 250)
             assert recv_exact(s, 250) == img[20:270]
         last = pub.map.size - 1
         assert read(s, last, 1) == list(struct.unpack_from(">H", img, 2 * last))

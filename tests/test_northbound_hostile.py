@@ -102,7 +102,7 @@ def test_every_unsupported_function_code_gets_illegal_function(served):
         for tid, (fc, payload) in enumerate([
                 (0x83, b"\x05\x00\x00\x01"), (0x80, b"\x02"), (0x90, b"\x0b\x00"),
                 (0xFF, b"\x07"), (0x86, b""), (0x41, b"\x00\x01"), (1, b"\x00\x00\x00\x01"),
-                (8, b"\x00\x00\x12\x34"), (43, b"\x0e\x01\x00")], start=1):
+                (8, b"\x00\x00\x12\x34"), (43, b"\x0d\x01\x00")], start=1):  # 43/14: answered
             s.sendall(frame(fc, payload, tid=tid))
             rtid, rfc, data = response(s)
             assert (rtid, rfc, data) == (tid, fc | 0x80, b"\x01"), hex(fc)

@@ -57,7 +57,7 @@ def test_mbpoll_reads_documented_addresses_with_big_endian_words(served):
     q = mbpoll(port, "-0", "-t", "4", "-r", str(a + 2), "-c", "1")
     assert values(q.stdout) == {a + 2: "0"}  # quality good
     head = mbpoll(port, "-0", "-t", "4:hex", "-r", "0", "-c", "2")
-    assert values(head.stdout) == {0: "0x4247", 1: "0x0001"}
+    assert values(head.stdout) == {0: "0x4247", 1: "0x0002"}  # map version 2
 
 
 def test_mbpoll_writes_the_command_area_only(served):
@@ -90,3 +90,28 @@ def test_mbpoll_reads_per_phase_power_at_its_documented_address(make_runtime):
     r = mbpoll(pub.server.port(), "-0", "-B", "-t", "4:float", "-r", str(documented), "-c", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert values(r.stdout) == {documented: "-41.5"}
+
+
+def test_mbpoll_reads_per_phase_power_by_unit_id_and_in_the_site_map(make_runtime):
+    """issue 15: the meter's own unit id (slot 0: unit id 2) serves its block from address
+    0 at the offsets of docs/register-map.md's block layout; unit id 1 the whole map."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "register-map.md").read_text(
+        encoding="utf-8")
+    offset = int(re.search(r"^\| (\d+) \| `power_l2_kw` \|", doc, re.M).group(1))
+    unit = int(re.search(r"^\| (\d+) \| meter \| `pqm-a1` \| 0 \|", doc, re.M).group(1))
+    text = site_text(SERVER).replace('"power_kw",', '"power_kw", "power_l2_kw",', 1)
+    rt = make_runtime(text, start=True)
+    rt.image.write_many([("pqm-a1.power_l2_kw", 38.75, Quality.GOOD)])
+    run_scans(rt, 1)
+    pub = rt.publishers[0]
+    port = pub.server.port()
+    r = mbpoll(port, "-a", str(unit), "-0", "-B", "-t", "4:float", "-r", str(offset), "-c", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert values(r.stdout) == {offset: "38.75"}
+    site = pub.map.record_of("pqm-a1.power_l2_kw").address
+    r = mbpoll(port, "-a", "1", "-0", "-B", "-t", "4:float", "-r", str(site), "-c", "1")
+    assert values(r.stdout) == {site: "38.75"}
+    nobody = mbpoll(port, "-a", "99", "-0", "-t", "4", "-r", "0", "-c", "1")
+    assert nobody.returncode != 0

@@ -111,4 +111,4 @@ def test_busguard_status_over_tls(tls_served, pki, capsys):
                  str(pki / "dcim.pem"), "--tls-key", str(pki / "dcim.key"), "--json"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert '"map_version": 1' in out and '"pqm-a1"' in out
+    assert '"map_version": 2' in out and '"pqm-a1"' in out

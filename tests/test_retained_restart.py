@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from busguard.northbound import mapdef
 from test_northbound_helpers import f32, read, wait_for
 
 PLUGIN_SRC = '''
@@ -214,7 +215,7 @@ def snapshot(port: int) -> dict[str, object]:
     with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
         head = read(s, 0, 64)
         meter = read(s, 1000, 124)
-        breaker = read(s, 2000, 12)
+        breaker = read(s, mapdef.LAYOUT["breaker"][0], 12)  # breaker slot 0
     cur = 8 + 6 * 4  # current_l1_a is the 7th meter quantity
     volt = 8
     return {"origin": head[3], "restored": head[5], "retained": head[4],

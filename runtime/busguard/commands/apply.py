@@ -31,8 +31,10 @@ from typing import Any
 
 from busguard.atomicfile import atomic_write, backup, fsync_dir
 from busguard.commands import default_site
+from busguard.commands.map import lock_diff, refusal
 from busguard.config.site import SiteConfig
 from busguard.errors import BusguardError, ConfigError
+from busguard.northbound.slots import lock_path as map_lock_path
 from busguard.runtime import check_site
 from busguard.service import PID_FILE, read_status, run_dir
 
@@ -54,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reload", action="store_true",
                    help="replace the file only; the next start or reload uses it")
     p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.add_argument("--accept-map-change", action="store_true",
+                   help="apply even if the register map moves an existing point (the diff "
+                        "against map.lock is printed either way)")
     p.set_defaults(func=run)
 
 
@@ -62,12 +67,15 @@ def run(args: argparse.Namespace) -> int:
     new_bytes = _read(Path(args.new))
     try:
         result = apply(current, new_bytes, timeout_s=args.timeout, reload=not args.no_reload,
-                       say=None if args.json else print)
+                       say=None if args.json else print,
+                       accept_map_change=args.accept_map_change)
     except PermissionError as exc:
         raise BusguardError(f"{exc.filename}: permission denied; run it as root "
                             f"(sudo busguard apply ...)") from exc
     if args.json:
         print(json.dumps(result, indent=2))
+    if result.get("action") == "refused":
+        return 2
     return 0 if result["ok"] else 1
 
 
@@ -79,7 +87,7 @@ def _read(path: Path) -> bytes:
 
 
 def apply(current: Path, new_bytes: bytes, timeout_s: float = 30.0, reload: bool = True,
-          say: Any = print) -> dict[str, Any]:
+          say: Any = print, accept_map_change: bool = False) -> dict[str, Any]:
     """The whole procedure; returns a result dict (``ok``, ``action``, ``backup``...)."""
     say = say or (lambda *_a, **_k: None)
     current = Path(current)
@@ -97,6 +105,22 @@ def apply(current: Path, new_bytes: bytes, timeout_s: float = 30.0, reload: bool
     status = read_status(old_site) if (old_site and pid) else None
     res: dict[str, Any] = {"ok": True, "site": str(current), "config_hash": new_hash,
                            "backup": None, "pid": pid}
+    try:
+        got = lock_diff(staged)  # the register map against map.lock
+    except BusguardError:
+        staged.unlink()
+        raise
+    if got is not None:
+        m, changes = got
+        res["map_changes"] = changes
+        if changes:
+            say(f"register map changes against {map_lock_path(new_site.state_dir)}:")
+            for line in changes:
+                say(f"  {line}")
+        if m.assignment is not None and m.assignment.moved and not accept_map_change:
+            staged.unlink()
+            say(refusal(m))
+            return {**res, "ok": False, "action": "refused"}
 
     if old_bytes == new_bytes:
         staged.unlink()

@@ -7,7 +7,9 @@ import json
 import sys
 
 from busguard.commands import default_site
+from busguard.commands.map import lock_diff, refusal
 from busguard.errors import ConfigError
+from busguard.northbound import mapdef, slots
 from busguard.runtime import check_site
 
 
@@ -18,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(exit 2)."))
     p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--accept-map-change", action="store_true",
+                   help="accept a register map change that moves an existing point "
+                        "(otherwise reported and refused: exit 2)")
     p.set_defaults(func=run)
 
 
@@ -33,11 +38,20 @@ def run(args: argparse.Namespace) -> int:
             return 2
         raise
     summary = site.summary()
+    got = lock_diff(path)
+    moved = bool(got and got[0].assignment and got[0].assignment.moved)
+    refused = moved and not args.accept_map_change
     if args.json:
-        print(json.dumps({"ok": True, **summary}, indent=2))
-        return 0
+        extra: dict = {}
+        if got is not None:
+            assert got[0].assignment is not None
+            extra = {"map": {"fingerprint": got[0].fingerprint, "changes": got[1],
+                             **slots.summary_json(got[0].assignment)}}
+        print(json.dumps({"ok": not refused, **summary, **extra}, indent=2))
+        return 2 if refused else 0
     out = sys.stdout
-    print(f"ok: {path}: site {site.name!r}, scan period {site.scan.period_ms:g} ms", file=out)
+    print(f"{'refused' if refused else 'ok'}: {path}: site {site.name!r}, scan period "
+          f"{site.scan.period_ms:g} ms", file=out)
     for kind in ("meter", "probe", "breaker", "output"):
         names = summary[f"{kind}s"]
         if names:
@@ -48,4 +62,15 @@ def run(args: argparse.Namespace) -> int:
     if site.publishers:
         print(f"  publishers: {', '.join(summary['publishers'])}", file=out)
     print(f"  {len(site.points):3d} input points; config hash {site.config_hash[:12]}", file=out)
+    if got is not None:
+        print(f"  register map v{mapdef.MAP_VERSION}: fingerprint "
+              f"0x{got[0].fingerprint:08x}", file=out)
+        if got[1]:
+            print(f"register map changes against {slots.lock_path(site.state_dir)}:", file=out)
+            for line in got[1]:
+                print(f"  {line}", file=out)
+    if refused:
+        assert got is not None
+        print(refusal(got[0]), file=sys.stderr)
+        return 2
     return 0

@@ -275,7 +275,9 @@ def read_samples_running(site: SiteConfig, dev: DeviceConfig, point: str, n: int
             raise Refused(f"the running instance serves no meter {dev.name!r} (it has: "
                           f"{', '.join(meters) or 'none'}); apply the site first")
         area = data["header"]["directory"]["meter"]
-        base = area["base"] + meters.index(dev.name) * area["stride"] + \
+        slot = next(d.get("slot", d["ordinal"]) for d in data["devices"]
+                    if d["kind"] == "meter" and d["name"] == dev.name)
+        base = area["base"] + slot * area["stride"] + \
             md.DEVICE_HEADER_WORDS + md.STANDARD["meter"].index(point) * md.POINT_WORDS
         last: dict[str, Any] = {"age": math.inf, "value": None, "k": 0}
 

@@ -125,7 +125,9 @@ def show(data: dict[str, Any], out: Any) -> None:
           f"uptime {h['uptime_s']} s, last good scan {_utc(h['last_good_scan_utc'])}", file=out)
     print(f"  alarms: {h['active_alarms']} ({h['unacked_alarms']} unacknowledged, highest "
           f"{h['highest_severity']}); faulted blocks {h['faulted_blocks']}; config "
-          f"{h['config_hash'][:12]}", file=out)
+          f"{h['config_hash'][:12]}"
+          + (f"; map fingerprint 0x{h['fingerprint']:08x}" if "fingerprint" in h else ""),
+          file=out)
     for d in data["devices"]:
         flags = f" [{', '.join(d['flags'] + d['alarms'])}]" if d["flags"] or d["alarms"] else ""
         shown = {q: p for q, p in d["points"].items() if q in BRIEF} or d["points"]

@@ -82,6 +82,8 @@ class DeviceConfig:
     params: Mapping[str, Any]
     path: str
     file: str
+    slot: int | None = None  # register map slot (`slot`); None: assigned (map.lock)
+    unit_id: int | None = None  # Modbus unit id of its own view (`unit_id`); None: default
 
     @property
     def poll_s(self) -> float:

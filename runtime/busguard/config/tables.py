@@ -24,6 +24,8 @@ from busguard.config.model import (
 from busguard.config.params import REQUIRED, Param, Reference, Section, Values, bind_choices
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec
+from busguard.northbound.mapdef import CAPACITY, DEVICE_UNITS
+from busguard.northbound.slots import DEVICE_AREAS
 from busguard.registry import DEVICE_KINDS, TypeRegistry
 
 
@@ -181,12 +183,45 @@ class Tables:
                                                 else 1000.0, minval=1.0, maxval=3_600_000.0,
                                                 unit="ms"))
                 params = sec.values(self.bound(cls.params)) if cls else Values()
+                slot, unit = self.map_keys(sec, kind)
                 sec.finish(extra_known=("name", "driver", "poll_ms"))
                 if name and cls:
                     devices.append(DeviceConfig(kind, i, name, driver, poll, params, sec.path,
-                                                self.file))
+                                                self.file, slot, unit))
         self.devices_read = devices
+        self.check_map_keys(devices)
         return devices
+
+    def map_keys(self, sec: Section, kind: str) -> tuple[int | None, int | None]:
+        """`slot` and `unit_id` of a meter, probe or breaker (docs/northbound.md)."""
+        if kind not in DEVICE_AREAS:
+            return None, None
+        cap = CAPACITY[kind]
+        slot = sec.get("slot", Param(int, default=None, minval=0, maxval=cap - 1,
+                                     doc=f"register map slot, 0 to {cap - 1}"))
+        lo, hi = DEVICE_UNITS
+        unit = sec.get("unit_id", Param(int, default=None, minval=lo, maxval=hi,
+                                        doc="Modbus unit id of the device's own view"))
+        return slot, unit
+
+    def check_map_keys(self, devices: list[DeviceConfig]) -> None:
+        """Explicit slots unique per kind; explicit unit ids unique across kinds."""
+        slots: dict[tuple[str, int], DeviceConfig] = {}
+        units: dict[int, DeviceConfig] = {}
+        for d in devices:
+            if d.slot is not None:
+                other = slots.setdefault((d.kind, d.slot), d)
+                if other is not d:
+                    self.problem(f"{d.path}.slot", f"slot {d.slot} is already "
+                                 f"{other.path} ({other.name!r}); valid: a slot no other "
+                                 f"{d.kind} has, 0 to {CAPACITY[d.kind] - 1}")
+            if d.unit_id is not None:
+                other = units.setdefault(d.unit_id, d)
+                if other is not d:
+                    self.problem(f"{d.path}.unit_id", f"unit id {d.unit_id} is already "
+                                 f"{other.path} ({other.name!r}); valid: a unit id no other "
+                                 f"device has, {DEVICE_UNITS[0]} to {DEVICE_UNITS[1]} (1, 0 "
+                                 f"and 255 serve the whole-site map)")
 
     def blocks(self) -> list[BlockConfig]:
         """[[block]]: name, type and the block type's own options, in scan order."""

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from busguard.alarms import EventRecord
-from busguard.block import BreakerView
 from busguard.image import PointSpec, Snapshot
 from busguard.northbound.encode import AlarmInfo, Frame
 from busguard.northbound.events import AlarmRow
+from busguard.northbound.mapdef import MapInputs, inputs_for_site
 
 if TYPE_CHECKING:
     from busguard.runtime import Runtime
@@ -36,9 +36,9 @@ class Layout:
     specs: tuple[PointSpec, ...]
     devices: tuple[tuple[str, str], ...]  # (kind, name) in site order
     block_outputs: tuple[tuple[str, tuple[str, ...]], ...]  # (block, its outputs)
-    # what the blocks declare the map shows about breakers (Block.map_breakers): the trip
-    # outputs behind the shunt_trip flag and the reset command word, in the I/O process too
-    breakers: tuple[BreakerView, ...] = ()
+    # the register map's lock and explicit slots / unit ids (map v2: the I/O process lays
+    # the map out exactly as the scan process does); None without a [modbus_server]
+    map_inputs: MapInputs | None = None
     index: Mapping[str, int] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -46,14 +46,16 @@ class Layout:
 
     def __reduce__(self) -> tuple[object, ...]:  # the index is derived, not sent
         return (Layout, (self.config_hash, self.specs, self.devices, self.block_outputs,
-                         self.breakers))
+                         self.map_inputs))
 
     @classmethod
     def of(cls, rt: Runtime) -> Layout:
         return cls(rt.site.config_hash, tuple(rt.image.specs),
                    tuple((d.kind, d.name) for d in rt.site.devices),
                    tuple((b.name, tuple(b.outputs())) for b in rt.blocks),
-                   tuple(v for b in rt.blocks for v in b.map_breakers()))
+                   inputs_for_site(rt.site, breakers=[v for b in rt.blocks
+                                                      for v in b.map_breakers()])
+                   if "modbus_server" in rt.site.publishers else None)
 
     def to_bytes(self) -> bytes:
         """Pickled and compressed: 256 meters are 7,400 point specs, 650 kB pickled (more

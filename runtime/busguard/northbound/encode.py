@@ -103,9 +103,9 @@ def clamp_u32(v: float) -> int:
 
 
 def slot_of(d: md.DeviceBlock) -> int:
-    """The device's slot within its kind (the map-v2 slot once the device block carries
-    one; until then its ordinal, which is the same number)."""
-    return int(getattr(d, "slot", d.ordinal))
+    """The device's stable slot within its kind (map.lock): what the alarm table and the
+    event ring name a device by."""
+    return d.slot
 
 
 def clamp_u64(v: float) -> int:
@@ -117,6 +117,33 @@ def clamp_u64(v: float) -> int:
     return int(min(v, md.NOT_AVAILABLE_U64 - 1))
 
 
+def mark_vacant(tpl: bytearray, regmap: md.RegisterMap) -> None:
+    """Every vacant slot of the fixed layout, as a DCIM must read it: a device block with
+    slot 65535 and status 4, point and output records NaN / quality 4 (vacant) / age max,
+    command records NaN / 0xFFFFFFFF, alarm records count 65535 (present records overwrite
+    these)."""
+    for kind in md.MAPPED_KINDS:
+        base, cap, stride = md.LAYOUT[kind]
+        dev = md.DEVICE_HEADER
+        for i in range(cap):
+            a = 2 * (base + i * stride)
+            dev.pack_into(tpl, a, {"slot": md.VACANT, "status": md.QUALITY_VACANT})
+            for j in range(len(md.STANDARD[kind])):
+                _REC.pack_into(tpl, a + 2 * (md.DEVICE_HEADER_WORDS + j * md.POINT_WORDS),
+                               math.nan, md.QUALITY_VACANT, md.AGE_MAX_MS)
+    for area in ("output", "extra"):
+        base, cap, stride = md.LAYOUT[area]
+        for i in range(cap):
+            _REC.pack_into(tpl, 2 * (base + i * stride), math.nan, md.QUALITY_VACANT,
+                           md.AGE_MAX_MS)
+    base, cap, stride = md.LAYOUT["command"]
+    for i in range(cap):
+        _CMD.pack_into(tpl, 2 * (base + i * stride), math.nan, 0xFFFFFFFF)
+    base, cap, stride = md.LAYOUT["alarm"]
+    for i in range(cap):
+        _ALARM.pack_into(tpl, 2 * (base + i * stride), 0, 0xFFFF)
+
+
 class Encoder:
     """Encodes frames for one :class:`RegisterMap` over one image layout."""
 
@@ -126,7 +153,9 @@ class Encoder:
         self.index = dict(index)
         tpl = bytearray(2 * regmap.size)
         md.HEADER.pack_into(tpl, 0, {"magic": md.MAGIC, "map_version": md.MAP_VERSION,
+                                     "fingerprint": regmap.fingerprint,
                                      "scan_period_ms": min(0xFFFF, round(period_ms))})
+        mark_vacant(tpl, regmap)
         with contextlib.suppress(ValueError):
             md.HEADER.pack_into(tpl, 0, {"config_hash": bytes.fromhex(config_hash[:16])})
         for i, area in enumerate(md.AREAS):
@@ -166,7 +195,7 @@ class Encoder:
             self.dev_spans.append((first, len(self.point_idx)))
             reset = regmap.reset_command(d.name)
             md.DEVICE_HEADER.pack_into(tpl, 2 * d.address, {
-                "ordinal": d.ordinal, "points": len(slots),
+                "slot": d.slot, "points": len(slots),
                 **({"reset_command": reset.address} if reset is not None else {})})
             for j, r in enumerate(d.points):  # undeclared: NaN, not connected, age max
                 if r is None:

@@ -1,42 +1,51 @@
 """The DCIM's Modbus register map, defined once, here; docs and tools are generated from it.
 
-The layout rules are code (versioned by :data:`MAP_VERSION`); the concrete addresses follow
-from a site's declared points and block outputs, so a new meter, probe, breaker, block output
-or command point appears in the map without touching this module.
+Map version 2: every area starts at a fixed address (:data:`LAYOUT`), sized for the largest
+site the map holds, and every record keeps its index within its area for good (its *slot*,
+:mod:`busguard.northbound.slots`, recorded in ``{state_dir}/map.lock``): adding, removing or
+reordering devices, blocks or points never moves another point's address. The header carries
+a fingerprint (CRC32 of the address table) beside the map version.
 
 Registers are 16-bit holding registers (function 3), also readable as input registers
 (function 4), addressed 0-based as in the Modbus PDU (mbpoll: ``-0``, or add 1). 32-bit values
 are big-endian with the high word first ("ABCD"; mbpoll: ``-B``).
 
-Areas, in address order, each starting on a multiple of :data:`AREA_ALIGN`:
+Areas, each at its fixed base (:data:`LAYOUT`):
 
-- header (64 words at 0): map version, runtime state, RESTORED/LIVE flag, cycle count...;
-  words 32..55 are a directory of the other areas (base, count, stride);
-- one block per meter, probe and breaker at a fixed stride per kind: an 8-word device header
-  (status, alarm bits, flags) then one 4-word point record per standard quantity;
+- header (64 words at 0): map version, fingerprint, runtime state, RESTORED/LIVE flag, cycle
+  count...; words 32..61 are a directory of the other areas (base, count, stride);
+- one block per meter, probe and breaker slot at a fixed stride per kind: an 8-word device
+  header (slot, status, alarm bits, flags) then one 4-word point record per standard quantity;
+  a vacant slot reads slot 65535 and NaN points of quality 3;
 - outputs (4-word records), alarm words per logic block (2 words), the command area (4-word
   records, the only writable registers), extra points (4-word records: system points and
-  quantities outside the standard lists) and a name table (16 words per record, ASCII).
+  quantities outside the standard lists), two areas reserved for the alarm table and the
+  event ring, and a name table (16 words per present record, ASCII, in area and slot order).
 
 A point record is: float32 value (2 words, NaN when never read), quality code (0 good,
 1 stale, 2 bad, 3 not connected) and age in ms at the scan that built the image (saturates at
 65535).
+
+Each device is also served at its own Modbus unit id with its block from address 0
+(:data:`UNIT_RANGES`); unit ids 1, 0 and 255 serve this whole-site map.
 """
 
 from __future__ import annotations
 
+import itertools
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from busguard.northbound import slots as sl
 from busguard.northbound.fields import FieldDef, Record
 
 if TYPE_CHECKING:
     from busguard.block import Block, BreakerView
 
-MAP_VERSION = 1
+MAP_VERSION = 2
 MAGIC = 0x4247  # "BG"
-AREA_ALIGN = 1000
 HEADER_WORDS = 64
 DEVICE_HEADER_WORDS = 8
 POINT_WORDS = 4
@@ -114,10 +123,46 @@ STANDARD: dict[str, tuple[str, ...]] = {
 STRIDE = {"meter": 256, "probe": 16, "breaker": 16}  # meter: 8 + 4 x 50 words used
 MAPPED_KINDS = tuple(STANDARD)  # the device kinds with a block in the map (outputs: none)
 
+# The fixed layout of map v2: area -> (base, capacity in records, words per record). Bases
+# are constants, never computed from a site's counts, so no point moves when the site grows.
+# Sized for the largest site one map holds: 128 meters (a 256-word block each: 8 + 4 x 50
+# words used, room for 12 more quantities), 256 probes, 256 breakers, 512 block outputs,
+# 256 blocks (alarm records), 512 command points, 512 extra points and 846 names.
+# The alarm table and the event ring (issue 15): fixed-size areas, a head then records.
+AREA_HEAD_WORDS = 8  # alarm_table and event_ring start with this head; records follow
+ALARM_TABLE_CAPACITY = 64  # the most urgent alarms listed
+ALARM_ROW_WORDS = 24
+EVENT_CAPACITY = 64  # alarm edges kept
+EVENT_WORDS = 15  # 8 + 64 x 15 words fit the 1000 words the layout keeps for the ring
+LAYOUT: dict[str, tuple[int, int, int]] = {
+    "meter": (1000, 128, STRIDE["meter"]),  # 1000..33767
+    "probe": (34000, 256, STRIDE["probe"]),  # 34000..38095
+    "breaker": (38100, 256, STRIDE["breaker"]),  # 38100..42195
+    "output": (42200, 512, 4),  # 42200..44247
+    "alarm": (44300, 256, 2),  # 44300..44811
+    "command": (44900, 512, 4),  # 44900..46947
+    "extra": (47000, 512, 4),  # 47000..49047
+    # issue 15's events part: the alarm table (most urgent 64 alarms) and the ring of the
+    # last 64 alarm edges, each an AREA_HEAD_WORDS head then capacity x stride words
+    "alarm_table": (49100, ALARM_TABLE_CAPACITY, ALARM_ROW_WORDS),  # + 8-word head: ..50643
+    "event_ring": (51000, EVENT_CAPACITY, EVENT_WORDS),  # + 8-word head: 51000..51967
+    "name": (52000, (0x10000 - 52000) // 16, 16),  # 52000..65535: names of present records
+}
+CAPACITY = {a: cap for a, (_b, cap, _s) in LAYOUT.items()}
+# Unit ids: 1 (and 0, 255: what clients send when the unit id "is not used") serve the whole
+# site map. Each device is also served at its own unit id, its block from address 0: an
+# explicit `unit_id` in site.toml, else kind's first unit id + slot while the slot is below
+# the range's size (devices past it have a unit-id view only with an explicit unit_id).
+SITE_UNITS = (1, 0, 255)
+UNIT_RANGES = {"meter": (2, 128), "breaker": (130, 62), "probe": (192, 62)}
+DEVICE_UNITS = (2, 254)  # explicit unit ids: this range
+VACANT = 0xFFFF  # device header word 0 of a vacant slot
+
 RUNTIME_STATES = {"built": 0, "running": 1, "stopping": 2, "stopped": 3}
 ORIGIN_LIVE, ORIGIN_RESTORED = 0, 1
 RETAINED_STATUS = {"loaded": 0, "none": 1, "corrupt": 2, "disabled": 3, "error": 4}
-QUALITY_WORDS = {0: "good", 1: "stale", 2: "bad", 3: "not-connected"}
+QUALITY_WORDS = {0: "good", 1: "stale", 2: "bad", 3: "not-connected", 4: "vacant"}
+QUALITY_VACANT = 4  # a record of a vacant slot of the fixed layout (no point there)
 
 # alarm bitfield (DEVICE_HEADER "alarms", ALARM "alarms", HEADER "alarm_summary")
 ALARM_BITS = (
@@ -163,7 +208,8 @@ F = FieldDef
 # documentation lists these tables (offsets in words from the record's start).
 HEADER = Record("header", (
     F(0, "uint16", "magic", "0x4247 ('BG'): this is a busguard map"),
-    F(1, "uint16", "map_version", f"layout version of this map ({MAP_VERSION})"),
+    F(1, "uint16", "map_version", f"layout version of this map ({MAP_VERSION}); the "
+      "fingerprint (words 30-31) says whether the layout is the one a DCIM was set up for"),
     F(2, "uint16", "runtime_state", "0 built/starting, 1 running, 2 stopping, 3 stopped"),
     F(3, "uint16", "data_origin", "0 LIVE: every value was read since start; 1 RESTORED: "
       "some values still come from retained state (served stale)"),
@@ -186,6 +232,9 @@ HEADER = Record("header", (
     F(22, "bytes8", "config_hash", "first 8 bytes of the SHA-256 of site.toml"),
     F(26, "uint32", "image_utc", "UTC time (epoch s) of the scan that built this image", "s"),
     F(28, "bits16", "alarm_summary", "alarm bitfield over all alarms (see Alarm bits)"),
+    F(30, "uint32", "fingerprint", "layout fingerprint: CRC32 of this map's address table "
+      "(every point's address, size, type and name); it changes when any point is added, "
+      "removed or moved"),
 ))
 # one entry per area of AREAS, from header word DIRECTORY_OFFSET
 DIRECTORY_ENTRY = Record("directory", (
@@ -195,7 +244,8 @@ DIRECTORY_ENTRY = Record("directory", (
 ))
 # the first DEVICE_HEADER_WORDS words of every device block (words 6..7 reserved)
 DEVICE_HEADER = Record("device header", (
-    F(0, "uint16", "ordinal", "{kind} number {ordinal} (0-based); name in the name table"),
+    F(0, "uint16", "slot", "{kind} slot {ordinal}: the device's stable index in the {kind} "
+      "area (map.lock); 65535 in a vacant slot"),
     F(1, "uint16", "status", "worst quality of the device's points (0 good .. 3 not "
       "connected)"),
     F(2, "bits16", "alarms", "alarm bitfield of the alarms naming this device"),
@@ -206,7 +256,7 @@ DEVICE_HEADER = Record("device header", (
 # a point record (devices' standard quantities, outputs, extra points): "value" is the point
 POINT = Record("point", (
     F(0, "float32", "value", "{note}"),
-    F(2, "uint16", "quality", "0 good, 1 stale, 2 bad, 3 not connected"),
+    F(2, "uint16", "quality", "0 good, 1 stale, 2 bad, 3 not connected, 4 vacant slot"),
     F(3, "uint16", "age_ms", "age at the image's scan, saturates at 65535", "ms"),
 ))
 # a command record: the same value twice; FC6 writes the u32's low word alone
@@ -255,8 +305,6 @@ BREAKER_TRIP = Record("breaker trip", (
 BREAKER_TRIP_OFFSET = DEVICE_HEADER_WORDS + POINT_WORDS * len(STANDARD["breaker"])
 # The alarm table (issue 15): the alarms of the table, most urgent first (severity, then
 # unacknowledged, then condition present, then oldest), at most ALARM_TABLE_CAPACITY.
-ALARM_TABLE_CAPACITY = 64
-AREA_HEAD_WORDS = 8  # alarm_table and event_ring start with this head; records follow
 SEVERITY_WORDS = ("none", "info", "warning", "minor", "major", "critical")  # 0 .. 5
 ALARM_STATES = ("empty", "active", "latched", "cleared-unacked")  # 0 .. 3
 DEVICE_KINDS = ("", *MAPPED_KINDS)  # 0 not a device, 1 meter, 2 probe, 3 breaker
@@ -284,8 +332,6 @@ ALARM_ROW = Record("alarm row", (
       "table, 65535 none"),
     F(10, "ascii24", "code", "the code as text (as the fault log prints it), NUL padded"),
 ))
-ALARM_ROW_WORDS = 24
-EVENT_CAPACITY = 64
 EVENT_RING_HEAD = Record("event ring head", (
     F(0, "uint32", "seq", "sequence number of the newest edge (0: none yet); +1 per edge, "
       "uint32, never goes back (across restarts too)"),
@@ -307,7 +353,6 @@ EVENT = Record("event", (
     F(11, "ascii8", "code", "the code as text, its first 8 characters, NUL padded (code_num "
       "names it exactly unless it is 0xFFFF; the alarm table has 24 characters)"),
 ))
-EVENT_WORDS = 15  # 8 + 64 x 15 words fit the 1000 words map v2 keeps for the ring
 EVENT_KINDS = ("empty", "raised", "cleared")
 del F
 assert all(DEVICE_HEADER_WORDS + POINT_WORDS * len(q) <= STRIDE[k] for k, q in STANDARD.items())
@@ -325,12 +370,15 @@ def flag_mask(table: Sequence[tuple[int, str, str]], name: str) -> int:
 
 
 DIRECTORY_OFFSET = 32
-AREAS = ("meter", "probe", "breaker", "output", "alarm", "command", "extra", "name",
-         "alarm_table", "event_ring")
-# alarm_table and event_ring: fixed size (a head, then capacity x stride words)
-FIXED_AREAS = {"alarm_table": (ALARM_TABLE_CAPACITY, ALARM_ROW_WORDS),
-               "event_ring": (EVENT_CAPACITY, EVENT_WORDS)}
+AREAS = tuple(LAYOUT)  # directory order: address order
+# alarm_table and event_ring: fixed size, a head then capacity x stride words (not slots)
+FIXED_AREAS = ("alarm_table", "event_ring")
 assert DIRECTORY_OFFSET + DIRECTORY_ENTRY.words * len(AREAS) <= HEADER_WORDS
+assert all(LAYOUT[a][0] + LAYOUT[a][1] * LAYOUT[a][2]
+           + (AREA_HEAD_WORDS if a in FIXED_AREAS else 0) <= LAYOUT[b][0]
+           for a, b in itertools.pairwise(AREAS))
+assert LAYOUT["alarm_table"][1:] == (ALARM_TABLE_CAPACITY, ALARM_ROW_WORDS)
+assert LAYOUT["event_ring"][1:] == (EVENT_CAPACITY, EVENT_WORDS)
 
 
 @dataclass(frozen=True)
@@ -345,9 +393,14 @@ class PointRecord:
 class DeviceBlock:
     kind: str
     name: str
-    ordinal: int
+    slot: int  # stable index in the kind's area (map.lock): address = base + slot x stride
     address: int
     points: tuple[PointRecord | None, ...]  # per STANDARD[kind] slot; None if not declared
+    unit_id: int | None = None  # the unit id serving this block from address 0, if any
+
+    @property
+    def ordinal(self) -> int:  # map v1's name of the device header's word 0
+        return self.slot
 
 
 @dataclass(frozen=True)
@@ -357,6 +410,18 @@ class CommandRecord:
     minval: float
     maxval: float
     doc: str = ""
+
+
+@dataclass(frozen=True)
+class MapInputs:
+    """What fixes the slots besides the site's names: the lock's tables, explicit ``slot``
+    and ``unit_id`` per device. Picklable: the I/O process builds the same map from it."""
+
+    lock: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    slots: Mapping[str, int] = field(default_factory=dict)  # device name -> explicit slot
+    unit_ids: Mapping[str, int] = field(default_factory=dict)  # device name -> unit id
+    # what the blocks declare about breakers (for the I/O process, which builds no blocks)
+    breakers: tuple[BreakerView, ...] = ()
 
 
 @dataclass
@@ -375,12 +440,17 @@ class RegisterMap:
     strides: dict[str, int] = field(default_factory=dict)
     size: int = HEADER_WORDS
     breakers: dict[str, list[BreakerView]] = field(default_factory=dict)
+    assignment: sl.Assignment | None = None
+    units: dict[int, DeviceBlock] = field(default_factory=dict)  # device unit id -> block
+    fingerprint: int = 0
+    _commands_at: dict[int, CommandRecord] = field(default_factory=dict, repr=False)
 
     # -- building --------------------------------------------------------------------------
     @classmethod
     def build(cls, points: Sequence[PointSpecLike], devices: Iterable[tuple[str, str]],
               block_outputs: Sequence[tuple[str, Sequence[str]]],
-              breakers: Iterable[BreakerView] = ()) -> RegisterMap:
+              breakers: Iterable[BreakerView] = (), inputs: MapInputs | None = None
+              ) -> RegisterMap:
         """Lay out the map.
 
         :param points: the image's point specs, in image order (name, unit, doc, command,
@@ -389,81 +459,107 @@ class RegisterMap:
         :param block_outputs: (block name, its output names), in scan order.
         :param breakers: what the blocks declare the map shows about breakers
             (:meth:`busguard.block.Block.map_breakers`): trip output, reset command.
+        :param inputs: the lock and the explicit slots and unit ids (none: slots in site
+            order, as a site without a lock gets them).
         """
         m = cls()
-        for view in breakers:
+        inputs = inputs or MapInputs()
+        for view in (*breakers, *inputs.breakers):
             m.breakers.setdefault(view.breaker, []).append(view)
         by_name = {p.name: p for p in points}
-        placed: set[str] = set()
-        addr = _align(HEADER_WORDS)
-        for kind in MAPPED_KINDS:
-            names = [n for k, n in devices if k == kind]
-            m.bases[kind], m.counts[kind], m.strides[kind] = addr, len(names), STRIDE[kind]
-            for i, dev in enumerate(names):
-                base = addr + i * STRIDE[kind]
-                recs: list[PointRecord | None] = []
-                for j, q in enumerate(STANDARD[kind]):
-                    pname = f"{dev}.{q}"
-                    spec = by_name.get(pname)
-                    if spec is None or spec.command:
-                        recs.append(None)
-                        continue
-                    placed.add(pname)
-                    recs.append(PointRecord(pname, base + DEVICE_HEADER_WORDS + j * POINT_WORDS,
-                                            spec.unit, spec.doc))
-                m.devices.append(DeviceBlock(kind, dev, i, base, tuple(recs)))
-            addr = _align(addr + len(names) * STRIDE[kind])
-        m.bases["output"], m.strides["output"] = addr, POINT_WORDS
+        devices = [(k, n) for k, n in devices if k in STANDARD]
+        placed = {f"{n}.{q}" for k, n in devices for q in STANDARD[k]
+                  if f"{n}.{q}" in by_name and not by_name[f"{n}.{q}"].command}
+        wanted = sl.Wanted()
+        for kind, name in devices:
+            wanted.add(kind, name, inputs.slots.get(name))
         for block, outs in block_outputs:
+            wanted.add("alarm", block)
             for out in outs:
-                m.outputs.append(PointRecord(out, addr + len(m.outputs) * POINT_WORDS))
+                wanted.add("output", out)
                 m.output_owner[out] = block
-        m.counts["output"] = len(m.outputs)
-        addr = _align(addr + len(m.outputs) * POINT_WORDS)
-        m.bases["alarm"], m.strides["alarm"] = addr, ALARM_WORDS
-        for i, (block, _outs) in enumerate(block_outputs):
-            m.alarm_blocks.append((block, addr + i * ALARM_WORDS))
-        m.counts["alarm"] = len(m.alarm_blocks)
-        addr = _align(addr + len(m.alarm_blocks) * ALARM_WORDS)
-        m.bases["command"], m.strides["command"] = addr, COMMAND_WORDS
         for p in points:
             if p.command:
-                m.commands.append(CommandRecord(p.name, addr + len(m.commands) * COMMAND_WORDS,
-                                                p.minval, p.maxval, p.doc))
-                placed.add(p.name)
-        m.counts["command"] = len(m.commands)
-        addr = _align(addr + len(m.commands) * COMMAND_WORDS)
-        m.bases["extra"], m.strides["extra"] = addr, POINT_WORDS
-        for p in points:
-            if p.name not in placed:
-                m.extras.append(PointRecord(p.name, addr + len(m.extras) * POINT_WORDS,
-                                            p.unit, p.doc))
-        m.counts["extra"] = len(m.extras)
-        addr = _align(addr + len(m.extras) * POINT_WORDS)
-        m.bases["name"], m.strides["name"] = addr, NAME_WORDS
+                wanted.add("command", p.name)
+            elif p.name not in placed:
+                wanted.add("extra", p.name)
+        a = m.assignment = sl.assign(wanted, inputs.lock, CAPACITY)
+        for area in AREAS:
+            base, cap, stride = LAYOUT[area]
+            m.bases[area], m.strides[area] = base, stride
+            used = a.slots.get(area, {}).values()
+            m.counts[area] = cap if area in FIXED_AREAS else max(used, default=-1) + 1
+        for kind in MAPPED_KINDS:
+            base, stride = m.bases[kind], m.strides[kind]
+            for name, slot in sorted(a.slots[kind].items(), key=lambda kv: kv[1]):
+                addr = base + slot * stride
+                recs: list[PointRecord | None] = []
+                for j, q in enumerate(STANDARD[kind]):
+                    spec = by_name.get(f"{name}.{q}")
+                    recs.append(None if spec is None or spec.command else PointRecord(
+                        spec.name, addr + DEVICE_HEADER_WORDS + j * POINT_WORDS, spec.unit,
+                        spec.doc))
+                m.devices.append(DeviceBlock(kind, name, slot, addr, tuple(recs)))
+        m._assign_units(inputs.unit_ids)
+
+        def at(area: str, name: str) -> int:
+            return m.bases[area] + a.of(area, name) * m.strides[area]
+
+        m.outputs = sorted((PointRecord(o, at("output", o)) for o in a.slots["output"]),
+                           key=lambda r: r.address)
+        m.alarm_blocks = sorted(((b, at("alarm", b)) for b in a.slots["alarm"]),
+                                key=lambda x: x[1])
+        m.commands = sorted((CommandRecord(n, at("command", n), by_name[n].minval,
+                                           by_name[n].maxval, by_name[n].doc)
+                             for n in a.slots["command"]), key=lambda c: c.address)
+        m._commands_at = {c.address: c for c in m.commands}
+        m.extras = sorted((PointRecord(n, at("extra", n), by_name[n].unit, by_name[n].doc)
+                           for n in a.slots["extra"]), key=lambda r: r.address)
         labels = ([d.name for d in m.devices] + [o.name for o in m.outputs]
                   + [b for b, _ in m.alarm_blocks] + [c.name for c in m.commands]
                   + [e.name for e in m.extras])
-        m.names = [(label, addr + i * NAME_WORDS) for i, label in enumerate(labels)]
+        base = m.bases["name"]
+        if len(labels) > CAPACITY["name"]:
+            raise sl.MapLockError(f"the register map's name table holds {CAPACITY['name']} "
+                                  f"names; this site needs {len(labels)} (too many devices, "
+                                  f"blocks or points for one map)")
+        m.names = [(label, base + i * NAME_WORDS) for i, label in enumerate(labels)]
         m.counts["name"] = len(m.names)
-        addr = _align(addr + len(m.names) * NAME_WORDS)
-        for area, (count, stride) in FIXED_AREAS.items():
-            m.bases[area], m.counts[area], m.strides[area] = addr, count, stride
-            addr = _align(addr + AREA_HEAD_WORDS + count * stride)
-        m.size = m.bases["event_ring"] + AREA_HEAD_WORDS + EVENT_CAPACITY * EVENT_WORDS
-        if m.size > 0x10000:
-            raise ValueError(f"the register map needs {m.size} registers; Modbus addresses "
-                             f"end at 65535 (too many devices or points for one map)")
+        m.size = base + len(m.names) * NAME_WORDS
+        m.fingerprint = zlib.crc32("\n".join(
+            f"{f.address} {f.words} {f.type} {f.access} {f.name}" for f in m.fields()
+            if f.area != "name").encode("utf-8"))
         return m
+
+    def _assign_units(self, explicit: Mapping[str, int]) -> None:
+        """Each device's unit id: explicit, else its kind's range + slot (if free)."""
+        taken = {u for n, u in explicit.items() if any(d.name == n for d in self.devices)}
+        out: list[DeviceBlock] = []
+        for d in self.devices:
+            unit = explicit.get(d.name)
+            if unit is None:
+                first, size = UNIT_RANGES[d.kind]
+                unit = first + d.slot if d.slot < size and first + d.slot not in taken \
+                    else None
+            out.append(DeviceBlock(d.kind, d.name, d.slot, d.address, d.points, unit))
+        self.devices = out
+        self.units = {d.unit_id: d for d in out if d.unit_id is not None}
+
+    def device_view(self, unit: int) -> tuple[int, int] | None:
+        """(first register, registers) of the block unit id ``unit`` serves; None when no
+        device has it (the whole map for :data:`SITE_UNITS`: the caller's case)."""
+        d = self.units.get(unit)
+        return None if d is None else (d.address, self.strides[d.kind])
 
     # -- lookups ---------------------------------------------------------------------------
     def command_at(self, address: int) -> tuple[CommandRecord, int] | None:
         """The command record holding ``address`` and the word offset inside it."""
         base = self.bases["command"]
-        i, off = divmod(address - base, COMMAND_WORDS)
-        if address < base or i >= len(self.commands):
+        if address < base:
             return None
-        return self.commands[i], off
+        off = (address - base) % COMMAND_WORDS
+        rec = self._commands_at.get(address - off)
+        return None if rec is None else (rec, off)
 
     def reset_command(self, device: str) -> CommandRecord | None:
         """The command record that resets a breaker's latched trip, as a block declared it."""
@@ -507,7 +603,8 @@ class RegisterMap:
             for j, q in enumerate(STANDARD[d.kind]):
                 if d.points[j] is not None:  # undeclared slots read NaN, quality 3
                     out.extend(_point_fields(d.address + DEVICE_HEADER_WORDS + j * POINT_WORDS,
-                                             f"{d.name}.{q}", unit_of(q), d.kind))
+                                             f"{d.name}.{q}", unit_of(q), d.kind,
+                                             QUANTITY_NOTES.get(q, "")))
             if d.kind == "breaker":
                 out += [_field(f, d.address + BREAKER_TRIP_OFFSET, f"{d.name}.{f.name}", "R",
                                d.kind) for f in BREAKER_TRIP.fields]
@@ -517,9 +614,9 @@ class RegisterMap:
                                "R", d.kind) for f in METER_COUNTERS.fields
                         if f.name in declared]
         for r in self.outputs:
-            out.extend(_point_fields(r.address, r.name, f"output of block "
+            out.extend(_point_fields(r.address, r.name, "", "output", f"output of block "
                                      f"{self.output_owner[r.name]}; quality 0 computed, "
-                                     f"1 not yet computed, 2 forced to fail-safe", "output"))
+                                     f"1 not yet computed, 2 forced to fail-safe"))
         for block, a in self.alarm_blocks:
             out += [_field(f, a, f"{block}.{f.name}", "R", "alarm") for f in ALARM.fields]
         for c in self.commands:
@@ -529,14 +626,13 @@ class RegisterMap:
                     for f in COMMAND.fields]
         for r in self.extras:  # names and units only: the doc text of a point is its owner's
             out.extend(_point_fields(r.address, r.name, r.unit, "extra",
-                                     COUNTER if r.name in COUNTER_POINTS else POINT))
+                                     rec=COUNTER if r.name in COUNTER_POINTS else POINT))
         for label, a in self.names:
             out.append(Field(a, NAME_WORDS, "ascii", f"name:{label}", f"name of the record "
                              f"({NAME_WORDS * 2} ASCII chars, NUL padded)", "", "R", "name"))
         for area, head, rec in (("alarm_table", ALARM_TABLE_HEAD, "alarm row"),
                                 ("event_ring", EVENT_RING_HEAD, "event")):
-            base = self.bases[area]
-            count, stride = FIXED_AREAS[area]
+            base, count, stride = LAYOUT[area]
             out += [_field(f, base, f"{area}.{f.name}", "R", area) for f in head.fields]
             out += [Field(base + AREA_HEAD_WORDS + i * stride, stride, "record",
                           f"{area}[{i}]", f"{rec} record {i} (layout: see the {rec} record)",
@@ -560,10 +656,18 @@ class PointSpecLike:  # typing helper: the attributes RegisterMap.build reads
     maxval: float
 
 
-def _point_fields(a: int, name: str, note: str, area: str, rec: Record = POINT
-                  ) -> list[Field]:
-    return [_field(f, a, name if f.name == "value" else f"{name}:{f.name}", "R", area,
-                   note=note) for f in rec.fields]
+def _point_fields(a: int, name: str, unit: str, area: str, note: str = "",
+                  rec: Record = POINT) -> list[Field]:
+    """The rows of one point record (or counter record): the value's unit in the unit
+    column, what it means in the description (its own unit column: age_ms in ms, quality
+    none)."""
+    out = []
+    for f in rec.fields:
+        row = _field(f, a, name if f.name == "value" else f"{name}:{f.name}", "R", area,
+                     note=note or "value")
+        out.append(Field(row.address, row.words, row.type, row.name, row.description,
+                         unit if f.name == "value" else row.unit, row.access, row.area))
+    return out
 
 
 def unit_of(q: str) -> str:
@@ -576,10 +680,6 @@ def unit_of(q: str) -> str:
     return ""
 
 
-def _align(addr: int) -> int:
-    return -(-addr // AREA_ALIGN) * AREA_ALIGN
-
-
 def _num(x: float) -> str:
     if x in (float("inf"), float("-inf")):
         return "inf" if x > 0 else "-inf"
@@ -587,19 +687,43 @@ def _num(x: float) -> str:
 
 
 def from_runtime_parts(specs: Sequence[object], devices: Iterable[tuple[str, str]],
-                       blocks: Iterable[Block]) -> RegisterMap:
+                       blocks: Iterable[Block], inputs: MapInputs | None = None
+                       ) -> RegisterMap:
     """Build from a runtime's image specs, site devices and blocks (``name``, ``outputs()``,
     ``map_breakers()``)."""
     blocks = list(blocks)
     outs = [(b.name, tuple(b.outputs())) for b in blocks]
     views = [v for b in blocks for v in b.map_breakers()]
-    return RegisterMap.build(specs, devices, outs, views)  # type: ignore[arg-type]
+    return RegisterMap.build(specs, devices, outs, views, inputs)  # type: ignore[arg-type]
 
 
-def for_runtime(rt: object) -> RegisterMap:
-    """The map of a built :class:`busguard.runtime.Runtime`."""
-    devices = [(d.kind, d.name) for d in rt.site.devices]  # type: ignore[attr-defined]
-    return from_runtime_parts(rt.image.specs, devices, rt.blocks)  # type: ignore[attr-defined]
+def inputs_for_site(site: Any, use_lock: bool = True,
+                    breakers: Iterable[BreakerView] = ()) -> MapInputs:
+    """The lock (``{state_dir}/map.lock``; none when ``use_lock`` is false or there is no
+    file) and the explicit ``slot`` / ``unit_id`` of a site's devices (``breakers``: what
+    the blocks declare, for a map built where the blocks are not)."""
+    lock = sl.read_lock(sl.lock_path(site.state_dir)) if use_lock else {}
+    slots = {d.name: d.slot for d in site.devices if getattr(d, "slot", None) is not None}
+    units = {d.name: d.unit_id for d in site.devices
+             if getattr(d, "unit_id", None) is not None}
+    return MapInputs(lock, slots, units, tuple(breakers))
+
+
+def for_runtime(rt: Any, use_lock: bool = True) -> RegisterMap:
+    """The map of a built :class:`busguard.runtime.Runtime`, with its site's map.lock."""
+    devices = [(d.kind, d.name) for d in rt.site.devices]
+    return from_runtime_parts(rt.image.specs, devices, rt.blocks,
+                              inputs_for_site(rt.site, use_lock))
+
+
+def commit_lock(m: RegisterMap, site: Any) -> bool:
+    """Record the map's slots in ``{state_dir}/map.lock`` when they changed (a missing lock
+    is created); True when it was written."""
+    a = m.assignment
+    if a is None or not a.changed:
+        return False
+    sl.write_lock(sl.lock_path(site.state_dir), a.lock)
+    return True
 
 
 def mapping_summary(m: RegisterMap) -> Mapping[str, tuple[int, int, int]]:

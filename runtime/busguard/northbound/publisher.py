@@ -27,6 +27,7 @@ from busguard.northbound import access, mapdef
 from busguard.northbound.encode import AlarmInfo, Encoder, Frame
 from busguard.northbound.events import AlarmRow, rows_of
 from busguard.northbound.server import Endpoint, NorthboundServer
+from busguard.northbound.units import Identity, UnitTable
 from busguard.publisher import Publisher
 
 if TYPE_CHECKING:
@@ -197,6 +198,7 @@ class ModbusServerPublisher(Publisher):
         self._writer = runtime.image
         self._observed = runtime
         self.map = mapdef.for_runtime(runtime)
+        self._commit_lock()
         self.encoder = Encoder(self.map, runtime.image.index, runtime.site.scan.period_ms,
                                runtime.site.config_hash)
         self._retained = runtime.pm.get_plugin(PLUGIN_NAME)
@@ -208,11 +210,45 @@ class ModbusServerPublisher(Publisher):
                      "the I/O process", mapdef.MAP_VERSION, self.map.size)
             return
         self.server = NorthboundServer(self, self.policy, self.endpoints(),
-                                       handshake_timeout_s=10.0)
+                                       handshake_timeout_s=10.0, units=self.unit_table())
         self.server.start()
         log.info("modbus_server: serving the register map (map v%d, %d registers) on %s",
                  mapdef.MAP_VERSION, self.map.size, ", ".join(
                      f"{k} {h}:{p}" for k, h, p in self.server.bound))
+
+    def _commit_lock(self) -> None:
+        """Record the map's slots in map.lock (created when missing); a point that moved
+        (an explicit `slot` taking another's) is logged with the diff."""
+        assert self.map is not None and self.map.assignment is not None
+        from busguard.northbound import slots
+
+        a = self.map.assignment
+        if a.moved:
+            log.warning("modbus_server: the register map moved points a DCIM may read: %s",
+                        "; ".join(slots.describe(a, {k: (b, st) for k, (b, _c, st)
+                                                     in mapdef.LAYOUT.items()})[:len(a.moved)]))
+        try:
+            if mapdef.commit_lock(self.map, self.site):
+                log.info("modbus_server: map slots recorded in %s",
+                         slots.lock_path(self.site.state_dir))
+        except OSError as exc:
+            log.error("modbus_server: cannot write %s (%s): slots not recorded; the next "
+                      "start assigns new devices again", slots.lock_path(self.site.state_dir),
+                      exc.strerror or exc)
+
+    def unit_table(self) -> UnitTable:
+        """What each Modbus unit id serves: the whole map, a device's block, or nothing."""
+        assert self.map is not None
+        from busguard import __version__
+
+        m = self.map
+        site = Identity("BG-SITE", "busguard site map", "site", self.site.name,
+                        m.fingerprint, __version__)
+        views = {u: (d.address, m.strides[d.kind],
+                     Identity(f"BG-{d.kind.upper()}", f"busguard {d.kind} view", d.name,
+                              self.site.name, m.fingerprint, __version__))
+                 for u, d in m.units.items()}
+        return UnitTable(mapdef.SITE_UNITS, site, views)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -228,14 +264,14 @@ class ModbusServerPublisher(Publisher):
         self._writer = ctx.image
         self._observed = ctx
         self.map = mapdef.RegisterMap.build(lay.specs, lay.devices, lay.block_outputs,
-                                            lay.breakers)
+                                            inputs=lay.map_inputs)
         self.encoder = Encoder(self.map, lay.index, self.site.scan.period_ms,
                                self.site.config_hash)
         ctx.frames.refresh_s = max(ctx.frames.refresh_s,
                                    float(self.config.params["refresh_ms"]) / 1000.0)
         source = RemoteRegisterImage(self, self.encoder, ctx.frames, lay)
         self.server = NorthboundServer(source, self.policy, self.endpoints(),
-                                       handshake_timeout_s=10.0)
+                                       handshake_timeout_s=10.0, units=self.unit_table())
         source.server = self.server
         self.server.start()
         log.info("modbus_server: serving the register map (map v%d, %d registers) on %s",

@@ -83,6 +83,11 @@ def read_header(read: ReadFn) -> dict[str, Any]:
     return out
 
 
+def _vacant_point(rec: dict[str, Any]) -> bool:
+    """A record of a vacant slot (quality 4)."""
+    return rec["quality"] == md.QUALITY_WORDS[md.QUALITY_VACANT]
+
+
 def _same(v: Any) -> Any:
     return v
 
@@ -107,9 +112,12 @@ def read_all(read: ReadFn) -> dict[str, Any]:
             used = md.BREAKER_TRIP_OFFSET + md.BREAKER_TRIP.words
         elif kind == "meter":  # the exact energy counters follow them
             used = md.METER_COUNTERS_OFFSET + md.METER_COUNTERS.words
+        ordinal = 0
         for i in range(a["count"]):
             ws = read_chunked(read, a["base"] + i * a["stride"], used)  # > 125 words
             dh = md.DEVICE_HEADER.unpack(ws[:md.DEVICE_HEADER_WORDS])
+            if dh["slot"] == md.VACANT:
+                continue
             pts = {}
             for j, q in enumerate(md.STANDARD[kind]):
                 o = md.DEVICE_HEADER_WORDS + j * md.POINT_WORDS
@@ -117,7 +125,7 @@ def read_all(read: ReadFn) -> dict[str, Any]:
                 if not (rec["value"] is None and rec["quality"] == "not-connected"
                         and rec["age_ms"] == md.AGE_MAX_MS):
                     pts[q] = rec
-            dev = {"kind": kind, "name": names[k], "ordinal": dh["ordinal"],
+            dev = {"kind": kind, "name": names[k], "ordinal": ordinal, "slot": dh["slot"],
                    "reset_command": dh["reset_command"] or None,
                    "status": md.QUALITY_WORDS.get(dh["status"], "?"),
                    "alarms": bits(dh["alarms"], md.ALARM_BITS),
@@ -127,6 +135,7 @@ def read_all(read: ReadFn) -> dict[str, Any]:
             elif kind == "meter":
                 dev["counters"] = ev.decode_counters(ws, pts)
             devices.append(dev)
+            ordinal += 1
             k += 1
 
     def records(area: str) -> list[list[int]]:
@@ -136,24 +145,30 @@ def read_all(read: ReadFn) -> dict[str, Any]:
 
     outputs = {}
     for ws in records("output"):
-        outputs[names[k]] = point(ws)
-        k += 1
+        rec = point(ws)
+        if not _vacant_point(rec):
+            outputs[names[k]] = rec
+            k += 1
     alarms = {}
     for ws in records("alarm"):
-        rec = md.ALARM.unpack(ws)
-        alarms[names[k]] = {"bits": bits(rec["alarms"], md.ALARM_BITS),
-                            "count": rec["alarm_count"]}
-        k += 1
+        arec = md.ALARM.unpack(ws)
+        if arec["alarm_count"] != md.VACANT:
+            alarms[names[k]] = {"bits": bits(arec["alarms"], md.ALARM_BITS),
+                                "count": arec["alarm_count"]}
+            k += 1
     commands = {}
     for ws in records("command"):
-        rec = md.COMMAND.unpack(ws)
-        commands[names[k]] = {"value": _num(rec["value"]), "u32": rec["u32"]}
-        k += 1
+        crec = md.COMMAND.unpack(ws)
+        if not (math.isnan(crec["value"]) and crec["u32"] == 0xFFFFFFFF):
+            commands[names[k]] = {"value": _num(crec["value"]), "u32": crec["u32"]}
+            k += 1
     extras = {}
     for ws in records("extra"):
-        extras[names[k]] = counter(ws) if names[k] in md.COUNTER_POINTS else point(ws)
-        k += 1
-    slots = {(dv["kind"], int(dv.get("slot", dv["ordinal"]))): dv["name"] for dv in devices}
+        rec = point(ws)
+        if not _vacant_point(rec):
+            extras[names[k]] = counter(ws) if names[k] in md.COUNTER_POINTS else rec
+            k += 1
+    slots = {(dv["kind"], int(dv["slot"])): dv["name"] for dv in devices}
 
     def area(name: str) -> list[int]:
         a = d.get(name)

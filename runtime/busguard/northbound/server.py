@@ -46,18 +46,21 @@ from typing import Any, Protocol
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.mei_message import ReadDeviceInformationRequest
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
 from busguard.errors import BusguardError
 from busguard.northbound.access import Clients, Counters, Policy, RefusalLog
+from busguard.northbound.units import GATEWAY_NO_RESPONSE, UnitTable
 from busguard.recvbuf import ReceiveIntoBuffer
 
 log = logging.getLogger("busguard.northbound")
 
 READ_FCS = frozenset({3, 4})
 WRITE_FCS = frozenset({6, 16, 23})
-ALLOWED_FCS = READ_FCS | WRITE_FCS
+IDENT_FC = 43  # Read Device Identification (MEI 14), per unit id: busguard.northbound.units
+ALLOWED_FCS = READ_FCS | WRITE_FCS | {IDENT_FC}
 MAX_BUFFER = 16384  # bytes received and not yet decoded, per connection
 MAX_QUEUE = 512  # decoded requests not yet answered, per connection
 MAX_MBAP_LENGTH = 254  # MBAP length field: unit id + a PDU of at most 253 bytes
@@ -304,19 +307,26 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
         return self._consume(data, time.monotonic())
 
     def _read_reply(self, tid: int, unit: int, fc: int, addr: int, count: int) -> bytes:
-        """The answer frame to a read of ``count`` registers at ``addr``: a slice of one
-        image (one scan), or the exception pymodbus would give (0x03 for a count outside
-        1..125, 0x02 past the end of the map)."""
+        """The answer frame to a read of ``count`` registers at ``addr`` of unit id
+        ``unit``'s view: a slice of one image (one scan), or the exception pymodbus would
+        give (0x03 for a count outside 1..125, 0x02 past the end of the view), or 0x0B for a
+        unit id nobody has."""
         c = self.nb.counters
         c.requests += 1
+        units = self.nb.units
+        view = (0, None) if units is None else units.view(unit)
+        if view is None:
+            c.exceptions += 1
+            return _EXC_REPLY.pack(tid, 0, 3, unit, fc | 0x80, GATEWAY_NO_RESPONSE)
         if not 1 <= count <= MAX_READ_COUNT:
             c.exceptions += 1
             return _EXC_REPLY.pack(tid, 0, 3, unit, fc | 0x80, ExcCodes.ILLEGAL_VALUE)
         c.reads += 1
         img = self.nb.source.image()
-        lo = 2 * addr
+        base, words = view
+        lo = 2 * (base + addr)
         hi = lo + 2 * count
-        if hi > len(img):
+        if hi > len(img) or (words is not None and addr + count > words):
             c.exceptions += 1
             return _EXC_REPLY.pack(tid, 0, 3, unit, fc | 0x80, ExcCodes.ILLEGAL_ADDRESS)
         return _READ_HEAD.pack(tid, 0, 3 + 2 * count, unit, fc, 2 * count) + img[lo:hi]
@@ -357,6 +367,21 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
             return pdu
         fc = pdu.function_code
         if fc not in ALLOWED_FCS:
+            return self._exc(pdu, ExcCodes.ILLEGAL_FUNCTION)
+        units = self.nb.units
+        if units is not None:
+            view = units.view(pdu.dev_id)
+            if isinstance(pdu, ReadDeviceInformationRequest):
+                c.reads += 1
+                answer = units.identify(pdu)
+                if isinstance(answer, ExceptionResponse):
+                    c.exceptions += 1
+                return answer
+            if view is None:
+                return self._exc(pdu, GATEWAY_NO_RESPONSE)
+            if view[1] is not None and fc in WRITE_FCS:  # a device view has no commands
+                return self._exc(pdu, ExcCodes.ILLEGAL_ADDRESS)
+        elif fc == IDENT_FC:
             return self._exc(pdu, ExcCodes.ILLEGAL_FUNCTION)
         if fc in WRITE_FCS:
             if not self.nb.policy.may_write(self.conn.host):
@@ -403,8 +428,10 @@ class NorthboundServer:
     """Listening sockets, accept loop, idle sweeper and pymodbus server on its own loop."""
 
     def __init__(self, source: ImageSource, policy: Policy, endpoints: Sequence[Endpoint],
-                 handshake_timeout_s: float = 10.0) -> None:
+                 handshake_timeout_s: float = 10.0, units: UnitTable | None = None) -> None:
         self.source = source
+        # which view each unit id serves (None: the whole map at every unit id)
+        self.units = units
         self.policy = policy
         self.endpoints = list(endpoints)
         self.clients = Clients(policy)
