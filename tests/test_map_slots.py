@@ -271,3 +271,13 @@ above = 1000.0
     assert there.reset_command("cb1") is not None
     assert there.fingerprint == here.fingerprint
     assert [f.as_dict() for f in there.fields()] == [f.as_dict() for f in here.fields()]
+
+
+def test_a_site_over_the_map_capacity_is_refused_naming_the_limit(tmp_path, capsys):
+    devs = [("meter", f"m{i}") for i in range(mapdef.CAPACITY["meter"] + 1)]
+    with pytest.raises(slots.MapLockError, match="holds at most 128 meter record"):
+        mapdef.RegisterMap.build(specs_of(devs, set()), devs, [])
+    site = write(tmp_path, SITE.format(devices=meters(*(f"m{i}" for i in range(129)))))
+    assert main(["check", str(site)]) == 1
+    assert "the register map holds at most 128 meter record(s): 129 wanted" in \
+        capsys.readouterr().err

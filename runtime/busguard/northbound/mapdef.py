@@ -526,10 +526,26 @@ class RegisterMap:
         m.names = [(label, base + i * NAME_WORDS) for i, label in enumerate(labels)]
         m.counts["name"] = len(m.names)
         m.size = base + len(m.names) * NAME_WORDS
-        m.fingerprint = zlib.crc32("\n".join(
-            f"{f.address} {f.words} {f.type} {f.access} {f.name}" for f in m.fields()
-            if f.area != "name").encode("utf-8"))
+        m.fingerprint = zlib.crc32("\n".join(m.address_table()).encode("utf-8"))
         return m
+
+    def address_table(self) -> list[str]:
+        """One line per record: map version, area, address, name (and a breaker's reset
+        command word): what the fingerprint hashes. Every register of :meth:`fields`
+        follows from these (the record layouts are fixed per map version), so the CRC
+        changes exactly when a point is added, removed or moved; computed without building
+        the documentation rows (start-up time)."""
+        out = [f"busguard map v{MAP_VERSION}"]
+        for d in self.devices:
+            reset = self.reset_command(d.name)
+            out.append(f"{d.kind} {d.address} {d.name}" + (f" reset {reset.address}"
+                                                            if reset else ""))
+            out += [f"point {r.address} {r.name}" for r in d.points if r is not None]
+        out += [f"output {r.address} {r.name}" for r in self.outputs]
+        out += [f"alarm {a} {b}" for b, a in self.alarm_blocks]
+        out += [f"command {c.address} {c.name}" for c in self.commands]
+        out += [f"extra {r.address} {r.name}" for r in self.extras]
+        return out
 
     def _assign_units(self, explicit: Mapping[str, int]) -> None:
         """Each device's unit id: explicit, else its kind's range + slot (if free)."""

@@ -83,7 +83,7 @@ def read_lock(path: str | Path) -> dict[str, dict[str, int]]:
     path = Path(path)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no state folder: no lock either
         return {}
     except OSError as exc:
         raise MapLockError(f"{path}: cannot read the map lock: {exc.strerror}") from exc
