@@ -122,8 +122,9 @@ def markdown(m: md.RegisterMap, site_name: str, site_file: str, port: int = 502)
                    f"{md.ALARM['alarms'].offset}, header word "
                    f"{md.HEADER['alarm_summary'].offset}")
     lines += ["", "A vacant slot reads device word 0 = 65535 and quality 4 (vacant) in its "
-              "point records; `alarm_table` and `event_ring` are reserved (count 0) until "
-              "the alarm table and event ring are filled in.", ""]
+              "point records. `alarm_table` and `event_ring` have a fixed size (count = "
+              "capacity): an 8-word head, then the records (see \"Trip causes, counters, "
+              "alarm table and event ring\").", ""]
     lines += unit_lines(m)
     lines += ["", f"The directory in header words {md.DIRECTORY_OFFSET}..{dir_end} holds the "
               "same table (base, count, "
