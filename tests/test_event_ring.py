@@ -504,6 +504,15 @@ def test_mbpoll_reads_the_trip_cause_at_its_documented_address(unit):
     assert out.returncode == 0, out.stdout + out.stderr
     secs = int(out.stdout.split(f"[{utc.address}]:")[1].split()[0])
     assert secs & 0xFFFFFFFF == math.floor(rt.blocks[0].trip["t_utc"])
+    # the breaker's own unit id serves its block from address 0: the same words at offset 12
+    dev = next(d for d in pub.map.devices if d.name == "cb1")
+    assert dev.unit_id is not None
+    out = subprocess.run([mbpoll, "-m", "tcp", "-p", str(pub.server.port()), "-1", "-o", "2",
+                          "-a", str(dev.unit_id), "-0", "-B", "-t", "4:hex", "-r",
+                          str(md.BREAKER_TRIP_OFFSET), "-c", "1", "127.0.0.1"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"[{md.BREAKER_TRIP_OFFSET}]: \t0x00CF" in out.stdout
 
 
 # -- counters ------------------------------------------------------------------------------------
