@@ -104,3 +104,40 @@ def test_read_device_identification_with_the_pymodbus_client(served):
         assert one.information == {0x80: f"0x{pub.map.fingerprint:08x}".encode()}
         nobody = c.read_device_information(device_id=50)
         assert nobody.isError() and nobody.exception_code == 0x0B
+
+
+def test_a_vacant_slot_reads_vacant_not_zero(served):
+    """The fixed layout has room for slots nobody holds: they read slot 65535 and quality
+    4 (vacant), never a 0.0 of good quality a DCIM could take for a reading."""
+    _rt, _pub, port = served
+    base, _cap, stride = mapdef.LAYOUT["meter"]
+    with connect(port) as s:
+        block = read(s, base + 5 * stride, 12)  # meter slot 5: nobody
+        assert block[0] == mapdef.VACANT and block[1] == mapdef.QUALITY_VACANT
+        assert f32(block[8:10]) != f32(block[8:10])  # NaN
+        assert block[10] == mapdef.QUALITY_VACANT and block[11] == mapdef.AGE_MAX_MS
+        out_base = mapdef.LAYOUT["output"][0] + 4 * 100  # output index 100: nobody
+        assert read(s, out_base + 2, 1) == [mapdef.QUALITY_VACANT]
+        assert read_unit(s, 2 + 5, 0, 1) == 0x0B  # and no unit id serves it
+
+
+def test_before_the_first_scan_present_records_are_not_vacant(make_runtime):
+    """The template (served until the first scan) tells present records from vacant ones:
+    the name table and the reader stay aligned from the first answer."""
+    from busguard.northbound.encode import Encoder
+
+    rt = make_runtime(site_text())
+    m = mapdef.for_runtime(rt)
+    img = Encoder(m, rt.image.index, 10, "").template
+
+    def rd(a: int, n: int) -> list[int]:
+        return list(struct.unpack_from(f">{n}H", img, 2 * a))
+
+    got = read_all(rd)
+    assert [d["name"] for d in got["devices"]] == [d.name for d in m.devices]
+    assert all(d["status"] == "not-connected" for d in got["devices"])
+    assert list(got["outputs"]) == [r.name for r in m.outputs]
+    assert all(o["quality"] == "stale" for o in got["outputs"].values())  # not yet computed
+    assert list(got["extras"]) == [r.name for r in m.extras]
+    assert list(got["commands"]) == [c.name for c in m.commands]
+    assert list(got["alarms"]) == [b for b, _a in m.alarm_blocks]

@@ -113,10 +113,12 @@ def apply(current: Path, new_bytes: bytes, timeout_s: float = 30.0, reload: bool
     if got is not None:
         m, changes = got
         res["map_changes"] = changes
-        if changes:
+        if changes and map_lock_path(new_site.state_dir).exists():
             say(f"register map changes against {map_lock_path(new_site.state_dir)}:")
             for line in changes:
                 say(f"  {line}")
+        elif changes:
+            say(changes[0])
         if m.assignment is not None and m.assignment.moved and not accept_map_change:
             staged.unlink()
             say(refusal(m))

@@ -65,10 +65,12 @@ def run(args: argparse.Namespace) -> int:
     if got is not None:
         print(f"  register map v{mapdef.MAP_VERSION}: fingerprint "
               f"0x{got[0].fingerprint:08x}", file=out)
-        if got[1]:
+        if got[1] and slots.lock_path(site.state_dir).exists():
             print(f"register map changes against {slots.lock_path(site.state_dir)}:", file=out)
             for line in got[1]:
                 print(f"  {line}", file=out)
+        elif got[1]:
+            print(f"  {got[1][0]}", file=out)
     if refused:
         assert got is not None
         print(refusal(got[0]), file=sys.stderr)

@@ -142,6 +142,17 @@ def mark_vacant(tpl: bytearray, regmap: md.RegisterMap) -> None:
     base, cap, stride = md.LAYOUT["alarm"]
     for i in range(cap):
         _ALARM.pack_into(tpl, 2 * (base + i * stride), 0, 0xFFFF)
+    # present records until the first scan: not connected / not yet computed, not vacant
+    for d in regmap.devices:
+        md.DEVICE_HEADER.pack_into(tpl, 2 * d.address, {"status": 3})
+    for r in regmap.outputs:
+        _REC.pack_into(tpl, 2 * r.address, math.nan, 1, 0)
+    for r in regmap.extras:
+        _REC.pack_into(tpl, 2 * r.address, math.nan, 3, md.AGE_MAX_MS)
+    for c in regmap.commands:
+        _CMD.pack_into(tpl, 2 * c.address, math.nan, 0)
+    for _b, a in regmap.alarm_blocks:
+        _ALARM.pack_into(tpl, 2 * a, 0, 0)
 
 
 class Encoder:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,26 +175,6 @@ def assign(wanted: Wanted, lock: Mapping[str, Mapping[str, int]],
     changed = any(new_lock.get(a, {}) != dict(lock.get(a, {})) for a in LOCKED_AREAS)
     return Assignment(slots, new_lock, tuple(moved), tuple(added), tuple(retired),
                       tuple(reused), changed)
-
-
-def check_explicit(entries: Iterable[tuple[str, str, int | None]],
-                   capacity: Mapping[str, int]) -> list[tuple[str, str]]:
-    """(name, message) for explicit slots that repeat within a kind or exceed capacity."""
-    problems: list[tuple[str, str]] = []
-    seen: dict[tuple[str, int], str] = {}
-    for kind, name, slot in entries:
-        if slot is None:
-            continue
-        cap = capacity[kind]
-        if not 0 <= slot < cap:
-            problems.append((name, f"got {slot}; valid: 0 to {cap - 1} (the map holds "
-                                   f"{cap} {kind}s)"))
-        elif (kind, slot) in seen:
-            problems.append((name, f"slot {slot} is already {kind} {seen[kind, slot]!r}'s; "
-                                   f"valid: a slot no other {kind} has, 0 to {cap - 1}"))
-        else:
-            seen[kind, slot] = name
-    return problems
 
 
 def describe(a: Assignment, addresses: Mapping[str, tuple[int, int]] | None = None
