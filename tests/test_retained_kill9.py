@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from busguard.northbound import mapdef
 from busguard.statefile import load_newest
 from test_northbound_helpers import read, wait_for, write
 from test_retained_restart import (
@@ -39,7 +40,7 @@ def head(port: int) -> list[int]:
 
 def breaker_flags(port: int) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
-        return read(s, 2000, 12)[3]
+        return read(s, mapdef.LAYOUT["breaker"][0], 12)[3]  # breaker slot 0
 
 
 def acknowledge(port: int, n: int) -> None:
