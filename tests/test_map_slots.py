@@ -277,7 +277,11 @@ def test_a_site_over_the_map_capacity_is_refused_naming_the_limit(tmp_path, caps
     devs = [("meter", f"m{i}") for i in range(mapdef.CAPACITY["meter"] + 1)]
     with pytest.raises(slots.MapLockError, match="holds at most 128 meter record"):
         mapdef.RegisterMap.build(specs_of(devs, set()), devs, [])
+    # the site file is refused before any map is built: a configuration error naming the
+    # file, the first entry over the limit and the limit (exit 2); 128 meters pass
     site = write(tmp_path, SITE.format(devices=meters(*(f"m{i}" for i in range(129)))))
-    assert main(["check", str(site)]) == 1
-    assert "the register map holds at most 128 meter record(s): 129 wanted" in \
+    assert main(["check", str(site)]) == 2
+    assert f"{site}: meter[128]: 129 meters: one unit holds at most 128 meters" in \
         capsys.readouterr().err
+    site.write_text(SITE.format(devices=meters(*(f"m{i}" for i in range(128)))))
+    assert main(["check", str(site)]) == 0

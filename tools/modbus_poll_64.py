@@ -111,7 +111,7 @@ def main() -> int:
 
     def pct(xs, p):
         xs = sorted(xs)
-        return xs[max(0, int(round(p / 100 * len(xs))) - 1)] if xs else float("nan")
+        return xs[max(0, round(p / 100 * len(xs)) - 1)] if xs else float("nan")
 
     due = args.meters * wall / (args.poll_ms / 1e3)
     out = {"meters": args.meters, "poll_ms": args.poll_ms, "seconds": round(wall, 2),

@@ -1,15 +1,17 @@
-"""(7) The scale curve: (1)'s scan under load at 16, 64 and 256 meters, so how the cost grows
-with the site is measured, not assumed.
+"""(7) The scale curve: (1)'s scan under load at 16, 64 and 128 meters, so how the cost grows
+with the site is measured, not assumed. 128 is the most one unit holds since register map v2
+(its stable meter slots; docs/northbound.md): the curve used to end at 256 meters, which a site
+file is now refused for.
 
 The same load as (1) (meters polled every 100 ms, 32 probes, 8 DCIM clients reading the whole
 map), with ``[scan] io = "process"``, at each meter count, with two differences that keep the
 curve about the site and not about the load generators on a 2-core machine:
 
 - the meters are the bench's minimal responder (:mod:`busguard_bench.meters` ``--backend
-  raw``) at every size: 256 pymodbus servers in one process take a core of the two;
+  raw``) at every size: 128 pymodbus servers in one process take a core of the two;
 - the DCIM clients read at 10 Hz while that is at most (1)'s request rate at 64 meters, and
-  less often above (the map grows with the meters: at 256 meters 8 clients at 10 Hz would be
-  22,000 requests a second, more than the server and its clients can do on two cores).
+  less often above (the map grows with the meters: at 128 meters 8 clients at 10 Hz would be
+  many more requests a second than the server and its clients can do on two cores).
 
 Per size: scan lateness p99 and overruns; CPU of both runtime processes per meter poll (which
 includes the scan's and the DCIM's fixed costs, so it falls with size) and the marginal CPU
@@ -23,9 +25,9 @@ from busguard_bench import scan
 from busguard_bench.context import Bench
 from busguard_bench.result import INFO, Measurement, Row
 
-KEYS = (("7-scale", "scale curve: (1) at 16, 64 and 256 meters, [scan] io = \"process\""),)
+KEYS = (("7-scale", "scale curve: (1) at 16, 64 and 128 meters, [scan] io = \"process\""),)
 NEEDS = ("modbus_tcp", "threshold_alarm")
-SIZES = (16, 64, 256)
+SIZES = (16, 64, 128)  # 128: the most one unit (its register map) holds
 DCIM_MAX_RPS = 8 * 10.0 * 77  # (1) at 64 meters: 8 clients x 10 Hz x 77 requests a map
 
 
@@ -36,7 +38,7 @@ def run(b: Bench) -> list[Measurement]:
     details: dict[str, object] = {"duration_s": dur, "sizes": {}}
     prev: tuple[int, float, float] | None = None  # meters, CPU s per s, polls per s
     for n in SIZES:
-        meters_n = max(1, n // 32) if b.smoke else b.count(n)  # smoke: 1, 2, 8
+        meters_n = max(1, n // 32) if b.smoke else b.count(n)  # smoke: 1, 2, 4
         got, missing, det = scan.loaded(b, "process", dur, warm, meters_n,
                                         b.count(scan.PROBES), backend="raw",
                                         name=f"scale-{meters_n}", dcim_max_rps=DCIM_MAX_RPS)

@@ -205,7 +205,16 @@ class Tables:
         return slot, unit
 
     def check_map_keys(self, devices: list[DeviceConfig]) -> None:
-        """Explicit slots unique per kind; explicit unit ids unique across kinds."""
+        """No more devices of a kind than the map has slots; explicit slots unique per kind;
+        explicit unit ids unique across kinds."""
+        for kind in DEVICE_AREAS:
+            of_kind = [d for d in devices if d.kind == kind]
+            if len(of_kind) > CAPACITY[kind]:
+                self.problem(of_kind[CAPACITY[kind]].path,
+                             f"{len(of_kind)} {kind}s: one unit holds at most {CAPACITY[kind]} "
+                             f"{kind}s (the register map's stable slots, which every outward "
+                             f"interface shares); valid: at most {CAPACITY[kind]} [[{kind}]] "
+                             f"tables; a larger busway runs two units (docs/northbound.md)")
         slots: dict[tuple[str, int], DeviceConfig] = {}
         units: dict[int, DeviceConfig] = {}
         for d in devices:
