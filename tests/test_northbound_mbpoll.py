@@ -115,3 +115,38 @@ def test_mbpoll_reads_per_phase_power_by_unit_id_and_in_the_site_map(make_runtim
     assert values(r.stdout) == {site: "38.75"}
     nobody = mbpoll(port, "-a", "99", "-0", "-t", "4", "-r", "0", "-c", "1")
     assert nobody.returncode != 0
+
+
+def test_mbpoll_reads_a_breakers_trip_cause_by_unit_id_and_in_the_site_map(make_runtime):
+    """issue 15: a latched trip's cause (BG-TRIP-OC-LED) at the breaker block's documented
+    word 12 (docs/register-map.md "Trip causes"), through the breaker's own unit id (slot 0:
+    unit 130, its block from address 0) and in the whole-site map (unit 1)."""
+    from pathlib import Path
+
+    from busguard import alarmcodes
+    from test_event_ring import SITE as TRIP_SITE
+    from test_event_ring import scans, write
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "register-map.md").read_text(
+        encoding="utf-8")
+    trip = doc[doc.index("## Trip causes"):]
+    word = int(re.search(r"^Breaker blocks: words (\d+)\.\.", trip, re.M).group(1))
+    assert re.search(r"^\| 0 \| 1 \| uint16 \| `trip_cause` \|", trip, re.M)
+    unit = int(re.search(r"^\| (\d+) \| breaker \| `brk-a1` \| 0 \|", doc, re.M).group(1))
+    rt = make_runtime(TRIP_SITE.format(block=""), start=True)
+    pub = rt.publishers[0]
+    port = pub.server.port()
+    cb1 = next(d for d in pub.map.devices if d.name == "cb1")
+    write(rt, [("cb0.led", 0.0), ("cb1.led", 0.0)])
+    scans(rt, 1)
+    assert values(mbpoll(port, "-a", str(unit + cb1.slot), "-0", "-t", "4", "-r", str(word),
+                         "-c", "1").stdout) == {word: "0"}  # no trip yet
+    write(rt, [("cb1.led", 1.0)])  # solid red: the breaker's own trip unit opened it
+    scans(rt, 2)
+    cause = str(alarmcodes.code_number("BG-TRIP-OC-LED"))
+    r = mbpoll(port, "-a", str(unit + cb1.slot), "-0", "-t", "4", "-r", str(word), "-c", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert values(r.stdout) == {word: cause}
+    site = cb1.address + word
+    r = mbpoll(port, "-a", "1", "-0", "-t", "4", "-r", str(site), "-c", "1")
+    assert values(r.stdout) == {site: cause}
