@@ -46,8 +46,8 @@ def test_the_alarm_is_a_series_with_code_and_severity(scraped):
     assert samples(fams, "busguard_alarms_active")[0].value == 1
 
 
-def test_scan_lateness_histogram_overruns_and_state(scraped, run_scans):
-    rt, port, fams = scraped
+def test_scan_lateness_histogram_overruns_and_state(scraped):
+    _rt, _port, fams = scraped
     h = fams["busguard_scan_lateness_seconds"]
     assert h.type == "histogram"
     count = next(s for s in h.samples if s.name.endswith("_count"))
