@@ -39,7 +39,7 @@ from busguard.image import PointSpec, Quality
 from busguard.modbus.codec import BlockDecoder, decode_pf_4q
 from busguard.modbus.commstats import EXCEPTION, OK, TIMEOUT, CommStats
 from busguard.modbus.demand import DemandWindow
-from busguard.modbus.planner import MAX_REGISTERS, ReadBlock, plan_reads
+from busguard.modbus.planner import MAX_REGISTERS, ReadBlock, plan_reads, split_refused
 from busguard.modbus.profiles import Profile, load_profile
 from busguard.modbus.shared import (
     Gate,
@@ -395,11 +395,10 @@ class ModbusMeter(Driver):
             if st.code or st.delay_s or st.retry_at:  # else it is a fresh state already
                 self.blocks[i] = BlockState()
             items += self._compile(block, cal).items(regs)
-        for i in reversed(to_split):  # find which registers are missing: one read per point
-            singles = [ReadBlock(b.function, pd.address, pd.count, (pd,))
-                       for b in (self.plan[i],) for pd in b.points]
-            self.plan[i:i + 1] = singles
-            self.blocks[i:i + 1] = [BlockState() for _ in singles]
+        for i in reversed(to_split):  # find which registers are missing
+            parts = split_refused(self.plan[i])
+            self.plan[i:i + 1] = parts
+            self.blocks[i:i + 1] = [BlockState() for _ in parts]
         if answered and not lost:
             self.comm.poll_s.append(poll_latency)
         if self.demand is not None:
@@ -464,6 +463,11 @@ class ModbusMeter(Driver):
 
     def _block_exception(self, i: int, block: ReadBlock, exc: ExceptionReply, now: float,
                          split: bool = False) -> None:
+        """A read refused with an exception: its points BAD and the block backed off; or,
+        for a merged read refused with 0x02 (``split``), nothing marked yet: the read may only
+        span a register the meter does not implement (a gap between two points), so its
+        points are read one by one at the next poll and only those still refused go BAD. A
+        meter with a gap in its map then raises no 0x02 alarm for points it serves."""
         assert self.ctx is not None
         st = self.blocks[i]
         first = st.code != exc.code
@@ -471,7 +475,8 @@ class ModbusMeter(Driver):
         st.delay_s = min(max(st.delay_s * 2, self.p["backoff_ms"] / 1e3),
                          self.p["backoff_max_ms"] / 1e3)
         st.retry_at = now + st.delay_s
-        self.ctx.image.set_quality([self.full[pd.name] for pd in block.points], Quality.BAD)
+        if not split:
+            self.ctx.image.set_quality([self.full[pd.name] for pd in block.points], Quality.BAD)
         if first:
             regs = f"{block.address}..{block.end - 1}"
             documented = ""
@@ -479,14 +484,15 @@ class ModbusMeter(Driver):
                 base = self.profile.address_base
                 documented = f" (documented registers {block.address + base}.." \
                              f"{block.end - 1 + base})"
-            log.warning(
+            log.log(
+                logging.INFO if split else logging.WARNING,
                 "%s: 0x80 (%s): exception code 0x%02X to function 0x%02X (response 0x%02X) "
                 "reading %s registers at address %s%s, unit %d, profile %s (%s); points %s "
-                "BAD; %s", self.name, exception_name(exc.code), exc.code,
+                "%s", self.name, exception_name(exc.code), exc.code,
                 exc.function, exc.function | 0x80, block.function, regs, documented, self.unit,
                 self.profile.name, self.profile.file, ", ".join(p.name for p in block.points),
-                "reading its points one by one to find the missing registers" if split else
-                f"block backed off {st.delay_s:.3g} s")
+                "not marked BAD yet: reading its points one by one to find the missing "
+                "registers" if split else f"BAD; block backed off {st.delay_s:.3g} s")
 
     def _link_state(self, answered: bool, lost: bool) -> None:
         assert self.ctx is not None

@@ -68,3 +68,15 @@ def plan_reads(points: Iterable[PointDef], max_gap: int = 8,
         if members:
             blocks.append(ReadBlock(fn, start, end - start, tuple(members)))
     return blocks
+
+
+def split_refused(block: ReadBlock) -> list[ReadBlock]:
+    """The reads that replace ``block`` after the meter refused it with exception 0x02: its
+    contiguous runs when it spans gaps (the unused registers between points are the usual
+    culprit: a meter that does not implement them), else one read per point, to find the
+    points whose own registers are missing. A meter with one unimplemented register between
+    two runs is then read in two requests a poll, not one per point."""
+    runs = plan_reads(block.points, max_gap=0, max_registers=block.count)
+    if len(runs) > 1:
+        return runs
+    return [ReadBlock(block.function, pd.address, pd.count, (pd,)) for pd in block.points]
