@@ -45,6 +45,10 @@ class PointSpec:
     ``command`` points are written from outside (the DCIM, through the northbound command
     area) within ``[minval, maxval]``; they enter the image like any input, so they are
     recorded and replayed with the rest.
+
+    ``mapped = False`` keeps a point out of the register map's extra area: a peer's points
+    (:mod:`busguard.peer`) are thousands per hall and reach the DCIM through a summary block's
+    outputs instead, not one extra record each.
     """
 
     name: str
@@ -56,6 +60,7 @@ class PointSpec:
     command: bool = False
     minval: float = -math.inf
     maxval: float = math.inf
+    mapped: bool = True
 
 
 @dataclass(frozen=True, slots=True)

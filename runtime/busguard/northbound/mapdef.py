@@ -481,7 +481,7 @@ class RegisterMap:
         for p in points:
             if p.command:
                 wanted.add("command", p.name)
-            elif p.name not in placed:
+            elif p.name not in placed and getattr(p, "mapped", True):
                 wanted.add("extra", p.name)
         a = m.assignment = sl.assign(wanted, inputs.lock, CAPACITY)
         for area in AREAS:
