@@ -26,6 +26,7 @@ from busguard.retained import PLUGIN_NAME as RETAINED_OBSERVER
 from busguard.retained import RetainedState
 from busguard.service import SERVICE_PARAMS
 from busguard.w1.driver import register_types as register_w1
+from busguard.web.publisher import WebPublisher
 
 
 @hookimpl
@@ -38,6 +39,7 @@ def busguard_register_types(registry: TypeRegistry) -> None:
     registry.add_driver(ModbusRtdProbe)  # modbus_rtd: a channel of an RS-485 RTD module
     register_gpio(registry)  # gpio (default breaker), gpio_relay, [gpio], its backends
     registry.add_publisher(ModbusServerPublisher)  # [modbus_server]: the DCIM's map
+    registry.add_publisher(WebPublisher)  # [web]: the operator's page and /metrics
     register_peer(registry)  # busguard_peer: another busguard's map (row/hall aggregators)
     registry.add_section("retained", RETAINED_PARAMS, doc="retained state across restarts")
     registry.add_section("service", SERVICE_PARAMS, doc="systemd service: watchdog, status, "
