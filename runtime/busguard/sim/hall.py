@@ -94,7 +94,7 @@ def write_hall(out: str | Path, rows: int, units: int, meters: int = 2, *,
         for u in range(1, units + 1):
             c = controller_name(r, u)
             host, cport = c_addr(r, u)
-            lines = [f'[site]\nname = "{c}"\n[scan]\nperiod_ms = {scan_ms}\n'
+            lines = [f'[site]\nname = "{c}"\n[scan]\nperiod_ms = {scan_ms}\nspin_ms = 0\n'
                      f'[paths]\nstate_dir = "state"\nfault_log = "fault.log"\n'
                      f'[gpio]\nbackend = "mock"\nmock_dir = "gpio"\n']
             for k in range(1, meters + 1):
@@ -117,11 +117,11 @@ def write_hall(out: str | Path, rows: int, units: int, meters: int = 2, *,
             row_peers.setdefault(r, []).append((c, ["b1"]))
     plan.sim_site.write_text("\n".join(sim), encoding="utf-8")
     meter_list = ", ".join(f'"m{k}"' for k in range(1, meters + 1))
-    hall_lines = [f'[site]\nname = "hall"\n[scan]\nperiod_ms = {scan_ms}\n'
+    hall_lines = [f'[site]\nname = "hall"\n[scan]\nperiod_ms = {scan_ms}\nspin_ms = 0\n'
                   f'[paths]\nstate_dir = "state"\nfault_log = "fault.log"\n']
     for r, peers in row_peers.items():
         host, aport = a_addr(r)
-        lines = [f'[site]\nname = "row{r}"\n[scan]\nperiod_ms = {scan_ms}\n'
+        lines = [f'[site]\nname = "row{r}"\n[scan]\nperiod_ms = {scan_ms}\nspin_ms = 0\n'
                  f'[paths]\nstate_dir = "state"\nfault_log = "fault.log"\n']
         for c, _b in peers:
             node = next(n for n in plan.controllers if n.name == c)
