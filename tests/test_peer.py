@@ -253,12 +253,14 @@ def test_reads_are_planned_per_device_block():
 
 def test_bad_peer_entries_name_the_file_and_key(make_runtime):
     from busguard.errors import ConfigError
-    site = aggregator(1502, 'accept_fingerprint = "zz"\npoints = ["power_kw", "watts"]')
+    site = aggregator(1502, 'accept_fingerprint = "zz"\npoints = ["power_kw", "watts"]\n'
+                      f'records = ["{"x" * 33}"]')
     with pytest.raises(ConfigError) as err:
         make_runtime(site)
     text = str(err.value)
     assert "meter[0].accept_fingerprint" in text and "32-bit hex" in text
     assert "meter[0].points[1]" in text and "'watts' is not a map v2 meter quantity" in text
+    assert "meter[0].records[0]" in text and "is 33 characters" in text
 
 
 def test_peer_accept_command_records_the_peers_fingerprint(controller, tmp_path, capsys):

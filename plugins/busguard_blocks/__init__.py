@@ -10,6 +10,7 @@ from busguard.registry import TypeRegistry
 from busguard_blocks.comm_health import CommHealth
 from busguard_blocks.power_quality import PowerQuality
 from busguard_blocks.predictive_cooling import PredictiveCooling
+from busguard_blocks.row_summary import RowSummary
 from busguard_blocks.shunt_trip import ShuntTrip
 from busguard_blocks.thermal_interlock import ThermalInterlock
 from busguard_blocks.threshold import ThresholdAlarm
@@ -17,7 +18,7 @@ from busguard_blocks.transient_events import TransientEvents
 
 # Every built-in block type, in the order docs/blocks.md lists them.
 BLOCKS = (ShuntTrip, ThermalInterlock, PowerQuality, TransientEvents, PredictiveCooling,
-          CommHealth, ThresholdAlarm)
+          CommHealth, ThresholdAlarm, RowSummary)
 
 
 @hookimpl

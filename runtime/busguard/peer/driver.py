@@ -178,6 +178,11 @@ class PeerDriver(Driver):
                                              f"got {d!r}; expected a non-empty name listed "
                                              f"once in meters, probes, breakers and records"))
                 seen.add(d)
+                if len(d) > md.NAME_WORDS * 2:
+                    out.append(ConfigProblem(config.file, f"{key}.{opt}[{i}]",
+                                             f"{d!r} is {len(d)} characters; a busguard map's "
+                                             f"name table holds {md.NAME_WORDS * 2}, so no "
+                                             f"peer serves that name"))
         if not seen:
             out.append(ConfigProblem(config.file, f"{key}.meters",
                                      "the peer entry brings in nothing; expected at least one "
@@ -212,6 +217,7 @@ class PeerDriver(Driver):
 
     def start(self, ctx: DriverContext) -> None:
         self.ctx = ctx
+        self._write_health()  # peer_state 1 (connecting) from the first scan on
         self._thread = threading.Thread(target=self._run, name=f"peer-{self.name}",
                                         daemon=True)
         self._thread.start()
