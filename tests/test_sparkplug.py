@@ -217,7 +217,7 @@ def test_a_broker_outage_loses_no_change_and_sends_them_historical_in_order(
         h.wait(lambda kw=kw: any(p["value"] == kw for d in pub.snap.latest()["devices"]
                                  if d["name"] == "m1" for p in [d["points"]["power_kw"]]))
         before = pub.store.held if pub.store else 0
-        h.wait(lambda before=before: pub.store.held > before)  # noqa: B023
+        h.wait(lambda before=before: pub.store.held > before)
         sent.append((kw, int(time.time() * 1000)))
     assert pub.store.held >= 20 and pub.status()["queue_held"] == pub.store.held
     b.start()  # a broker without persistence: the host's retained STATE is gone

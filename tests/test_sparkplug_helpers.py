@@ -163,8 +163,8 @@ class Host:
             if poll is not None:
                 poll()
             time.sleep(0.02)
-        raise AssertionError(f"not seen within {timeout} s; messages: "
-                             f"{[(m.topic, m.payload.seq if m.payload else None) for m in self.all()][-20:]}")
+        seen = [(m.topic, m.payload.seq if m.payload else None) for m in self.all()]
+        raise AssertionError(f"not seen within {timeout} s; messages: {seen[-20:]}")
 
 
 def names(msg: Msg) -> dict[str, object]:
