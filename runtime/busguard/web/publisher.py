@@ -155,7 +155,10 @@ class History:
             r = self.reader()
             if point not in set(r.points()):
                 raise LookupError(f"no history for point {point!r}")
-            return list(r.query(point, time.time() - span_s))
+            # 1 h: the 1 s ring; longer: min/avg/max per minute (the store's "auto" would
+            # switch at exactly one hour's span, so say which)
+            return list(r.query(point, time.time() - span_s,
+                                resolution="1s" if span_s <= 3600.0 else "1min"))
 
         loop = asyncio.get_running_loop()
         samples = await loop.run_in_executor(self._pool, read)
