@@ -302,3 +302,11 @@ def test_api_history_serves_the_history_stores_samples(make_runtime, tmp_path, r
     assert all(len(s) == 5 for s in samples)  # t, min, avg, max, quality
     assert get(port, "/api/history?point=nope.x&range=1h").status == 404
     assert "m1.power_kw" in json.loads(get(port, "/api/history/points").body)
+
+
+def test_a_certificate_that_does_not_load_fails_the_start_naming_the_files(make_runtime,
+                                                                           tmp_path):
+    rt = make_runtime(site_text(tmp_path))
+    (tmp_path / "web.pem").write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
+    with pytest.raises(OSError, match=r"cannot load the certificate .*web\.pem and key"):
+        rt.start()
