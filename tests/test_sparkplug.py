@@ -6,6 +6,8 @@ and a restart, auth refusal, the queue-full alarm and TLS with a test CA."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -257,3 +259,131 @@ def test_bdseq_is_persisted_across_restarts(make_runtime, tmp_path, broker, host
     run_scans(rt2, 1)
     h.wait(lambda: len(h.all("NBIRTH")) == 2)
     assert value(names(h.all("NBIRTH")[1])["bdSeq"]) == 1
+
+
+# -- refusals, the full queue, TLS ----------------------------------------------------------
+@pytest.mark.integration
+def test_a_broker_refusing_auth_is_a_clear_error_and_changes_wait_in_the_queue(
+        make_runtime, tmp_path, broker, host, run_scans, caplog):
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd (Debian package mosquitto) is not installed")
+    users = tmp_path / "users"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(users), "ctl", "right"], check=True,
+                   capture_output=True, timeout=30)
+    b = broker(f"allow_anonymous false\npassword_file {users}\n")
+    pw = tmp_path / "mqtt.passwd"
+    pw.write_text("wrong\n")
+    pw.chmod(0o600)
+    rt = started(make_runtime, tmp_path, b.port, f'username = "ctl"\npassword_file = "{pw}"')
+    pub = spb_of(rt)
+    run_scans(rt, 1)
+    Host.wait_for(lambda: pub.counts["refused"] >= 1)
+    assert "refused the connection" in pub.error and "authori" in pub.error.lower()
+    assert any("refused the connection" in r.getMessage() and r.levelname == "ERROR"
+               for r in caplog.records)
+    assert not pub.connected and pub.status()["error"] == pub.error
+    rt.image.write("m1.power_kw", 77.0)
+    run_scans(rt, 1)
+    Host.wait_for(lambda: pub.store.held >= 1)  # kept for later, not dropped
+    lines = [r for r in caplog.records if "refused the connection" in r.getMessage()]
+    Host.wait_for(lambda: pub.counts["refused"] >= 2)
+    assert len(lines) == 1  # logged once per streak, not per retry
+
+
+@pytest.mark.integration
+def test_a_full_queue_raises_the_alarm_with_its_numbers_and_keeps_what_it_holds(
+        make_runtime, tmp_path, broker, host, run_scans, caplog):
+    b = Broker(tmp_path)  # not started yet: the node starts offline
+    rt = started(make_runtime, tmp_path, b.port, "queue_max_changes = 5")
+    pub = spb_of(rt)
+    run_scans(rt, 1)
+    Host.wait_for(lambda: pub.node.last)  # the reference image
+    for i in range(8):
+        kw = 60.0 + i
+        rt.image.write("m1.power_kw", kw)
+        run_scans(rt, 1)
+        Host.wait_for(lambda kw=kw: pub.node.last["m1"]["power_kw"].value == kw)
+    st = pub.status()
+    assert (st["queue_held"], st["queue_dropped"], st["queue_full"]) == (5, 3, True)
+    full = [r for r in caplog.records if "queue full" in r.getMessage()]
+    assert len(full) == 1 and "5 changes held" in full[0].getMessage()
+    assert "3 change(s) dropped" in full[0].getMessage() or "dropped" in full[0].getMessage()
+    b.start()
+    try:
+        h = host(b.port)
+        pub.want_rebirth = True
+        nb = h.wait(lambda: h.all("NBIRTH"))[0]
+        hist = h.wait(lambda: [m for m in h.all("DDATA") if m.payload.metrics[0].is_historical
+                               and len(h.all("DDATA")) >= 5])
+        assert [value(m.payload.metrics[0]) for m in hist][:5] == [60.0, 61.0, 62.0, 63.0,
+                                                                   64.0]
+        assert value(names(nb)["Sparkplug/queue_dropped"]) >= 3
+    finally:
+        b.stop()
+
+
+def make_ca(folder):
+    """A test CA, a broker certificate for 127.0.0.1 and a client certificate (openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is needed to make the test CA")
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60,
+                       cwd=folder)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj",
+        "/CN=busguard test CA")
+    for name, ext in (("broker", "subjectAltName=IP:127.0.0.1"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        (folder / f"{name}.ext").write_text(ext + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+
+
+@pytest.mark.integration
+def test_tls_with_a_test_ca_and_a_client_certificate(make_runtime, tmp_path, host, run_scans):
+    make_ca(tmp_path)
+    b = Broker(tmp_path)
+    b.conf.write_text(b.head() + "allow_anonymous true\n"
+                      f"cafile {tmp_path / 'ca.pem'}\ncertfile {tmp_path / 'broker.pem'}\n"
+                      f"keyfile {tmp_path / 'broker.key'}\nrequire_certificate true\n")
+    b.start()
+    try:
+        tls = {"ca_certs": str(tmp_path / "ca.pem"), "certfile": str(tmp_path / "client.pem"),
+               "keyfile": str(tmp_path / "client.key")}
+        h = host(b.port, tls=tls)
+        rt = started(make_runtime, tmp_path, b.port,
+                     f'tls = true\nca = "{tmp_path / "ca.pem"}"\n'
+                     f'cert = "{tmp_path / "client.pem"}"\nkey = "{tmp_path / "client.key"}"')
+        run_scans(rt, 1)
+        h.wait(lambda: len(h.all("DBIRTH")) == 3)
+        # without its client certificate, the same node is refused, with the reason
+        rt2 = make_runtime(site(tmp_path / "x", b.port, f'tls = true\nca = '
+                                f'"{tmp_path / "ca.pem"}"\nedge_node_id = "nocert"'), start=True)
+        pub2 = spb_of(rt2)
+        Host.wait_for(lambda: pub2.error)
+        assert not pub2.connected and "127.0.0.1" in pub2.error
+    finally:
+        b.stop()
+
+
+@pytest.mark.integration
+def test_the_bench_module_measures_messages_bytes_and_latency(tmp_path):
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto (Debian package mosquitto) is not installed")
+    import json
+    import sys
+
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "busguard.cli", "bench", "--smoke", "--only",
+                          "sparkplug", "--json", str(out)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode in (0, 1), run.stdout + run.stderr  # 1: a figure missed its floor
+    m = json.loads(out.read_text())["measurements"][0]
+    assert m["key"] == "sparkplug" and not m["error"], m
+    rows = {r["metric"]: r for r in m["rows"]}
+    assert rows["broker messages"]["value"] > 0 and rows["bytes per DDATA"]["value"] > 20
+    assert m["details"]["ddata"] > 0
+    assert rows["lateness p99"]["baseline"] is not None

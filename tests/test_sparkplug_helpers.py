@@ -57,9 +57,14 @@ class Broker:
         self.folder = folder
         self.port = free_port()
         self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\npersistence false\n"
-                             f"log_dest stderr\n" + (extra or "allow_anonymous true\n"))
+        self.conf.write_text(self.head() + (extra or "allow_anonymous true\n"))
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def head(self) -> str:
+        """The listener, no persistence, and (run as root) no drop to the mosquitto user, who
+        could not read the test's private temporary folder."""
+        return (f"listener {self.port} 127.0.0.1\npersistence false\nlog_dest stderr\n"
+                f"user root\n")
 
     def start(self) -> None:
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)],
@@ -151,6 +156,17 @@ class Host:
     def all(self, kind: str | None = None) -> list[Msg]:
         with self.lock:
             return [m for m in self.msgs if kind is None or m.kind == kind]
+
+    @staticmethod
+    def wait_for(what: Callable[[], object], timeout: float = 15.0) -> object:
+        """Wait (bounded) until ``what()`` is truthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = what()
+            if got:
+                return got
+            time.sleep(0.02)
+        raise AssertionError(f"not true within {timeout} s")
 
     def wait(self, what: Callable[[], object], timeout: float = 15.0, poll: Callable[[], None]
              | None = None) -> object:

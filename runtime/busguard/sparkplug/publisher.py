@@ -301,6 +301,10 @@ class SparkplugPublisher(Publisher):
                 c.disconnect()
         if self.connected:
             log.warning("sparkplug: %s; queueing changes until it is back", why)
+            self.error = why
+        else:  # never got as far as a session (a TLS refusal after the handshake...)
+            self._refused(f"{why} before the session began (at "
+                          f"{self.config.params['host']}:{self.config.params['port']})")
         self.connected = False
         self.born = False
         self.host_online = not self.primary
@@ -310,9 +314,9 @@ class SparkplugPublisher(Publisher):
     def _on_connect(self, client: Any, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         where = f"{self.config.params['host']}:{self.config.params['port']}"
         if reason.is_failure:
-            self.counts["refused"] += 1
             self._refused(f"the broker at {where} refused the connection: {reason} (check "
                           f"username, password_file and the client certificate)")
+            self.counts["refused"] += 1
             self._client = None
             client.disconnect()
             return
