@@ -54,6 +54,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="print the simulator's status every S seconds (0: never)")
     p.add_argument("--json", action="store_true",
                    help="print the ready line and status as JSON (one object per line)")
+    p.add_argument("--hall", metavar="ROWSxUNITS",
+                   help="a fleet instead of SITE: write the site files of ROWS x UNITS "
+                        "controllers, their row aggregators and a hall aggregator under --out "
+                        "and serve every controller's meters (docs/scaling.md)")
+    p.add_argument("--meters-per-unit", type=int, default=2, metavar="K",
+                   help="--hall: meters per controller (default 2)")
+    p.add_argument("--out", default="hall", metavar="DIR",
+                   help="--hall: where the site files go (default ./hall)")
+    p.add_argument("--base-port", type=int, default=21000, metavar="PORT",
+                   help="--hall: first meter port on 127.0.0.1 (default 21000)")
     p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
@@ -79,7 +89,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
     faults = faults_of(args)
     logging.getLogger("pymodbus").setLevel(logging.WARNING)  # "Server listening." x N
-    site = load_site_for_sim(default_site(args.site))
+    if args.hall:
+        from busguard.sim.hall import parse_hall, write_hall
+
+        rows, units = parse_hall(args.hall)
+        if not 1 <= args.meters_per_unit <= 16:
+            print("busguard simulate: --meters-per-unit must be in 1..16", file=sys.stderr)
+            return 2
+        plan = write_hall(args.out, rows, units, args.meters_per_unit,
+                          meter_base_port=args.base_port)
+        print(f"busguard simulate: hall {rows}x{units} ({len(plan.controllers)} controllers, "
+              f"{len(plan.meter_ports)} meters) written under {plan.out}; run each with "
+              f"`busguard run {plan.out}/NAME/site.toml`: "
+              + " ".join(n.name for n in (*plan.controllers, *plan.row_aggs, plan.hall) if n),
+              flush=True)
+        site = load_site_for_sim(plan.sim_site)
+    else:
+        site = load_site_for_sim(default_site(args.site))
     names = frozenset(n.strip() for n in args.fault_meters.split(",") if n.strip())
     sim = Simulator(site, args.scenario, speed=args.speed, seed=args.seed, faults=faults,
                     fault_meters=names or None)
