@@ -13,6 +13,7 @@ from busguard.drivers_memory import MemoryBreaker, MemoryMeter, MemoryOutput, Me
 from busguard.faultlog import OBSERVER_NAME as FAULTLOG_OBSERVER
 from busguard.faultlog import FaultLogObserver
 from busguard.gpio.drivers import register_types as register_gpio
+from busguard.history.publisher import HistoryPublisher
 from busguard.iio.driver import register_types as register_iio
 from busguard.journal import OBSERVER_NAME as JOURNAL_OBSERVER
 from busguard.journal import JournalObserver
@@ -40,6 +41,7 @@ def busguard_register_types(registry: TypeRegistry) -> None:
     register_gpio(registry)  # gpio (default breaker), gpio_relay, [gpio], its backends
     registry.add_publisher(ModbusServerPublisher)  # [modbus_server]: the DCIM's map
     registry.add_publisher(WebPublisher)  # [web]: the operator's page and /metrics
+    registry.add_publisher(HistoryPublisher)  # [history]: 1 s / 1 min on-box history
     register_peer(registry)  # busguard_peer: another busguard's map (row/hall aggregators)
     registry.add_section("retained", RETAINED_PARAMS, doc="retained state across restarts")
     registry.add_section("service", SERVICE_PARAMS, doc="systemd service: watchdog, status, "
