@@ -18,8 +18,9 @@ one, another site, an older generation) means no early server and a start as bef
 
 Format (``busguard-restart-image/1``): one JSON header line (format, config hash,
 generation, what to listen on and whom to admit, the unit ids' views, the length and SHA-256
-of the body) then the register image compressed with zlib. This module imports only the
-standard library at the top: the early server reads it before anything else is imported.
+of the body) then the register image compressed with zlib, then zero padding to whole 4 KiB
+blocks (it is overwritten in place: :func:`write`). This module imports only the standard
+library at the top: the early server reads it before anything else is imported.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from busguard.statefile import CorruptState, decode_header, slot_paths, write_atomic
+from busguard.statefile import BLOCK, CorruptState, decode_header, slot_paths
 
 if TYPE_CHECKING:
     from busguard.image import PointSpec, Snapshot
@@ -94,8 +96,12 @@ def decode(data: bytes) -> RestartImage:
         h = json.loads(head)
         if not isinstance(h, dict) or h.get("format") != FORMAT:
             raise BadImage(f"not a {FORMAT} file")
-        if len(body) != h["length"] or hashlib.sha256(body).hexdigest() != h["sha256"]:
-            raise BadImage("checksum or length mismatch (truncated or damaged)")
+        length = int(h["length"])
+        if len(body) < length or any(body[length:]):  # then only the zero padding
+            raise BadImage("length mismatch (truncated or damaged)")
+        body = body[:length]
+        if hashlib.sha256(body).hexdigest() != h["sha256"]:
+            raise BadImage("checksum mismatch (damaged)")
         image = zlib.decompress(body)
         if len(image) != 2 * int(h["registers"]):
             raise BadImage("image size does not match its header")
@@ -122,7 +128,23 @@ def read(path: Path) -> RestartImage:
 
 
 def write(path: Path, ri: RestartImage) -> None:
-    write_atomic(path, encode(ri), 0o640)
+    """Overwrite the image in place, zero-padded to whole 4 KiB blocks and never shorter
+    than the file (so its size, its metadata, stays put), without ``fsync``: it is written
+    with every retained save and lives on flash, where a temp file and a rename cost ~5x the
+    bytes (docs/operations.md). Safe because a torn or stale image is never served: a torn
+    one fails its checksum, a stale one (the kernel had not written it back before a power
+    cut) shows an older retained generation than the newest valid slot."""
+    data = encode(ri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        want = max(os.fstat(fd).st_size, -(-len(data) // BLOCK) * BLOCK)
+        buf = data + bytes(want - len(data))
+        done = 0
+        while done < len(buf):
+            done += os.pwrite(fd, buf[done:], done)
+    finally:
+        os.close(fd)
 
 
 def newest_generation(retained: str | Path) -> int | None:
