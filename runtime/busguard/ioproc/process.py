@@ -293,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.listen:
         from busguard.northbound import earlyserve
 
+        # holding the DCIM's listening socket, this process must not outlive the scan
+        # process while it still imports (before it reads the link): a next start could
+        # not bind the port and clients would wait in a backlog nobody accepts
+        earlyserve.end_with_parent()
         for spec in args.listen:  # the server takes these instead of binding
             host, port, fd = earlyserve.parse_listen(spec)
             earlyserve.inherit(host, port, socket.socket(fileno=fd))
@@ -300,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(_sig: int, _frame: Any) -> None:
         if proc is not None:
             proc.stopping.set()
+        else:  # still loading the site: nothing built, nothing to stop
+            raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_signal)
     # Ctrl-C reaches the whole process group: the scan process handles it and closes the

@@ -471,6 +471,20 @@ def receive(fd: int, adopt: Callable[[socket.socket, bytes], None] | None,
     return n
 
 
+def end_with_parent() -> None:
+    """SIGTERM this process when the process that started it ends (Linux
+    ``PR_SET_PDEATHSIG``; elsewhere nothing), and now if it has ended already."""
+    import signal
+
+    parent = os.getppid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent or parent == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def parse_listen(spec: str) -> tuple[str, int, int]:
     """``HOST:PORT:FD`` (HOST may hold colons: IPv6) -> (host, port, fd)."""
     rest, _sep, fd = spec.rpartition(":")
