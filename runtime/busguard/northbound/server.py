@@ -43,6 +43,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# isort: off
+import busguard.web.nosim  # noqa: F401  (before pymodbus.server: no aiohttp, see there)
+# isort: on
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
