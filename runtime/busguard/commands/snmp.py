@@ -14,9 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("snmp", help="SNMPv3 users and the BUSGUARD-MIB", description=(
         "Manage the [snmp] agent's USM users (master keys in a file of mode 0600, never in "
         "site.toml) or print BUSGUARD-MIB."))
-    ssub = p.add_subparsers(dest="snmp_command", metavar="SUBCOMMAND")
+    ssub = p.add_subparsers(dest="snmp_command", metavar="SUBCOMMAND",
+                            help="user-add (a USM user) or mib (print BUSGUARD-MIB)")
     u = ssub.add_parser("user-add", help="add or replace a USM user (authPriv)")
-    u.add_argument("user")
+    u.add_argument("user", help="USM user name (letters, digits, . _ - @)")
     u.add_argument("--site", help="site file whose [snmp] users file to use "
                    "(default ./site.toml)")
     u.add_argument("--file", help="the users file itself (overrides --site)")
