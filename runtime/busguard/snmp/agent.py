@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from busguard.northbound import access
@@ -40,6 +41,22 @@ def parse_oid(text: str) -> OID:
     if len(oid) < 2 or oid[0] > 2 or any(p < 0 for p in oid):
         raise ValueError(f"{text!r} is not a valid OID")
     return oid
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Where and how notifications go (``[snmp]`` receivers, notify, notify_user...)."""
+
+    receivers: tuple[tuple[str, int], ...]
+    kind: str  # "trap" or "inform"
+    user: str
+    retries: int
+    timeout_s: float
+    poll_s: float
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        return frozenset(h for h, _p in self.receivers)
 
 
 class Table:
@@ -166,7 +183,8 @@ class Agent:
 
     def __init__(self, host: str, port: int, prefix: OID, table: Table,
                  users: Mapping[str, User], allow: tuple[access.Network, ...],
-                 rate: float, engine_id: bytes, v2c_community: str = "") -> None:
+                 rate: float, engine_id: bytes, v2c_community: str = "",
+                 notify: NotifyConfig | None = None) -> None:
         self.host, self.port, self.prefix = host, port, prefix
         self.table = table
         self.users = dict(users)
@@ -174,9 +192,15 @@ class Agent:
         self.rate = rate
         self.engine_id = engine_id
         self.v2c_community = v2c_community
+        self.notify = notify
+        self.notifier: Any = None  # busguard.snmp.notify.Notifier, set by the publisher
+        self._ntf: Any = None
+        self._notify_task: asyncio.Task[None] | None = None
         self.counts: dict[str, int] = {"datagrams": 0, "requests": 0, "refused_address": 0,
                                        "refused_rate": 0, "refused_level": 0,
-                                       "refused_usm": 0}
+                                       "refused_usm": 0, "informs_acked": 0,
+                                       "informs_failed": 0, "traps_sent": 0,
+                                       "malformed": 0}
         self.refusals = access.RefusalLog(log)
         self._buckets: dict[str, access.TokenBucket] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -191,7 +215,8 @@ class Agent:
     def admit(self, host: str) -> bool:
         """Whether a datagram from ``host`` gets parsed at all (allow list, rate cap)."""
         self.count("datagrams")
-        if not access.contains(self.allow, host):
+        if not access.contains(self.allow, host) and not (
+                self.notify and host in self.notify.hosts):  # informs' acks come back
             self.count("refused_address")
             self.refusals.note(f"snmp: refused a datagram from {host}: not in `allow`", host)
             return False
@@ -208,6 +233,17 @@ class Agent:
                                f"{self.rate:g} requests/s", host)
             return False
         return True
+
+    def dispatch(self, transport: Any, addr: Any, datagram: bytes) -> None:
+        """Hand one admitted datagram to pysnmp, at once (no extra loop turn). pysnmp 7.1
+        lets some malformed BER escape as TypeError/ValueError (found by the fuzz test):
+        count those and log once per streak instead of a traceback per datagram."""
+        try:
+            transport._callback_function(transport, addr, datagram)
+        except Exception as exc:
+            self.count("malformed")
+            self.refusals.note(f"snmp: dropped a malformed datagram from {addr[0]} "
+                               f"({type(exc).__name__})", str(addr[0]))
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -248,8 +284,8 @@ class Agent:
 
         class Filtered(udp.UdpTransport):  # type: ignore[misc]
             def datagram_received(self, datagram: bytes, addr: Any) -> None:
-                if agent.admit(str(addr[0])):
-                    super().datagram_received(datagram, addr)
+                if agent.admit(str(addr[0])) and self._callback_function is not None:
+                    agent.dispatch(self, addr, datagram)
 
         ensure_aes()
         eng = engine.SnmpEngine(snmpEngineID=rfc1902.OctetString(self.engine_id))
@@ -279,6 +315,62 @@ class Agent:
         sock = transport.transport.get_extra_info("socket")
         self.bound = (self.host, int(sock.getsockname()[1]))
         eng.transport_dispatcher.job_started(1)
+        if self.notify and self.notify.receivers:
+            self._setup_notify(eng)
+
+    def _setup_notify(self, eng: Any) -> None:
+        from pysnmp.carrier.asyncio.dgram import udp
+        from pysnmp.entity import config
+        from pysnmp.entity.rfc3413 import ntforg
+
+        n = self.notify
+        assert n is not None
+        config.add_vacm_user(eng, 3, n.user, "authPriv", (), (), self.prefix)
+        config.add_target_parameters(eng, "bg-notify-params", n.user, "authPriv", 3)
+        for i, (host, port) in enumerate(n.receivers):
+            config.add_target_address(eng, f"bg-receiver-{i}", udp.DOMAIN_NAME, (host, port),
+                                      "bg-notify-params", timeout=n.timeout_s * 100,
+                                      retryCount=n.retries, tagList="bg-notify")
+        config.add_notification_target(eng, "bg-notify", "bg-notify-params", "bg-notify",
+                                       n.kind)
+        self._ntf = ntforg.NotificationOriginator()
+        assert self.loop is not None
+        self._notify_task = self.loop.create_task(self._notify_loop())
+
+    async def _notify_loop(self) -> None:
+        """Poll the event ring head (a 4-byte read) every ``poll_s``; bounded work per poll."""
+        n = self.notify
+        assert n is not None
+        while True:
+            if self.notifier is not None:
+                try:
+                    self.notifier.poll()
+                except Exception:
+                    log.exception("snmp: notification poll failed (will retry)")
+            await asyncio.sleep(n.poll_s)
+
+    def send_notification(self, kind: int, var_binds: list[tuple[OID, tree.Value]]) -> None:
+        """One trap or inform to every receiver (on the agent's loop)."""
+        from pysnmp.proto import rfc1902
+
+        from busguard.snmp.notify import SNMP_TRAP_OID
+
+        vbs = [(SNMP_TRAP_OID, rfc1902.ObjectIdentifier((*self.prefix, 0, kind)))]
+        vbs += [(oid, _asn1(v)) for oid, v in var_binds]
+        inform = self.notify is not None and self.notify.kind == "inform"
+
+        def done(_eng: Any, _handle: Any, error: Any, *_rest: Any) -> None:
+            if not inform:
+                return
+            self.count("informs_failed" if error else "informs_acked")
+            if error:
+                self.refusals.note(f"snmp: an inform was not acknowledged after "
+                                   f"{self.notify.retries if self.notify else 0} retries "
+                                   f"({error})", "inform")
+
+        self._ntf.send_varbinds(self.engine, "bg-notify", None, b"", vbs, done)
+        if not inform:
+            self.count("traps_sent")
 
     def usm_counters(self) -> dict[str, int]:
         """USM's refusal counters (RFC 3414 usmStats): unknown users, wrong digests..."""
@@ -299,5 +391,11 @@ class Agent:
     def stop(self) -> None:
         loop = self.loop
         if loop is not None and self._thread is not None and loop.is_running():
-            loop.call_soon_threadsafe(loop.stop)
+            loop.call_soon_threadsafe(self._shutdown)
             self._thread.join(timeout=10.0)
+
+    def _shutdown(self) -> None:
+        if self._notify_task is not None:
+            self._notify_task.cancel()
+        assert self.loop is not None
+        self.loop.stop()

@@ -148,20 +148,60 @@ def _alarms() -> str:
     return s
 
 
+_EVENT = [("bgEventSeq", "Unsigned32", "", "Sequence number of the alarm edge in the event "
+            "ring (never goes back, across restarts too).", 1),
+           ("bgEventCode", "DisplayString", "", "Alarm code (or, in bgTripEvent, the trip cause) "
+            "as text.", 2),
+           ("bgEventCodeNum", "Unsigned32", "", "Alarm (or trip cause) code number.", 3),
+           ("bgEventSeverity", "BgSeverity", "", "Severity of the alarm.", 4),
+           ("bgEventDevice", "DisplayString", "", "Device (or block) the alarm or trip "
+            "names.", 5),
+           ("bgEventTime", "Unsigned32", "seconds", "UTC time (epoch s) of the edge or trip.",
+            6)]
+_NOTIFS = [("bgAlarmRaiseEvent", 1, "bgEventSeq, bgEventCode, bgEventCodeNum, bgEventSeverity, "
+            "bgEventDevice, bgEventTime", "An alarm was raised."),
+           ("bgAlarmClearEvent", 2, "bgEventSeq, bgEventCode, bgEventCodeNum, bgEventSeverity, "
+            "bgEventDevice, bgEventTime", "An alarm cleared."),
+           ("bgTripEvent", 3, "bgEventCode, bgEventCodeNum, bgEventDevice, bgEventTime",
+            "A breaker trip latched (or was commanded): its cause and breaker."),
+           ("bgColdStartEvent", 4, "bgDataOrigin, bgMapFingerprint", "The agent started; "
+            "bgDataOrigin says whether values come from retained state (restored).")]
+
+
+def _events() -> str:
+    s = f"bgEvents OBJECT IDENTIFIER ::= {{ bgObjects {6} }}\n\n"
+    for n, syn, unit, doc, sub in _EVENT:
+        s += _obj(n, syn, unit, "accessible-for-notify", doc, "bgEvents", sub)
+    for n, sub, objs, doc in _NOTIFS:
+        s += (f"{n} NOTIFICATION-TYPE\n    OBJECTS {{ {objs} }}\n    STATUS current\n"
+              f"    DESCRIPTION\n        \"{doc}\"\n    ::= {{ bgNotifications {sub} }}\n\n")
+    return s
+
+
 def _conformance() -> str:
     names = [h.name for h in tree.HEADER]
     for kind in tree.KIND_TABLE:
         names += [c[0] for c in _columns(kind)]
     names += [n for n, *_ in _ALARM]
     objs = ",\n        ".join(names)
+    events = ",\n        ".join(n for n, *_ in _EVENT)
+    notifs = ",\n        ".join(n for n, *_ in _NOTIFS)
     return ("bgCompliances OBJECT IDENTIFIER ::= { bgConformance 1 }\n"
             "bgGroups OBJECT IDENTIFIER ::= { bgConformance 2 }\n\n"
             "bgObjectGroup OBJECT-GROUP\n    OBJECTS {\n        " + objs + "\n    }\n"
             "    STATUS current\n    DESCRIPTION \"Everything the agent serves.\"\n"
             "    ::= { bgGroups 1 }\n\n"
+            "bgEventGroup OBJECT-GROUP\n    OBJECTS {\n        " + events + "\n    }\n"
+            "    STATUS current\n    DESCRIPTION \"What the notifications carry.\"\n"
+            "    ::= { bgGroups 2 }\n\n"
+            "bgNotificationGroup NOTIFICATION-GROUP\n    NOTIFICATIONS {\n        " +
+            notifs + "\n    }\n"
+            "    STATUS current\n    DESCRIPTION \"The notifications.\"\n"
+            "    ::= { bgGroups 3 }\n\n"
             "bgCompliance MODULE-COMPLIANCE\n    STATUS current\n    DESCRIPTION\n"
             "        \"A busguard agent serves every object.\"\n    MODULE\n"
-            "        MANDATORY-GROUPS { bgObjectGroup }\n    ::= { bgCompliances 1 }\n\n")
+            "        MANDATORY-GROUPS { bgObjectGroup, bgEventGroup, bgNotificationGroup }\n"
+            "    ::= { bgCompliances 1 }\n\n")
 
 
 def mib_text() -> str:
@@ -171,5 +211,6 @@ def mib_text() -> str:
     for kind in tree.KIND_TABLE:
         s += _table(kind)
     s += _alarms()
+    s += _events()
     s += _conformance()
     return s + "END\n"

@@ -53,6 +53,15 @@ class SnmpPublisher(Publisher):
         "max_requests_per_s": Param(float, default=100.0, minval=1.0, maxval=100000.0,
                                     doc="per manager address (burst: twice this); more "
                                         "are dropped unparsed (the manager retries)"),
+        "receivers": Param(list, item=str, default=(), doc="notification receivers, "
+                           "\"host:port\" (port 162 usually): a trap or inform per alarm "
+                           "raise and clear, per trip, and a cold start"),
+        "notify": Param(str, default="inform", choices=("inform", "trap"),
+                        doc="inform (acknowledged, retried, counted) or trap"),
+        "notify_user": Param(str, default="", doc="the USM user (of `users`) notifications "
+                             "are sent as (authPriv); required with `receivers`"),
+        "inform_retries": Param(int, default=3, minval=0, maxval=20),
+        "inform_timeout_s": Param(float, default=1.0, minval=0.05, maxval=60.0, unit="s"),
         "lab_v2c_community": Param(str, default="", doc="LAB ONLY: also answer SNMPv2c "
                                    "with this community (no auth, no privacy; a warning at "
                                    "every start); empty: v1/v2c refused"),
@@ -86,6 +95,17 @@ class SnmpPublisher(Publisher):
                                           "snapshot: the site needs a [modbus_server] table "
                                           "(it may listen on loopback only)"))
         self.users_path = site.resolve(p["users"])
+        self.receivers: list[tuple[str, int]] = []
+        for item in p["receivers"] or ():
+            host, _, port = str(item).rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                sec.problem("receivers", f"{item!r}: expected \"host:port\", e.g. "
+                            f"\"10.0.5.20:162\"")
+                continue
+            self.receivers.append((host.strip("[]"), int(port)))
+        if self.receivers and not p["notify_user"]:
+            sec.problem("notify_user", "missing: `receivers` are set; name the USM user "
+                        "(added with `busguard snmp user-add`) notifications are sent as")
         if problems:
             raise ConfigError(problems)
         self.agent: Agent | None = None
@@ -106,7 +126,7 @@ class SnmpPublisher(Publisher):
 
     def _serve_from(self, publishers: Any) -> None:
         from busguard.northbound.snapshot import map_snapshot
-        from busguard.snmp.agent import Agent, Table
+        from busguard.snmp.agent import Agent, NotifyConfig, Table
         from busguard.snmp.users import UsersError, read_users
 
         p = self.config.params
@@ -121,9 +141,24 @@ class SnmpPublisher(Publisher):
                         "authentication, no privacy); never on a production network")
         snap = map_snapshot(publishers)
         table = Table(self.prefix, snap.latest, lambda: snap.generation)
+        notify = None
+        if self.receivers:
+            if p["notify_user"] not in users:
+                raise ConfigError([ConfigProblem(self.config.file, "snmp.notify_user",
+                                                 f"{p['notify_user']!r} is not a user of "
+                                                 f"{self.users_path}; add it with `busguard "
+                                                 f"snmp user-add`")])
+            notify = NotifyConfig(tuple(self.receivers), p["notify"], p["notify_user"],
+                                  int(p["inform_retries"]), float(p["inform_timeout_s"]),
+                                  0.02)
         self.agent = Agent(self.host, int(p["port"]), self.prefix, table, users, self.allow,
                            float(p["max_requests_per_s"]), engine_id(self.site.name),
-                           p["lab_v2c_community"])
+                           p["lab_v2c_community"], notify)
+        if notify is not None:
+            from busguard.snmp.notify import Notifier
+
+            self.agent.notifier = Notifier(self.prefix, snap.raw, snap.latest,
+                                           self.agent.send_notification)
         self.agent.start()
         assert self.agent.bound is not None
         log.info("snmp: SNMPv3 agent on udp %s:%d (%d users, authPriv only%s)", self.host,
@@ -146,6 +181,8 @@ class SnmpPublisher(Publisher):
         out.update(a.counts)
         out.update(a.usm_counters())
         out["rebuilds"] = a.table.rebuilds
+        if a.notifier is not None:
+            out.update(a.notifier.counts)
         return out
 
     def port(self) -> int:
