@@ -70,10 +70,12 @@ def test_a_torn_batch_loses_that_batch_only_and_the_file_still_opens(tmp_path):
     (tmp_path / "ram" / "seconds.ring").unlink()  # a reboot: RAM gone, no rebuilding
     path = tmp_path / "history" / "minutes.ring"
     geo = ring.read_geometry(os.open(path, os.O_RDONLY), path)
-    slot = ((T0 // 60 + 10) // 10) % geo.slots  # the second batch: torn in the middle
-    with open(path, "r+b") as f:
-        f.seek(geo.row_offset(slot, 0) + 20)
-        f.write(b"\xff" * 40)
+    base = geo.slot_offset(((T0 // 60 + 10) // 10) % geo.slots)  # the second batch
+    with open(path, "r+b") as f:  # torn in the middle of m.a's row
+        f.seek(base + ring.MIN_SLOT_HEAD)
+        _crc, at, length = ring.ROW_ENTRY.unpack(f.read(ring.ROW_ENTRY.size))
+        f.seek(base + at + (length & ~ring.DEFLATED) // 2)
+        f.write(b"\xa5" * 4)
     rd = open_reader(tmp_path)
     got = {int(s.t_utc - T0) // 600 for s in rd.query("m.a", T0, T0 + 1799, "1min")}
     assert got == {0, 2}
