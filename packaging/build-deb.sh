@@ -83,6 +83,9 @@ install -D -m 0644 "$here/system/60-busguard.conf" "$stage/usr/lib/sysctl.d/60-b
 install -D -m 0644 "$here/system/modules-load.conf" "$stage/usr/lib/modules-load.d/busguard.conf"
 install -D -m 0644 "$here/system/60-busguard-gpio.rules" "$stage/usr/lib/udev/rules.d/60-busguard-gpio.rules"
 install -D -m 0644 "$here/system/logrotate" "$stage/etc/logrotate.d/busguard"
+# [web]'s Prometheus rules (docs/web.md: rule_files in prometheus.yml)
+install -D -m 0644 "$here/prometheus/busguard.rules.yml" \
+    "$stage/usr/share/busguard/prometheus/busguard.rules.yml"
 install -D -m 0644 "$here/etc/site.toml" "$stage/etc/busguard/site.toml"
 install -D -m 0644 "$here/etc/default-busguard" "$stage/etc/default/busguard"
 install -d -m 0755 "$stage/etc/busguard/site.d"  # drop-ins of plugin packages (configuration.md)

@@ -168,7 +168,10 @@ def test_deb_contents() -> None:
               "/usr/lib/busguard/lib/pymodbus/__init__.py",
               "/usr/lib/busguard/lib/sdnotify/__init__.py",
               "/usr/lib/busguard/lib/tomli/__init__.py",
-              "/usr/share/doc/busguard/copyright"):
+              "/usr/share/doc/busguard/copyright",
+              "/usr/lib/busguard/lib/busguard/web/static/app.js",
+              "/usr/lib/busguard/lib/aiohttp/__init__.py",
+              "/usr/share/busguard/prometheus/busguard.rules.yml"):
         assert p in paths, p
     assert any(p.startswith("/usr/lib/busguard/lib/busguard-") and
                p.endswith(".dist-info/entry_points.txt") for p in paths)

@@ -238,3 +238,45 @@ def test_passwd_file_readable_by_others_refuses_everyone_with_the_reason(served,
     assert any("chmod 600" in r.getMessage() for r in caplog.records)
     (tmp_path / "web.passwd").chmod(0o600)
     assert serving(port)
+
+
+def test_with_an_io_process_the_page_is_served_from_there(tmp_path):
+    """[scan] io = "process": the web server runs in the I/O process (no web thread beside
+    the scan), serves the same snapshot, and /metrics still has the scan's lateness
+    histogram (shared from the scan process)."""
+    import threading
+
+    from busguard.runtime import Runtime
+
+    text = site_text(tmp_path).replace("[modbus_server]", '[scan]\nio = "process"\n'
+                                       "[modbus_server]")
+    site = tmp_path / "site.toml"
+    site.write_text(text)
+    rt = Runtime.from_file(site)
+    rt.start()
+    t = threading.Thread(target=rt.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        port = None
+        while port is None:
+            try:
+                port = web_of(rt).port()
+            except KeyError:
+                assert time.monotonic() < deadline, "the I/O process never served the page"
+                time.sleep(0.2)
+        assert not [th for th in threading.enumerate() if th.name == "busguard-web"]
+        while True:
+            rt.image.write("m1.power_kw", 42.0)
+            v = json.loads(get(port, "/api/view").body)
+            if v["taps"] and v["taps"][0]["power_kw"] == 42.0:
+                break
+            assert time.monotonic() < deadline, v
+            time.sleep(0.3)
+        text = get(port, "/metrics").body.decode()
+        count = re.search(r"^busguard_scan_lateness_seconds_count (\S+)$", text, re.MULTILINE)
+        assert count and float(count.group(1)) > 10
+    finally:
+        rt.request_stop()
+        t.join(10)
+        rt.stop()

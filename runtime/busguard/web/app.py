@@ -46,6 +46,7 @@ def build_app(pub: WebPublisher) -> web.Application:
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        await pub.quiet()  # answer just after a scan, not across its deadline
         host = request.remote or "?"
         now = time.monotonic()
         b = buckets.get(host)
@@ -102,16 +103,18 @@ def build_app(pub: WebPublisher) -> web.Application:
                                 headers={"Cache-Control": "no-cache"})
 
     async def status(request: web.Request) -> web.Response:
-        return _json(pub.cache.current().status)
+        return _json((await pub.cache.fresh()).status)
 
     async def view(request: web.Request) -> web.Response:
-        return _json(pub.cache.current().view)
+        return _json((await pub.cache.fresh()).view)
 
     async def layout(request: web.Request) -> web.Response:
         return _json(pub.cache.layout)
 
     async def metrics(request: web.Request) -> web.Response:
-        c = pub.cache.current()
+        c = await pub.cache.fresh()
+        if pub.metrics.stale(c.generation):
+            await pub.quiet(heavy=True)
         from prometheus_client import CONTENT_TYPE_LATEST
 
         return web.Response(body=pub.metrics.text(c.generation),

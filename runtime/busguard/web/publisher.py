@@ -12,11 +12,14 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import logging
+import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.config.params import Param, Section
@@ -25,11 +28,12 @@ from busguard.firewall import Listener
 from busguard.northbound import access
 from busguard.publisher import Publisher
 from busguard.web import view
-from busguard.web.metrics import LatenessHistogram, Metrics, SnapshotCollector
+from busguard.web.metrics import LatenessHistogram, Metrics, SharedLateness, SnapshotCollector
 from busguard.web.passwd import Verifier
 
 if TYPE_CHECKING:
     from busguard.config.site import PublisherConfig, SiteConfig
+    from busguard.ioproc.process import RemoteContext
     from busguard.northbound.snapshot import MapSnapshot
     from busguard.runtime import Runtime
     from busguard.scan import CycleResult
@@ -45,6 +49,12 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def lateness_path(scan_pid: int) -> Path:
+    """The shared lateness histogram of the scan process ``scan_pid`` (tmpfs: no flash)."""
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    return base / f"busguard-lateness-{scan_pid}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,16 @@ class Cache:
         self.taps: list[dict[str, Any]] = []
         self._served = Served(0, -1e9, {}, b"{}", b"{}")
         self.refreshes = 0
+
+    def due(self) -> bool:
+        """True when the next :meth:`current` rebuilds (its copy is older than refresh)."""
+        return time.monotonic() - self._served.at >= self.refresh_s
+
+    async def fresh(self) -> Served:
+        """:meth:`current`, its rebuild moved just after a scan (:meth:`WebPublisher.quiet`)."""
+        if self.due():
+            await self.pub.quiet(heavy=True)
+        return self.current()
 
     def current(self) -> Served:
         s = self._served
@@ -179,6 +199,9 @@ class WebPublisher(Publisher):
 
     section = "web"
     doc = "the operator's HTTPS page, JSON API and Prometheus /metrics (read-only)"
+    # with [scan] io = "process" the server runs in the I/O process: the scan process then
+    # only counts lateness (shared with it through a small file in /dev/shm)
+    io_process_ok = True
     params: ClassVar[Mapping[str, Param]] = {
         "host": Param(str, default="127.0.0.1", doc="address to listen on; any address other "
                       "than loopback needs `allow` and TLS"),
@@ -256,9 +279,14 @@ class WebPublisher(Publisher):
         self.modbus_address = ""
         self.cache = Cache(self, float(p["refresh_ms"]) / 1000.0)
         self.hist = LatenessHistogram()
+        self.last_scan = 0.0  # monotonic time of the last scan (set by on_scan)
+        self.period_s = site.scan.period_ms / 1000.0
         self.history = History(site.state_dir)
+        self.lateness: LatenessHistogram | SharedLateness = self.hist
         self.metrics = Metrics(SnapshotCollector(lambda: self.cache.current().snapshot,
-                                                 site.name, self.hist, self.connection_counts))
+                                                 site.name, lambda: self.lateness,
+                                                 self.connection_counts))
+        self.runtime: Runtime | None = None
         self.gate: Gate | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -278,15 +306,33 @@ class WebPublisher(Publisher):
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, runtime: Runtime) -> None:
-        from busguard.northbound.snapshot import map_snapshot
+        self.runtime = runtime
+        if runtime.io is not None:  # the I/O process serves; we count the scans' lateness
+            path = lateness_path(os.getpid())
+            try:
+                self.hist.share(path)
+            except OSError as exc:
+                log.warning("web: cannot share the scan lateness histogram through %s (%s): "
+                            "/metrics will not have busguard_scan_lateness_seconds", path,
+                            exc.strerror or exc)
+            return
+        self._serve_from(runtime.publishers)
 
-        self.snap = map_snapshot(runtime.publishers)
-        ms = runtime.site.publishers["modbus_server"].params
-        self.modbus_address = f"{ms['host']}:{ms['port']}"
-        self.cache.taps = view.tapoffs(runtime.site)
+    def start_remote(self, ctx: RemoteContext) -> None:
+        """In the I/O process: serve from its Modbus server's snapshot; the lateness
+        histogram is the scan process's (its parent), read from the shared file."""
+        self.lateness = SharedLateness(lateness_path(os.getppid()))
+        self._serve_from(ctx.publishers)
+
+    def _serve_from(self, publishers: Any) -> None:
+        from busguard.northbound.snapshot import map_snapshot
         from busguard.web.app import dumps
 
-        self.cache.layout = dumps({"site": runtime.site.name, "taps": self.cache.taps,
+        self.snap = map_snapshot(publishers)
+        ms = self.site.publishers["modbus_server"].params
+        self.modbus_address = f"{ms['host']}:{ms['port']}"
+        self.cache.taps = view.tapoffs(self.site)
+        self.cache.layout = dumps({"site": self.site.name, "taps": self.cache.taps,
                                    "refresh_ms": self.cache.refresh_s * 1000.0})
         sock = self._listen()  # bind errors surface here, in start, with the address
         started = threading.Event()
@@ -368,8 +414,31 @@ class WebPublisher(Publisher):
 
     def on_scan(self, result: CycleResult) -> None:
         self.hist.observe(result.lateness_s)
+        self.last_scan = time.monotonic()
+
+    async def quiet(self, heavy: bool = False) -> None:
+        """Wait, when need be, until just after a scan before work that holds the GIL (a
+        request: ~0.2 ms; ``heavy``: decoding the map or building the metrics text, a few ms).
+        The scan runs on absolute deadlines; started right after one, the work ends before the
+        next deadline instead of making the scan wait a switch interval (0.5 ms) for the GIL.
+        Goes at once in the first half of a period (``heavy``: the first 15 %), else sleeps
+        to just after the next scan; never longer than 2.5 periods, and not at all while the
+        scan is not running."""
+        period = self.period_s
+        limit = (0.15 if heavy else 0.5) * period
+        give_up = time.monotonic() + 2.5 * period
+        while True:
+            now = time.monotonic()
+            since = now - self.last_scan
+            if since < limit or since > 4 * period or now >= give_up:
+                return
+            # the next scan is due at last_scan + period; a little after it, its on_scan
+            await asyncio.sleep(max(0.0002, period - since + 0.0002))
 
     def stop(self) -> None:
+        self.hist.unshare()
+        if isinstance(self.lateness, SharedLateness):
+            self.lateness.close()
         loop, self._loop = self._loop, None
         if loop is not None and self._thread is not None:
             loop.call_soon_threadsafe(loop.stop)
@@ -378,6 +447,9 @@ class WebPublisher(Publisher):
         self.history.close()
 
     def status(self) -> dict[str, Any]:
+        rt = self.runtime
+        if self.bound is None and rt is not None and rt.io is not None:
+            return rt.io.publisher_status(self.section)
         out: dict[str, Any] = {"listening": [f"{'https' if self.tls else 'http'} "
                                              f"{self.bound[0]}:{self.bound[1]}"]
                                if self.bound else []}
@@ -386,5 +458,9 @@ class WebPublisher(Publisher):
         return out
 
     def port(self) -> int:
-        assert self.bound is not None
-        return self.bound[1]
+        """The bound port (here or, with ``[scan] io = "process"``, in the I/O process)."""
+        if self.bound is not None:
+            return self.bound[1]
+        for item in self.status().get("listening", []):
+            return int(item.rsplit(":", 1)[1])
+        raise KeyError("web: not listening")

@@ -1,0 +1,165 @@
+"""(web) The operator's page and /metrics must not slow the scan.
+
+The measured runtime (:mod:`busguard_bench.target`) scans every 10 ms with 32 meters on Modbus TCP
+(:mod:`busguard_bench.meters`), a threshold block per meter, ``[modbus_server]`` and
+``[web]`` (plain HTTP on loopback, basic auth on: the scrypt check runs once per client, then
+the remembered login). The same process is measured three times, back to back: web idle
+(baseline A), web busy, web idle again (baseline B), so drift of a shared machine shows as a
+gap between A and B instead of hiding in the comparison. "Busy" is what four operators and a
+Prometheus server cost: four page clients (threads of this bench process, each on its own
+keep-alive connection) load the page and its files once, then poll ``/api/view`` every second
+as app.js does and ``/api/history`` every 10 s; one scraper GETs ``/metrics`` every second.
+Target: scan lateness p99 busy no worse than 1.2x the baseline; overruns no more. Run with
+each ``[scan] io`` mode of the bench (judged: the first, ``"process"``, where the web server
+runs in the I/O process; with ``"thread"`` it shares the scan's process and GIL and waits for
+the moment after a scan to work: for comparison).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import threading
+import time
+from typing import Any
+
+from busguard_bench import northbound_map
+from busguard_bench.context import Bench
+from busguard_bench.result import INFO, MISS, PASS, Measurement, Row, pct
+from busguard_bench.sites import SiteSpec, add_limit_blocks, add_tcp_meters
+
+KEYS = (("web", "scan lateness with the web page open in 4 clients and a 1 s /metrics scrape"),)
+NEEDS = ("modbus_server", "modbus_tcp", "threshold_alarm")
+METERS, PAGES, PERIOD_MS, POLL_MS, RATIO = 32, 4, 10.0, 100.0, 1.2
+USER, PASSWORD = "bench", "bench password"
+
+
+class Client(threading.Thread):
+    """One page (or the scraper): GETs on one keep-alive connection, paced, until stopped."""
+
+    def __init__(self, port: int, plan: list[tuple[str, float]], first: list[str],
+                 stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.port, self.plan, self.first, self.stop_ev = port, plan, first, stop
+        self.lat: list[float] = []
+        self.errors = 0
+        self.statuses: dict[int, int] = {}
+        self.auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        self.conn: http.client.HTTPConnection | None = None
+
+    def get(self, path: str) -> None:
+        t0 = time.monotonic()
+        try:
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self.conn.request("GET", path, headers={"Authorization": self.auth})
+            r = self.conn.getresponse()
+            r.read()
+            self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
+        except (OSError, http.client.HTTPException):
+            self.errors += 1
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None
+            return
+        self.lat.append(time.monotonic() - t0)
+
+    def run(self) -> None:
+        for path in self.first:
+            self.get(path)
+        due = {path: time.monotonic() for path, _every in self.plan}
+        while not self.stop_ev.is_set():
+            now = time.monotonic()
+            for path, every in self.plan:
+                if now >= due[path]:
+                    self.get(path)
+                    due[path] += every
+            self.stop_ev.wait(max(0.0, min(due.values()) - time.monotonic()))
+        if self.conn is not None:
+            self.conn.close()
+
+
+def run(b: Bench) -> list[Measurement]:
+    return [_run(b, io, judged=k == 0) for k, io in enumerate(b.io_modes)]
+
+
+def _run(b: Bench, io: str, judged: bool) -> Measurement:
+    from busguard.web.passwd import hash_password, write_users
+
+    dur = b.seconds(30.0, 5.0)
+    warm = b.seconds(2.0, 1.0)
+    n = b.count(METERS, 8)
+    with b.child("meters", ["--count", n, "--backend", b.meters_backend],
+                 f"web-meters-{io}") as mt:
+        spec = SiteSpec(name="bench-web", period_ms=PERIOD_MS,
+                        stats_window=int(dur * 1000 / PERIOD_MS) + 1000, io=io)
+        names = add_tcp_meters(spec, mt.ready["ports"], POLL_MS)
+        add_limit_blocks(spec, names, "current_l1_a", high=600.0)
+        northbound_map.configure(spec)
+        port = northbound_map.free_port()
+        folder = b.workdir / f"web-{io}"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_users(folder / "web.passwd", {USER: hash_password(PASSWORD)})
+        spec.tables["web"] = {"host": "127.0.0.1", "port": port, "tls": False, "auth": True,
+                              "passwd": str(folder / "web.passwd")}
+        with b.target(spec, f"web-{io}") as tgt:
+            base_a = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
+            stop = threading.Event()
+            page = ["/", "/static/app.js", "/static/app.css", "/api/layout"]
+            clients = [Client(port, [("/api/view", 1.0), (
+                f"/api/history?point={names[0]}.power_kw&range=1h", 10.0)], page, stop)
+                for _ in range(b.count(PAGES, PAGES))]
+            clients.append(Client(port, [("/metrics", 1.0)], [], stop))
+            for c in clients:
+                c.start()
+            try:
+                busy = tgt.request("measure", warmup_s=warm, duration_s=dur,
+                                   timeout_s=dur + 60)
+            finally:
+                stop.set()
+                for c in clients:
+                    c.join(15)
+            base_b = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
+    return _rows(base_a, busy, base_b, clients, dur, n, io, judged)
+
+
+def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], clients: list[Client],
+          dur: float, meters: int, io: str, judged: bool) -> Measurement:
+    sa, s, sb = a["stats"], busy["stats"], b["stats"]
+    base_p99 = (sa["lateness_p99_ms"] + sb["lateness_p99_ms"]) / 2.0
+    ratio = s["lateness_p99_ms"] / base_p99 if base_p99 > 0 else float("nan")
+    lat = [x for c in clients for x in c.lat]
+    statuses: dict[int, int] = {}
+    for c in clients:
+        for k, v in c.statuses.items():
+            statuses[k] = statuses.get(k, 0) + v
+    errors = sum(c.errors for c in clients)
+    rows = [
+        Row("lateness p99", s["lateness_p99_ms"], "ms", base_p99, "web idle (mean of A, B)",
+            f"<= {RATIO:g}x baseline", (PASS if ratio <= RATIO else MISS) if judged else INFO,
+            f"ratio {ratio:.2f}; baselines A {sa['lateness_p99_ms']:.3f} ms, "
+            f"B {sb['lateness_p99_ms']:.3f} ms" + ("" if judged else
+                                                    "; for comparison (not judged)")),
+        Row("lateness p50", s["lateness_p50_ms"], "ms",
+            (sa["lateness_p50_ms"] + sb["lateness_p50_ms"]) / 2.0, "web idle"),
+        Row("lateness max", s["lateness_max_ms"], "ms",
+            max(sa["lateness_max_ms"], sb["lateness_max_ms"]), "web idle (worse of A, B)"),
+        Row("overruns", s["overruns"], "", sa["overruns"] + sb["overruns"], "web idle (A + B)",
+            "no more than baseline",
+            (PASS if s["overruns"] <= max(sa["overruns"], sb["overruns"]) else MISS)
+            if judged else INFO,
+            f"{s['cycles']} scans measured per run"),
+        Row("CPU share, runtime process", 100.0 * busy["cpu_share"], "%",
+            50.0 * (a["cpu_share"] + b["cpu_share"]), "web idle",
+            note="of one core, user+system (scan, drivers, Modbus server, web server)"),
+        Row("web requests", len(lat) / dur if dur else 0.0, "/s", status=INFO,
+            note=f"{len(clients) - 1} pages + 1 scraper; statuses {statuses}, "
+                 f"{errors} errors"),
+        Row("web response p99", pct(lat, 99) * 1e3, "ms", status=INFO,
+            note=f"p50 {pct(lat, 50) * 1e3:.2f} ms, client side, keep-alive"),
+    ]
+    key = "web" if judged else f"web-{io}"
+    return Measurement(key, f"{KEYS[0][1]}, [scan] io = \"{io}\"", rows, details={
+        "io": io, "duration_s": dur, "meters": meters, "baseline_a": a, "busy": busy,
+        "baseline_b": b,
+        "statuses": statuses, "errors": errors, "requests": len(lat)})
