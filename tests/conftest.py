@@ -6,15 +6,3 @@ import os
 
 # w1thermsensor runs modprobe at import time unless told not to.
 os.environ.setdefault("W1THERMSENSOR_NO_KERNEL_MODULE", "1")
-
-import pytest
-
-from modbus_slave import SlaveThread
-
-
-@pytest.fixture
-def slave():
-    """A Modbus slave (TCP on 127.0.0.1, RTU on a pty) for the test, stopped after it."""
-    s = SlaveThread()
-    yield s
-    s.stop()

@@ -550,10 +550,11 @@ ground_fault_led = false
 """
 
 def test_alarm_table_and_events_served_by_the_io_process(modbus_meter, tmp_path):
-    from modbus_slave import generic_values, wait_until
+    from busguard.sim.testing import distinct_values
+    from busguard.testing import wait_until
     from test_io_process import Running, site_text
 
-    gen, values = generic_values()
+    gen, values = distinct_values()
     meter = modbus_meter(gen, values)
     path = tmp_path / "site.toml"
     path.write_text(site_text(meter.port, str(tmp_path / "state")) + IO_BREAKER,

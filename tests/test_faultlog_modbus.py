@@ -1,14 +1,16 @@
-"""The seed's Modbus codes end to end through real interfaces: a Modbus TCP slave on 127.0.0.1
-answers exception 0x02 for a register block, then stops answering; the modbus_tcp meter driver
-marks the points and writes its comm_* points; comm_health raises 0x02 and errno 110; the fault
-log gets one line per raise and per clear with the words operators grep for."""
+"""The seed's Modbus codes end to end through real interfaces: the simulator's Modbus TCP
+meter on 127.0.0.1 answers exception 0x02 for a register block, then stops answering; the
+modbus_tcp meter driver marks the points and writes its comm_* points; comm_health raises 0x02
+and errno 110; the fault log gets one line per raise and per clear with the words operators
+grep for."""
 
 from __future__ import annotations
 
 from busguard.image import Quality
-from modbus_slave import generic_values, point, serve_profile, wait_until
+from busguard.sim.testing import distinct_values
+from busguard.testing import point, wait_until
 
-GEN, VALUES = generic_values()
+GEN, VALUES = distinct_values()
 
 
 
@@ -19,26 +21,26 @@ def site(port: int) -> str:
             f'retries = 0\n[[block]]\nname = "comm"\ntype = "comm_health"\n')
 
 
-def test_0x02_and_errno_110_from_a_real_slave_reach_the_fault_log(slave, make_runtime,
+def test_0x02_and_errno_110_from_a_real_slave_reach_the_fault_log(modbus_meter, make_runtime,
                                                                   run_scans, tmp_path):
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, GEN, VALUES)
-    unit.exceptions = [(4, 100, 103, 0x02)]  # the meter has no such input registers
+    unit = modbus_meter(GEN, VALUES)
+    unit.fill_gaps(0)  # only the refusal below is a 0x02
+    port = unit.port
+    unit.refuse(4, 100, 103, 0x02)  # the meter has no such input registers
     rt = make_runtime(site(port), start=True)
     wait_until(lambda: point(rt, "m1.temp_c")[1] == Quality.BAD, what="block BAD")
     wait_until(lambda: point(rt, "m1.comm_ok") == (1.0, Quality.GOOD), what="comm ok")
     (res,) = run_scans(rt, 1)
     assert [(e.kind, e.alarm.condition.code) for e in res.edges] == [("raised", "0x02")]
 
-    unit.exceptions = []
-    unit.dead = True
+    unit.accept()
+    unit.faults(drop_pct=100.0)  # the meter stops answering
     wait_until(lambda: point(rt, "m1.comm_ok") == (0.0, Quality.GOOD), what="timeouts")
     (res,) = run_scans(rt, 1)
     kinds = sorted((e.kind, e.alarm.condition.code) for e in res.edges)
     assert ("raised", "errno 110") in kinds
 
-    unit.dead = False
+    unit.faults()
     wait_until(lambda: point(rt, "m1.comm_ok") == (1.0, Quality.GOOD)
                and point(rt, "m1.temp_c")[1] == Quality.GOOD, what="recovery")
     run_scans(rt, 1)

@@ -17,10 +17,10 @@ import pytest
 from busguard.image import Quality
 from busguard.northbound import mapdef
 from busguard.runtime import Runtime
-from modbus_slave import generic_values, point, wait_until
+from busguard.sim.testing import distinct_values
+from busguard.testing import point, wait_until
 
-GEN, VALUES = generic_values()
-
+GEN, VALUES = distinct_values()
 
 
 def site_text(meter_port: int, state: str, io: str = "process", nb_port: int = 0) -> str:

@@ -1,5 +1,5 @@
-"""Issue 15's electrical quantities: the profiles decode their meters' real encodings (a real
-Modbus TCP slave on 127.0.0.1 serving the registers as the meters do: Schneider's
+"""Issue 15's electrical quantities: the profiles decode their meters' real encodings (the
+simulator's Modbus TCP meter on 127.0.0.1 serving the registers as the meters do: Schneider's
 four-quadrant PF floats, int64 Wh counters, Janitza's W/var floats), busguard's demand over
 a scripted power trace (fake clock, no sleeps), and the simulator's consistency."""
 
@@ -16,7 +16,7 @@ from busguard.modbus.codec import decode_pf_4q, encode_pf_4q, quadrant_of
 from busguard.modbus.demand import DemandWindow
 from busguard.sim.model import MeterSpec, SiteModel
 from busguard.sim.scenarios import NO_FAULTS, SCENARIOS
-from modbus_slave import point, serve_profile, wait_until
+from busguard.testing import point, wait_until
 
 
 def f32(value: float) -> list[int]:
@@ -59,11 +59,11 @@ def test_pf_4q_out_of_range_is_not_a_power_factor():
     assert [quadrant_of(p, q) for p, q in ((5, 1), (-5, 1), (-5, -1), (5, -1))] == [1, 2, 3, 4]
 
 
-# -- profiles against a slave serving the meters' real encodings --------------------------------
-def test_pm5000_four_quadrant_pf_and_int64_energy(slave, make_runtime, tmp_path):
+# -- profiles against a meter serving the meters' real encodings --------------------------------
+def test_pm5000_four_quadrant_pf_and_int64_energy(modbus_meter, make_runtime, tmp_path):
     prof = load_profile("pm5000")
-    unit = slave.unit(1)
-    serve_profile(unit, prof, {p.name: 0.5 for p in prof.points})  # every register answers
+    unit = modbus_meter(prof, {p.name: 0.5 for p in prof.points})  # every register answers
+    unit.fill_gaps(0)
     regs = {  # documented 1-based register numbers -> registers as the meter serves them
         3054: f32(40.5), 3056: f32(41.25), 3058: f32(-2.0),      # kW, phase C exporting
         3060: f32(79.75), 3068: f32(-6.5), 3076: f32(84.0),     # P, Q (leading), S totals
@@ -73,8 +73,8 @@ def test_pm5000_four_quadrant_pf_and_int64_energy(slave, make_runtime, tmp_path)
         3220: i64(2**40 + 3), 3224: i64(999_999_999_999),       # varh
     }
     for register, words in regs.items():
-        unit.set(register - 1, words)  # wire address = register number - 1
-    rt = make_runtime(site(slave.serve_tcp(), "pm5000", str(tmp_path)), start=True)
+        unit.set_registers(register - 1, words)  # wire address = register number - 1
+    rt = make_runtime(site(unit.port, "pm5000", str(tmp_path)), start=True)
     wait_until(lambda: good(rt, "m1.power_factor_quadrant") is not None, what="first poll")
     assert good(rt, "m1.power_factor") == pytest.approx(0.95, abs=1e-6)
     assert good(rt, "m1.power_factor_quadrant") == 4
@@ -92,18 +92,19 @@ def test_pm5000_four_quadrant_pf_and_int64_energy(slave, make_runtime, tmp_path)
     assert point(rt, "m1.demand_peak_kw")[1] == Quality.STALE  # no full 15-min window yet
 
 
-def test_janitza_per_phase_power_cos_phi_and_computed_neutral(slave, make_runtime, tmp_path):
+def test_janitza_per_phase_power_cos_phi_and_computed_neutral(modbus_meter, make_runtime,
+                                                              tmp_path):
     prof = load_profile("umg96rm")
-    unit = slave.unit(1)
-    serve_profile(unit, prof, {p.name: 1.0 for p in prof.points})
+    unit = modbus_meter(prof, {p.name: 1.0 for p in prof.points})
+    unit.fill_gaps(0)
     regs = {19020: f32(40_500.0), 19022: f32(41_000.0), 19024: f32(-1_500.0),  # W
             19028: f32(42_000.0), 19036: f32(9_000.0), 19040: f32(-300.0),       # VA, var
             19042: f32(17_700.0), 19044: f32(0.964), 19046: f32(0.97),
             19048: f32(-0.98), 19018: f32(12.5),                               # cos phi, IN
             19068: f32(8_388_608.0), 19076: f32(1234.0)}                       # Wh
     for address, words in regs.items():
-        unit.set(address, words)  # Janitza lists protocol addresses
-    rt = make_runtime(site(slave.serve_tcp(), "umg96rm", str(tmp_path)), start=True)
+        unit.set_registers(address, words)  # Janitza lists protocol addresses
+    rt = make_runtime(site(unit.port, "umg96rm", str(tmp_path)), start=True)
     wait_until(lambda: good(rt, "m1.neutral_measured") is not None and
                good(rt, "m1.power_l1_kw") is not None, what="first poll")
     assert good(rt, "m1.power_l1_kw") == pytest.approx(40.5)
@@ -124,15 +125,16 @@ def test_janitza_per_phase_power_cos_phi_and_computed_neutral(slave, make_runtim
     assert "m1.energy_import_varh" not in specs  # inductive/capacitive is not import/export
 
 
-def test_generic_pqm_new_quantities_with_uint64_counters(slave, make_runtime, tmp_path):
+def test_generic_pqm_new_quantities_with_uint64_counters(modbus_meter, make_runtime, tmp_path):
     prof = load_profile("generic-pqm")
     values = {p.name: 10.0 + i for i, p in enumerate(prof.points)}
     values.update({"power_factor": -0.93, "power_factor_l2": -0.91, "power_factor_quadrant": 3,
                    "power_kw": -120.25, "energy_import_wh": 2**53 - 1,
                    "energy_export_wh": 2**33 + 5, "energy_import_varh": 0,
                    "energy_export_varh": 123_456_789_012})
-    serve_profile(slave.unit(1), prof, values)
-    rt = make_runtime(site(slave.serve_tcp(), "generic-pqm", str(tmp_path)), start=True)
+    meter = modbus_meter(prof, values)
+    meter.fill_gaps(0)
+    rt = make_runtime(site(meter.port, "generic-pqm", str(tmp_path)), start=True)
     wait_until(lambda: good(rt, "m1.demand_kw") is not None, what="first poll")
     for name, v in values.items():
         assert good(rt, f"m1.{name}") == pytest.approx(v), name

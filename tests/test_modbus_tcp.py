@@ -1,4 +1,5 @@
-"""Modbus TCP meters against a real slave on 127.0.0.1: decode, calibration, faults, stats."""
+"""Modbus TCP meters against the simulator's meter (``modbus_meter``) on 127.0.0.1: decode,
+calibration, faults, stats."""
 
 from __future__ import annotations
 
@@ -10,10 +11,17 @@ import pytest
 
 from busguard.image import Quality
 from busguard.modbus import load_profile
-from modbus_slave import SlaveThread, generic_values, point, serve_profile, wait_until
+from busguard.sim.testing import SimMeter, distinct_values
+from busguard.testing import point, wait_until
 
-GEN, VALUES = generic_values()
+GEN, VALUES = distinct_values()
 
+def meter_of(modbus_meter, *args, **kwargs):
+    """The simulator's meter, reading the registers its profile leaves out as 0 (so a merged
+    read over a gap answers, and the faults below are the only ones)."""
+    meter = modbus_meter(*args, **kwargs)
+    meter.fill_gaps(0)
+    return meter
 
 
 def site(port: int, extra: str = "", name: str = "m1", tmp: str = "",
@@ -29,9 +37,8 @@ def good(rt, name):
     return v if q == Quality.GOOD else None
 
 
-def test_values_decoded_with_comm_points(slave, make_runtime, tmp_path):
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
+def test_values_decoded_with_comm_points(modbus_meter, make_runtime, tmp_path):
+    port = meter_of(modbus_meter, GEN, VALUES).port
     rt = make_runtime(site(port, tmp=str(tmp_path)), start=True)
     wait_until(lambda: good(rt, "m1.residual_current_ma") is not None, what="first poll")
     for name, v in VALUES.items():
@@ -46,7 +53,7 @@ def test_values_decoded_with_comm_points(slave, make_runtime, tmp_path):
     assert st["latency_p99_ms"] >= st["latency_p50_ms"] > 0
 
 
-def test_word_order_scale_and_int_types_from_a_site_profile(slave, make_runtime, tmp_path):
+def test_word_order_scale_and_int_types_from_a_site_profile(modbus_meter, make_runtime, tmp_path):
     prof_path = tmp_path / "mine.toml"
     prof_path.write_text('[profile]\nname = "mine"\nword_order = "CDAB"\n'
                          '[points.current_l1_a]\naddress = 0\nunit = "A"\n'
@@ -56,10 +63,9 @@ def test_word_order_scale_and_int_types_from_a_site_profile(slave, make_runtime,
                          '[points.power_kw]\naddress = 0\ntype = "int32"\nfunction = "input"\n'
                          'word_order = "BADC"\nunit = "kW"\n', encoding="utf-8")
     prof = load_profile(str(prof_path))
-    port = slave.serve_tcp()
     values = {"current_l1_a": 412.5, "energy_kwh": 123456.78, "temp_c": -12.3,
               "power_kw": -250}
-    serve_profile(slave.unit(3), prof, values)
+    port = meter_of(modbus_meter, prof, values, unit_id=3).port
     rt = make_runtime(site(port, 'unit = 3\nprofile = "mine.toml"', tmp=str(tmp_path)),
                       start=True)
     wait_until(lambda: good(rt, "m1.power_kw") is not None)
@@ -67,9 +73,8 @@ def test_word_order_scale_and_int_types_from_a_site_profile(slave, make_runtime,
         assert good(rt, f"m1.{name}") == pytest.approx(v, abs=1e-6)
 
 
-def test_calibration_site_then_file_reloaded_on_change(slave, make_runtime, tmp_path):
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
+def test_calibration_site_then_file_reloaded_on_change(modbus_meter, make_runtime, tmp_path):
+    port = meter_of(modbus_meter, GEN, VALUES).port
     state = tmp_path / "state"
     state.mkdir()
     extra = ('ct_ratio = 2.0\ncalibration = { current_l1_a = { gain = 1.5, offset = 1.0 }, '
@@ -93,12 +98,11 @@ def test_calibration_site_then_file_reloaded_on_change(slave, make_runtime, tmp_
 
 
 def test_exception_0x02_marks_block_bad_logs_once_backs_off_and_recovers(
-        slave, make_runtime, tmp_path, caplog):
+        modbus_meter, make_runtime, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="busguard.modbus")
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, GEN, VALUES)
-    unit.exceptions = [(4, 100, 103, 0x02)]  # the input-register block does not exist
+    unit = meter_of(modbus_meter, GEN, VALUES)
+    port = unit.port
+    unit.refuse(4, 100, 103, 0x02)  # the input-register block does not exist
     rt = make_runtime(site(port, tmp=str(tmp_path)), start=True)
     wait_until(lambda: point(rt, "m1.temp_c")[1] == Quality.BAD, what="block BAD")
     wait_until(lambda: rt.drivers[0].stats()["exception_count"] >= 3, what="block retried")
@@ -122,19 +126,18 @@ def test_exception_0x02_marks_block_bad_logs_once_backs_off_and_recovers(
     assert "temp_c, residual_current_ma not marked BAD yet: reading its points one by one" \
         in msgs[0]
     assert "address 100..101" in msgs[1] + msgs[2] and "address 102..103" in msgs[1] + msgs[2]
-    unit.exceptions = []
+    unit.accept()
     wait_until(lambda: good(rt, "m1.temp_c") == VALUES["temp_c"], what="block recovered")
     assert rt.drivers[0].stats()["bad_blocks"] == {}
 
 
-def test_pm5000_exception_log_names_documented_registers(slave, make_runtime, tmp_path,
+def test_pm5000_exception_log_names_documented_registers(modbus_meter, make_runtime, tmp_path,
                                                          caplog):
     caplog.set_level(logging.INFO, logger="busguard.modbus")
     pm = load_profile("pm5000")
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, pm, {p.name: 1.0 for p in pm.points})
-    unit.exceptions = [(3, 21299, 21400, 0x02)]  # a PM5100 has no THD block
+    unit = meter_of(modbus_meter, pm, {p.name: 1.0 for p in pm.points})
+    port = unit.port
+    unit.refuse(3, 21299, 21400, 0x02)  # a PM5100 has no THD block
     rt = make_runtime(site(port, 'profile = "pm5000"', tmp=str(tmp_path)), start=True)
     wait_until(lambda: point(rt, "m1.thd_v_l1_pct")[1] == Quality.BAD)
     wait_until(lambda: good(rt, "m1.current_l1_a") == 1.0)
@@ -142,15 +145,14 @@ def test_pm5000_exception_log_names_documented_registers(slave, make_runtime, tm
     assert "(documented registers 21300.." in msg and "profile pm5000" in msg
 
 
-def test_timeout_counts_as_loss_then_not_connected_then_recovers(slave, make_runtime, tmp_path,
-                                                                 caplog):
+def test_timeout_counts_as_loss_then_not_connected_then_recovers(modbus_meter, make_runtime,
+                                                                 tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="busguard.modbus")
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, GEN, VALUES)
+    unit = meter_of(modbus_meter, GEN, VALUES)
+    port = unit.port
     rt = make_runtime(site(port, "loss_limit = 3\nretries = 0", tmp=str(tmp_path)), start=True)
     wait_until(lambda: good(rt, "m1.current_l1_a") is not None)
-    unit.dead = True
+    unit.faults(drop_pct=100.0)  # the meter stops answering
     wait_until(lambda: point(rt, "m1.current_l1_a")[1] == Quality.NOT_CONNECTED,
                what="NOT_CONNECTED")
     st = rt.drivers[0].stats()
@@ -160,51 +162,47 @@ def test_timeout_counts_as_loss_then_not_connected_then_recovers(slave, make_run
     assert good(rt, "m1.comm_loss_pct") > 0
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "Connection Timeout (Errno 110)" in text and "points NOT_CONNECTED" in text
-    unit.dead = False
+    unit.faults()
     wait_until(lambda: good(rt, "m1.current_l1_a") is not None, what="recovery")
     wait_until(lambda: good(rt, "m1.comm_ok") == 1.0)
     assert rt.drivers[0].stats()["state"] == "ok"
     assert "answering again" in "\n".join(r.getMessage() for r in caplog.records)
 
 
-def test_disconnect_and_reconnect(slave, make_runtime, tmp_path):
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, GEN, VALUES)
+def test_disconnect_and_reconnect(modbus_meter, make_runtime, tmp_path):
+    unit = meter_of(modbus_meter, GEN, VALUES)
+    port = unit.port
     rt = make_runtime(site(port, "loss_limit = 2", tmp=str(tmp_path)), start=True)
     wait_until(lambda: good(rt, "m1.current_l1_a") is not None)
     before = unit.requests
-    slave.drop_connections()  # the meter resets the connection: reconnect at once
+    unit.drop_connections()  # the meter resets the connection: reconnect at once
     wait_until(lambda: unit.requests > before + 4, what="polling after reconnect")
     assert rt.drivers[0].stats()["reconnects"] >= 2
-    slave.close_servers()  # the meter goes away: refused
+    unit.stop_serving()  # the meter goes away: refused
     wait_until(lambda: point(rt, "m1.current_l1_a")[1] == Quality.NOT_CONNECTED)
     assert rt.drivers[0].stats()["disconnect_count"] >= 2
-    unit.holding[GEN.point("current_l1_a").address] = GEN.encode("current_l1_a", 7.0)[0]
-    unit.holding[GEN.point("current_l1_a").address + 1] = GEN.encode("current_l1_a", 7.0)[1]
-    slave.serve_tcp(port)  # back on the same port
+    unit.set(current_l1_a=7.0)
+    unit.serve_again()  # back on the same port
     wait_until(lambda: good(rt, "m1.current_l1_a") == 7.0, what="reconnected by itself")
 
 
-def test_garbage_answer_is_not_a_value(slave, make_runtime, tmp_path):
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, GEN, VALUES)
+def test_garbage_answer_is_not_a_value(modbus_meter, make_runtime, tmp_path):
+    unit = meter_of(modbus_meter, GEN, VALUES)
+    port = unit.port
     rt = make_runtime(site(port, "loss_limit = 2", tmp=str(tmp_path)), start=True)
     wait_until(lambda: good(rt, "m1.current_l1_a") is not None)
-    unit.garbage = True
+    unit.faults(garbage_pct=100.0)
     wait_until(lambda: good(rt, "m1.comm_ok") == 0.0, what="garbage noticed")
-    unit.garbage = False
+    unit.faults()
     wait_until(lambda: good(rt, "m1.comm_ok") == 1.0, what="recovered from garbage")
     assert good(rt, "m1.current_l1_a") == VALUES["current_l1_a"]
 
 
-def test_slow_device_warns_when_poll_under_3x_latency(slave, make_runtime, tmp_path, caplog):
+def test_slow_device_warns_when_poll_under_3x_latency(modbus_meter, make_runtime, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="busguard.modbus")
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, GEN, VALUES)
-    unit.delay_s = 0.03  # two reads per poll: >= 60 ms per poll against a 50 ms period
+    unit = meter_of(modbus_meter, GEN, VALUES)
+    port = unit.port
+    unit.faults(latency_ms=30.0)  # two reads per poll: >= 60 ms per poll against a 50 ms period
     rt = make_runtime(site(port, tmp=str(tmp_path), timeout_ms=500), start=True)
     wait_until(lambda: rt.drivers[0].stats()["latency_warning"], what="latency warning")
     msgs = [r.getMessage() for r in caplog.records if "3x the measured latency" in
@@ -212,50 +210,48 @@ def test_slow_device_warns_when_poll_under_3x_latency(slave, make_runtime, tmp_p
     assert len(msgs) == 1 and "poll period 50 ms" in msgs[0]
 
 
-def test_max_in_flight_uses_parallel_connections(slave, make_runtime, tmp_path):
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, GEN, VALUES)
-    unit.delay_s = 0.02
+def test_max_in_flight_uses_parallel_connections(modbus_meter, make_runtime, tmp_path):
+    unit = meter_of(modbus_meter, GEN, VALUES)
+    port = unit.port
+    unit.faults(latency_ms=20.0)
     rt = make_runtime(site(port, "max_in_flight = 2\nmax_gap = 0\nmax_registers = 8",
                            tmp=str(tmp_path), timeout_ms=1000), start=True)
     wait_until(lambda: good(rt, "m1.residual_current_ma") is not None)
     wait_until(lambda: rt.drivers[0].stats()["reconnects"] == 2, what="two connections")
     # 34 float32 (100..167) + the uint16 quadrant in 9 reads of <= 8, 2 uint64 pairs, 1 input
     assert rt.drivers[0].stats()["reads_per_poll"] == 12
-    assert slave.max_in_flight == 2  # two reads at once, never more
+    assert unit.max_in_flight == 2  # two reads at once, never more
     for name, v in VALUES.items():
         assert good(rt, f"m1.{name}") == pytest.approx(v)
 
 
-def test_one_request_in_flight_per_device_by_default(slave, make_runtime, tmp_path):
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, GEN, VALUES)
-    unit.delay_s = 0.01
+def test_one_request_in_flight_per_device_by_default(modbus_meter, make_runtime, tmp_path):
+    unit = meter_of(modbus_meter, GEN, VALUES)
+    port = unit.port
+    unit.faults(latency_ms=10.0)
     rt = make_runtime(site(port, "max_gap = 0\nmax_registers = 8", tmp=str(tmp_path),
                            timeout_ms=1000), start=True)
     wait_until(lambda: rt.drivers[0].stats()["ok_count"] >= 14)
-    assert slave.max_in_flight == 1
+    assert unit.max_in_flight == 1
 
 
-def test_stop_is_prompt_with_a_dead_device(slave, make_runtime, tmp_path):
-    port = slave.serve_tcp()
-    slave.unit(1).dead = True
+def test_stop_is_prompt_with_a_dead_device(modbus_meter, make_runtime, tmp_path):
+    meter = meter_of(modbus_meter, GEN, VALUES)
+    meter.faults(drop_pct=100.0)
+    port = meter.port
     rt = make_runtime(site(port, tmp=str(tmp_path), timeout_ms=2000), start=True)
-    wait_until(lambda: slave.unit(1).requests == 0 and rt.drivers[0].stats()["polls"] == 0)
+    wait_until(lambda: meter.answered == 0 and rt.drivers[0].stats()["polls"] == 0)
     t0 = time.monotonic()
     rt.stop()
     assert rt.state == "stopped" and time.monotonic() - t0 < 10  # bounded, not a timing claim
 
 
 def test_global_max_concurrent_caps_requests_over_all_meters(make_runtime, tmp_path):
-    slave = SlaveThread()
+    unit = SimMeter(GEN, VALUES)  # one meter on three ports: its in-flight count is theirs
+    unit.fill_gaps(0)
     try:
-        ports = [slave.serve_tcp() for _ in range(3)]
-        unit = slave.unit(1)
-        serve_profile(unit, GEN, VALUES)
-        unit.delay_s = 0.01
+        ports = [unit.port, unit.add_port(), unit.add_port()]
+        unit.faults(latency_ms=10.0)
         text = f'[site]\nname = "t"\n[paths]\nstate_dir = "{tmp_path}"\n[modbus]\n' \
                f'max_concurrent = 1\n'
         for i, port in enumerate(ports):
@@ -263,16 +259,15 @@ def test_global_max_concurrent_caps_requests_over_all_meters(make_runtime, tmp_p
                      f'poll_ms = 20\ntimeout_ms = 500\n')
         rt = make_runtime(text, start=True)
         wait_until(lambda: all(d.stats()["ok_count"] >= 6 for d in rt.drivers))
-        assert slave.max_in_flight == 1  # three meters, one request at a time
+        assert unit.max_in_flight == 1  # three meters, one request at a time
     finally:
-        slave.stop()
+        unit.stop()
 
 
-def test_unparsable_calibration_file_keeps_the_previous_calibration(slave, make_runtime,
+def test_unparsable_calibration_file_keeps_the_previous_calibration(modbus_meter, make_runtime,
                                                                    tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="busguard.modbus")
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), GEN, VALUES)
+    port = meter_of(modbus_meter, GEN, VALUES).port
     cal = tmp_path / "calibration.toml"
     cal.write_text('[meter."m1"]\ncurrent_l1_a = { gain = 2.0 }\n', encoding="utf-8")
     rt = make_runtime(site(port, tmp=str(tmp_path)), start=True)
@@ -288,12 +283,11 @@ def test_unparsable_calibration_file_keeps_the_previous_calibration(slave, make_
     assert good(rt, "m1.current_l1_a") == pytest.approx(i1 * 2.0)
 
 
-def test_exception_in_a_merged_read_is_narrowed_to_the_missing_point(slave, make_runtime,
+def test_exception_in_a_merged_read_is_narrowed_to_the_missing_point(modbus_meter, make_runtime,
                                                                      tmp_path):
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, GEN, VALUES)
-    unit.exceptions = [(3, 120, 121, 0x02)]  # only power_kw's registers are missing
+    unit = meter_of(modbus_meter, GEN, VALUES)
+    port = unit.port
+    unit.refuse(3, 120, 121, 0x02)  # only power_kw's registers are missing
     rt = make_runtime(site(port, tmp=str(tmp_path)), start=True)
     wait_until(lambda: good(rt, "m1.current_l1_a") == VALUES["current_l1_a"])
     wait_until(lambda: good(rt, "m1.frequency_hz") == VALUES["frequency_hz"])
@@ -301,12 +295,11 @@ def test_exception_in_a_merged_read_is_narrowed_to_the_missing_point(slave, make
     assert rt.drivers[0].stats()["bad_blocks"] == {"holding registers 120..121": "0x02"}
 
 
-def test_scan_sees_meter_values_and_a_spike_between_scans(slave, make_runtime, run_scans,
+def test_scan_sees_meter_values_and_a_spike_between_scans(modbus_meter, make_runtime, run_scans,
                                                           tmp_path):
     """The runtime path: driver -> image -> snapshot -> block -> alarm (fake-clock scans)."""
-    port = slave.serve_tcp()
-    unit = slave.unit(1)
-    serve_profile(unit, GEN, {**VALUES, "thd_v_l1_pct": 2.0})
+    unit = meter_of(modbus_meter, GEN, {**VALUES, "thd_v_l1_pct": 2.0})
+    port = unit.port
     extra = ('\n[[block]]\nname = "thd"\ntype = "threshold_alarm"\npoint = "m1.thd_v_l1_pct"\n'
              'high = 5.0\ncode = "BG-THD"\n')
     rt = make_runtime(site(port, tmp=str(tmp_path)) + extra, start=True)
@@ -315,9 +308,9 @@ def test_scan_sees_meter_values_and_a_spike_between_scans(slave, make_runtime, r
     assert res.snapshot.value("m1.thd_v_l1_pct") == 2.0 and not res.edges
     # a spike the meter serves for a moment, gone again before the next scan
     n = rt.drivers[0].stats()["polls"]
-    serve_profile(unit, GEN, {"thd_v_l1_pct": 9.0})
+    unit.set(thd_v_l1_pct=9.0)
     wait_until(lambda: rt.drivers[0].stats()["polls"] > n + 1)
-    serve_profile(unit, GEN, {"thd_v_l1_pct": 2.0})
+    unit.set(thd_v_l1_pct=2.0)
     wait_until(lambda: good(rt, "m1.thd_v_l1_pct") == 2.0)
     (res,) = run_scans(rt, 1)
     assert res.snapshot.peak("m1.thd_v_l1_pct") == 9.0

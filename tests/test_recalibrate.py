@@ -1,5 +1,5 @@
-"""`busguard recalibrate` against the simulator's Modbus TCP meter on 127.0.0.1 (the test
-slave where a read must alternate), read through the modbus_tcp driver: gain computed, file
+"""`busguard recalibrate` against the simulator's Modbus TCP meter on 127.0.0.1 (one whose
+reading alternates where a test needs it), read through the modbus_tcp driver: gain computed, file
 written with a backup, the driver applying it closes the loop; unstable readings, small loads
 and implausible corrections are refused."""
 
@@ -16,9 +16,8 @@ import pytest
 from busguard.calibration import load_calibration
 from busguard.cli import main
 from busguard.commands.recalibrate import Refused, read_samples, recalibrate
-from busguard.modbus import load_profile
 from busguard.runtime import check_site
-from modbus_slave import SlaveThread, serve_profile, wait_until
+from busguard.testing import wait_until
 
 CT = 40.0  # 200:5 A CT -> rating 200 A
 
@@ -43,33 +42,11 @@ calibration = {{ current_l1_a = {{ gain = 1.01 }} }}
 """
 
 
-class Alternating(dict):
-    """Holding registers whose current_l1_a float alternates between two values per read."""
-
-    def __init__(self, base: dict, first: int, a: list[int], b: list[int]) -> None:
-        super().__init__(base)
-        self.first, self.words, self.flip = first, (a, b), 0
-
-    def get(self, addr, default=0):
-        if addr == self.first:
-            self.flip ^= 1
-        if addr in (self.first, self.first + 1):
-            return self.words[self.flip][addr - self.first]
-        return super().get(addr, default)
-
-
 
 def _write_site(tmp_path: Path, port: int):
     path = tmp_path / "site.toml"
     path.write_text(SITE.format(port=port, ct=CT))
     return check_site(path)
-
-
-def _site(tmp_path: Path, slave: SlaveThread, l1_raw_a: float, l2_raw_a: float = 50.0):
-    port = slave.serve_tcp()
-    serve_profile(slave.unit(1), load_profile("generic-pqm"),
-                  {"current_l1_a": l1_raw_a / CT, "current_l2_a": l2_raw_a / CT})
-    return _write_site(tmp_path, port)
 
 
 def _meter_site(tmp_path: Path, modbus_meter, l1_raw_a: float, l2_raw_a: float = 50.0):
@@ -120,13 +97,10 @@ def test_human_output_shows_old_and_new(tmp_path: Path, modbus_meter, capsys) ->
     assert not (tmp_path / "state" / "calibration.toml").exists()
 
 
-def test_unstable_readings_are_refused(tmp_path: Path, slave) -> None:
-    site = _site(tmp_path, slave, l1_raw_a=100.0)
-    prof = load_profile("generic-pqm")
-    p = prof.point("current_l1_a")
-    unit = slave.unit(1)
-    unit.holding = Alternating(unit.holding, p.address, p.encode(100.0 / CT),
-                               p.encode(103.0 / CT))
+def test_unstable_readings_are_refused(tmp_path: Path, modbus_meter) -> None:
+    meter = modbus_meter("generic-pqm", {"current_l1_a": 100.0 / CT, "current_l2_a": 50.0 / CT})
+    site = _write_site(tmp_path, meter.port)
+    meter.alternate({"current_l1_a": 100.0 / CT}, {"current_l1_a": 103.0 / CT})
     with pytest.raises(Refused, match=r"readings unstable: spread 2\.9\d %"):
         recalibrate(site, "pqm-a1", 100.0, samples=6)
     assert not (tmp_path / "state" / "calibration.toml").exists()

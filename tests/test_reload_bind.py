@@ -19,8 +19,8 @@ from test_northbound_helpers import connect, read
 
 
 def test_process_mode_reload_to_a_taken_port_is_refused_and_the_old_site_goes_on(
-        slave, tmp_path):
-    meter_port = slave.serve_tcp()
+        modbus_meter, tmp_path):
+    meter_port = modbus_meter().port
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()

@@ -1,7 +1,8 @@
-"""PT100s through an RS-485 RTD input module (Advantech ADAM-4015, profile ``adam-4015``): a
-Modbus RTU slave on a real pty serves the module's own encoding (holding registers 40001..40006,
-an unsigned count over the 0-200 C range of type code 0x22), computed here from the manual, not
-from the profile. Read as a meter (all channels) and as probes feeding a thermal interlock."""
+"""PT100s through an RS-485 RTD input module (Advantech ADAM-4015, profile ``adam-4015``): the
+simulator's RTU line on a real pty (``modbus_line``, raw registers) serves the module's own
+encoding (holding registers 40001..40006, an unsigned count over the 0-200 C range of type code
+0x22), computed here from the manual, not from the profile. Read as a meter (all channels) and
+as probes feeding a thermal interlock."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from busguard.errors import ConfigError
 from busguard.image import Quality
 from busguard.modbus import load_profile
 from busguard.runtime import check_site
-from modbus_slave import SlaveThread, point, wait_until
+from busguard.testing import point, wait_until
 
 UNIT = 5
 
@@ -22,16 +23,15 @@ def adam_count(temp_c: float) -> int:
 
 
 @pytest.fixture
-def line():
-    s = SlaveThread()
-    path = s.serve_rtu()
-    yield s, path
-    s.stop()
+def line(modbus_line):
+    """(the module: a unit served by raw registers, the line's port path)."""
+    sim = modbus_line()
+    return sim.meter(UNIT, None), sim.path
 
 
-def serve(slave, temps: dict[int, float]) -> None:
+def serve(module, temps: dict[int, float]) -> None:
     # 40001 + channel is holding register number 1 + channel: wire address = channel
-    slave.unit(UNIT).set(0, [adam_count(temps.get(ch, 25.0)) for ch in range(6)])
+    module.set_registers(0, [adam_count(temps.get(ch, 25.0)) for ch in range(6)])
 
 
 def site(path: str, tmp: str, body: str) -> str:
@@ -50,8 +50,8 @@ def test_profile_matches_the_manual():
 
 
 def test_module_read_as_a_meter_gives_every_channel(line, make_runtime, tmp_path):
-    slave, path = line
-    serve(slave, {0: 41.0, 1: 95.5, 5: 150.25})
+    module, path = line
+    serve(module, {0: 41.0, 1: 95.5, 5: 150.25})
     rt = make_runtime(site(path, str(tmp_path), f'[[meter]]\nname = "rtd-mod"\n'
                                                 f'driver = "modbus_rtu"\nline = "bus1"\n'
                                                 f'unit = {UNIT}\nprofile = "adam-4015"\n'
@@ -90,15 +90,15 @@ output = "relay.thermal_trip"
 
 def test_module_channels_as_probes_drive_a_thermal_interlock_to_0xcf(line, make_runtime,
                                                                      tmp_path, run_scans):
-    slave, path = line
-    serve(slave, {0: 40.0, 1: 41.0})
+    module, path = line
+    serve(module, {0: 40.0, 1: 41.0})
     rt = make_runtime(site(path, str(tmp_path), PROBES), start=True)
     wait_until(lambda: point(rt, "tap-a1.temp_c")[1] == point(rt, "tap-a2.temp_c")[1]
                == Quality.GOOD, what="probes read")
     assert point(rt, "tap-a1.temp_c")[0] == pytest.approx(40.0, abs=0.002)
     (res,) = run_scans(rt, 1)
     assert res.outputs["relay.thermal_trip"] == 0.0
-    serve(slave, {0: 96.0, 1: 91.0})
+    serve(module, {0: 96.0, 1: 91.0})
     wait_until(lambda: point(rt, "tap-a1.temp_c")[0] > 95.9, what="the hot reading")
     run_scans(rt, 5)
     codes = {a.condition.code for a in rt.alarms.active()}
@@ -109,22 +109,22 @@ def test_module_channels_as_probes_drive_a_thermal_interlock_to_0xcf(line, make_
 
 def test_burn_out_and_under_range_are_bad_not_a_temperature(line, make_runtime, tmp_path,
                                                             run_scans):
-    slave, path = line
-    serve(slave, {0: 40.0, 1: 41.0})
+    module, path = line
+    serve(module, {0: 40.0, 1: 41.0})
     rt = make_runtime(site(path, str(tmp_path), PROBES), start=True)
     wait_until(lambda: point(rt, "tap-a1.temp_c")[1] == point(rt, "tap-a2.temp_c")[1]
                == Quality.GOOD, what="probes read")
-    slave.unit(UNIT).set(0, [0xFFFF])  # channel 0 open: the module reads full scale
+    module.set_registers(0, [0xFFFF])  # channel 0 open: the module reads full scale
     wait_until(lambda: point(rt, "tap-a1.temp_c")[1] == Quality.BAD, what="burn-out BAD")
     assert point(rt, "tap-a2.temp_c")[1] == Quality.GOOD  # the other channel goes on
     run_scans(rt, 3)
     assert rt.last_result.outputs["relay.thermal_trip"] == 0.0  # an open RTD never trips
-    slave.unit(UNIT).set(0, [adam_count(45.0)])
+    module.set_registers(0, [adam_count(45.0)])
     wait_until(lambda: point(rt, "tap-a1.temp_c")[1] == Quality.GOOD, what="back")
-    slave.unit(UNIT).set(0, [0x0000])  # below the range
+    module.set_registers(0, [0x0000])  # below the range
     wait_until(lambda: point(rt, "tap-a1.temp_c")[1] == Quality.BAD, what="under-range BAD")
     assert point(rt, "tap-a1.temp_c")[0] != 0.0  # the last good value is kept for operators
-    slave.unit(UNIT).dead = True  # the module stops answering: errno 110, not-connected
+    module.faults(drop_pct=100.0)  # the module stops answering: errno 110, not-connected
     wait_until(lambda: point(rt, "tap-a1.temp_c")[1] == Quality.NOT_CONNECTED,
                what="not connected")
     rt.stop()

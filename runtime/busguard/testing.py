@@ -14,15 +14,19 @@ point, so any project that installs busguard gets them).
   :mod:`busguard.iio.testing` and :mod:`busguard.gpio.testing`).
 - ``modbus_meter(profile, values)``: a simulated Modbus TCP meter on 127.0.0.1, the
   simulator's own server and profile encoding, with its fault knobs
-  (:mod:`busguard.sim.testing`).
+  (:mod:`busguard.sim.testing`); ``modbus_line()``: a simulated RS-485 line (RTU on a pty)
+  to which ``line.meter(unit_id, profile, values)`` adds units.
+- ``wait_until(pred, timeout, what)`` and ``point(rt, name)``: for tests whose drivers talk
+  to real sockets or ptys (bounded waits, never a bare sleep).
 Tests never sleep to wait for the scan: they advance the fake clock.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -35,8 +39,29 @@ from busguard.scan import CycleResult
 
 if TYPE_CHECKING:
     from busguard.modbus.profiles import Profile
-    from busguard.sim.testing import SimMeter
+    from busguard.sim.testing import SimLine, SimMeter
 from busguard.w1.testing import w1_tree  # noqa: F401  (fixture, re-exported)
+
+T = TypeVar("T")
+
+
+def wait_until(pred: Callable[[], T], timeout: float = 8.0, what: str = "condition") -> T:
+    """Poll ``pred`` until it is true and return what it returned; fails the test after
+    ``timeout`` s (for waits on real sockets and threads; scans use the fake clock)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def point(rt: Runtime, name: str) -> tuple[float, int]:
+    """(value, quality) of a point in a runtime's live input image."""
+    i = rt.image.index[name]
+    return rt.image.values[i], rt.image.quality[i]
 
 
 def run_scans(rt: Runtime, n: int,
@@ -111,7 +136,7 @@ def modbus_meter() -> Iterator[Callable[..., SimMeter]]:
     simulator is imported only when a test asks for one (a runtime-only install has none)."""
     made: list[SimMeter] = []
 
-    def make(profile: str | Profile = "generic-pqm",
+    def make(profile: str | Profile | None = "generic-pqm",
              values: Mapping[str, float] | None = None, unit_id: int = 1) -> SimMeter:
         from busguard.sim.testing import SimMeter
 
@@ -122,3 +147,22 @@ def modbus_meter() -> Iterator[Callable[..., SimMeter]]:
     yield make
     for m in made:
         m.stop()
+
+
+@pytest.fixture
+def modbus_line(tmp_path: Path) -> Iterator[Callable[..., SimLine]]:
+    """``modbus_line(baudrate=115200)``: a started simulated RS-485 line
+    (:class:`busguard.sim.testing.SimLine`; its ``path`` goes in ``[[rs485]] port``), stopped
+    after the test; ``line.meter(unit_id, profile, values)`` adds a unit."""
+    made: list[SimLine] = []
+
+    def make(baudrate: int = 115200) -> SimLine:
+        from busguard.sim.testing import SimLine
+
+        line = SimLine(tmp_path / f"ttySIM{len(made)}", baudrate, name=f"line{len(made)}")
+        made.append(line)
+        return line
+
+    yield make
+    for line in made:
+        line.stop()

@@ -14,7 +14,9 @@ map get exception 0x02 (illegal data address), as a real meter would.
 
 Fault knobs (per unit, from the model at each request): latency, drop (no reply at all),
 exception 0x02 on mapped addresses, garbage frames (a corrupted reply: a CRC error on RTU,
-random bytes on TCP).
+random bytes on TCP). Tests (:mod:`busguard.sim.testing`) add deterministic ones on the same
+unit: :attr:`SimUnit.refusals` (an exception code for an address range, as a meter without
+that block answers) and :attr:`SimUnit.ignore_writes` (a device that keeps its own value).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import random
 import struct
 import tty
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +90,15 @@ class SimUnit:
         self._regs: dict[tuple[str, int], int] = {}
         self.writable: dict[int, int] = {}  # holding registers a client may write (a BMS)
         self.writes = 0
+        self.recent_writes: deque[tuple[int, tuple[int, ...]]] = deque(maxlen=64)
+        self.ignore_writes = False  # accept a write, keep the old value (a BMS that overrides)
+        # (function code, first, last, exception code): a request touching those registers
+        # gets that exception, as a meter answers for a block it does not have
+        self.refusals: list[tuple[int, int, int, int]] = []
+        self.in_flight = self.max_in_flight = 0  # requests being answered at once
+        # what a register the profile does not map reads as: None, exception 0x02 (as the
+        # simulator's meters answer); a word, that word (meters that fill their gaps with 0)
+        self.unmapped_word: int | None = None
 
     def registers(self, values: Mapping[str, float]) -> dict[tuple[str, int], int]:
         regs: dict[tuple[str, int], int] = {}
@@ -116,19 +128,33 @@ class SimUnit:
         r -= faults.exception_pct
         return "garbage" if r < faults.garbage_pct else "ok"
 
-    def read(self, func_code: int, address: int, count: int) -> list[int] | ExcCodes:
-        """The registers of one read, from the model's values now, or exception 0x02."""
+    def refused(self, func_code: int, address: int, count: int) -> ExcCodes | None:
+        """The exception code :attr:`refusals` gives this request, if any."""
+        last = address + max(count, 1) - 1
+        for fc, lo, hi, code in self.refusals:
+            if fc == func_code and address <= hi and last >= lo:
+                return ExcCodes(code)
+        return None
+
+    def read(self, func_code: int, address: int, count: int,
+             values: Mapping[str, float] | None = None) -> list[int] | ExcCodes:
+        """The registers of one read, from the model's values now (or ``values``), or
+        exception 0x02."""
         table = FC_TABLE.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
-        values, _faults = self.source()
+        refused = self.refused(func_code, address, count)
+        if refused is not None:
+            return refused
+        if values is None:
+            values, _faults = self.source()
         if values is not self._regs_for:  # the source caches values per tick: encode once
             self._regs, self._regs_for = self.registers(values), values
         regs = self._regs
         store = self.writable if table == "holding" else {}
         out = []
         for a in range(address, address + count):
-            word = store.get(a, regs.get((table, a)))
+            word = store.get(a, regs.get((table, a), self.unmapped_word))
             if word is None:
                 return ExcCodes.ILLEGAL_ADDRESS
             out.append(word)
@@ -138,29 +164,30 @@ class SimUnit:
         """A write of holding registers (FC 6 or 16): only to the writable ones."""
         if func_code not in (6, 16, 23):
             return ExcCodes.ILLEGAL_FUNCTION
+        refused = self.refused(func_code, address, len(values))
+        if refused is not None:
+            return refused
         if not values or any(a not in self.writable for a in
                              range(address, address + len(values))):
             return ExcCodes.ILLEGAL_ADDRESS
-        for k, word in enumerate(values):
-            self.writable[address + k] = int(word) & 0xFFFF
+        if not self.ignore_writes:
+            for k, word in enumerate(values):
+                self.writable[address + k] = int(word) & 0xFFFF
         self.writes += 1
+        self.recent_writes.append((address, tuple(int(w) & 0xFFFF for w in values)))
         return None
 
     async def handle(self, func_code: int, address: int, count: int
                      ) -> tuple[str, list[int] | ExcCodes]:
         """Apply the fault knobs to one read: (decision, registers or exception code)."""
-        self.stats.requests += 1
-        _values, faults = self.source()
-        decision = self.decide(faults)
-        if faults.latency_ms > 0:
-            await asyncio.sleep(faults.latency_ms / 1000.0)
+        values, faults = self.source()  # once: a source may change per request
+        decision = await self._fault(faults)
         if decision == "drop":
-            self.stats.dropped += 1
             return decision, ExcCodes.GATEWAY_NO_RESPONSE
         if decision == "exception":
             self.stats.exceptions += 1
             return decision, ExcCodes.ILLEGAL_ADDRESS
-        res = self.read(func_code, address, count)
+        res = self.read(func_code, address, count, values)
         if isinstance(res, ExcCodes):
             self.stats.exceptions += 1
         elif decision == "garbage":
@@ -168,6 +195,35 @@ class SimUnit:
         else:
             self.stats.answered += 1
         return decision, res
+
+    async def handle_write(self, func_code: int, address: int, values: Sequence[int]
+                           ) -> tuple[str, ExcCodes | None]:
+        """Apply the latency and drop knobs to one write, then :meth:`write`."""
+        _values, faults = self.source()
+        decision = await self._fault(faults)
+        if decision == "drop":
+            return decision, ExcCodes.GATEWAY_NO_RESPONSE
+        res = self.write(func_code, address, values)
+        if res is None:
+            self.stats.answered += 1
+        else:
+            self.stats.exceptions += 1
+        return decision, res
+
+    async def _fault(self, faults: CommFaults) -> str:
+        """Count the request, wait its latency, decide its fate (see :meth:`decide`)."""
+        self.stats.requests += 1
+        decision = self.decide(faults)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if faults.latency_ms > 0:
+                await asyncio.sleep(faults.latency_ms / 1000.0)
+        finally:
+            self.in_flight -= 1
+        if decision == "drop":
+            self.stats.dropped += 1
+        return decision
 
 
 class _SimContext(ModbusServerContext):
@@ -207,7 +263,10 @@ class _SimContext(ModbusServerContext):
     async def async_setValues(self, device_id: int, func_code: int, address: int,
                               values: Sequence[int]) -> ExcCodes | None:
         # meters are read-only (0x02); a simulated BMS takes its set point registers
-        return self.unit(device_id).write(func_code, address, values)
+        decision, res = await self.unit(device_id).handle_write(func_code, address, values)
+        if decision == "drop":
+            raise NoSuchIdException(f"unit {device_id}: reply dropped (fault knob)")
+        return res
 
 
 class TcpMeterServer:
