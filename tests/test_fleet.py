@@ -231,3 +231,20 @@ def test_every_controller_and_trip_reaches_the_hall_and_a_dead_one_goes_not_conn
              "c203 back at the hall")
     assert outputs(read_map(hall.host, hall.port))["r2.c203.kw"] == pytest.approx(
         controller_kw(victim), rel=1e-3, abs=0.05)
+
+
+def test_the_fleet_bench_reports_requests_latency_and_lateness(tmp_path):
+    """`busguard bench --only fleet` end to end at smoke size (loopback, no namespaces)."""
+    import json
+
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "busguard.cli", "bench", "--smoke", "--only",
+                          "fleet", "--json", str(out)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    m = next(x for x in json.loads(out.read_text())["measurements"] if x["key"] == "18-fleet")
+    rows = {r["metric"]: r for r in m["rows"]}
+    full = rows["core DCIM requests per full hall read, via the hall aggregator"]
+    assert full["value"] > 0 and full["baseline"] > 0
+    assert rows["meter change -> hall aggregator's map, p50"]["value"] > 0
+    assert m["details"]["to_hall_s"]  # the step was seen at the hall

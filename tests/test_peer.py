@@ -275,3 +275,36 @@ def test_peer_accept_command_records_the_peers_fingerprint(controller, tmp_path,
         f"{real:#010x}"
     assert main(["peer-accept", str(site), "nope"]) == 2
     assert "no busguard_peer entry named 'nope'; known: ctl1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("shutil").which("openssl") is None,
+                    reason="the openssl CLI is needed to make test certificates")
+def test_a_peer_over_modbus_tcp_security(make_runtime, run_scans, tmp_path):
+    from test_northbound_tls import make_ca, make_cert
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_ca(pki, "ca")
+    make_ca(pki, "rogue-ca")
+    make_cert(pki, "server", "ca")
+    make_cert(pki, "row", "ca")
+    make_cert(pki, "intruder", "rogue-ca")
+    ctl = make_runtime(CONTROLLER.replace(
+        "[modbus_server]\nport = 0\n",
+        f'[modbus_server]\nport = 0\nallow = ["127.0.0.0/8"]\ntls = {{ cert = '
+        f'"{pki}/server.pem", key = "{pki}/server.key", ca = "{pki}/ca.pem", port = 0 }}\n'),
+        start=True)
+    ctl.image.write("m1.power_kw", 12.5)
+    run_scans(ctl, 2)
+    tls_port = ctl.publishers[0].server.port("tls")
+
+    def agg(cert: str):
+        return make_runtime(aggregator(tls_port, f'tls_ca = "{pki}/ca.pem"\n'
+                                       f'tls_cert = "{pki}/{cert}.pem"\n'
+                                       f'tls_key = "{pki}/{cert}.key"'), start=True)
+    good = agg("row")
+    assert wait_for(lambda: q(good, "ctl1.m1.power_kw") == Quality.GOOD)
+    assert v(good, "ctl1.m1.power_kw") == pytest.approx(12.5)
+    rogue = agg("intruder")  # the controller refuses a certificate of another CA
+    assert wait_for(lambda: state(rogue) == pd.NOT_CONNECTED)
+    assert q(rogue, "ctl1.m1.power_kw") == Quality.NOT_CONNECTED

@@ -255,20 +255,11 @@ def test_restart_after_kill_9_serves_last_values_stale_then_fresh(unit):
         stop(proc, signal.SIGKILL)  # no shutdown hook, no final save
     (d / "feed.json").unlink()  # the meters are silent at the next start
 
-    # The first read must come within 1 s of process start. The test machine is shared: a
-    # restart is tried up to three times (a clean stop between them keeps the same state)
-    # and the best time counts.
-    times = []
-    for _attempt in range(3):
-        t0 = time.monotonic()
-        proc = start(d, site)
-        head = first_read(port, proc)
-        times.append(time.monotonic() - t0)
-        if times[-1] < 1.0:
-            break
-        stop(proc)
+    # How soon the first read comes is the bench's restart figure (`busguard bench --only
+    # restart`), never a timing assertion here: this asserts what the first answer holds.
+    proc = start(d, site)
+    head = first_read(port, proc)
     try:
-        assert min(times) < 1.0, f"first reads {times} s after process start"
         assert head[3] == 1 and head[4] == 0  # RESTORED, retained state loaded
         s = snapshot(port)
         assert s["current"] == 420.0 and s["voltage"] == 278.25  # last known values...

@@ -280,3 +280,33 @@ def test_with_an_io_process_the_page_is_served_from_there(tmp_path):
         rt.request_stop()
         t.join(10)
         rt.stop()
+
+
+def test_api_history_serves_the_history_stores_samples(make_runtime, tmp_path, run_scans):
+    """/api/history reads the on-box history store ([history]): the trend's samples."""
+    text = site_text(tmp_path) + '\n[history]\nseconds_dir = "sec"\n'
+    rt = make_runtime(text, start=True)
+    port = web_of(rt).port()
+    assert get(port, "/api/history?point=m1.power_kw&range=2h").status == 400
+    deadline = time.monotonic() + 20
+    while True:
+        rt.image.write("m1.power_kw", 77.0)
+        run_scans(rt, 2)
+        r = get(port, "/api/history?point=m1.power_kw&range=1h")
+        if r.status == 200:
+            samples = json.loads(r.body)["samples"]
+            if len([s for s in samples if s[2] == 77.0]) >= 2:
+                break
+        assert time.monotonic() < deadline, (r.status, r.body[:300])
+        time.sleep(0.3)
+    assert all(len(s) == 5 for s in samples)  # t, min, avg, max, quality
+    assert get(port, "/api/history?point=nope.x&range=1h").status == 404
+    assert "m1.power_kw" in json.loads(get(port, "/api/history/points").body)
+
+
+def test_a_certificate_that_does_not_load_fails_the_start_naming_the_files(make_runtime,
+                                                                           tmp_path):
+    rt = make_runtime(site_text(tmp_path))
+    (tmp_path / "web.pem").write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
+    with pytest.raises(OSError, match=r"cannot load the certificate .*web\.pem and key"):
+        rt.start()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -112,6 +113,11 @@ class PeerDriver(Driver):
         "alarms": Param(bool, default=True,
                         doc="read the peer's alarm table: counts by severity, latched, "
                             "unacknowledged"),
+        "tls_ca": Param(str, default="",
+                        doc="Modbus/TCP Security: CA that signed the peer's certificate (PEM; "
+                            "set with the peer's TLS port); empty: plain Modbus TCP"),
+        "tls_cert": Param(str, default="", doc="this aggregator's client certificate (PEM)"),
+        "tls_key": Param(str, default="", doc="its key (PEM, 0600)"),
         "accept_fingerprint": Param(str, default="",
                                     doc="the only layout fingerprint accepted (hex, as "
                                         "`busguard status` shows it); empty: the first one "
@@ -187,6 +193,11 @@ class PeerDriver(Driver):
             out.append(ConfigProblem(config.file, f"{key}.meters",
                                      "the peer entry brings in nothing; expected at least one "
                                      "name in meters, probes, breakers or records"))
+        if (p["tls_cert"] or p["tls_key"]) and not (p["tls_ca"] and p["tls_cert"]
+                                                    and p["tls_key"]):
+            out.append(ConfigProblem(config.file, f"{key}.tls_cert",
+                                     "a client certificate needs tls_ca, tls_cert and tls_key "
+                                     "together"))
         fp = p["accept_fingerprint"]
         if fp and parse_fingerprint(fp) is None:
             out.append(ConfigProblem(config.file, f"{key}.accept_fingerprint",
@@ -227,9 +238,29 @@ class PeerDriver(Driver):
         if self._thread is not None:
             self._thread.join(timeout=self.p["timeout_ms"] / 1e3 * 3 + 2.0)
 
+    def _tls(self) -> ssl.SSLContext | None:
+        p = self.p
+        if not p["tls_ca"]:
+            return None
+        from busguard.northbound.tls import client_context
+
+        return client_context(self.site.resolve(p["tls_ca"]),
+                              self.site.resolve(p["tls_cert"]) if p["tls_cert"] else None,
+                              self.site.resolve(p["tls_key"]) if p["tls_key"] else None)
+
     def _run(self) -> None:
+        try:
+            ctx = self._tls()
+        except (OSError, ssl.SSLError) as exc:
+            self.last_error = f"TLS files: {exc}"
+            log.error("%s: peer %s: cannot load the TLS files (tls_ca %s, tls_cert %s): %s; "
+                      "not polling", self.name, self.where(), self.p["tls_ca"],
+                      self.p["tls_cert"], exc)
+            self.state = NOT_CONNECTED
+            self._write_health()
+            return
         client = ModbusTcpClient(self.p["host"], self.p["port"], self.p["timeout_ms"] / 1e3,
-                                 self.p["unit"])
+                                 self.p["unit"], ctx)
         period = self.config.poll_s
         next_due = time.monotonic()
         try:

@@ -19,3 +19,5 @@ from busguard.sim.model import SiteModel
 from busguard.sim.scenarios import SCENARIOS, Scenario
 
 __all__ = ["SCENARIOS", "Scenario", "SiteModel"]
+
+import busguard.web.nosim  # noqa: F401  (pymodbus.server without aiohttp: see there)

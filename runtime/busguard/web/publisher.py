@@ -28,7 +28,7 @@ from busguard.firewall import Listener
 from busguard.northbound import access
 from busguard.publisher import Publisher
 from busguard.web import view
-from busguard.web.metrics import LatenessHistogram, Metrics, SharedLateness, SnapshotCollector
+from busguard.web.lateness import LatenessHistogram, SharedLateness
 from busguard.web.passwd import Verifier
 
 if TYPE_CHECKING:
@@ -155,7 +155,10 @@ class History:
             r = self.reader()
             if point not in set(r.points()):
                 raise LookupError(f"no history for point {point!r}")
-            return list(r.query(point, time.time() - span_s))
+            # 1 h: the 1 s ring; longer: min/avg/max per minute (the store's "auto" would
+            # switch at exactly one hour's span, so say which)
+            return list(r.query(point, time.time() - span_s,
+                                resolution="1s" if span_s <= 3600.0 else "1min"))
 
         loop = asyncio.get_running_loop()
         samples = await loop.run_in_executor(self._pool, read)
@@ -283,6 +286,9 @@ class WebPublisher(Publisher):
         self.period_s = site.scan.period_ms / 1000.0
         self.history = History(site.state_dir)
         self.lateness: LatenessHistogram | SharedLateness = self.hist
+        from busguard.web.metrics import Metrics, SnapshotCollector  # prometheus-client: only
+        # when a site has [web], not at every busguard start
+
         self.metrics = Metrics(SnapshotCollector(lambda: self.cache.current().snapshot,
                                                  site.name, lambda: self.lateness,
                                                  self.connection_counts))
@@ -291,6 +297,7 @@ class WebPublisher(Publisher):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: Any = None
+        self._ctx: Any = None  # the server's ssl.SSLContext (None: plain HTTP)
         self.bound: tuple[str, int] | None = None
         self.error = ""
 
@@ -334,15 +341,22 @@ class WebPublisher(Publisher):
         self.cache.taps = view.tapoffs(self.site)
         self.cache.layout = dumps({"site": self.site.name, "taps": self.cache.taps,
                                    "refresh_ms": self.cache.refresh_s * 1000.0})
+        import ssl
+
+        try:  # a certificate that does not load is an error of start, with the file
+            self._ctx = self._ssl()
+        except (OSError, ssl.SSLError) as exc:
+            p = self.config.params
+            raise OSError(f"web: cannot load the certificate {self.site.resolve(p['cert'])} "
+                          f"and key {self.site.resolve(p['key'])}: {exc}") from exc
         sock = self._listen()  # bind errors surface here, in start, with the address
-        started = threading.Event()
+        # aiohttp is imported and set up in the server's own thread: start returns at once
+        # (connections wait in the listen backlog meanwhile), the runtime's start and the
+        # Modbus server are not held up by it
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, args=(sock, started),
+        self._thread = threading.Thread(target=self._serve, args=(sock,),
                                         name="busguard-web", daemon=True)
         self._thread.start()
-        started.wait(10.0)
-        if self.error:
-            raise OSError(self.error)
         log.info("web: serving %s://%s:%d/ (%s)", "https" if self.tls else "http",
                  self.host, self.bound[1] if self.bound else 0,
                  "basic auth" if self.verifier else "no auth, loopback")
@@ -373,19 +387,17 @@ class WebPublisher(Publisher):
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx
 
-    def _serve(self, sock: socket.socket, started: threading.Event) -> None:
+    def _serve(self, sock: socket.socket) -> None:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._setup(sock))
-        except Exception as exc:
+        except Exception as exc:  # a bad certificate, a missing library: logged, not fatal
             self.error = f"web: cannot start: {exc}"
             log.error("%s", self.error)
-            started.set()
             sock.close()
             return
-        started.set()
         loop.run_forever()
         loop.run_until_complete(self._teardown())
         loop.close()
@@ -402,7 +414,7 @@ class WebPublisher(Publisher):
                                      max_line_size=8190, max_field_size=8190,
                                      logger=HttpLog(self))
         await self._runner.setup()
-        self.gate = Gate(sock, self._runner.server, self.policy, self._ssl(),
+        self.gate = Gate(sock, self._runner.server, self.policy, self._ctx,
                          float(p["first_byte_s"]), self.refusals)
         self.gate.start()
 

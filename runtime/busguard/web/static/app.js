@@ -3,7 +3,8 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  const POLL_MS = 1000, TREND_MS = 10000;
+  const POLL_MS = 1000;
+  const TREND_MS = { "1h": 5000, "24h": 60000, "30d": 300000 };  // about one new sample a redraw
   let layout = null, trendTimer = null;
 
   function fmt(v, digits) {
@@ -174,7 +175,7 @@
         $("trend").dataset.drawn = "0";
       }
     }
-    trendTimer = setTimeout(trend, TREND_MS);
+    trendTimer = setTimeout(trend, TREND_MS[r] || 60000);
   }
 
   async function start() {
