@@ -190,3 +190,56 @@ def render(data: Mapping[str, Any], layout: list[dict[str, Any]], source: str, w
     if note:
         parts.append(Text(note, "dim"))
     return Group(*parts)
+
+
+class LocalWatch:
+    """The same view of a runtime in this process (``busguard demo`` on a terminal): it reads
+    the map snapshot the DCIM's server serves (:func:`~busguard.northbound.snapshot.
+    map_snapshot`), so the demo shows what `busguard status --watch` shows of the unit."""
+
+    def __init__(self, rt: Any, title: str = "", extra: Any = None,
+                 log_tail: Any = None) -> None:
+        from busguard.web.view import tapoffs
+
+        self.rt = rt
+        self.title = title
+        self.extra = extra
+        self.log_tail = log_tail
+        self.taps = tapoffs(rt.site)
+
+    def frame(self, width: int, height: int) -> Group:
+        from busguard.northbound.snapshot import map_snapshot
+
+        data = map_snapshot(self.rt.publishers).latest()
+        notes = [self.title] if self.title else []
+        if self.extra is not None:
+            notes.append(self.extra())
+        if self.log_tail is not None:
+            notes += list(self.log_tail.lines)[-2:]
+        return render(data, self.taps, self.rt.site.name, width, height,
+                      "\n".join(n[:width] for n in notes))
+
+    def run(self, stop: Any, every_s: float = 0.5) -> None:
+        import logging
+
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console()
+        with Live(console=console, screen=True, auto_refresh=False) as live:
+            while True:
+                try:
+                    w, h = console.size
+                    live.update(self.frame(w, h), refresh=True)
+                except Exception as exc:  # the view must never take the runtime down
+                    logging.getLogger("busguard.view").warning("view failed: %s", exc)
+                if stop.wait(every_s):
+                    break
+
+    def start(self, stop: Any, every_s: float = 0.5) -> Any:
+        import threading
+
+        t = threading.Thread(target=self.run, args=(stop, every_s), name="busguard-view",
+                             daemon=True)
+        t.start()
+        return t
