@@ -11,7 +11,7 @@ import pytest
 from busguard import hookimpl
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult, BreakerStatus, BreakerView
-from busguard.config import site as site_mod
+from busguard.config import document as document_mod
 from busguard.config.params import Param, Values
 from busguard.errors import ConfigError
 from busguard.faultlog import FaultLogObserver, get_fault_log
@@ -190,13 +190,13 @@ def test_block_options_are_frozen_typed_values_with_defaults(make_runtime):
 
 def test_the_loader_parses_the_file_once_even_with_plugins_disabled(tmp_path, monkeypatch):
     calls = []
-    real = site_mod.tomllib.loads
+    real = document_mod.tomllib.loads  # where the site file is parsed
 
     def counting(text):
         calls.append(1)
         return real(text)
 
-    monkeypatch.setattr(site_mod.tomllib, "loads", counting)
+    monkeypatch.setattr(document_mod.tomllib, "loads", counting)
     path = tmp_path / "site.toml"
     path.write_text('[site]\nname = "x"\n[plugins]\ndisabled = ["blocks"]\n', encoding="utf-8")
     loaded = load(path)

@@ -200,7 +200,7 @@ def test_sighup_with_1_mb_of_junk_keys_is_judged_outside_the_running_process(
 def test_a_memory_error_of_the_parser_is_a_configuration_error(tmp_path: Path, monkeypatch):
     """What the parser raises when the memory limit of the reload's child process (1 GiB)
     is reached, raised here by the parser on a real file."""
-    import busguard.config.site as site_mod
+    import busguard.config.document as site_mod  # where the site file is parsed
 
     site = tmp_path / "site.toml"
     site.write_text(GOOD)

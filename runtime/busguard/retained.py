@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from array import array
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -172,6 +172,9 @@ class RetainedState:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # told (snapshot, t_utc, generation) after each save, on the thread that saved: the
+        # Modbus server writes its restart image (busguard.northbound.restartimage) here
+        self.on_saved: list[Callable[[Snapshot, float, int], None]] = []
 
     # -- startup ---------------------------------------------------------------------------
     def restore(self) -> None:
@@ -332,6 +335,11 @@ class RetainedState:
         if self.status == "error":
             self.status = "loaded"
         self.saves += 1
+        for fn in self.on_saved:
+            try:
+                fn(job.snapshot, job.t_utc, self.generation)
+            except Exception:  # never the retained state's business
+                log.exception("an observer of the retained state's save failed")
         return True
 
     def _writer(self) -> None:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import signal
-import sys
-import threading
+from typing import TYPE_CHECKING
 
 from busguard.commands import default_site
-from busguard.config.site import read_document
-from busguard.ioproc.supervisor import prespawn
-from busguard.reload import Reloader
-from busguard.runtime import Runtime
-from busguard.service import Service, clear_realtime
+
+if TYPE_CHECKING:  # the rest is imported once the early server answers (see run())
+    from pathlib import Path
+
+    from busguard.ioproc.supervisor import Spawned
+    from busguard.northbound.earlyserve import EarlyServer
+    from busguard.reload import Reloader
+    from busguard.runtime import Runtime
+    from busguard.service import Service
 
 log = logging.getLogger("busguard.run")
 
@@ -38,16 +39,52 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Only the site file is read before the early server answers from the restart image
+    # (busguard.northbound.earlyserve): pymodbus, the plugins and the runtime are imported
+    # while it serves, so a restarted unit answers the DCIM within tens of milliseconds.
+    from busguard.config.document import read_document
+    from busguard.northbound import earlyserve
+
     path = default_site(args.site)
     doc = read_document(path)  # parsed once: for the I/O process's start and the runtime
-    early_io = prespawn(path, doc)  # [scan] io = "process": it builds while we do
-    service = Service()  # systemd notify/watchdog/status; inert outside systemd
+    early = earlyserve.start(doc.data, doc.base_dir, doc.config_hash)
+    early_io = None
     try:
+        from busguard.config.site import scan_options
+        from busguard.ioproc.supervisor import prespawn
+        from busguard.runtime import Runtime
+        from busguard.service import Service
+
+        if early is not None and scan_options(doc.data).io != "process":
+            early.inherit_here()  # the runtime's own server takes the listening sockets
+        early_io = prespawn(path, doc, early)  # [scan] io = "process": it builds meanwhile
+        service = Service()  # systemd notify/watchdog/status; inert outside systemd
         rt = Runtime.from_file(doc, extra=[service])
     except BaseException:
         if early_io is not None:
             early_io.close()
+        if early is not None:
+            early.close()
+            earlyserve.drop_inherited()
         raise
+    try:
+        return _run(args, path, rt, service, early, early_io)
+    finally:
+        if early is not None:
+            early.close()  # nobody took over (e.g. the I/O process never came up)
+
+
+def _run(args: argparse.Namespace, path: Path, rt: Runtime, service: Service,
+         early: EarlyServer | None, early_io: Spawned | None) -> int:
+    import json
+    import signal
+    import sys
+    import threading
+
+    from busguard.northbound import earlyserve
+    from busguard.reload import Reloader
+    from busguard.service import clear_realtime
+
     reloader = Reloader(path, rt, extra=[service], service=service)
     stop_reason = {"why": "end"}
 
@@ -63,7 +100,12 @@ def run(args: argparse.Namespace) -> int:
         t = threading.Timer(args.duration, reloader.request_stop)
         t.daemon = True
         timers.append(t)
-    rt.start(record=args.record, io=early_io)
+    try:
+        rt.start(record=args.record, io=early_io)
+    finally:
+        earlyserve.drop_inherited()  # a listening socket no server took
+    if early is not None:
+        _hand_over(early, rt)
     for t in timers:
         t.start()
     if args.stats_every > 0:
@@ -85,7 +127,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hand_over(early: EarlyServer, rt: Runtime) -> None:
+    """Threads: give the early server's connections to the runtime's server (it has the
+    listening socket already). With the I/O process that one asks for them itself (the
+    handover channel); if no server took the socket, the early server closes."""
+    if rt.io is not None:
+        return
+    servers = [s for s in (getattr(p, "server", None) for p in rt.publishers)
+               if hasattr(s, "adopt")]
+    if servers:
+        early.hand_over(servers[0].adopt)
+    else:
+        early.close()
+
+
 def _start_stats_logger(reloader: Reloader, every_s: float) -> None:
+    import threading
+
     stopped = threading.Event()
 
     def loop() -> None:

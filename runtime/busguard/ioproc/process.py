@@ -278,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fd", type=int, required=True, help="the link socket, inherited")
     ap.add_argument("--plugin", action="append", default=[], metavar="MODULE:CLASS",
                     help="a plugin class to instantiate and register (repeatable)")
+    ap.add_argument("--listen", action="append", default=[], metavar="HOST:PORT:FD",
+                    help="a listening socket the early server hands over, inherited")
+    ap.add_argument("--handover-fd", type=int, metavar="FD",
+                    help="the early server's handover channel, inherited")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[io]: %(message)s")
@@ -286,10 +290,22 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     sock = socket.socket(fileno=args.fd)
     proc: IoProcess | None = None
+    if args.listen:
+        from busguard.northbound import earlyserve
+
+        # holding the DCIM's listening socket, this process must not outlive the scan
+        # process while it still imports (before it reads the link): a next start could
+        # not bind the port and clients would wait in a backlog nobody accepts
+        earlyserve.end_with_parent()
+        for spec in args.listen:  # the server takes these instead of binding
+            host, port, fd = earlyserve.parse_listen(spec)
+            earlyserve.inherit(host, port, socket.socket(fileno=fd))
 
     def on_signal(_sig: int, _frame: Any) -> None:
         if proc is not None:
             proc.stopping.set()
+        else:  # still loading the site: nothing built, nothing to stop
+            raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_signal)
     # Ctrl-C reaches the whole process group: the scan process handles it and closes the
@@ -309,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         log.info("io process: the scan process stopped before we started; exiting")
         proc.stop()
         return 0
+    if args.handover_fd is not None:  # the early server's connections, now ours
+        from busguard.northbound import earlyserve
+
+        earlyserve.drop_inherited()  # a listener no server took (e.g. [modbus_server] gone)
+        servers = [s for s in (getattr(p, "server", None) for p in proc.publishers)
+                   if hasattr(s, "adopt")]
+        earlyserve.receive(args.handover_fd, servers[0].adopt if servers else None)
     gcpolicy.settle()  # no 20 ms full collection while serving (busguard.gcpolicy)
     link.send_obj(sock, link.READY, ready)
     try:

@@ -32,6 +32,7 @@ from busguard.ioproc import link
 from busguard.ioproc.frames import Layout
 
 if TYPE_CHECKING:
+    from busguard.northbound.earlyserve import EarlyServer
     from busguard.runtime import Runtime
 
 log = logging.getLogger("busguard.io")
@@ -77,25 +78,36 @@ class Spawned:
         _reap(self.proc)
 
 
-def spawn(site_file: str | Path, plugins: Sequence[str] = ()) -> Spawned | None:
-    """Start ``python -m busguard.ioproc SITE`` with one end of a new link."""
+def spawn(site_file: str | Path, plugins: Sequence[str] = (),
+          early: EarlyServer | None = None) -> Spawned | None:
+    """Start ``python -m busguard.ioproc SITE`` with one end of a new link; with ``early``
+    (the early server of this start) it inherits the listening sockets and the handover
+    channel (:mod:`busguard.northbound.earlyserve`)."""
     ours, theirs = link.socket_pair()
     fd = theirs.fileno()
     cmd = [sys.executable, "-m", "busguard.ioproc", str(site_file), "--fd", str(fd)]
     for spec in plugins:
         cmd += ["--plugin", spec]
+    fds = [fd]
+    if early is not None:
+        args, more = early.for_child()
+        cmd += args
+        fds += more
     try:
-        proc = subprocess.Popen(cmd, pass_fds=(fd,), stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, pass_fds=fds, stdin=subprocess.DEVNULL)
     except OSError as exc:
         ours.close()
         theirs.close()
         log.error("io process: cannot start %s: %s", sys.executable, exc)
         return None
     theirs.close()
+    if early is not None:
+        early.child_started()
     return Spawned(str(site_file), ours, proc)
 
 
-def prespawn(site_file: str | Path, doc: Document | None = None) -> Spawned | None:
+def prespawn(site_file: str | Path, doc: Document | None = None,
+             early: EarlyServer | None = None) -> Spawned | None:
     """Start the I/O process of a site that asks for one (``[scan] io = "process"``) before
     the site is built, so both processes build in parallel and a restarted unit serves the
     DCIM sooner. Reads only the [scan] table of the parsed file ``doc`` (the loader
@@ -107,7 +119,7 @@ def prespawn(site_file: str | Path, doc: Document | None = None) -> Spawned | No
         return None
     if scan_options(doc.data).io != "process":
         return None
-    return spawn(site_file)
+    return spawn(site_file, early=early)
 
 
 def _half_close_and_wait(sock: socket.socket, timeout_s: float) -> None:

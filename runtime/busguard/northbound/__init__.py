@@ -1,3 +1,6 @@
-"""The DCIM-facing side: the register map, its Modbus server and its snapshot."""
+"""The DCIM-facing side: the register map, its Modbus server and its snapshot.
 
-import busguard.web.nosim  # noqa: F401  (pymodbus.server without aiohttp: see there)
+Importing this package imports nothing: ``busguard run``'s early server
+(:mod:`.earlyserve`) must answer before pymodbus is imported. The module that imports
+``pymodbus.server`` (:mod:`.server`) first imports :mod:`busguard.web.nosim`.
+"""

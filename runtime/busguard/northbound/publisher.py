@@ -162,6 +162,7 @@ class ModbusServerPublisher(Publisher):
         # what busguard_command_written is told about: the runtime, or in the I/O process
         # its RemoteContext (site, pm, clock: what the fault log's audit line needs)
         self._observed: Any = None
+        self._restart_error = ""  # the last restart image write's failure, logged once
 
     def listeners(self) -> list[Listener]:
         """The Modbus TCP port and, with `[modbus_server.tls]`, the Modbus/TCP Security port,
@@ -204,6 +205,8 @@ class ModbusServerPublisher(Publisher):
         self._retained = runtime.pm.get_plugin(PLUGIN_NAME)
         self._frame = self._capture(0, runtime.clock.wall(), runtime.image.snapshot(),
                                     runtime.engine.outputs, "built")
+        if self._retained is not None and getattr(self._retained, "enabled", False):
+            self._retained.on_saved.append(self._save_restart_image)
         if runtime.io is not None:  # the server runs in the I/O process; frames go there
             runtime.io.frame_source = self
             log.info("modbus_server: the register map (map v%d, %d registers) is served by "
@@ -215,6 +218,35 @@ class ModbusServerPublisher(Publisher):
         log.info("modbus_server: serving the register map (map v%d, %d registers) on %s",
                  mapdef.MAP_VERSION, self.map.size, ", ".join(
                      f"{k} {h}:{p}" for k, h, p in self.server.bound))
+
+    def _save_restart_image(self, snap: Any, t_utc: float, generation: int) -> None:
+        """The register image the next start serves before it builds anything
+        (:mod:`busguard.northbound.restartimage`), for the retained generation just saved.
+        Runs on the thread that saved (the retained writer, or the stop's last save)."""
+        from busguard.northbound import restartimage as ri
+
+        rt, frame, m, enc = self.runtime, self._frame, self.map, self.encoder
+        if rt is None or frame is None or m is None or enc is None:
+            return
+        path = ri.path_in(rt.site.state_dir)
+        try:
+            img = enc.encode(ri.restored_frame(frame, snap, t_utc, rt.engine.failsafe,
+                                               getattr(self._retained, "starts", 0) + 1))
+            port = int(self.config.params["port"])
+            plain = not (self.tls and self.tls["only"]) and port != 0
+            ri.write(path, ri.RestartImage(
+                rt.site.config_hash, generation, str(self._retained.path), t_utc, img,
+                ((self.host, port),) if plain else (),
+                tuple(str(n) for n in self.policy.allow), self.policy.max_connections,
+                tuple(mapdef.SITE_UNITS),
+                {u: (d.address, m.strides[d.kind]) for u, d in m.units.items()}))
+        except Exception as exc:  # the next start just serves later; logged once per streak
+            if not self._restart_error:
+                log.error("modbus_server: cannot write the restart image %s: %s (the next "
+                          "start serves once it is built)", path, exc)
+            self._restart_error = str(exc)
+            return
+        self._restart_error = ""
 
     def _commit_lock(self) -> None:
         """Record the map's slots in map.lock (created when missing); a point that moved

@@ -43,6 +43,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# isort: off
+import busguard.web.nosim  # noqa: F401  (before pymodbus.server: no aiohttp, see there)
+# isort: on
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
@@ -51,6 +54,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
 from busguard.errors import BusguardError
+from busguard.northbound import mbap
 from busguard.northbound.access import Clients, Counters, Policy, RefusalLog
 from busguard.northbound.units import GATEWAY_NO_RESPONSE, UnitTable
 from busguard.recvbuf import ReceiveIntoBuffer
@@ -63,8 +67,6 @@ IDENT_FC = 43  # Read Device Identification (MEI 14), per unit id: busguard.nort
 ALLOWED_FCS = READ_FCS | WRITE_FCS | {IDENT_FC}
 MAX_BUFFER = 16384  # bytes received and not yet decoded, per connection
 MAX_QUEUE = 512  # decoded requests not yet answered, per connection
-MAX_MBAP_LENGTH = 254  # MBAP length field: unit id + a PDU of at most 253 bytes
-_MBAP = struct.Struct(">HHH")  # transaction id, protocol id, length
 
 
 def quiet_pymodbus() -> None:
@@ -128,13 +130,12 @@ class _Conn:
     released: bool = False
 
 
-# A read request as the fast path takes it: MBAP (transaction id, protocol id 0, length 6,
-# unit id) + function 3/4, start address, count: 12 bytes, parsed in one unpack.
-_READ_REQ = struct.Struct(">HHHBBHH")
+# The frames of the fast path (busguard.northbound.mbap, shared with the early server)
+MAX_MBAP_LENGTH = mbap.MAX_MBAP_LENGTH
+_MBAP = mbap.MBAP
+_READ_REQ = mbap.READ_REQ
 _READ_LEN = _READ_REQ.size
-_READ_HEAD = struct.Struct(">HHHBBB")  # tid, protocol 0, length, unit, fc, byte count
-_EXC_REPLY = struct.Struct(">HHHBBB")  # tid, protocol 0, length 3, unit, fc | 0x80, code
-MAX_READ_COUNT = 125  # registers per read request (Modbus application protocol 6.3)
+MAX_READ_COUNT = mbap.MAX_READ_COUNT
 MAX_UNSENT = 262144  # answers written and not yet taken by the client (asyncio's buffer)
 SEND_BUFFER = 65536  # SO_SNDBUF of a DCIM connection (the kernel doubles it)
 
@@ -315,21 +316,13 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
         c.requests += 1
         units = self.nb.units
         view = (0, None) if units is None else units.view(unit)
-        if view is None:
+        answer, failed = mbap.read_answer(self.nb.source.image(), view, tid, unit, fc, addr,
+                                          count)
+        if view is not None and 1 <= count <= MAX_READ_COUNT:
+            c.reads += 1  # counted as before the address check, as pymodbus's path does
+        if failed:
             c.exceptions += 1
-            return _EXC_REPLY.pack(tid, 0, 3, unit, fc | 0x80, GATEWAY_NO_RESPONSE)
-        if not 1 <= count <= MAX_READ_COUNT:
-            c.exceptions += 1
-            return _EXC_REPLY.pack(tid, 0, 3, unit, fc | 0x80, ExcCodes.ILLEGAL_VALUE)
-        c.reads += 1
-        img = self.nb.source.image()
-        base, words = view
-        lo = 2 * (base + addr)
-        hi = lo + 2 * count
-        if hi > len(img) or (words is not None and addr + count > words):
-            c.exceptions += 1
-            return _EXC_REPLY.pack(tid, 0, 3, unit, fc | 0x80, ExcCodes.ILLEGAL_ADDRESS)
-        return _READ_HEAD.pack(tid, 0, 3 + 2 * count, unit, fc, 2 * count) + img[lo:hi]
+        return answer
 
     async def _work(self) -> None:
         try:
@@ -451,7 +444,15 @@ class NorthboundServer:
     def start(self) -> None:
         """Bind every endpoint (errors raise here), then serve from a background thread."""
         quiet_pymodbus()
+        from busguard.northbound.earlyserve import take_listener
+
         for ep in self.endpoints:
+            inherited = take_listener(ep.host, ep.port) if ep.sslctx is None else None
+            if inherited is not None:  # the early server's socket: never a refused connect
+                inherited.setblocking(False)
+                self._socks.append(inherited)
+                self.bound.append((ep.kind, ep.host, inherited.getsockname()[1]))
+                continue
             try:
                 family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
                 sock = socket.create_server((ep.host, ep.port), family=family, backlog=128,
@@ -521,6 +522,36 @@ class NorthboundServer:
         except RuntimeError:  # closed meanwhile
             return False
         return True
+
+    def adopt(self, sock: socket.socket, pending: bytes = b"") -> None:
+        """Serve a connection the early server accepted (:mod:`busguard.northbound.
+        earlyserve`), with the bytes of a request it had not completed; from any thread.
+        It is admitted like a new one (counted, its client's cap), never refused: it was
+        admitted already by the same rules."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            sock.close()
+            return
+
+        def take() -> None:
+            try:
+                host, port = sock.getpeername()[:2]
+            except OSError:  # gone meanwhile
+                sock.close()
+                return
+            self.clients.admit(str(host))
+            self.counters.accepted += 1
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            task = loop.create_task(self._serve(sock, _Conn(str(host), int(port)), None,
+                                                pending))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+        try:
+            loop.call_soon_threadsafe(take)
+        except RuntimeError:  # closed meanwhile
+            sock.close()
 
     def port(self, kind: str = "tcp") -> int:
         for k, _h, p in self.bound:
@@ -598,14 +629,16 @@ class NorthboundServer:
         return True
 
     async def _serve(self, sock: socket.socket, conn: _Conn,
-                     sslctx: ssl.SSLContext | None) -> None:
+                     sslctx: ssl.SSLContext | None, pending: bytes = b"") -> None:
         loop = asyncio.get_running_loop()
         server = self._server
         assert server is not None
         factory: Callable[[], GuardedHandler] = lambda: GuardedHandler(server, self, conn)  # noqa: E731
         try:
             if sslctx is None:
-                await loop.connect_accepted_socket(factory, sock)
+                _tr, handler = await loop.connect_accepted_socket(factory, sock)
+                if pending:  # the start of a request the early server had received
+                    handler.data_received(pending)
             else:
                 await loop.connect_accepted_socket(
                     factory, sock, ssl=sslctx, ssl_handshake_timeout=self.handshake_timeout_s)
