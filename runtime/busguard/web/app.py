@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from busguard.northbound.access import TokenBucket
+from busguard.web.view import dumps as dumps
 
 if TYPE_CHECKING:
     from busguard.web.publisher import WebPublisher
@@ -169,21 +169,3 @@ async def _check(pub: WebPublisher, header: str) -> str | None:
     ok = await loop.run_in_executor(pub.auth_executor, pub.verifier.check, header, user,
                                     password)
     return user if ok else None
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact JSON a browser parses: NaN and infinities become null."""
-    try:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False).encode()
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

@@ -102,7 +102,7 @@ class Cache:
         if snap.generation == s.generation and s.generation:
             self._served = Served(s.generation, now, s.snapshot, s.status, s.view)
             return self._served
-        from busguard.web.app import dumps
+        from busguard.web.view import dumps
 
         status = dict(data)
         status["server"] = self.pub.modbus_address
@@ -137,14 +137,14 @@ class History:
         return self._reader
 
     async def points(self) -> bytes:
-        from busguard.web.app import dumps
+        from busguard.web.view import dumps
 
         loop = asyncio.get_running_loop()
         pts = await loop.run_in_executor(self._pool, lambda: list(self.reader().points()))
         return dumps(pts)
 
     async def query(self, point: str, span_s: float, rng: str) -> bytes:
-        from busguard.web.app import dumps
+        from busguard.web.view import dumps
 
         now = time.monotonic()
         hit = self._cache.get((point, rng))
@@ -333,7 +333,7 @@ class WebPublisher(Publisher):
 
     def _serve_from(self, publishers: Any) -> None:
         from busguard.northbound.snapshot import map_snapshot
-        from busguard.web.app import dumps
+        from busguard.web.view import dumps
 
         self.snap = map_snapshot(publishers)
         ms = self.site.publishers["modbus_server"].params

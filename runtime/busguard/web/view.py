@@ -10,6 +10,7 @@ convention). Ratings come from the breaker's ``rating_a``, else a ``power_qualit
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -144,3 +145,21 @@ def page_view(snapshot: Mapping[str, Any], layout: list[dict[str, Any]]) -> dict
         "alarm_table": list(snapshot.get("alarm_table", ())),
         "events": list(snapshot.get("events", {}).get("edges", ()))[-10:],
     }
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON a browser parses: NaN and infinities become null."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False).encode()
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
