@@ -58,6 +58,25 @@ def test_auto_picks_minutes_beyond_an_hour_and_bad_requests_say_why(tmp_path):
         rd.query("m.a", T0, T0 + 10, "5s")
 
 
+def test_noisy_rows_read_back_to_float32_precision(tmp_path):
+    import random
+
+    rnd = random.Random(7)
+    vals = {t: rnd.uniform(-1e6, 1e6) for t in range(T0, T0 + 600)}
+    r = recorder(tmp_path, T0)
+    for t in range(T0, T0 + 600):
+        r.record(t, [vals[t], math.nan], [0, 3])
+    r.close()
+    (tmp_path / "history" / "seconds.ring").unlink()  # only the flushed batch is left
+    mins = open_reader(tmp_path).query("m.a", T0, T0 + 599, "1min")
+    assert len(mins) == 10
+    for s in mins:
+        xs = [vals[t] for t in range(int(s.t_utc), int(s.t_utc) + 60)]
+        assert s.min == pytest.approx(min(xs), rel=1e-6)
+        assert s.max == pytest.approx(max(xs), rel=1e-6)
+        assert s.avg == pytest.approx(sum(xs) / 60, rel=1e-5)
+
+
 def test_no_store_is_a_clear_error(tmp_path):
     with pytest.raises(ring.HistoryFileError, match=r"no history in .*is \[history\]"):
         open_reader(tmp_path)

@@ -128,11 +128,20 @@ class HistoryPublisher(Publisher):
         self._thread.start()
 
     def _run(self) -> None:
+        failing = ""
         while not self._stop.is_set():
             now = time.time()
             if self._stop.wait(math.floor(now) + 1.0 - now):
                 break
-            self.sample(int(time.time()))
+            try:
+                self.sample(int(time.time()))
+                failing = ""
+            except Exception as exc:  # the recorder never dies of one bad second
+                self.errors += 1
+                if str(exc) != failing:
+                    failing = str(exc)
+                    log.error("history: sample failed (%s: %s); recording goes on",
+                              type(exc).__name__, exc)
 
     def sample(self, t: int) -> None:
         """Record the newest snapshot as second ``t``."""
