@@ -86,6 +86,8 @@ install -D -m 0644 "$here/system/logrotate" "$stage/etc/logrotate.d/busguard"
 # [web]'s Prometheus rules (docs/web.md: rule_files in prometheus.yml)
 install -D -m 0644 "$here/prometheus/busguard.rules.yml" \
     "$stage/usr/share/busguard/prometheus/busguard.rules.yml"
+# [snmp]'s MIB, where net-snmp's tools look (docs/snmp.md)
+install -D -m 0644 "$here/mibs/BUSGUARD-MIB.txt" "$stage/usr/share/snmp/mibs/BUSGUARD-MIB.txt"
 install -D -m 0644 "$here/etc/site.toml" "$stage/etc/busguard/site.toml"
 install -D -m 0644 "$here/etc/default-busguard" "$stage/etc/default/busguard"
 install -d -m 0755 "$stage/etc/busguard/site.d"  # drop-ins of plugin packages (configuration.md)

@@ -29,8 +29,8 @@ step() { echo "test-install: $*"; }
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 
 t0=$(date +%s)
-step "fresh $suite root (mmdebstrap essential + python3 adduser procps systemd)"
-mmdebstrap --quiet --mode=root --variant=essential --include=python3,adduser,procps,systemd "$suite" "$root" \
+step "fresh $suite root (mmdebstrap essential + python3 adduser procps systemd python3-cryptography)"
+mmdebstrap --quiet --mode=root --variant=essential --include=python3,adduser,procps,systemd,python3-cryptography "$suite" "$root" \
     >/dev/null
 mount -t proc proc "$root/proc"
 

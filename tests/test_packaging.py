@@ -171,7 +171,8 @@ def test_deb_contents() -> None:
               "/usr/share/doc/busguard/copyright",
               "/usr/lib/busguard/lib/busguard/web/static/app.js",
               "/usr/lib/busguard/lib/aiohttp/__init__.py",
-              "/usr/share/busguard/prometheus/busguard.rules.yml"):
+              "/usr/share/busguard/prometheus/busguard.rules.yml",
+              "/usr/share/snmp/mibs/BUSGUARD-MIB.txt"):
         assert p in paths, p
     assert any(p.startswith("/usr/lib/busguard/lib/busguard-") and
                p.endswith(".dist-info/entry_points.txt") for p in paths)

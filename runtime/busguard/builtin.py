@@ -26,6 +26,7 @@ from busguard.retained import PARAMS as RETAINED_PARAMS
 from busguard.retained import PLUGIN_NAME as RETAINED_OBSERVER
 from busguard.retained import RetainedState
 from busguard.service import SERVICE_PARAMS
+from busguard.snmp.publisher import SnmpPublisher
 from busguard.w1.driver import register_types as register_w1
 from busguard.web.publisher import WebPublisher
 
@@ -41,6 +42,7 @@ def busguard_register_types(registry: TypeRegistry) -> None:
     register_gpio(registry)  # gpio (default breaker), gpio_relay, [gpio], its backends
     registry.add_publisher(ModbusServerPublisher)  # [modbus_server]: the DCIM's map
     registry.add_publisher(WebPublisher)  # [web]: the operator's page and /metrics
+    registry.add_publisher(SnmpPublisher)  # [snmp]: SNMPv3 agent for the BMS/NMS
     registry.add_publisher(HistoryPublisher)  # [history]: 1 s / 1 min on-box history
     register_peer(registry)  # busguard_peer: another busguard's map (row/hall aggregators)
     registry.add_section("retained", RETAINED_PARAMS, doc="retained state across restarts")
