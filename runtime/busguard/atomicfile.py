@@ -1,7 +1,9 @@
 """Files replaced atomically: a reader sees the old file or the new one, never half, and the
 new one survives a power cut once the call returns (temp file in the same folder, fsync,
 rename, fsync of the folder). Used by the calibration file, ``busguard apply`` (site.toml and
-its backups) and the service's status and pid files.
+its backups) and the service's status and pid files. :func:`replace_text` is the same without
+the fsyncs, for the fake hardware files (1-Wire, IIO, mock GPIO) the simulator and tests
+rewrite many times a second: atomic for readers, not durable.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +38,18 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o644) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def replace_text(path: str | Path, text: str) -> Path:
+    """Replace ``path`` by ``text`` atomically for readers (temp file, rename), without the
+    fsyncs of :func:`atomic_write`: for files that are rewritten often and need not survive a
+    power cut. Any thread of any process may call it for the same path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
 
 
 def fsync_dir(folder: str | Path) -> None:

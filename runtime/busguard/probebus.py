@@ -2,6 +2,7 @@
 the 1-Wire (:class:`busguard.w1.driver.W1Bus`) and IIO (:class:`busguard.iio.driver.IioBus`)
 drivers share. Reading a folder of sysfs files blocks (a 1-Wire conversion takes up to
 750 ms), so each folder gets its own thread and never holds up the scan or the asyncio loop.
+:class:`BusProbe` is the probe driver both put on such a bus (one point, ``{probe}.temp_c``).
 """
 
 from __future__ import annotations
@@ -10,12 +11,24 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from busguard.clock import Clock
-from busguard.image import ImageWriter
+from busguard.config.params import Param
+from busguard.driver import Driver, DriverContext
+from busguard.image import ImageWriter, PointSpec
+
+if TYPE_CHECKING:
+    from busguard.config.site import DeviceConfig, SiteConfig
 
 log = logging.getLogger("busguard.probebus")
+
+
+def folder_section(default: str, what: str, sim_dir: str) -> dict[str, Param]:
+    """The params of a probe bus's table ([onewire], [iio]): the folder its probes are in."""
+    return {"base_dir": Param(str, default=default,
+                              doc=f"{what} folder (relative: to the site file; the simulator "
+                                  f"uses {sim_dir})")}
 
 
 class ProbeBus:
@@ -76,3 +89,47 @@ class ProbeBus:
                 log.exception("%s %s: poll failed", self.label, self.base_dir)
                 deadline = time.monotonic() + 1.0
             self._stop.wait(max(0.0, deadline - time.monotonic()))
+
+
+class BusProbe(Driver):
+    """A temperature probe read on a :class:`ProbeBus` shared by every probe under the same
+    folder: one point ``{probe}.temp_c``. A subclass sets ``bus_class`` and ``bus_key``
+    (the shared-object name), ``conversion_s`` (added to the point's stale age) and
+    ``point_doc``, and makes ``self.reader`` and ``self.base_dir`` in ``__init__``."""
+
+    io_process_ok = True  # input only: may run in the I/O process
+    kind = "probe"
+    default_poll_ms = 1000.0
+    bus_class: type[ProbeBus] = ProbeBus
+    bus_key = "probes.bus"
+    conversion_s = 0.0
+    point_doc = "probe temperature"
+    reader: Any
+    base_dir: Path
+    bus: ProbeBus | None = None
+
+    @classmethod
+    def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
+        max_age = config.poll_s * site.scan.stale_after_polls + cls.conversion_s
+        return [PointSpec(f"{config.name}.temp_c", source=config.name, unit="degC",
+                          max_age_s=max_age, doc=cls.point_doc)]
+
+    def shared_bus(self, ctx: DriverContext) -> ProbeBus:
+        """The bus of this probe's folder, made by the first probe that asks for it."""
+        bus = ctx.shared(f"{self.bus_key}:{self.base_dir}",
+                         lambda: self.bus_class(self.base_dir, ctx.image, ctx.clock))
+        assert isinstance(bus, self.bus_class)
+        return bus
+
+    def start(self, ctx: DriverContext) -> None:
+        self.bus = self.shared_bus(ctx)
+        self.bus.add(self.reader)
+        self.bus.start()
+
+    def stop(self) -> None:
+        if self.bus is not None:
+            self.bus.remove(self.name)
+            self.bus = None
+
+    def stats(self) -> dict[str, Any]:
+        return self.reader.stats()

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from busguard.atomicfile import replace_text
 from busguard.gpio.base import Line, PinBackend
 
 HISTORY_MAX = 10_000
@@ -41,10 +42,7 @@ def write_line(mock_dir: str | os.PathLike[str], offset: int, level: int) -> Non
     """Set the physical level of a line (atomic; any process may call it)."""
     path = line_path(mock_dir, offset)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write("1\n" if level else "0\n")
-    os.replace(tmp, path)
+    replace_text(path, "1\n" if level else "0\n")
 
 
 def read_line(mock_dir: str | os.PathLike[str], offset: int, default: int = 0) -> int:
@@ -65,10 +63,7 @@ def stick_line(mock_dir: str | os.PathLike[str], offset: int, level: int) -> Non
     """Pin a line's physical level (writes no longer change what it reads)."""
     path = line_path(mock_dir, offset)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stuck = path.with_name(path.name + ".stuck")
-    tmp = stuck.with_name(f".{stuck.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text("1\n" if level else "0\n", encoding="ascii")
-    os.replace(tmp, stuck)
+    replace_text(path.with_name(path.name + ".stuck"), "1\n" if level else "0\n")
 
 
 def unstick_line(mock_dir: str | os.PathLike[str], offset: int) -> None:

@@ -29,20 +29,15 @@ from typing import Any, ClassVar
 from busguard.clock import Clock
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
-from busguard.driver import Driver, DriverContext
 from busguard.iio.rtd import FULL_SCALE, temperature_of_code
 from busguard.iio.tree import find_device, read_attr
-from busguard.image import ImageWriter, PointSpec, Quality
-from busguard.probebus import ProbeBus
+from busguard.image import ImageWriter, Quality
+from busguard.probebus import BusProbe, ProbeBus, folder_section
 
 log = logging.getLogger("busguard.iio")
 
 DEFAULT_BASE_DIR = "/sys/bus/iio/devices"
-IIO_SECTION_PARAMS: Mapping[str, Param] = {
-    "base_dir": Param(str, default=DEFAULT_BASE_DIR,
-                      doc="IIO devices folder (relative: to the site file; the simulator uses "
-                          "var/sim/iio/devices)"),
-}
+IIO_SECTION_PARAMS = folder_section(DEFAULT_BASE_DIR, "IIO devices", "var/sim/iio/devices")
 CONVERSION_S = 0.1  # a MAX31865 one-shot conversion with the 50 Hz filter: 75 ms
 
 
@@ -181,13 +176,14 @@ class IioBus(ProbeBus):
         return min((r.next_due for r in readers), default=now + 1.0)
 
 
-class IioProbe(Driver):
+class IioProbe(BusProbe):
     """A temperature channel of a Linux IIO device (MAX31865 RTD): point ``{probe}.temp_c``."""
 
     type_name = "iio"
-    io_process_ok = True  # input only: may run in the I/O process
-    kind = "probe"
-    default_poll_ms = 1000.0
+    bus_class = IioBus
+    bus_key = "iio.bus"
+    conversion_s = CONVERSION_S
+    point_doc = "probe temperature (IIO)"
     params: ClassVar[Mapping[str, Param]] = {
         "device": Param(str, doc="the IIO device's label (device tree), its name (e.g. "
                                  "'max31865', when it is the only one) or folder "
@@ -209,34 +205,11 @@ class IioProbe(Driver):
                          doc="the same raw value this long: BAD (stuck); 0 disables"),
     }
 
-    @classmethod
-    def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
-        max_age = config.poll_s * site.scan.stale_after_polls + CONVERSION_S
-        return [PointSpec(f"{config.name}.temp_c", source=config.name, unit="degC",
-                          max_age_s=max_age, doc="probe temperature (IIO)")]
-
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
         self.base_dir = site.resolve(site.sections["iio"]["base_dir"])
         self.reader = IioReader(self.name, f"{self.name}.temp_c", config.params,
                                 config.poll_s, self.base_dir)
-        self.bus: IioBus | None = None
-
-    def start(self, ctx: DriverContext) -> None:
-        bus = ctx.shared(f"iio.bus:{self.base_dir}",
-                         lambda: IioBus(self.base_dir, ctx.image, ctx.clock))
-        assert isinstance(bus, IioBus)
-        self.bus = bus
-        bus.add(self.reader)
-        bus.start()
-
-    def stop(self) -> None:
-        if self.bus is not None:
-            self.bus.remove(self.name)
-            self.bus = None
-
-    def stats(self) -> dict[str, Any]:
-        return self.reader.stats()
 
 
 def register_types(registry: Any) -> None:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 
+from busguard.atomicfile import replace_text
 from busguard.iio.rtd import code_of
 
 DEVICE_PREFIX = "iio:device"
@@ -31,11 +31,6 @@ def device_dir(base_dir: str | os.PathLike[str], index: int) -> Path:
     return Path(base_dir) / f"{DEVICE_PREFIX}{int(index)}"
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_max31865(base_dir: str | os.PathLike[str], index: int, temp_c: float,
@@ -45,19 +40,19 @@ def write_max31865(base_dir: str | os.PathLike[str], index: int, temp_c: float,
     ``r0_ohm=1000``); ``fault`` sets its over/under-voltage fault bit."""
     d = device_dir(base_dir, index)
     d.mkdir(parents=True, exist_ok=True)
-    _write(d / "name", "max31865\n")
+    replace_text(d / "name", "max31865\n")
     if label is not None:
-        _write(d / "label", f"{label}\n")
-    _write(d / "in_temp_scale", "31.250000\n")
-    _write(d / "fault_ovuv", "1\n" if fault else "0\n")
-    _write(d / "in_filter_notch_center_frequency", "60\n")
-    _write(d / "in_temp_raw", f"{code_of(temp_c, r_ref_ohm, r0_ohm)}\n")
+        replace_text(d / "label", f"{label}\n")
+    replace_text(d / "in_temp_scale", "31.250000\n")
+    replace_text(d / "fault_ovuv", "1\n" if fault else "0\n")
+    replace_text(d / "in_filter_notch_center_frequency", "60\n")
+    replace_text(d / "in_temp_raw", f"{code_of(temp_c, r_ref_ohm, r0_ohm)}\n")
     return d
 
 
 def write_raw_code(base_dir: str | os.PathLike[str], index: int, code: int) -> None:
     """Set the RTD code as it is (0 or 32767: a shorted or open RTD)."""
-    _write(device_dir(base_dir, index) / "in_temp_raw", f"{int(code)}\n")
+    replace_text(device_dir(base_dir, index) / "in_temp_raw", f"{int(code)}\n")
 
 
 def write_abi_device(base_dir: str | os.PathLike[str], index: int, name: str, raw: int,
@@ -66,13 +61,13 @@ def write_abi_device(base_dir: str | os.PathLike[str], index: int, name: str, ra
     """A generic IIO temperature channel (value = (raw + offset) * scale, milli-degrees C)."""
     d = device_dir(base_dir, index)
     d.mkdir(parents=True, exist_ok=True)
-    _write(d / "name", f"{name}\n")
+    replace_text(d / "name", f"{name}\n")
     if label is not None:
-        _write(d / "label", f"{label}\n")
-    _write(d / f"in_{channel}_scale", f"{scale:.6f}\n")
+        replace_text(d / "label", f"{label}\n")
+    replace_text(d / f"in_{channel}_scale", f"{scale:.6f}\n")
     if offset is not None:
-        _write(d / f"in_{channel}_offset", f"{offset:g}\n")
-    _write(d / f"in_{channel}_raw", f"{int(raw)}\n")
+        replace_text(d / f"in_{channel}_offset", f"{offset:g}\n")
+    replace_text(d / f"in_{channel}_raw", f"{int(raw)}\n")
     return d
 
 

@@ -46,20 +46,48 @@ from typing import Any, Protocol
 # isort: off
 import busguard.web.nosim  # noqa: F401  (before pymodbus.server: no aiohttp, see there)
 # isort: on
-from pymodbus.constants import ExcCodes
+from pymodbus.constants import DeviceInformation, ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.pdu.mei_message import ReadDeviceInformationRequest
+from pymodbus.pdu.device import DeviceInformationFactory, ModbusDeviceIdentification
+from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInformationResponse
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
 from busguard.errors import BusguardError
 from busguard.northbound import mbap
 from busguard.northbound.access import Clients, Counters, Policy, RefusalLog
-from busguard.northbound.units import GATEWAY_NO_RESPONSE, UnitTable
+from busguard.northbound.units import Identity, UnitTable
 from busguard.recvbuf import ReceiveIntoBuffer
 
 log = logging.getLogger("busguard.northbound")
+GATEWAY_NO_RESPONSE = ExcCodes.GATEWAY_NO_RESPONSE  # 0x0B: no such unit id
+
+
+class _Control:  # what DeviceInformationFactory reads: `.Identity`
+    def __init__(self, identity: Identity) -> None:
+        self.Identity = ModbusDeviceIdentification(info=identity.info())  # pymodbus's name
+
+
+def identify(units: UnitTable, pdu: ReadDeviceInformationRequest) -> ModbusPDU:
+    """The answer to a Read Device Identification request (43/14) at its unit id:
+    pymodbus's own checks and encoding, that unit id's objects (:mod:`.units`)."""
+    unit = pdu.dev_id
+    identity = units.identity(unit)
+    if identity is None:
+        return ExceptionResponse(pdu.function_code, GATEWAY_NO_RESPONSE, device_id=unit,
+                                 transaction=pdu.transaction_id)
+    if not 0x00 <= pdu.object_id <= 0xFF or not 0x01 <= pdu.read_code <= 0x04:
+        return ExceptionResponse(pdu.function_code, ExcCodes.ILLEGAL_VALUE,
+                                 device_id=unit, transaction=pdu.transaction_id)
+    info = DeviceInformationFactory.get(_Control(identity), pdu.read_code, pdu.object_id)
+    if pdu.read_code == DeviceInformation.SPECIFIC and (
+            0x07 <= pdu.object_id < 0x80 or not info.get(pdu.object_id)):
+        return ExceptionResponse(pdu.function_code, ExcCodes.ILLEGAL_ADDRESS,
+                                 device_id=unit, transaction=pdu.transaction_id)
+    return ReadDeviceInformationResponse(read_code=pdu.read_code, information=info,
+                                         dev_id=unit, transaction_id=pdu.transaction_id)
+
 
 READ_FCS = frozenset({3, 4})
 WRITE_FCS = frozenset({6, 16, 23})
@@ -366,7 +394,7 @@ class GuardedHandler(ServerRequestHandler, ReceiveIntoBuffer):
             view = units.view(pdu.dev_id)
             if isinstance(pdu, ReadDeviceInformationRequest):
                 c.reads += 1
-                answer = units.identify(pdu)
+                answer = identify(units, pdu)
                 if isinstance(answer, ExceptionResponse):
                     c.exceptions += 1
                 return answer

@@ -7,10 +7,12 @@ unit id nobody has is answered with exception 0x0B (gateway target device failed
 as a gateway answers for a device that is not there.
 
 Function 43 / MEI 14 (Read Device Identification), which DCIM discovery sends, answers per
-unit id from pymodbus's own identification objects (:class:`ModbusDeviceIdentification`,
-``DeviceInformationFactory``, ``ReadDeviceInformationResponse``): pymodbus's request handler
-reads one process-wide identity (``ModbusControlBlock`` is a singleton), which cannot tell two
-unit ids, or two servers in one process, apart.
+unit id with the objects :meth:`Identity.info` lists; the server
+(:func:`busguard.northbound.server.identify`) encodes them with pymodbus's own identification
+objects, so this module stays free of pymodbus (only the client transport, the server and the
+simulator import it). pymodbus's request handler reads one process-wide identity
+(``ModbusControlBlock`` is a singleton), which cannot tell two unit ids, or two servers in one
+process, apart.
 """
 
 from __future__ import annotations
@@ -18,13 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pymodbus.constants import DeviceInformation, ExcCodes
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.pdu.device import DeviceInformationFactory, ModbusDeviceIdentification
-from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInformationResponse
-
 VENDOR = "busguard"
-GATEWAY_NO_RESPONSE = ExcCodes.GATEWAY_NO_RESPONSE  # 0x0B: target device failed to respond
+GATEWAY_NO_RESPONSE = 0x0B  # exception code: gateway target device failed to respond
 # private objects (0x80..0xFF) of Read Device Identification
 OBJ_FINGERPRINT, OBJ_MAP_VERSION, OBJ_SLOT = 0x80, 0x81, 0x82
 
@@ -41,17 +38,12 @@ class Identity:
     version: str
     map_version: int = 2
 
-    def objects(self) -> ModbusDeviceIdentification:
-        return ModbusDeviceIdentification(info={
-            0x00: VENDOR, 0x01: self.product_code, 0x02: self.version,
-            0x04: self.product_name, 0x05: self.model_name, 0x06: self.site_name,
-            OBJ_FINGERPRINT: f"0x{self.fingerprint:08x}",
-            OBJ_MAP_VERSION: str(self.map_version)})
-
-
-class _Control:  # what DeviceInformationFactory reads: `.Identity`
-    def __init__(self, identity: ModbusDeviceIdentification) -> None:
-        self.Identity = identity  # pymodbus's attribute name
+    def info(self) -> dict[int, str]:
+        """The identification objects, by object id (0x00..0x06 standard, 0x80.. private)."""
+        return {0x00: VENDOR, 0x01: self.product_code, 0x02: self.version,
+                0x04: self.product_name, 0x05: self.model_name, 0x06: self.site_name,
+                OBJ_FINGERPRINT: f"0x{self.fingerprint:08x}",
+                OBJ_MAP_VERSION: str(self.map_version)}
 
 
 class UnitTable:
@@ -62,8 +54,6 @@ class UnitTable:
         self.site_units = frozenset(site_units)
         self.site = site
         self.views = dict(views)
-        self._controls = {u: _Control(v[2].objects()) for u, v in self.views.items()}
-        self._site_control = _Control(site.objects())
 
     def view(self, unit: int) -> tuple[int, int | None] | None:
         """(first register, registers or None for the whole image), or None: no such unit."""
@@ -72,21 +62,9 @@ class UnitTable:
         v = self.views.get(unit)
         return None if v is None else (v[0], v[1])
 
-    def identify(self, pdu: ReadDeviceInformationRequest) -> ModbusPDU:
-        """The answer to a Read Device Identification request at its unit id (pymodbus's
-        own checks and encoding, this unit id's objects)."""
-        unit = pdu.dev_id
-        control = self._site_control if unit in self.site_units else self._controls.get(unit)
-        if control is None:
-            return ExceptionResponse(pdu.function_code, GATEWAY_NO_RESPONSE, device_id=unit,
-                                     transaction=pdu.transaction_id)
-        if not 0x00 <= pdu.object_id <= 0xFF or not 0x01 <= pdu.read_code <= 0x04:
-            return ExceptionResponse(pdu.function_code, ExcCodes.ILLEGAL_VALUE,
-                                     device_id=unit, transaction=pdu.transaction_id)
-        info = DeviceInformationFactory.get(control, pdu.read_code, pdu.object_id)
-        if pdu.read_code == DeviceInformation.SPECIFIC and (
-                0x07 <= pdu.object_id < 0x80 or not info.get(pdu.object_id)):
-            return ExceptionResponse(pdu.function_code, ExcCodes.ILLEGAL_ADDRESS,
-                                     device_id=unit, transaction=pdu.transaction_id)
-        return ReadDeviceInformationResponse(read_code=pdu.read_code, information=info,
-                                             dev_id=unit, transaction_id=pdu.transaction_id)
+    def identity(self, unit: int) -> Identity | None:
+        """Who unit id ``unit`` says it is (None: nobody has it)."""
+        if unit in self.site_units:
+            return self.site
+        v = self.views.get(unit)
+        return None if v is None else v[2]

@@ -154,6 +154,15 @@ class Simulator:
             self.loop.run_until_complete(self._stop_all())
         self.loop.close()
 
+    async def _listen(self, srv: Any, what: str) -> None:
+        """Start one TCP server (a meter's or a set point's); a port in use is a clear error."""
+        try:
+            await srv.start()
+        except RuntimeError as exc:
+            raise BusguardError(f"{what}: cannot listen on {srv.host}:{srv.port} (in use? "
+                                f"another simulator running?)") from exc
+        self.tcp.append(srv)
+
     async def _start_all(self) -> None:
         from busguard.sim.serve import RtuLineServer, SimUnit, TcpMeterServer
 
@@ -164,25 +173,13 @@ class Simulator:
                            lambda i=i: self.meter_state(i), self.seed)
             self.units[m.name] = unit
             if m.bus == "tcp":
-                srv = TcpMeterServer(unit, m.host, m.port)
-                try:
-                    await srv.start()
-                except RuntimeError as exc:
-                    raise BusguardError(f"meter {m.name}: cannot listen on {m.host}:{m.port} "
-                                        f"(in use? another simulator running?)") from exc
-                self.tcp.append(srv)
+                await self._listen(TcpMeterServer(unit, m.host, m.port), f"meter {m.name}")
             else:
                 by_line.setdefault(m.line, {})[m.unit_id] = unit
         for sp in lay.setpoints:
             unit = self._setpoint_unit(sp, SimUnit)
             if sp.bus == "tcp":
-                srv = TcpMeterServer(unit, sp.host, sp.port)
-                try:
-                    await srv.start()
-                except RuntimeError as exc:
-                    raise BusguardError(f"output {sp.name}: cannot listen on {sp.host}:"
-                                        f"{sp.port} (in use?)") from exc
-                self.tcp.append(srv)
+                await self._listen(TcpMeterServer(unit, sp.host, sp.port), f"output {sp.name}")
             elif sp.unit_id in by_line.get(sp.line, {}):
                 raise BusguardError(f"output {sp.name}: unit {sp.unit_id} on {sp.line} is "
                                     f"already a meter's")

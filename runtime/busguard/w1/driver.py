@@ -39,20 +39,16 @@ from typing import Any, ClassVar
 from busguard.clock import Clock
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
-from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem, DriverError
 from busguard.image import ImageWriter, PointSpec, Quality
-from busguard.probebus import ProbeBus
+from busguard.probebus import BusProbe, ProbeBus, folder_section
 from busguard.w1.tree import FAMILIES, POWER_ON_C, split_sensor_id
 
 log = logging.getLogger("busguard.w1")
 
 DEFAULT_BASE_DIR = "/sys/bus/w1/devices"
-ONEWIRE_SECTION_PARAMS: Mapping[str, Param] = {
-    "base_dir": Param(str, default=DEFAULT_BASE_DIR,
-                      doc="w1 sysfs devices folder (relative: to the site file; the simulator "
-                          "uses var/sim/w1/devices)"),
-}
+ONEWIRE_SECTION_PARAMS = folder_section(DEFAULT_BASE_DIR, "w1 sysfs devices",
+                                        "var/sim/w1/devices")
 CONVERSION_S = 0.75  # worst case 12-bit conversion
 #: An 85.0 reading within this tolerance of what the previous reading allows is accepted.
 TOLERANCE_C = 1.0
@@ -306,19 +302,13 @@ class W1Bus(ProbeBus):
                 "pass_ms_max": round(self.pass_ms_max, 3)}
 
 
-def bus_for(ctx: DriverContext, base_dir: Path) -> W1Bus:
-    bus = ctx.shared(f"w1.bus:{base_dir}", lambda: W1Bus(base_dir, ctx.image, ctx.clock))
-    assert isinstance(bus, W1Bus)
-    return bus
-
-
-class W1Probe(Driver):
+class W1Probe(BusProbe):
     """A DS18B20-family probe on the Linux w1 bus: point ``{probe}.temp_c``."""
 
     type_name = "w1"
-    io_process_ok = True  # input only: may run in the I/O process
-    kind = "probe"
-    default_poll_ms = 1000.0
+    bus_class = W1Bus
+    bus_key = "w1.bus"
+    conversion_s = CONVERSION_S
     params: ClassVar[Mapping[str, Param]] = {
         "sensor_id": Param(str, doc="the kernel's folder name, e.g. '28-0000075a3c1f'"),
         "sensor_type": Param(str, default=None, choices=tuple(FAMILIES),
@@ -337,9 +327,7 @@ class W1Probe(Driver):
         if problems:
             raise ConfigError([ConfigProblem(config.file, f"{config.path}.sensor_id", m)
                                for m in problems])
-        max_age = config.poll_s * site.scan.stale_after_polls + CONVERSION_S
-        return [PointSpec(f"{config.name}.temp_c", source=config.name, unit="degC",
-                          max_age_s=max_age, doc="probe temperature")]
+        return super().declare_points(config, site)
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
@@ -348,17 +336,6 @@ class W1Probe(Driver):
         self.reader = ProbeReader(self.name, f"{self.name}.temp_c", family, serial,
                                   config.poll_s, p["max_rise_c_per_s"], p["resolution"])
         self.base_dir = site.resolve(site.sections["onewire"]["base_dir"])
-        self.bus: W1Bus | None = None
-
-    def start(self, ctx: DriverContext) -> None:
-        self.bus = bus_for(ctx, self.base_dir)
-        self.bus.add(self.reader)
-        self.bus.start()
-
-    def stop(self) -> None:
-        if self.bus is not None:
-            self.bus.remove(self.name)
-            self.bus = None
 
     def stats(self) -> dict[str, Any]:
         out = self.reader.stats()

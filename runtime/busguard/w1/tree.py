@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
 from pathlib import Path
+
+from busguard.atomicfile import replace_text
 
 #: Family codes (first two hex digits of a sensor id) by sensor type, as the kernel names them.
 FAMILIES: dict[str, int] = {
@@ -111,7 +112,7 @@ def write_sensor_file(base_dir: str | os.PathLike[str], sensor_id: str, temp_c: 
     family, _serial = split_sensor_id(sensor_id)
     folder = sensor_dir(base_dir, sensor_id)
     folder.mkdir(parents=True, exist_ok=True)
-    return _atomic_write(folder / "w1_slave",
+    return replace_text(folder / "w1_slave",
                          w1_slave_text(temp_c, crc_ok, family, resolution))
 
 
@@ -125,7 +126,7 @@ def write_not_ready(base_dir: str | os.PathLike[str], sensor_id: str) -> Path:
     folder = sensor_dir(base_dir, sensor_id)
     folder.mkdir(parents=True, exist_ok=True)
     zeros = " ".join(["00"] * 9)
-    return _atomic_write(folder / "w1_slave", f"{zeros} : crc=00 YES\n{zeros} t=0\n")
+    return replace_text(folder / "w1_slave", f"{zeros} : crc=00 YES\n{zeros} t=0\n")
 
 
 def remove_sensor(base_dir: str | os.PathLike[str], sensor_id: str) -> None:
@@ -142,9 +143,3 @@ def list_sensors(base_dir: str | os.PathLike[str]) -> list[str]:
                   if _ID_RE.match(p.name) and (p / "w1_slave").is_file())
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
