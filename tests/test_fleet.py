@@ -7,12 +7,17 @@ On this 2-core machine shared with other work the fleet runs with a 100 ms scan 
 no spin (``[scan] spin_ms = 0``), meters polled every 500 ms and peers every 1000 ms: 19
 busguard processes must leave the CPUs to each other. Every wait is bounded.
 
+Every controller also publishes as a Sparkplug B edge node to a real Mosquitto broker on the
+bridge (persistent sessions, QoS 1); a Sparkplug host application in the test subscribes. The
+Sparkplug checks skip with the reason when mosquitto or the [sparkplug] publisher is missing.
+
 Made as root with iproute2 (``ip netns``, a bridge and veth pairs); skipped with the reason
 when namespaces cannot be made.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
@@ -20,7 +25,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,34 +144,206 @@ def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
     assert cond(), f"not within {timeout_s:g} s: {what}"
 
 
+def sparkplug_missing() -> str:
+    """'' when the Sparkplug checks can run, else why not."""
+    if not shutil.which("mosquitto"):
+        return "mosquitto (Debian package mosquitto) is not installed"
+    try:
+        for module in ("paho.mqtt.client", "busguard.sparkplug.publisher"):
+            importlib.import_module(module)
+    except ImportError as exc:
+        return f"the [sparkplug] publisher is not available: {exc}"
+    return ""
+
+
+@dataclass
+class Fleet:
+    plan: HallPlan
+    net: Net
+    procs: Procs
+    sim: Simulator
+    broker: Broker | None
+    host: SpHost | None
+    no_sparkplug: str
+
+    def step(self, meter: str, delta: float) -> None:
+        """Move simulated meter ``meter``'s power_kw by ``delta`` kW from now on."""
+        i = next(k for k, m in enumerate(self.sim.layout.meters) if m.name == meter)
+        offs = self.sim.offsets  # type: ignore[attr-defined]
+        offs[i] = offs.get(i, 0.0) + delta
+        self.sim._cache.clear()
+
+
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory) -> Iterator[tuple[HallPlan, Net, Procs, Simulator]]:
+def fleet(tmp_path_factory) -> Iterator[Fleet]:
     why = can_make_netns()
     if why:
         pytest.skip(why)
     out = tmp_path_factory.mktemp("fleet")
+    spb = sparkplug_missing()
+    mqtt_port = 18830 + os.getpid() % 1000
     plan = write_hall(out / "hall", ROWS, UNITS, METERS, meter_host=BRIDGE_IP,
                       meter_base_port=21000,
                       controller_addr=lambda r, u: (f"{NET}.{r}.{u}", 502),
-                      agg_addr=lambda r: (BRIDGE_IP, 23000 + r), peer_poll_ms=PEER_POLL_MS)
+                      agg_addr=lambda r: (BRIDGE_IP, 23000 + r), peer_poll_ms=PEER_POLL_MS,
+                      sparkplug=None if spb else (BRIDGE_IP, mqtt_port))
     net, procs = Net(), Procs(out)
     sim: Simulator | None = None
+    broker: Broker | None = None
+    host: SpHost | None = None
     try:
         net.up([(n.name, n.host) for n in plan.controllers])
+        if not spb:
+            broker = Broker(out, mqtt_port)
+            broker.start()
+            host = SpHost(mqtt_port)
         # model time nearly frozen: the values a controller serves stay put while the test
-        # compares them level by level
+        # compares them level by level; step() moves one meter's power_kw on purpose
         sim = Simulator(load_site_for_sim(plan.sim_site), speed=1e-6)
+        offsets: dict[int, float] = {}
+        model_meter = sim.model.meter
+
+        def stepped(m: int, t: float) -> dict[str, float]:
+            out = model_meter(m, t)
+            if m in offsets:
+                out["power_kw"] = out["power_kw"] + offsets[m]
+            return out
+        sim.model.meter = stepped  # type: ignore[method-assign]
+        sim.offsets = offsets  # type: ignore[attr-defined]
         sim.start()
         for n in plan.controllers:
             procs.start(n.name, n.site, net.spaces[n.name])
         for n in (*plan.row_aggs, plan.hall):
             procs.start(n.name, n.site)
-        yield plan, net, procs, sim
+        yield Fleet(plan, net, procs, sim, broker, host, spb)
     finally:
         procs.stop_all()
+        if host is not None:
+            host.close()
+        if broker is not None:
+            broker.stop()
         if sim is not None:
             sim.stop()
         net.down()
+
+
+class Broker:
+    """mosquitto on the bridge (for the namespaces) and on loopback (for the test's host),
+    persistent, so a subscriber's QoS 1 session outlives a broker restart."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder, self.port = folder, port
+        self.conf = folder / "mosquitto.conf"
+        # as root mosquitto would switch to its own user, who cannot write to the test's folder
+        self.conf.write_text(f"listener {port} {BRIDGE_IP}\nlistener {port} 127.0.0.1\n"
+                             f"user root\nallow_anonymous true\npersistence true\n"
+                             f"queue_qos0_messages true\nmax_queued_messages 0\n"
+                             f"max_queued_bytes 0\n"
+                             f"persistence_location {folder}/\nlog_dest file "
+                             f"{folder}/mosquitto.log\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _listening("127.0.0.1", self.port), 10, "mosquitto listening")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def _listening(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), 0.3).close()
+        return True
+    except OSError:
+        return False
+
+
+class SpHost:
+    """A Sparkplug host application: a persistent QoS 1 subscription to spBv1.0/hall/#, every
+    message decoded and kept in arrival order."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        mqtt = importlib.import_module("paho.mqtt.client")
+        self.Payload = importlib.import_module(
+            "busguard.sparkplug.sparkplug_b_pb2").Payload
+        self.msgs: list[tuple[str, str, str, Any]] = []  # kind, node, device, payload
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{TAG}-host",
+                             clean_session=False)
+        self.c.on_connect = lambda c, *a: c.subscribe("spBv1.0/hall/#", qos=1)
+        self.c.on_message = self._on
+        self.c.reconnect_delay_set(0.2, 2)
+        self.c.connect("127.0.0.1", port, 30)
+        self.c.loop_start()
+
+    def _on(self, _c, _u, msg) -> None:
+        parts = msg.topic.split("/")
+        p = self.Payload.FromString(msg.payload)
+        with self.lock:
+            self.msgs.append((parts[2], parts[3], parts[4] if len(parts) > 4 else "", p))
+
+    def all(self, kind: str | None = None, node: str | None = None) -> list[tuple]:
+        with self.lock:
+            return [m for m in self.msgs if (kind is None or m[0] == kind)
+                    and (node is None or m[1] == node)]
+
+    def rebirth(self, node: str) -> None:
+        p = self.Payload(timestamp=int(time.time() * 1000))
+        p.metrics.add(name="Node Control/Rebirth", datatype=11, boolean_value=True)
+        self.c.publish(f"spBv1.0/hall/NCMD/{node}", p.SerializeToString(), qos=1)
+
+    def values(self, node: str, device: str, metric: str) -> list[tuple[float, int, bool]]:
+        """(value, timestamp, historical) of meter ``metric`` in the node's DBIRTHs and DDATAs,
+        in arrival order. DDATA names a metric by its alias: the one a DBIRTH gave, or the
+        stable alias of docs/sparkplug.md (a point first read after the DBIRTH)."""
+        from busguard.sparkplug.metrics import alias_of
+
+        out: list[tuple[float, int, bool]] = []
+        slot = int(device[1:]) - 1  # the hall's controllers: m1, m2... in meter slots 0, 1...
+        alias: dict[int, str] = {alias_of("meter", slot, metric): metric}
+        for kind, _n, d, p in self.all(node=node):
+            if d != device or kind not in ("DBIRTH", "DDATA"):
+                continue
+            for m in p.metrics:
+                if kind == "DBIRTH":
+                    alias[m.alias] = m.name
+                if (m.name or alias.get(m.alias)) == metric and not m.is_null:
+                    out.append((m.float_value, m.timestamp, m.is_historical))
+        return out
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def seq_gaps(host: SpHost, node: str) -> list[tuple[int, int]]:
+    """(previous, next) seq pairs of the node's messages that skip a number: every message of
+    a session after its NBIRTH (seq 0) counts up by one, wrapping at 255. A QoS 1 message
+    delivered twice (the same seq and payload again: at-least-once) is not a gap."""
+    gaps: list[tuple[int, int]] = []
+    last: int | None = None
+    seen: set[bytes] = set()
+    for kind, _n, _d, p in host.all(node=node):
+        raw = p.SerializeToString()
+        if kind in ("NDEATH", "NCMD", "DCMD") or raw in seen:  # commands: the host's own
+            continue
+        seen.add(raw)
+        if kind == "NBIRTH":
+            last = p.seq
+            continue
+        if last is not None and p.seq != (last + 1) % 256:
+            gaps.append((last, p.seq))
+        last = p.seq
+    return gaps
 
 
 def outputs(m: dict | None) -> dict[str, float | None]:
@@ -180,8 +359,66 @@ def controller_kw(node) -> float | None:
     return sum(kws) if kws and all(k is not None for k in kws) else None
 
 
+def test_sparkplug_births_data_a_broker_outage_and_rebirth(fleet):
+    """Every controller's NBIRTH and DBIRTHs reach a Sparkplug host; a meter change arrives
+    as DDATA; the broker stopped for 30 s loses no change (sent historical, in timestamp
+    order, no seq gap); a rebirth request is honoured."""
+    if fleet.no_sparkplug:
+        pytest.skip(fleet.no_sparkplug)
+    host, plan = fleet.host, fleet.plan
+    assert host is not None and fleet.broker is not None
+    nodes = [n.name for n in plan.controllers]
+    devices = {f"m{k}" for k in range(1, METERS + 1)} | {"b1"}
+
+    def born() -> bool:
+        births = {m[1] for m in host.all("NBIRTH")}
+        dbirths = {(m[1], m[2]) for m in host.all("DBIRTH")}
+        return set(nodes) <= births and all((n, d) in dbirths for n in nodes for d in devices)
+    wait_for(born, 240, "NBIRTH and DBIRTH (m1, m2, b1) from every controller")
+
+    # a change: +100 kW on c101's m1 arrives as DDATA
+    wait_for(lambda: host.values("c101", "m1", "power_kw"), 60, "c101/m1 power_kw read")
+    before = host.values("c101", "m1", "power_kw")[-1][0]
+    fleet.step("c101-m1", 100.0)
+    wait_for(lambda: any(abs(v - before - 100.0) < 1.0
+                         for v, _t, _h in host.values("c101", "m1", "power_kw")), 60,
+             "c101/m1 power_kw +100 kW in a DDATA")
+
+    # the broker away for 30 s: three changes of c102's m1 meanwhile, none lost
+    wait_for(lambda: host.values("c102", "m1", "power_kw"), 60, "c102/m1 power_kw read")
+    base = host.values("c102", "m1", "power_kw")[-1][0]
+    fleet.broker.stop()
+    t_stop = time.monotonic()
+    for _ in range(3):
+        time.sleep(8.0)  # > a meter poll + a scan + the publisher's poll: each is an image
+        fleet.step("c102-m1", 50.0)
+    time.sleep(max(0.0, 30.0 - (time.monotonic() - t_stop)))
+    fleet.broker.start()
+    want = [base + 50.0, base + 100.0, base + 150.0]
+
+    def all_three() -> bool:
+        got = [v for v, _t, _h in host.values("c102", "m1", "power_kw")]
+        return all(any(abs(g - w) < 1.0 for g in got) for w in want)
+    wait_for(all_three, 120, "c102/m1's three changes during the outage")
+    seen = [(v, t, h) for v, t, h in host.values("c102", "m1", "power_kw")
+            if any(abs(v - w) < 1.0 for w in want)]
+    firsts = [next(x for x in seen if abs(x[0] - w) < 1.0) for w in want]
+    assert [t for _v, t, _h in firsts] == sorted(t for _v, t, _h in firsts)  # in order
+    assert all(h for _v, _t, h in firsts[:2])  # queued while away: sent historical
+    for n in nodes:
+        assert seq_gaps(host, n) == [], n
+
+    # rebirth: the primary host asks c103 for it
+    births = len(host.all("NBIRTH", "c103"))
+    host.rebirth("c103")
+    wait_for(lambda: len(host.all("NBIRTH", "c103")) > births, 60, "c103's NBIRTH again")
+    wait_for(lambda: {m[2] for m in host.all("DBIRTH", "c103")} >= devices, 60,
+             "c103's DBIRTHs again")
+    assert seq_gaps(host, "c103") == []
+
+
 def test_every_controller_and_trip_reaches_the_hall_and_a_dead_one_goes_not_connected(fleet):
-    plan, net, procs, _sim = fleet
+    plan, net, procs = fleet.plan, fleet.net, fleet.procs
     assert len(plan.controllers) >= 16
     hall = plan.hall
     assert hall is not None

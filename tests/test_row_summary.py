@@ -164,3 +164,26 @@ def test_a_row_summary_over_something_that_is_not_a_peer(make_runtime):
     text = str(err.value)
     assert "block[0].peers[0]" in text and "driver = \"busguard_peer\" named 'm1'" in text
     assert "block[0].peers[1]" in text
+
+
+@pytest.mark.parametrize("case", ["fingerprint", "not-busguard"])
+def test_a_refused_peer_raises_its_alarm_in_the_aggregators_table(case, make_runtime,
+                                                                  run_scans, modbus_meter):
+    if case == "fingerprint":
+        ctl = make_runtime(CONTROLLER.format(name="c1"), start=True)
+        run_scans(ctl, 2)
+        target, extra, code = port(ctl), 'accept_fingerprint = "0x00000001"', \
+            "BG-PEER-FINGERPRINT"
+    else:  # a plain Modbus meter where a busguard should be
+        target, extra, code = modbus_meter().port, "", "BG-PEER-MAP"
+    peers = PEER.format(name="c1", port=target, what=WHAT + "\n" + extra)
+    row = make_runtime(AGG.format(name="row", peers=peers, block="ra",
+                                  sources='peers = ["c1"]', rating=""), start=True)
+
+    def raised() -> bool:
+        run_scans(row, 1)
+        return any(a["code"] == code for a in dcim_read(row)["alarm_table"])
+    assert wait_for(raised)
+    alarm = next(a for a in dcim_read(row)["alarm_table"] if a["code"] == code)
+    assert alarm["severity"] == "major"
+    assert q(row, "c1.m1.power_kw") == Quality.BAD

@@ -75,12 +75,15 @@ def write_hall(out: str | Path, rows: int, units: int, meters: int = 2, *,
                agg_addr: Callable[[int], tuple[str, int]] | None = None,
                scan_ms: int = 100, meter_poll_ms: int = 500, peer_poll_ms: int = 1000,
                rating_kva: float = 1500.0,
-               allow: tuple[str, ...] = ("127.0.0.0/8", "10.0.0.0/8")) -> HallPlan:
+               allow: tuple[str, ...] = ("127.0.0.0/8", "10.0.0.0/8"),
+               sparkplug: tuple[str, int] | None = None) -> HallPlan:
     """Write the hall's site files; return where everything listens.
 
     ``controller_addr(r, u)`` and ``agg_addr(r)`` (r = 0: the hall) give each busguard's map
     address; default loopback, ports 22000 + ... . The scan period is long (``scan_ms``) and
-    no spin: a fleet on a 2-core machine must leave the CPUs to the others.
+    no spin: a fleet on a 2-core machine must leave the CPUs to the others. ``sparkplug``
+    (broker host, port): every controller also publishes as a Sparkplug B edge node (group
+    "hall", node id = its name, QoS 1).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,6 +113,10 @@ def write_hall(out: str | Path, rows: int, units: int, meters: int = 2, *,
                          'meter = "m1"\n')
             lines.append(f'[modbus_server]\nhost = "{host}"\nport = {cport}\n'
                          f'allow = {_toml_list(allow)}\n')
+            if sparkplug is not None:
+                lines.append(f'[sparkplug]\nhost = "{sparkplug[0]}"\nport = {sparkplug[1]}\n'
+                             f'group_id = "hall"\nqos = 1\nreconnect_s = 0.5\n'
+                             f'reconnect_max_s = 2.0\n')
             site = out / c / "site.toml"
             site.parent.mkdir(parents=True, exist_ok=True)
             site.write_text("\n".join(lines), encoding="utf-8")
