@@ -58,6 +58,25 @@ def test_auto_picks_minutes_beyond_an_hour_and_bad_requests_say_why(tmp_path):
         rd.query("m.a", T0, T0 + 10, "5s")
 
 
+def test_noisy_rows_read_back_to_float32_precision(tmp_path):
+    import random
+
+    rnd = random.Random(7)
+    vals = {t: rnd.uniform(-1e6, 1e6) for t in range(T0, T0 + 600)}
+    r = recorder(tmp_path, T0)
+    for t in range(T0, T0 + 600):
+        r.record(t, [vals[t], math.nan], [0, 3])
+    r.close()
+    (tmp_path / "history" / "seconds.ring").unlink()  # only the flushed batch is left
+    mins = open_reader(tmp_path).query("m.a", T0, T0 + 599, "1min")
+    assert len(mins) == 10
+    for s in mins:
+        xs = [vals[t] for t in range(int(s.t_utc), int(s.t_utc) + 60)]
+        assert s.min == pytest.approx(min(xs), rel=1e-6)
+        assert s.max == pytest.approx(max(xs), rel=1e-6)
+        assert s.avg == pytest.approx(sum(xs) / 60, rel=1e-5)
+
+
 def test_no_store_is_a_clear_error(tmp_path):
     with pytest.raises(ring.HistoryFileError, match=r"no history in .*is \[history\]"):
         open_reader(tmp_path)
@@ -70,10 +89,12 @@ def test_a_torn_batch_loses_that_batch_only_and_the_file_still_opens(tmp_path):
     (tmp_path / "ram" / "seconds.ring").unlink()  # a reboot: RAM gone, no rebuilding
     path = tmp_path / "history" / "minutes.ring"
     geo = ring.read_geometry(os.open(path, os.O_RDONLY), path)
-    slot = ((T0 // 60 + 10) // 10) % geo.slots  # the second batch: torn in the middle
-    with open(path, "r+b") as f:
-        f.seek(geo.row_offset(slot, 0) + 20)
-        f.write(b"\xff" * 40)
+    base = geo.slot_offset(((T0 // 60 + 10) // 10) % geo.slots)  # the second batch
+    with open(path, "r+b") as f:  # torn in the middle of m.a's row
+        f.seek(base + ring.MIN_SLOT_HEAD)
+        _crc, at, length = ring.ROW_ENTRY.unpack(f.read(ring.ROW_ENTRY.size))
+        f.seek(base + at + (length & ~ring.DEFLATED) // 2)
+        f.write(b"\xa5" * 4)
     rd = open_reader(tmp_path)
     got = {int(s.t_utc - T0) // 600 for s in rd.query("m.a", T0, T0 + 1799, "1min")}
     assert got == {0, 2}

@@ -29,7 +29,7 @@ from busguard_bench.result import Measurement, table
 from busguard_bench.sites import parts
 
 MODULES = ("scan", "polling", "northbound", "io_latency", "restart", "scale", "link", "web",
-           "fleet", "sparkplug")
+           "fleet", "snmp", "sparkplug")
 PART_WHO = {"modbus_tcp": "the modbus_tcp meter driver (Field I/O, issue 3)",
             "w1": "the w1 probe driver (Field I/O, issue 3)",
             "modbus_server": "the [modbus_server] northbound publisher (issue 5)",

@@ -19,7 +19,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 # Each module has `add_parser(subparsers)`; the parser it adds sets `func(args) -> int`.
 COMMANDS = ("check", "run", "replay", "version", "simulate", "demo", "bench", "map", "status",
-            "apply", "recalibrate", "firewall", "peer-accept", "passwd", "snmp")
+            "apply", "recalibrate", "firewall", "peer-accept", "passwd", "snmp", "history",
+            "alarms", "ack", "reset")
 
 
 class _Parser(argparse.ArgumentParser):

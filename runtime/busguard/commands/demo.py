@@ -309,8 +309,16 @@ def run(args: argparse.Namespace) -> int:
         def extra() -> str:
             return sim_line(args.scenario, args.speed, proc.poll(), sim_status)
 
-        view = LiveView(rt, tty=tty, title=f"demo: scenario {args.scenario}", extra=extra,
-                        log_tail=tail if tty else None)
+        view: Any
+        if tty and "modbus_server" in rt.site.publishers:
+            # the operator's live view (`busguard status --watch`), of this unit's map
+            from busguard.watch import LocalWatch
+
+            view = LocalWatch(rt, title=f"demo: scenario {args.scenario}", extra=extra,
+                              log_tail=tail)
+        else:  # plain lines for a pipe or a CI log
+            view = LiveView(rt, tty=tty, title=f"demo: scenario {args.scenario}",
+                            extra=extra, log_tail=tail if tty else None)
         every = args.refresh if args.refresh else (0.5 if tty else 5.0)
         view_thread = view.start(stop, every)
         if args.ack_after is not None:

@@ -32,6 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-cert", help="client certificate (PEM)")
     p.add_argument("--tls-key", help="client key (PEM)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--watch", action="store_true", help="live view, redrawn every --interval "
+                   "(Ctrl-C stops it): one row per tap-off, the alarm table")
+    p.add_argument("--interval", type=float, default=1.0, help="--watch: seconds between "
+                   "reads (default 1)")
+    p.add_argument("--count", type=int, default=0, help="--watch: stop after this many "
+                   "frames (default 0: until Ctrl-C)")
     p.set_defaults(func=run)
 
 
@@ -88,6 +94,10 @@ def reader(client: ModbusTcpClient, unit: int) -> Callable[[int, int], list[int]
 def run(args: argparse.Namespace) -> int:
     tls = bool(args.tls_ca or args.tls_cert)
     port = args.port if args.port is not None else _port_from_site(args.site, tls)
+    if args.watch:
+        from busguard.commands.watch import watch
+
+        return watch(args, port)
     client = connect(args.host, port, args.timeout, args.tls_ca, args.tls_cert, args.tls_key)
     try:
         data = read_all(reader(client, args.unit))

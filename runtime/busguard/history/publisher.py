@@ -43,10 +43,15 @@ def site_points(site: SiteConfig) -> list[str]:
     return out
 
 
-def seconds_default() -> Path | None:
-    """systemd's RuntimeDirectory (/run/busguard, RAM, kept across restarts with
-    RuntimeDirectoryPreserve=restart); None elsewhere (the seconds ring goes beside the
-    minutes ring)."""
+def seconds_default(site: SiteConfig) -> Path | None:
+    """Where the 1 s ring goes without ``seconds_dir``: ``[service] run_dir``/history (the
+    packaged site: /run/busguard, RAM), else systemd's RuntimeDirectory; None elsewhere (a
+    workstation: beside the minutes ring)."""
+    from busguard.service import service_options
+
+    opt = service_options(site)["run_dir"]
+    if opt:
+        return site.resolve(opt) / "history"
     rd = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
     return Path(rd) / "history" if rd else None
 
@@ -89,7 +94,7 @@ class HistoryPublisher(Publisher):
             raise ConfigError(problems)
         self.enabled = bool(p["enable"])
         self.seconds_dir = site.resolve(p["seconds_dir"]) if p["seconds_dir"] else \
-            seconds_default()
+            seconds_default(site)
         self.points = site_points(site)
         self.index = {name: i for i, name in enumerate(self.points)}
         self.recorder: Recorder | None = None
@@ -123,11 +128,20 @@ class HistoryPublisher(Publisher):
         self._thread.start()
 
     def _run(self) -> None:
+        failing = ""
         while not self._stop.is_set():
             now = time.time()
             if self._stop.wait(math.floor(now) + 1.0 - now):
                 break
-            self.sample(int(time.time()))
+            try:
+                self.sample(int(time.time()))
+                failing = ""
+            except Exception as exc:  # the recorder never dies of one bad second
+                self.errors += 1
+                if str(exc) != failing:
+                    failing = str(exc)
+                    log.error("history: sample failed (%s: %s); recording goes on",
+                              type(exc).__name__, exc)
 
     def sample(self, t: int) -> None:
         """Record the newest snapshot as second ``t``."""
@@ -165,15 +179,19 @@ class HistoryPublisher(Publisher):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
-        if self.recorder is not None:
+        rec, self.recorder = self.recorder, None
+        if rec is not None:
             try:
-                self.recorder.close()
+                rec.close()
             except OSError as exc:
                 log.error("history: last batch not written: %s", exc)
-            self.recorder = None
+            log.info("history: %d samples this run; %d batches, %d bytes written to %s",
+                     self.samples, rec.minutes.batches, rec.minutes.bytes_written,
+                     rec.minutes_path)
 
     def status(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "points": len(self.points), "samples": self.samples,
-                "errors": self.errors,
+                "errors": self.errors, "batches": self.recorder.minutes.batches
+                if self.recorder else 0,
                 "minutes_bytes_written": self.recorder.minutes.bytes_written
                 if self.recorder else 0}

@@ -12,7 +12,6 @@ import math
 import os
 import struct
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -168,18 +167,8 @@ class HistoryReader:
     def _batch(self, geo: ring.Geometry | None, point: str, b: int) -> list[Sample] | None:
         if geo is None:
             return None
-        slot = b % geo.slots
-        p = geo.points.index(point)
-        base = geo.header_len + slot * geo.slot_len
-        head = os.pread(self._min.fd, ring.MIN_SLOT.size, base)
-        if len(head) < ring.MIN_SLOT.size:
-            return None
-        magic, first, nmin = ring.MIN_SLOT.unpack(head)
-        if magic != ring.MIN_SLOT_MAGIC or first != b * geo.batch or nmin != geo.batch:
-            return None
-        (crc,) = struct.unpack("<I", os.pread(self._min.fd, 4, base + ring.MIN_SLOT_HEAD + 4 * p))
-        row = os.pread(self._min.fd, geo.row_len, geo.row_offset(slot, p))
-        if len(row) != geo.row_len or zlib.crc32(row) != crc:
+        row = ring.read_row(self._min.fd, geo, b * geo.batch, geo.points.index(point))
+        if row is None:
             return None
         k = geo.batch
         vals = struct.unpack_from(f"<{3 * k}f", row)
@@ -187,7 +176,7 @@ class HistoryReader:
         for i in range(k):
             q = row[12 * k + i]
             if q != NO_DATA:
-                out.append(Sample(float((first + i) * 60), vals[3 * i], vals[3 * i + 1],
+                out.append(Sample(float((b * k + i) * 60), vals[3 * i], vals[3 * i + 1],
                                   vals[3 * i + 2], q))
         return out
 

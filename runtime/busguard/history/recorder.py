@@ -193,11 +193,10 @@ class Recorder:
 
     def _load(self, b: int) -> None:
         geo, k = self.minutes.geo, self.batch
-        slot = b % geo.slots
         for p in range(len(self.points)):
-            row = os.pread(self.minutes.fd, geo.row_len, geo.row_offset(slot, p))
-            if len(row) != geo.row_len:
-                return
+            row = ring.read_row(self.minutes.fd, geo, b * k, p)
+            if row is None:
+                continue
             vals = struct.unpack_from(f"<{3 * k}f", row)
             for i in range(k):
                 q = row[12 * k + i]

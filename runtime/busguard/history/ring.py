@@ -11,10 +11,11 @@ written and a torn slot all read as "no data" instead of as a wrong value.
   system call per second, no flash wear.
 - ``minutes.ring`` (on flash, in ``{state_dir}/history``): one slot per *batch* of
   ``batch_min`` minutes; inside it, point-major rows (``batch_min`` x min/avg/max float32, then
-  ``batch_min`` quality bytes), so reading one point over 30 days is one small read per batch,
-  and writing a batch is one ``pwrite`` of contiguous pages plus one ``fdatasync``. A slot
-  header holds the batch's first minute, then a CRC32 per row: a torn write fails the CRC (or
-  the minute) and loses that batch only.
+  ``batch_min`` quality bytes), each deflated when that is smaller (a constant or absent
+  point shrinks to a few bytes), so reading one point over 30 days is one small read per
+  batch, and writing a batch is one ``pwrite`` of contiguous pages plus one ``fdatasync``. A
+  slot header holds the batch's first minute, then per row its CRC32, offset and length: a
+  torn write fails the CRC (or the minute) and loses that batch only.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ SEC_STAMP = struct.Struct("<q")
 MIN_SLOT = struct.Struct("<IqH")  # slot magic, first minute (UTC minutes), minutes
 MIN_SLOT_MAGIC = 0x42474D31
 MIN_SLOT_HEAD = 32  # MIN_SLOT padded
+ROW_ENTRY = struct.Struct("<III")  # per point: crc32 of the stored row, offset, length|DEFLATED
+DEFLATED = 1 << 31
 NO_TIME = -1
 
 
@@ -56,17 +59,14 @@ class Geometry(NamedTuple):
         n = len(self.points)
         if self.magic == SEC_MAGIC:
             return SEC_STAMP.size + 5 * n
-        return MIN_SLOT_HEAD + 4 * n + self.row_len * n
+        return MIN_SLOT_HEAD + ROW_ENTRY.size * n + self.row_len * n
 
     @property
     def row_len(self) -> int:
         return 13 * self.batch
 
-    def row_offset(self, slot: int, point: int) -> int:
-        """Minutes ring: where ``point``'s row of ``slot`` starts."""
-        n = len(self.points)
-        return (self.header_len + slot * self.slot_len + MIN_SLOT_HEAD + 4 * n
-                + point * self.row_len)
+    def slot_offset(self, slot: int) -> int:
+        return self.header_len + slot * self.slot_len
 
     @property
     def size(self) -> int:
@@ -189,22 +189,60 @@ class MinutesWriter:
         self.fd = fd
         self.geo = geo
         self.bytes_written = 0
+        self.batches = 0
 
     def write(self, first_minute: int, rows: Sequence[bytes]) -> None:
         """``rows``: one per point, ``batch`` x (min, avg, max) float32 then ``batch``
         quality bytes (:func:`pack_row`)."""
         g = self.geo
-        payload = b"".join(rows)
+        table = []
+        stored = []
+        at = MIN_SLOT_HEAD + ROW_ENTRY.size * len(rows)
+        for r in rows:
+            z = zlib.compress(r, 6)
+            data, flag = (z, DEFLATED) if len(z) < len(r) else (r, 0)
+            table.append(ROW_ENTRY.pack(zlib.crc32(data), at, len(data) | flag))
+            stored.append(data)
+            at += len(data)
+        payload = b"".join(table) + b"".join(stored)
         head = MIN_SLOT.pack(MIN_SLOT_MAGIC, first_minute, g.batch)
         head += b"\0" * (MIN_SLOT_HEAD - len(head))
-        head += struct.pack(f"<{len(rows)}I", *(zlib.crc32(r) for r in rows))
-        off = g.header_len + ((first_minute // g.batch) % g.slots) * g.slot_len
+        off = g.slot_offset((first_minute // g.batch) % g.slots)
         os.pwrite(self.fd, head + payload, off)
         os.fdatasync(self.fd)
         self.bytes_written += len(head) + len(payload)
+        self.batches += 1
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def read_row(fd: int, geo: Geometry, first_minute: int, point: int) -> bytes | None:
+    """``point``'s row of the batch that starts at ``first_minute``, or None when that slot
+    holds another batch, was never written or fails its CRC (a torn write)."""
+    base = geo.slot_offset((first_minute // geo.batch) % geo.slots)
+    head = os.pread(fd, MIN_SLOT.size, base)
+    if len(head) < MIN_SLOT.size:
+        return None
+    magic, first, nmin = MIN_SLOT.unpack(head)
+    if magic != MIN_SLOT_MAGIC or first != first_minute or nmin != geo.batch:
+        return None
+    ent = os.pread(fd, ROW_ENTRY.size, base + MIN_SLOT_HEAD + ROW_ENTRY.size * point)
+    if len(ent) < ROW_ENTRY.size:
+        return None
+    crc, at, length = ROW_ENTRY.unpack(ent)
+    size = length & ~DEFLATED
+    if at + size > geo.slot_len:
+        return None
+    data = os.pread(fd, size, base + at)
+    if len(data) != size or zlib.crc32(data) != crc:
+        return None
+    if length & DEFLATED:
+        try:
+            data = zlib.decompress(data)
+        except zlib.error:
+            return None
+    return data if len(data) == geo.row_len else None
 
 
 def pack_row(batch: int, mins: Sequence[float], avgs: Sequence[float], maxs: Sequence[float],
