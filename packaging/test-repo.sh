@@ -48,9 +48,9 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 python3 -m http.server --bind 127.0.0.1 --directory "$work/served" "$port" >/dev/null 2>&1 &
 server=$!
 
-step "fresh $suite root (mmdebstrap essential + apt python3 adduser procps systemd)"
+step "fresh $suite root (mmdebstrap essential + apt python3 adduser procps systemd python3-cryptography)"
 mmdebstrap --quiet --mode=root --variant=essential \
-    --include=apt,gpgv,python3,adduser,procps,systemd,init-system-helpers "$suite" "$root" >/dev/null
+    --include=apt,gpgv,python3,adduser,procps,systemd,init-system-helpers,python3-cryptography "$suite" "$root" >/dev/null
 mount -t proc proc "$root/proc"
 install -D -m 0644 "$work/served/busguard-archive-keyring.gpg" \
     "$root/usr/share/keyrings/busguard-archive-keyring.gpg"
