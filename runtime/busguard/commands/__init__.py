@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from busguard.errors import UsageError
+from busguard.errors import BusguardError, UsageError
 
 
 def default_site(given: str | None) -> Path:
@@ -21,6 +21,23 @@ def default_site(given: str | None) -> Path:
             return candidate
     raise UsageError("no site file given and none found (tried ./site.toml and "
                         "/etc/busguard/site.toml); pass one: busguard check PATH")
+
+
+def secrets_file(site: str | None, section: str, publisher: type, param: str) -> Path:
+    """Where the ``[section]`` publisher of a site keeps its secrets file (``param``: the web's
+    passwords, SNMP's user keys): as the site sets it, resolved against the site, else the
+    declared default (also when no site file is given and ./site.toml does not load)."""
+    from busguard.loader import load
+
+    default = publisher.params[param].default
+    try:
+        loaded = load(Path(site) if site else Path("site.toml")).site
+    except BusguardError:
+        if site:
+            raise
+        return Path(default)
+    pub = loaded.publishers.get(section)
+    return loaded.resolve(pub.params[param] if pub else default)
 
 
 def simulator_scenarios() -> dict[str, object]:

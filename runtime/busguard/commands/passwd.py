@@ -7,7 +7,7 @@ import getpass
 import sys
 from pathlib import Path
 
-from busguard.errors import BusguardError
+from busguard.commands import secrets_file
 from busguard.web.passwd import (
     PasswdError,
     check_user,
@@ -34,19 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def users_file(site: str | None) -> Path:
-    from busguard.loader import load
     from busguard.web.publisher import WebPublisher
 
-    path = Path(site) if site else Path("site.toml")
-    default = WebPublisher.params["passwd"].default
-    try:
-        loaded = load(path).site
-    except BusguardError:
-        if site:
-            raise
-        return Path(default)
-    web = loaded.publishers.get("web")
-    return loaded.resolve(web.params["passwd"] if web else default)
+    return secrets_file(site, "web", WebPublisher, "passwd")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import getpass
 import sys
 from pathlib import Path
 
-from busguard.errors import BusguardError
+from busguard.commands import secrets_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,19 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def users_file(site: str | None) -> Path:
-    from busguard.loader import load
     from busguard.snmp.publisher import SnmpPublisher
 
-    path = Path(site) if site else Path("site.toml")
-    default = SnmpPublisher.params["users"].default
-    try:
-        loaded = load(path).site
-    except BusguardError:
-        if site:
-            raise
-        return Path(default)
-    snmp = loaded.publishers.get("snmp")
-    return loaded.resolve(snmp.params["users"] if snmp else default)
+    return secrets_file(site, "snmp", SnmpPublisher, "users")
 
 
 def run_user_add(args: argparse.Namespace) -> int:
