@@ -305,3 +305,52 @@ def test_lab_v2c_answers_and_warns_at_start(served, caplog):
                         f"127.0.0.1:{port}", PREFIX + ".1.1.1.0"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and re.search(r"1\.1\.1\.0 = Gauge32: \d+", r.stdout), r.stderr
+
+
+def test_the_table_is_rebuilt_per_new_image_at_most_every_refresh_s():
+    """Many requests on a fast-changing image cost one rebuild per ``refresh_s``, and a
+    rebuild only when the image changed; the varbind objects are made once per rebuild."""
+    from busguard.snmp.agent import Table
+
+    now = [100.0]
+    gen = [1]
+    data = {"header": {"fingerprint": 7, "runtime_state": "running", "data_origin": "LIVE",
+                       "highest_severity": 0}, "devices": [], "alarm_table": []}
+    decodes = []
+
+    def latest():
+        decodes.append(gen[0])
+        return data
+
+    t = Table((1, 3, 6, 1, 4, 1, 32473), latest, lambda: gen[0], 1.0, clock=lambda: now[0])
+    t.refresh()
+    assert t.rebuilds == 1 and t.get((1, 3, 6, 1, 4, 1, 32473, 1, 1, 1, 0)) == ("u", 7)
+    first = t.varbind((1, 3, 6, 1, 4, 1, 32473, 1, 1, 1, 0))
+    assert t.varbind((1, 3, 6, 1, 4, 1, 32473, 1, 1, 1, 0)) is first
+    for _ in range(50):  # a new image every "scan", requests within the second
+        gen[0] += 1
+        now[0] += 0.01
+        t.refresh()
+    assert t.rebuilds == 1 and len(decodes) == 1
+    now[0] += 0.6
+    t.refresh()
+    assert t.rebuilds == 2 and len(decodes) == 2
+    assert t.varbind((1, 3, 6, 1, 4, 1, 32473, 1, 1, 1, 0)) is not first
+    now[0] += 5.0  # due, but the same image: nothing rebuilt
+    t.refresh()
+    assert t.rebuilds == 2
+    assert t.next_varbind((1, 3, 6, 1, 4, 1, 32473, 1, 1, 11, 0)) is None  # past the end
+
+
+@needs_snmp
+@pytest.mark.integration
+def test_a_bulkwalk_counts_requests_not_varbinds(served):
+    rt, port = served()
+    pub = next(p for p in rt.publishers if p.section == "snmp")
+    before = pub.status()["requests"]
+    bulk = v3(port, cmd="snmpbulkwalk", extra=("-Cr25",))
+    assert bulk.returncode == 0, bulk.stderr
+    varbinds = len(bulk.stdout.splitlines())
+    requests = pub.status()["requests"] - before
+    assert varbinds > 50
+    assert varbinds / 25 <= requests <= varbinds / 25 + 2  # one GETBULK per 25 varbinds
