@@ -116,8 +116,9 @@ def faultlog_markdown() -> str:
             "`[paths] fault_log` "
             "(packaged: `/var/log/power/distribution_fault.log`): UTC time, severity word, "
             "`raised`/`cleared`/`fault`, `code=`, `device=`, `alarm=` (block:key), `msg=` and "
-            "`values=` (JSON inside a quoted string: after the time, severity and event the line is "
-            "logfmt, see operations.md). Opened in append mode, so logrotate's `copytruncate` works; "
+            "`values=` (JSON inside a quoted string: after the time, severity and event the "
+            "line is logfmt, see operations.md). Opened in append mode, so logrotate's "
+            "`copytruncate` works; "
             "`busguard.faultlog.reopen(runtime)` reopens it after a rename (a SIGHUP reload "
             "builds a new runtime, which opens the path afresh). Lines are written by a "
             "background thread; the scan only queues them.", "",
