@@ -38,6 +38,7 @@ from busguard.publisher import Publisher
 from busguard.record import Recorder
 from busguard.registry import TypeRegistry
 from busguard.scan import (
+    ACK_CODE_POINT,
     ACK_POINT,
     RESET_FAULTS_POINT,
     CycleResult,
@@ -66,6 +67,17 @@ def core_points() -> list[PointSpec]:
     pts.append(PointSpec(RESET_FAULTS_POINT, source="command", command=True, minval=0,
                          maxval=65535, doc="change (e.g. increment) to re-enable faulted blocks"))
     return pts
+
+
+def appended_core_points() -> list[PointSpec]:
+    """Core points added after map v2's first release: laid out after every other point, so
+    on a site without a map.lock too they take the next free records of their area and no
+    existing address moves (docs/northbound.md, "Stable slots")."""
+    return [PointSpec(ACK_CODE_POINT, source="command", command=True, minval=0,
+                      maxval=0xFFFFFFFF,
+                      doc="acknowledge the alarms of one code: write (n << 16) | the code's "
+                          "number (code table), n one more than the high word read, through "
+                          "the uint32 pair")]
 
 
 def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
@@ -127,6 +139,9 @@ def _layout(site: SiteConfig, blocks: list[Block]) -> list[PointSpec]:
                                               f"or block declares"))
     if problems:
         raise ConfigError(problems)
+    for spec in appended_core_points():
+        if spec.name not in seen:
+            specs.append(spec)
     return specs
 
 
