@@ -6,6 +6,11 @@ its own NDEATH will with the next bdSeq), the snapshot polling, report by except
 store-and-forward queue. The scan thread only ever reads an attribute here (``on_scan`` does
 nothing): a dead broker, a slow TLS handshake or a full disk cannot delay a scan.
 
+With ``[scan] io = "process"`` (``io_process_ok``) that thread runs in the I/O process, like
+``[web]`` and ``[snmp]``: it reads the snapshot of the I/O process's Modbus server, so the
+scan process does not even share its interpreter lock with the encoding, the MQTT socket or
+the queue's SQLite writes (docs/benchmarks.md, "sparkplug", measured both ways).
+
 Online means: connected, and the primary host (when ``primary_host`` is set) has said it is
 online in its STATE message. Then each new image's changes go out as DDATA (NDATA for the
 node's own metrics). Otherwise they go to the on-disk queue, and the next birth is followed by
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.atomicfile import atomic_write
 from busguard.config.params import Param, Section
-from busguard.errors import ConfigError, ConfigProblem
+from busguard.errors import BusguardError, ConfigError, ConfigProblem
 from busguard.publisher import Publisher
 from busguard.sparkplug import metrics as mx
 from busguard.sparkplug.node import EdgeNode, rebirth_requested, topic
@@ -36,6 +41,7 @@ from busguard.sparkplug.store import Store
 
 if TYPE_CHECKING:
     from busguard.config.site import PublisherConfig, SiteConfig
+    from busguard.ioproc.process import RemoteContext
     from busguard.northbound.snapshot import MapSnapshot
     from busguard.runtime import Runtime
 
@@ -48,6 +54,8 @@ class SparkplugPublisher(Publisher):
 
     section = "sparkplug"
     doc = "Sparkplug B edge node on an MQTT broker (read-only: NCMD rebirth only)"
+    # with [scan] io = "process" the edge node runs in the I/O process (start_remote)
+    io_process_ok = True
     params: ClassVar[Mapping[str, Param]] = {
         "host": Param(str, default="127.0.0.1", doc="the MQTT broker's address"),
         "port": Param(int, default=1883, minval=1, maxval=65535, doc="1883 plain, 8883 TLS"),
@@ -142,6 +150,7 @@ class SparkplugPublisher(Publisher):
         self.bdseq_path = Path(self.state_dir) / "sparkplug.bdseq"
         self.store: Store | None = None
         self.snap: MapSnapshot | None = None
+        self.runtime: Runtime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -192,9 +201,19 @@ class SparkplugPublisher(Publisher):
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        if runtime.io is not None:  # the I/O process runs the edge node
+            return
+        self._begin(runtime.publishers)
+
+    def start_remote(self, ctx: RemoteContext) -> None:
+        """In the I/O process: publish its Modbus server's snapshot."""
+        self._begin(ctx.publishers)
+
+    def _begin(self, publishers: Any) -> None:
         from busguard.northbound.snapshot import map_snapshot
 
-        self.snap = map_snapshot(runtime.publishers)
+        self.snap = map_snapshot(publishers)
         p = self.config.params
         self.store = Store(Path(self.state_dir) / p["queue_file"], int(p["queue_max_changes"]))
         if self.store.held:
@@ -212,6 +231,9 @@ class SparkplugPublisher(Publisher):
             self.store.close()
 
     def status(self) -> dict[str, Any]:
+        rt = self.runtime
+        if self._thread is None and rt is not None and rt.io is not None:
+            return rt.io.publisher_status(self.section)
         out: dict[str, Any] = {"broker": f"{self.config.params['host']}:"
                                f"{self.config.params['port']}",
                                "connected": self.connected, "primary_host_online":
@@ -405,7 +427,10 @@ class SparkplugPublisher(Publisher):
         snap = self.snap
         if snap is None or self.store is None:
             return
-        data = snap.latest()
+        try:
+            data = snap.latest()
+        except BusguardError:  # no image (yet, or the server stopped first): nothing to say
+            return
         if not data:
             return
         now_ms = int(time.time() * 1000)
