@@ -89,6 +89,15 @@ def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
             blocks.append(registry.blocks[bc.type].from_config(bc, site))
         except ConfigError as exc:
             problems.extend(exc.problems)
+    declared = {bc.type for bc in site.blocks}
+    for section, pcfg in site.publishers.items():  # a publisher's health block
+        kind = registry.publishers[section].companion_block
+        make = getattr(registry.blocks.get(kind), "for_publisher", None) if kind else None
+        if make is not None and kind not in declared:
+            try:
+                blocks.append(make(pcfg, site))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
     paths = {bc.name: bc.path for bc in site.blocks}
     owners, clashes = output_owners(blocks)
     for out, first, block in clashes:
