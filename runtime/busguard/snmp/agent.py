@@ -73,8 +73,11 @@ class Table:
 
     def __init__(self, prefix: OID, latest: Callable[[], Mapping[str, Any]],
                  generation: Callable[[], int], refresh_s: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 extra: Callable[[Mapping[str, Any]], dict[OID, tree.Value]] | None = None
+                 ) -> None:
         self.prefix = prefix
+        self._extra = extra  # rows at absolute OIDs (the standard MIBs: snmp.entity)
         self._latest = latest
         self._generation = generation
         self.refresh_s = refresh_s
@@ -98,6 +101,8 @@ class Table:
         rel = tree.rows(data)
         p = self.prefix
         self.values = {p + k: v for k, v in rel.items()}
+        if self._extra is not None:
+            self.values.update(self._extra(data))
         self.keys = sorted(self.values)
         self._asn1 = {}
         self._gen = gen
@@ -134,7 +139,8 @@ def _asn1(v: tree.Value) -> Any:
 
     kind, x = v
     return {"i": rfc1902.Integer32, "u": rfc1902.Unsigned32, "g": rfc1902.Gauge32,
-            "c": rfc1902.Counter32, "s": rfc1902.OctetString}[kind](x)
+            "c": rfc1902.Counter32, "s": rfc1902.OctetString, "o": rfc1902.ObjectIdentifier,
+            "t": rfc1902.TimeTicks}[kind](x)
 
 
 def ensure_aes() -> None:
@@ -193,7 +199,7 @@ class Instrum:
             oid = tuple(name)
             if oid in table.values:
                 out.append(table.varbind(oid))
-            elif oid[:len(self.agent.prefix)] == self.agent.prefix:
+            elif any(oid[:len(t)] == t for t in self.agent.subtrees):
                 out.append((rfc1902.ObjectName(oid), rfc1905.noSuchInstance))
             else:
                 out.append((rfc1902.ObjectName(oid), rfc1905.noSuchObject))
@@ -223,8 +229,10 @@ class Agent:
     def __init__(self, host: str, port: int, prefix: OID, table: Table,
                  users: Mapping[str, User], allow: tuple[access.Network, ...],
                  rate: float, engine_id: bytes, v2c_community: str = "",
-                 notify: NotifyConfig | None = None, nice: int = 0) -> None:
+                 notify: NotifyConfig | None = None, nice: int = 0,
+                 subtrees: tuple[OID, ...] = ()) -> None:
         self.host, self.port, self.prefix = host, port, prefix
+        self.subtrees = (prefix, *subtrees)  # what the agent serves (noSuchInstance there)
         self.nice = nice
         self.table = table
         self.users = dict(users)

@@ -61,6 +61,9 @@ class SnmpPublisher(Publisher):
                       "\"process\": the agent thread's nice increment, so the scan process "
                       "keeps the CPU on a busy machine (0: none; not applied beside the scan, "
                       "where a low-priority thread holding the GIL would delay it)"),
+        "entity_mib": Param(bool, default=True, doc="also serve ENTITY-MIB's "
+                            "entPhysicalTable and ENTITY-SENSOR-MIB's entPhySensorTable "
+                            "(devices and their points as sensors, indexed by slot)"),
         "receivers": Param(list, item=str, default=(), doc="notification receivers, "
                            "\"host:port\" (port 162 usually): a trap or inform per alarm "
                            "raise and clear, per trip, and a cold start"),
@@ -148,8 +151,18 @@ class SnmpPublisher(Publisher):
             log.warning("snmp: LAB MODE: SNMPv2c is answered (community in clear, no "
                         "authentication, no privacy); never on a production network")
         snap = map_snapshot(publishers)
+        extra, subtrees = None, ()
+        if p["entity_mib"]:
+            from busguard.snmp import entity
+
+            site = self.site.name
+
+            def extra(data: Mapping[str, Any]) -> dict[tuple[int, ...], tree.Value]:
+                return entity.rows(data, site)
+
+            subtrees = entity.SUBTREES
         table = Table(self.prefix, snap.latest, lambda: snap.generation,
-                      float(p["refresh_ms"]) / 1000.0)
+                      float(p["refresh_ms"]) / 1000.0, extra=extra)
         notify = None
         if self.receivers:
             if p["notify_user"] not in users:
@@ -162,7 +175,7 @@ class SnmpPublisher(Publisher):
                                   0.02)
         self.agent = Agent(self.host, int(p["port"]), self.prefix, table, users, self.allow,
                            float(p["max_requests_per_s"]), engine_id(self.site.name),
-                           p["lab_v2c_community"], notify, nice)
+                           p["lab_v2c_community"], notify, nice, subtrees)
         if notify is not None:
             from busguard.snmp.notify import Notifier
 
