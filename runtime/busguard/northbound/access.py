@@ -50,6 +50,11 @@ def contains(nets: Iterable[Network], host: str) -> bool:
     return a is not None and any(a.version == n.version and a in n for n in nets)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a listen address reaches this host only ("localhost", 127/8, ::1)."""
+    return host == "localhost" or contains(LOOPBACK, host)
+
+
 def inside(inner: Network, outer: Iterable[Network]) -> bool:
     return any(inner.version == o.version and inner.subnet_of(o) for o in outer)  # type: ignore[arg-type]
 
