@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from blocktrace import QUIET, run_trace, site
+from busguard.faultlog import parse_line
 
 DEVICES = """
 [[meter]]
@@ -58,7 +57,7 @@ def test_ramp_raises_one_event_with_pre_and_post_samples(make_runtime, tmp_path)
     lines = (tmp_path / "fault.log").read_text().splitlines()
     cleared = [ln for ln in lines if " cleared code=BG-TRANSIENT" in ln]
     assert len(cleared) == 1
-    values = json.loads(cleared[0].split(" values=", 1)[1])
+    values = parse_line(cleared[0])["values"]
     assert values["post"][-1] == [200, 720.0, 400.0, 400.0] and len(values["pre"]) == 3
 
 

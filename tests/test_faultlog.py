@@ -46,8 +46,14 @@ type = "comm_health"
 NORMAL = {"m1.current_l1_a": 100.0, "m1.comm_ok": 1, "m1.comm_latency_p50_ms": 3.0,
           "m1.comm_latency_p99_ms": 6.0, "m1.comm_loss_pct": 0.0, "m1.comm_error_pct": 0.0,
           "m1.comm_poll_ms": 100.0, "bb1.temp_c": 50.0, "cb1.led": 0}
-LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\w+) (raised|cleared|fault) "
-                  r"code=(\S+|\"[^\"]+\") device=(\S+) alarm=(\S+) msg=(\".*\") values=(\{.*\})$")
+# The line, strictly: time, severity, event, then logfmt pairs, each value a bare word
+# (printable ASCII without space, quote, '=' or backslash) or a double-quoted string whose
+# only escapes are JSON's (what logfmt parsers -- go-logfmt, Loki, Vector -- undo).
+_Q = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+_V = rf'(?:[!#-<>-\[\]-~]+|{_Q})'
+LINE = re.compile(rf"^(\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z) (\w+) "
+                  rf"(raised|cleared|fault|command) code=({_V}) device=({_V}) alarm=({_V}) "
+                  rf"msg=({_Q}) values=({_Q})$")
 
 
 def run(make_runtime, tmp_path, rows):
@@ -70,7 +76,7 @@ def test_one_line_per_edge_with_time_severity_code_device_values(make_runtime, t
     ]
     first = parsed[0]
     assert first.group(1) == "2026-01-01T00:00:00.100Z"
-    values = json.loads(first.group(8))
+    values = json.loads(json.loads(first.group(8)))  # a logfmt string holding JSON
     assert values["cause"] == "thermal-critical" and values["values"]["temps_c"]["bb1.temp_c"] == 91
     assert "breaker-trip" in first.group(7)
 
@@ -176,3 +182,73 @@ def test_json_format_writes_one_object_per_line_with_the_same_fields(make_runtim
     assert crit["severity"] == "critical" and crit["event"] == "raised"
     assert crit["device"] == "bb1" and crit["time"].endswith("Z")
     assert "Thermal-Critical (0xCF)" in crit["msg"] and crit["values"]["temp_c"] == 91.0
+
+
+def _logfmt(text: str) -> dict[str, str]:
+    """A logfmt reader written from go-logfmt's grammar (key: no space, '=' or '"'; value:
+    bare up to the next space, or a quoted string with JSON escapes), independent of busguard's
+    own :func:`busguard.faultlog.parse_line`: what Loki's ``| logfmt`` does with the line."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(text):
+        if text[i] == " ":
+            i += 1
+            continue
+        j = i
+        while j < len(text) and text[j] not in ' ="':
+            j += 1
+        key = text[i:j]
+        assert key and j < len(text) and text[j] == "=", f"garbage at {i}: {text[i:i + 20]!r}"
+        j += 1
+        if j < len(text) and text[j] == '"':
+            k = j + 1
+            while text[k] != '"':
+                k += 2 if text[k] == "\\" else 1
+            out[key] = json.loads(text[j:k + 1])
+            i = k + 1
+        else:
+            k = j
+            while k < len(text) and text[k] != " ":
+                assert text[k] not in '"=', f"unquoted {text[k]!r} in the value of {key}"
+                k += 1
+            out[key] = text[j:k]
+            i = k
+    return out
+
+
+def test_text_line_is_logfmt_safe_for_hostile_values(tmp_path):
+    """Quotes, '=', spaces, backslashes, newlines and non-ASCII in any field and in the values
+    keep one line whose pairs a logfmt parser splits exactly into code, device, alarm, msg and
+    values (values: JSON inside a quoted string), and parse_line reads back what was put in."""
+    from busguard.faultlog import _line, format_command, parse_line
+
+    nasty = 'a "quoted" x=1 \\ back\nslash\ttab ü 0xCF'
+    values = {"text": nasty, "list": [1, 2.5, None], "nested": {"k=v": "a b", "q": '"'}}
+    lines = [
+        _line(1767225605.1, "critical", "raised", "0xCF", "bb 1", "st:trip", nasty, values,
+              "text"),
+        _line(1767225605.1, "major", "raised", "errno 110", "m=1", 'x"y', "", {}, "text"),
+        _line(1767225605.1, "info", "cleared", "", "", "", "over", {"a": float("nan")}, "text"),
+        format_command(1767225605.1, "brk-a2.cmd_reset", 3.0, "10.0.5.10"),
+    ]
+    for ln in lines:
+        assert "\n" not in ln and LINE.match(ln), ln
+        stamp, _sev, _ev, rest = ln.split(" ", 3)
+        pairs = _logfmt(rest)
+        assert list(pairs) == ["code", "device", "alarm", "msg", "values"], ln
+        assert isinstance(json.loads(pairs["values"]), dict)
+        back = parse_line(ln)
+        assert back is not None and back["time"] == stamp
+        assert back["values"] == json.loads(pairs["values"])
+    first = parse_line(lines[0])
+    assert first["msg"] == nasty and first["device"] == "bb 1" and first["code"] == "0xCF"
+    assert first["values"] == values
+    second = parse_line(lines[1])
+    assert second["code"] == "errno 110" and second["device"] == "m=1" and second["alarm"] == 'x"y'
+    assert parse_line(lines[3])["values"] == {"client": "10.0.5.10", "point": "brk-a2.cmd_reset",
+                                              "value": 3.0}
+    # a line of an older busguard (bare values={...}) still reads; garbage is None
+    old = ('2026-01-01T00:00:05.100Z critical raised code=0xCF device=bb1 alarm=st:trip '
+           'msg="hot" values={"temp_c":91.0}')
+    assert parse_line(old)["values"] == {"temp_c": 91.0}
+    assert parse_line("not a fault log line") is None

@@ -27,7 +27,7 @@ pure (a function of the input snapshot, its own state and the scan time), so a r
 replays to the same outputs and alarms. Alarms go to the alarm table (one raise and one clear
 per event) and from there to the fault log, one line each:
 
-    2026-01-01T00:00:05.100Z critical raised code=0xCF device=bb1 alarm=th:trip msg=".." values={}
+    2026-01-01T00:00:05.100Z critical raised code=0xCF device=bb1 alarm=th:trip msg=".." values="{}"
 
 `grep -i critical` isolates trips and thermal critical; the seed's codes are kept: `0x02`
 (0x80 Illegal Data Address), `errno 110` (Connection Timeout), `0xCF` (Thermal-Critical), and
@@ -116,7 +116,9 @@ def faultlog_markdown() -> str:
             "`[paths] fault_log` "
             "(packaged: `/var/log/power/distribution_fault.log`): UTC time, severity word, "
             "`raised`/`cleared`/`fault`, `code=`, `device=`, `alarm=` (block:key), `msg=` and "
-            "`values=` (JSON). Opened in append mode, so logrotate's `copytruncate` works; "
+            "`values=` (JSON inside a quoted string: after the time, severity and event the "
+            "line is logfmt, see operations.md). Opened in append mode, so logrotate's "
+            "`copytruncate` works; "
             "`busguard.faultlog.reopen(runtime)` reopens it after a rename (a SIGHUP reload "
             "builds a new runtime, which opens the path afresh). Lines are written by a "
             "background thread; the scan only queues them.", "",

@@ -4,12 +4,18 @@ Path: ``[paths] fault_log`` of site.toml (packaged: /var/log/power/distribution_
 A line is::
 
     2026-01-01T00:00:05.100Z critical raised code=0xCF device=bb1 alarm=st:trip \
-        msg="breaker-trip: cb1 shunt trip latched: Thermal-Critical (0xCF) ..." values={...}
+        msg="breaker-trip: cb1 shunt trip latched: Thermal-Critical (0xCF) ..." \
+        values="{\"cause\":\"thermal-critical\",...}"
 
 UTC ISO time, the severity word (``critical`` for trips and thermal critical, so
 ``grep -i critical`` isolates them), raised/cleared/fault, the stable code, the device, the
-alarm id, the message and the values as compact JSON. Never one line per scan: the alarm
-table makes edges, and this observer writes one line per edge.
+alarm id, the message and the values as compact JSON. After the time and the two words, the
+line is logfmt: every ``key=value`` pair is a bare word or a double-quoted string with JSON
+escapes, so logfmt parsers (Loki's ``| logfmt``, Vector's ``parse_logfmt``) read every field,
+and ``values`` is a JSON document inside a quoted string (a bare ``values={...}`` with its
+own quotes and spaces split into garbage fields). :func:`parse_line` reads a line back.
+Never one line per scan: the alarm table makes edges, and this observer writes one line per
+edge.
 
 Rotation-safe: the file is opened in append mode (O_APPEND), so logrotate's ``copytruncate``
 (what the package installs) works: the next line lands at the new end, no hole. After a rename
@@ -31,6 +37,7 @@ import logging
 import math
 import os
 import queue
+import re
 import threading
 import time
 from pathlib import Path
@@ -66,7 +73,14 @@ def iso(t: float) -> str:
 
 
 def _field(value: str) -> str:
-    return value if value and not any(c in value for c in ' "=') else json.dumps(value)
+    """A logfmt value: bare when it is a plain word (printable ASCII without space, quote,
+    ``=`` or backslash), else a quoted string with JSON escapes (what logfmt parsers undo)."""
+    return value if _BARE.fullmatch(value) else json.dumps(value)
+
+
+_BARE = re.compile(r'[!#-<>-\[\]-~]+')  # printable ASCII except space, '"', '=' and '\\'
+_PAIR = re.compile(r' ([^ ="\\]+)=("(?:[^"\\]|\\.)*"|[^ ="\\]*)(?= |$)')
+_HEAD = re.compile(r"(\S+) (\S+) (\S+)")
 
 
 def _line(t_utc: float, severity: str, event: str, code: str, device: str, alarm: str,
@@ -79,7 +93,47 @@ def _line(t_utc: float, severity: str, event: str, code: str, device: str, alarm
                            "values": values}, separators=(",", ":"), default=str)
     vals = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
     return (f"{iso(t_utc)} {severity} {event} code={_field(code)} device={_field(device)} "
-            f"alarm={_field(alarm)} msg={json.dumps(msg)} values={vals}")
+            f"alarm={_field(alarm)} msg={json.dumps(msg)} values={json.dumps(vals)}")
+
+
+def parse_line(line: str) -> dict[str, Any] | None:
+    """A text line back as the JSON format's object (``time``, ``severity``, ``event``,
+    ``code``, ``device``, ``alarm``, ``msg``, ``values`` decoded); None when the line is not
+    a fault-log line (a line of an older busguard with a bare ``values={...}`` included:
+    its values come back as they were). A line of the ``json`` format reads as its object."""
+    if line.startswith("{"):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return None
+        return obj if isinstance(obj, dict) and {"code", "msg"} <= obj.keys() else None
+    head = _HEAD.match(line)
+    if head is None:
+        return None
+    out: dict[str, Any] = dict(zip(("time", "severity", "event"), head.groups(), strict=True))
+    pos = head.end()
+    while pos < len(line):
+        if line.startswith(" values={", pos):  # a line from before the values were quoted
+            try:
+                out["values"] = json.loads(line[pos + 8:])
+            except ValueError:
+                return None
+            break
+        m = _PAIR.match(line, pos)
+        if m is None:
+            return None
+        key, raw = m.groups()
+        try:
+            out[key] = json.loads(raw) if raw.startswith('"') else raw
+        except ValueError:
+            return None
+        pos = m.end()
+    if isinstance(out.get("values"), str):
+        try:
+            out["values"] = json.loads(out["values"])
+        except ValueError:
+            return None
+    return out if {"code", "msg"} <= out.keys() else None
 
 
 def format_edge(edge: AlarmEdge, fmt: str = "text") -> str:

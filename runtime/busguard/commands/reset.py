@@ -10,7 +10,6 @@ site's fault log, when this is the unit) and exits 1.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from busguard.commands.alarms import Unit, add_connection_args, wait_for
@@ -34,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def refusal_reason(site_arg: str | None, breaker: str) -> str:
     """The newest BG-RESET-REFUSED message for ``breaker`` in the site's fault log."""
+    from busguard.faultlog import parse_line
     from busguard.loader import load
 
     path = Path(site_arg) if site_arg else Path("site.toml")
@@ -46,9 +46,9 @@ def refusal_reason(site_arg: str | None, breaker: str) -> str:
     except (BusguardError, OSError):
         return ""
     for line in reversed(tail):
-        if f"code={REFUSED}" in line and f"device={breaker}" in line:
-            m = re.search(r'msg="((?:[^"\\]|\\.)*)"', line)
-            return m.group(1) if m else ""
+        entry = parse_line(line) if REFUSED in line else None
+        if entry is not None and entry.get("device") == breaker:
+            return str(entry.get("msg", ""))
     return ""
 
 
