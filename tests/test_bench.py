@@ -240,18 +240,23 @@ def test_scale_curve_reports_every_size_from_both_processes(tmp_path):
                           "scale", "--json", str(out)],
                          capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout + run.stderr
-    (m,) = json.loads(out.read_text())["measurements"]
-    assert m["key"] == "7-scale" and not m["error"], m
-    sizes = list(m["details"]["sizes"])
-    assert len(sizes) == len(scale.SIZES)
-    metrics = [r["metric"] for r in m["rows"]]
-    for n in sizes:
-        for what in ("lateness p99", "overruns", "CPU per meter poll", "RSS peak, scan process",
-                     "RSS peak, I/O process"):
-            assert f"{n} meters: {what}" in metrics
-        assert m["details"]["sizes"][n]["load"]["io"] == "process"
-    rss = {r["metric"]: r["value"] for r in m["rows"] if "RSS" in r["metric"]}
-    assert all(v and v > 0 for v in rss.values()), rss  # both processes measured
+    with_map, no_map = json.loads(out.read_text())["measurements"]
+    for m, key, want in ((with_map, "7-scale", scale.SIZES),
+                         (no_map, "7-scale-nomap", scale.SIZES_NO_MAP)):
+        assert m["key"] == key and not m["error"], m
+        sizes = list(m["details"]["sizes"])
+        assert len(sizes) == len(want)
+        metrics = [r["metric"] for r in m["rows"]]
+        for n in sizes:
+            for what in ("lateness p99", "overruns", "CPU per meter poll",
+                         "RSS peak, scan process", "RSS peak, I/O process"):
+                assert f"{n} meters: {what}" in metrics
+            load = m["details"]["sizes"][n]["load"]
+            assert load["io"] == "process"
+            # the map-less series runs no [modbus_server] and no DCIM clients
+            assert ("none" in load["dcim"]) == (key == "7-scale-nomap"), load
+        rss = {r["metric"]: r["value"] for r in m["rows"] if "RSS" in r["metric"]}
+        assert all(v and v > 0 for v in rss.values()), rss  # both processes measured
 
 
 def test_link_micro_benchmark_moves_the_same_traffic_both_ways():

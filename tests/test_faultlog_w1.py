@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from busguard.driver import DriverContext
-from busguard.faultlog import get_fault_log
+from busguard.faultlog import get_fault_log, parse_line
 from busguard.w1 import write_sensor_file
 from busguard.w1.driver import W1Bus
 
@@ -82,4 +82,4 @@ def test_0xcf_from_probe_files_to_the_fault_log(w1site, run_scans, tmp_path):
     assert "raised code=0xCF device=bb1 alarm=th:trip" in crit
     assert "Thermal-Critical (0xCF): bb1.temp_c at 91.0 C" in crit
     (inp,) = [ln for ln in lines if "BG-INPUT" in ln]
-    assert '"bb1.temp_c":"bad"' in inp
+    assert parse_line(inp)["values"] == {"lost": {"bb1.temp_c": "bad"}}

@@ -285,3 +285,14 @@ def test_a_site_over_the_map_capacity_is_refused_naming_the_limit(tmp_path, caps
         capsys.readouterr().err
     site.write_text(SITE.format(devices=meters(*(f"m{i}" for i in range(128)))))
     assert main(["check", str(site)]) == 0
+
+
+def test_the_map_capacity_binds_only_a_site_that_serves_the_map(tmp_path, capsys):
+    # a unit that serves no map (local interlocks and relays only; every outward interface
+    # needs [modbus_server]) is bounded by its scan, not by the map's 128 meter slots
+    text = SITE.format(devices=meters(*(f"m{i}" for i in range(256))))
+    site = write(tmp_path, text.replace("[modbus_server]\nport = 0\n", ""))
+    assert main(["check", str(site)]) == 0, capsys.readouterr().err
+    site.write_text(text)
+    assert main(["check", str(site)]) == 2
+    assert "meter[128]: 256 meters: one unit holds at most 128 meters" in capsys.readouterr().err

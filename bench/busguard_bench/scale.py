@@ -1,7 +1,9 @@
 """(7) The scale curve: (1)'s scan under load at 16, 64 and 128 meters, so how the cost grows
-with the site is measured, not assumed. 128 is the most one unit holds since register map v2
-(its stable meter slots; docs/northbound.md): the curve used to end at 256 meters, which a site
-file is now refused for.
+with the site is measured, not assumed, and a second series at 128 and 256 meters without the
+map. 128 is the most one unit holds when it serves register map v2 (its stable meter slots,
+shared by every outward interface; docs/northbound.md); a unit that serves no map (local
+interlocks and relays only) may hold more, and the second series measures the scan and its
+field I/O alone at 256 meters, with 128 beside it so the step is like for like.
 
 The same load as (1) (meters polled every 100 ms, 32 probes, 8 DCIM clients reading the whole
 map), with ``[scan] io = "process"``, at each meter count, with two differences that keep the
@@ -25,23 +27,34 @@ from busguard_bench import scan
 from busguard_bench.context import Bench
 from busguard_bench.result import INFO, Measurement, Row
 
-KEYS = (("7-scale", "scale curve: (1) at 16, 64 and 128 meters, [scan] io = \"process\""),)
+KEYS = (("7-scale", "scale curve: (1) at 16, 64 and 128 meters, [scan] io = \"process\""),
+        ("7-scale-nomap", "scale curve without the map: (1)'s field load at 128 and 256 meters, "
+                          "no [modbus_server], no DCIM clients"))
 NEEDS = ("modbus_tcp", "threshold_alarm")
-SIZES = (16, 64, 128)  # 128: the most one unit (its register map) holds
+SIZES = (16, 64, 128)  # 128: the most one unit holds when it serves the register map
+SIZES_NO_MAP = (128, 256)  # a unit that serves no map: the scan and its field I/O alone
 DCIM_MAX_RPS = 8 * 10.0 * 77  # (1) at 64 meters: 8 clients x 10 Hz x 77 requests a map
 
 
 def run(b: Bench) -> list[Measurement]:
+    return [_series(b, KEYS[0], SIZES, serve_map=True),
+            _series(b, KEYS[1], SIZES_NO_MAP, serve_map=False)]
+
+
+def _series(b: Bench, key: tuple[str, str], sizes: tuple[int, ...], serve_map: bool
+            ) -> Measurement:
     dur = b.seconds(30.0, 5.0)
     warm = b.seconds(3.0, 1.0)
     rows: list[Row] = []
     details: dict[str, object] = {"duration_s": dur, "sizes": {}}
     prev: tuple[int, float, float] | None = None  # meters, CPU s per s, polls per s
-    for n in SIZES:
-        meters_n = max(1, n // 32) if b.smoke else b.count(n)  # smoke: 1, 2, 4
+    tag = "" if serve_map else "-nomap"
+    for n in sizes:
+        meters_n = max(1, n // 32) if b.smoke else b.count(n)  # smoke: 1, 2, 4 (4, 8)
         got, missing, det = scan.loaded(b, "process", dur, warm, meters_n,
                                         b.count(scan.PROBES), backend="raw",
-                                        name=f"scale-{meters_n}", dcim_max_rps=DCIM_MAX_RPS)
+                                        name=f"scale{tag}-{meters_n}", dcim_max_rps=DCIM_MAX_RPS,
+                                        serve_map=serve_map)
         details["sizes"][str(meters_n)] = det  # type: ignore[index]
         st, polls = got["stats"], got["meters"]
         io = got.get("io_process") or {}
@@ -72,4 +85,4 @@ def run(b: Bench) -> list[Measurement]:
         ]
         if polls.get("polls"):
             prev = (meters_n, cpu_s / wall, polls["polls"] / wall)
-    return [Measurement(KEYS[0][0], KEYS[0][1], rows, details=details)]
+    return Measurement(key[0], key[1], rows, details=details)

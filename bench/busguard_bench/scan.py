@@ -70,12 +70,13 @@ def run(b: Bench) -> list[Measurement]:
 
 
 def loaded(b: Bench, io: str, dur: float, warm: float, meters_n: int, probes_n: int,
-           backend: str | None = None, name: str = "", dcim_max_rps: float | None = None
-           ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+           backend: str | None = None, name: str = "", dcim_max_rps: float | None = None,
+           serve_map: bool = True) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     """The measured runtime under the full load, with ``[scan] io = io`` (also the scale
     curve's, :mod:`busguard_bench.scale`, at other meter counts). ``dcim_max_rps``: the DCIM
     clients read the map less often than ``DCIM_HZ`` when that would be more requests a
-    second (the map grows with the meters)."""
+    second (the map grows with the meters). ``serve_map=False``: no ``[modbus_server]`` and
+    no DCIM clients (the scan and its field I/O alone, as a unit that serves no map runs)."""
     backend = backend or b.meters_backend
     load: dict[str, Any] = {"meters": f"{meters_n} x modbus_tcp every {POLL_MS:g} ms "
                                       f"({backend} meter servers)", "io": io}
@@ -99,7 +100,9 @@ def loaded(b: Bench, io: str, dur: float, warm: float, meters_n: int, probes_n: 
         else:
             missing.append("w1 probe driver")
         nb_port = 0
-        if b.parts["modbus_server"]:
+        if not serve_map:
+            load["dcim"] = "none: no [modbus_server] (the scan and its field I/O alone)"
+        elif b.parts["modbus_server"]:
             nb_port = northbound_map.configure(spec)
         else:
             missing.append("northbound [modbus_server]")

@@ -101,6 +101,7 @@ def parse_site(data: Mapping[str, Any], registry: TypeRegistry, file: str = "sit
     devices = t.devices()
     blocks = t.blocks()
     publishers = t.publishers()
+    t.check_map_capacity(devices, serves_map="modbus_server" in publishers)
     site = SiteConfig(
         file=file, base_dir=base, name=site_vals["name"] or "unnamed",
         description=site_vals["description"] or "", scan=scan,

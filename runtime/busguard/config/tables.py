@@ -205,16 +205,7 @@ class Tables:
         return slot, unit
 
     def check_map_keys(self, devices: list[DeviceConfig]) -> None:
-        """No more devices of a kind than the map has slots; explicit slots unique per kind;
-        explicit unit ids unique across kinds."""
-        for kind in DEVICE_AREAS:
-            of_kind = [d for d in devices if d.kind == kind]
-            if len(of_kind) > CAPACITY[kind]:
-                self.problem(of_kind[CAPACITY[kind]].path,
-                             f"{len(of_kind)} {kind}s: one unit holds at most {CAPACITY[kind]} "
-                             f"{kind}s (the register map's stable slots, which every outward "
-                             f"interface shares); valid: at most {CAPACITY[kind]} [[{kind}]] "
-                             f"tables; a larger busway runs two units (docs/northbound.md)")
+        """Explicit slots unique per kind; explicit unit ids unique across kinds."""
         slots: dict[tuple[str, int], DeviceConfig] = {}
         units: dict[int, DeviceConfig] = {}
         for d in devices:
@@ -231,6 +222,22 @@ class Tables:
                                  f"{other.path} ({other.name!r}); valid: a unit id no other "
                                  f"device has, {DEVICE_UNITS[0]} to {DEVICE_UNITS[1]} (1, 0 "
                                  f"and 255 serve the whole-site map)")
+
+    def check_map_capacity(self, devices: list[DeviceConfig], serves_map: bool) -> None:
+        """No more devices of a kind than the register map has slots, when the site serves
+        the map: every outward interface ([modbus_server] and, through its snapshot, [web],
+        [snmp], [sparkplug], [history]) shares its stable slots. A site that serves no map
+        (local interlocks and relays only) is bounded by its scan, not by the map."""
+        if not serves_map:
+            return
+        for kind in DEVICE_AREAS:
+            of_kind = [d for d in devices if d.kind == kind]
+            if len(of_kind) > CAPACITY[kind]:
+                self.problem(of_kind[CAPACITY[kind]].path,
+                             f"{len(of_kind)} {kind}s: one unit holds at most {CAPACITY[kind]} "
+                             f"{kind}s (the register map's stable slots, which every outward "
+                             f"interface shares); valid: at most {CAPACITY[kind]} [[{kind}]] "
+                             f"tables; a larger busway runs two units (docs/northbound.md)")
 
     def blocks(self) -> list[BlockConfig]:
         """[[block]]: name, type and the block type's own options, in scan order."""
