@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from busguard.stats import Counts
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
                                  ipaddress.ip_network("::1/128"))
@@ -124,7 +126,9 @@ class Policy:
 
 
 @dataclass
-class Counters:
+class Counters(Counts):
+    """What the northbound server counts (``busguard status --json``'s ``northbound``)."""
+
     accepted: int = 0
     refused_allowlist: int = 0
     refused_cap: int = 0
@@ -138,9 +142,6 @@ class Counters:
     throttled: int = 0
     evicted: int = 0
     dropped_frames: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 @dataclass
