@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from busguard.alarms import AlarmCondition, Severity
-from busguard.errors import ConfigError, ConfigProblem
+from busguard.errors import ConfigError
 from busguard.image import Quality, Snapshot
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ def check_order(config: BlockConfig, *chain: str, strict: bool = True) -> None:
             continue
         if a > b or (strict and a == b):
             rel = "below" if strict else "at most"
-            problems.append(ConfigProblem(config.file, f"{config.path}.{lo}",
-                                          f"got {a:g}; must be {rel} {hi} ({b:g})"))
+            problems.append(config.problem(f"{lo}",
+                                           f"got {a:g}; must be {rel} {hi} ({b:g})"))
     if problems:
         raise ConfigError(problems)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult, BreakerStatus, BreakerView
 from busguard.config.params import Param
-from busguard.errors import ConfigError, ConfigProblem
+from busguard.errors import ConfigError
 from busguard.image import PointSpec, Snapshot
 from busguard_blocks._common import (
     CommandCounter,
@@ -179,11 +179,11 @@ class ShuntTrip(Block):
         for key, what in (("pickup_a", "an overcurrent pickup"),
                           ("thermal_ib_a", "a thermal overload element")):
             if p[key] > 0 and not (p["meter"] or p["currents"]):
-                problems.append(ConfigProblem(config.file, f"{config.path}.{key}",
-                                              f"{what} needs `meter` or `currents`"))
+                problems.append(config.problem(f"{key}",
+                                               f"{what} needs `meter` or `currents`"))
         if p["residual_pickup_ma"] > 0 and not (p["meter"] or p["residual_point"]):
-            problems.append(ConfigProblem(config.file, f"{config.path}.residual_pickup_ma",
-                                          "a residual pickup needs `meter` or `residual_point`"))
+            problems.append(config.problem("residual_pickup_ma",
+                                           "a residual pickup needs `meter` or `residual_point`"))
         if problems:
             raise ConfigError(problems)
         return super().from_config(config, site)

@@ -10,6 +10,7 @@ from typing import Any
 
 from busguard.clock import SPIN_TARGET_S
 from busguard.config.params import Param
+from busguard.errors import ConfigProblem
 from busguard.image import PointSpec
 from busguard.registry import DEVICE_KINDS
 
@@ -70,8 +71,20 @@ class ScanConfig:
         return self.period_ms / 1000.0
 
 
+class Entry:
+    """What a table entry of the site (a device, a block) says about itself: its ``path``
+    (e.g. ``meter[2]``) in ``file``, so a problem with one of its options names both."""
+
+    path: str
+    file: str
+
+    def problem(self, option: str, message: str) -> ConfigProblem:
+        """A problem with ``option`` of this entry (``meter[2].backoff_max_ms: ...``)."""
+        return ConfigProblem(self.file, f"{self.path}.{option}", message)
+
+
 @dataclass(frozen=True)
-class DeviceConfig:
+class DeviceConfig(Entry):
     """One [[meter]], [[probe]], [[breaker]] or [[output]] entry."""
 
     kind: str
@@ -91,7 +104,7 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
-class BlockConfig:
+class BlockConfig(Entry):
     """One [[block]] entry."""
 
     index: int

@@ -16,7 +16,7 @@ from busguard.annunciator import ANNUNCIATOR_PARAMS
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
-from busguard.errors import ConfigError, ConfigProblem, DriverError
+from busguard.errors import ConfigError, DriverError
 from busguard.gpio.backends import make_backend
 from busguard.gpio.led import LedDecoder, LedReading, LedTiming
 from busguard.gpio.service import GpioService, OutputChannel
@@ -140,7 +140,7 @@ class GpioBreaker(_GpioDevice):
     @classmethod
     def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
         p = config.params
-        problems = [ConfigProblem(config.file, f"{config.path}.{key}", msg) for key, msg in
+        problems = [config.problem(key, msg) for key, msg in
                     cls._check(p)]
         if problems:
             raise ConfigError(problems)
@@ -271,8 +271,8 @@ class GpioRelay(_GpioDevice):
     def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
         p = config.params
         if p["feedback_line"] is not None and p["feedback_line"] == p["line"]:
-            raise ConfigError([ConfigProblem(config.file, f"{config.path}.feedback_line",
-                                             f"got {p['feedback_line']}; it is also the line")])
+            raise ConfigError([config.problem("feedback_line",
+                                              f"got {p['feedback_line']}; it is also the line")])
         return [PointSpec(f"{config.name}.state", source=config.name, retained=False,
                           max_age_s=3 * p["refresh_ms"] / 1000,
                           doc="relay as read back (line or feedback contact); BAD when it "

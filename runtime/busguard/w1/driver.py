@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 from busguard.clock import Clock
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
-from busguard.errors import ConfigError, ConfigProblem, DriverError
+from busguard.errors import ConfigError, DriverError
 from busguard.image import ImageWriter, PointSpec, Quality
 from busguard.probebus import BusProbe, ProbeBus, ProbeState, folder_section
 from busguard.w1.tree import FAMILIES, POWER_ON_C, split_sensor_id
@@ -322,7 +322,7 @@ class W1Probe(BusProbe):
         p = config.params
         _fam, _serial, problems = parse_sensor(p["sensor_id"] or "", p["sensor_type"])
         if problems:
-            raise ConfigError([ConfigProblem(config.file, f"{config.path}.sensor_id", m)
+            raise ConfigError([config.problem("sensor_id", m)
                                for m in problems])
         return super().declare_points(config, site)
 
