@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from busguard import hookimpl, hookspecs
 from busguard.block import Block, BlockResult
+from busguard.faultlog import parse_line
 
 SITE = """
 [site]
@@ -190,4 +191,4 @@ def test_hook_command_written(make_runtime, run_scans):
     (line,) = [ln for ln in log.splitlines() if " command " in ln]
     assert " info command code=BG-CMD device=cmd alarm=cmd.ack_alarms " in line
     assert 'msg="cmd.ack_alarms = 7 written by 127.0.0.2"' in line
-    assert '"client":"127.0.0.2"' in line
+    assert parse_line(line)["values"]["client"] == "127.0.0.2"

@@ -2,5 +2,5 @@
 
 Importing this package imports nothing: ``busguard run``'s early server
 (:mod:`.earlyserve`) must answer before pymodbus is imported. The module that imports
-``pymodbus.server`` (:mod:`.server`) first imports :mod:`busguard.web.nosim`.
+``pymodbus.server`` (:mod:`.server`) does so inside :func:`busguard.hiddenimport.hidden`.
 """

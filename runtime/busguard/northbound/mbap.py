@@ -4,7 +4,7 @@
 Why a module of its own (and no pymodbus): both the real server's fast path
 (:class:`busguard.northbound.server.GuardedHandler`) and the early server that answers from
 the retained image while the runtime starts (:mod:`busguard.northbound.earlyserve`) answer
-reads the same way, and the early server must not import pymodbus (its import is most of a
+reads the same way, and the early server must not load pymodbus (its import is most of a
 start's cost). So the byte layouts and the read rules live here once.
 """
 

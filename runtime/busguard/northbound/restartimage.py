@@ -1,7 +1,7 @@
 """The restart image: the register image a restarted runtime serves first, saved with the
 retained state so the next ``busguard run`` can serve it before it has built anything.
 
-Why: a restart used to be silent for as long as the runtime took to import pymodbus and the
+Why: a restart used to be silent for as long as the runtime took to load pymodbus and the
 plugins, build the site and start the I/O process (0.5-0.8 s on a small machine), and a DCIM
 polling every second saw a gap on every restart. The image in this file is exactly what the
 restarted map would show before its first scan: every retained value with its last stamp,

@@ -43,16 +43,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# isort: off
-import busguard.web.nosim  # noqa: F401  (before pymodbus.server: no aiohttp, see there)
-# isort: on
-from pymodbus.constants import DeviceInformation, ExcCodes
-from pymodbus.datastore import ModbusServerContext
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.pdu.device import DeviceInformationFactory, ModbusDeviceIdentification
-from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInformationResponse
-from pymodbus.server import ModbusTcpServer
-from pymodbus.server.requesthandler import ServerRequestHandler
+from busguard.hiddenimport import hidden
+
+with hidden("aiohttp"):  # pymodbus.server without its simulator's web page: see there
+    from pymodbus.constants import DeviceInformation, ExcCodes
+    from pymodbus.datastore import ModbusServerContext
+    from pymodbus.pdu import ExceptionResponse, ModbusPDU
+    from pymodbus.pdu.device import DeviceInformationFactory, ModbusDeviceIdentification
+    from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInformationResponse
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.server.requesthandler import ServerRequestHandler
 
 from busguard.errors import BusguardError
 from busguard.northbound import mbap

@@ -10,7 +10,7 @@
 - :mod:`busguard.sim.files`: the 1-Wire sysfs tree and the mock GPIO LED lines.
 - :mod:`busguard.sim.runner`: :class:`Simulator`, tying the above to a site file.
 
-Importing this package does not import pymodbus.
+Importing this package does not load pymodbus (only :mod:`busguard.sim.serve` does).
 """
 
 from __future__ import annotations
@@ -19,5 +19,3 @@ from busguard.sim.model import SiteModel
 from busguard.sim.scenarios import SCENARIOS, Scenario
 
 __all__ = ["SCENARIOS", "Scenario", "SiteModel"]
-
-import busguard.web.nosim  # noqa: F401  (pymodbus.server without aiohttp: see there)

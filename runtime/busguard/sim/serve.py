@@ -34,12 +34,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pymodbus.constants import ExcCodes
-from pymodbus.datastore import ModbusServerContext
-from pymodbus.exceptions import NoSuchIdException
-from pymodbus.framer import FramerRTU
-from pymodbus.pdu import DecodePDU, ExceptionResponse
-from pymodbus.server import ModbusTcpServer
+from busguard.hiddenimport import hidden
+
+with hidden("aiohttp"):  # pymodbus.server without its simulator's web page: see there
+    from pymodbus.constants import ExcCodes
+    from pymodbus.datastore import ModbusServerContext
+    from pymodbus.exceptions import NoSuchIdException
+    from pymodbus.framer import FramerRTU
+    from pymodbus.pdu import DecodePDU, ExceptionResponse
+    from pymodbus.server import ModbusTcpServer
 
 from busguard.modbus.codec import quadrant_of
 from busguard.modbus.profiles import Profile
