@@ -19,7 +19,7 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Quality, Snapshot
-from busguard_blocks._common import HighLimit, InputWatch, rnd
+from busguard_blocks._common import HighLimit, rnd
 
 if TYPE_CHECKING:
     from busguard.config.site import BlockConfig, SiteConfig
@@ -76,7 +76,6 @@ class CommHealth(Block):
         Ethernet jack's)."""
         super().__init__(name, params)
         self.rtu = rtu
-        self.input_watch = InputWatch()
         p = self.p
         # meter -> its data points (judged for 0x02)
         self.meters: dict[str, tuple[str, ...]] = dict(meters) if meters is not None else {
@@ -115,8 +114,7 @@ class CommHealth(Block):
 
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
-        self.input_watch.tick(now)
-        res = BlockResult()
+        res = self.begin_scan(now)
         snap = inputs
         lost_all: dict[str, str] = {}
         for m, data in self.meters.items():

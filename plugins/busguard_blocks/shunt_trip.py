@@ -30,16 +30,8 @@ from busguard.block import Block, BlockResult, BreakerStatus, BreakerView
 from busguard.config.params import Param
 from busguard.errors import ConfigError
 from busguard.image import PointSpec, Snapshot
-from busguard_blocks._common import (
-    CommandCounter,
-    InputWatch,
-    OnDelay,
-    check_order,
-    iso_utc,
-    lost_inputs,
-    rnd,
-    wall_utc,
-)
+from busguard.inputwatch import OnDelay, lost_inputs
+from busguard_blocks._common import CommandCounter, check_order, iso_utc, rnd, wall_utc
 from busguard_blocks.idmt import (
     CURVES,
     RESETS,
@@ -190,7 +182,6 @@ class ShuntTrip(Block):
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
-        self.input_watch = InputWatch()
         p = self.p
         br, meter = p["breaker"], p["meter"]
         self.out = f"{br}.shunt_trip"
@@ -260,8 +251,7 @@ class ShuntTrip(Block):
         snap = inputs
         dt = 0.0 if self.last_now is None else max(0.0, now - self.last_now)
         self.last_now = now
-        self.input_watch.tick(now)
-        res = BlockResult()
+        res = self.begin_scan(now)
         lost = lost_inputs(snap, self.inputs())
         good = {x: snap.values[snap.index[x]] for x in self.protect if x not in lost}
 

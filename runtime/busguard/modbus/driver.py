@@ -212,8 +212,7 @@ class ModbusMeter(Driver):
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
-        p = config.params
-        self.p = p
+        p = self.p
         self.profile = load_profile(p["profile"], site.base_dir)
         self.points = self.selected(self.profile, p)
         self.plan: list[ReadBlock] = plan_reads(
