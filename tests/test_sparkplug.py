@@ -386,4 +386,5 @@ def test_the_bench_module_measures_messages_bytes_and_latency(tmp_path):
     rows = {r["metric"]: r for r in m["rows"]}
     assert rows["broker messages"]["value"] > 0 and rows["bytes per DDATA"]["value"] > 20
     assert m["details"]["ddata"] > 0
-    assert rows["lateness p99"]["baseline"] is not None
+    assert rows["lateness p99, io = process"]["baseline"] is not None
+    assert rows["lateness p99, io = thread"]["baseline"] is not None

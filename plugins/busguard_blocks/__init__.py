@@ -12,13 +12,14 @@ from busguard_blocks.power_quality import PowerQuality
 from busguard_blocks.predictive_cooling import PredictiveCooling
 from busguard_blocks.row_summary import RowSummary
 from busguard_blocks.shunt_trip import ShuntTrip
+from busguard_blocks.sparkplug_health import SparkplugHealth
 from busguard_blocks.thermal_interlock import ThermalInterlock
 from busguard_blocks.threshold import ThresholdAlarm
 from busguard_blocks.transient_events import TransientEvents
 
 # Every built-in block type, in the order docs/blocks.md lists them.
 BLOCKS = (ShuntTrip, ThermalInterlock, PowerQuality, TransientEvents, PredictiveCooling,
-          CommHealth, ThresholdAlarm, RowSummary)
+          CommHealth, ThresholdAlarm, RowSummary, SparkplugHealth)
 
 
 @hookimpl

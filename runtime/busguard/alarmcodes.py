@@ -69,6 +69,12 @@ BG_CODES: dict[str, tuple[int, str]] = {
     "BG-VOLTAGE-HIGH": (0x0349, "voltage above the alarm band"),
     "BG-LOAD-80": (0x034A, "continuous load above load_limit_pct of the rated ampacity"),
     "BG-TRANSIENT": (0x034B, "a dI/dt or peak transient event was captured"),
+    "BG-SPB-REFUSED": (0x0350, "the MQTT broker refused the Sparkplug edge node (auth, "
+                               "certificate)"),
+    "BG-SPB-OFFLINE": (0x0351, "the Sparkplug edge node has no broker session; changes are "
+                               "queued"),
+    "BG-SPB-QUEUE-FULL": (0x0352, "the Sparkplug store-and-forward queue is full; changes are "
+                                  "dropped"),
 }
 _BY_NUM = {num: code for code, (num, _doc) in BG_CODES.items()}
 assert len(_BY_NUM) == len(BG_CODES), "two BG codes share a number"

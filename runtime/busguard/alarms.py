@@ -296,6 +296,21 @@ class AlarmTable:
         self.events.extend(edges)
         return edges
 
+    def acknowledge_code(self, t_utc: float, code_num: int) -> list[AlarmEdge]:
+        """Acknowledge every alarm whose code has register-map number ``code_num``
+        (:func:`busguard.alarmcodes.code_number`; ``cmd.ack_code``), whatever device or block
+        raised it; none for 0 or :data:`~busguard.alarmcodes.OTHER`, which name no one code.
+        Latched alarms of that code whose condition is gone clear now."""
+        from busguard.alarmcodes import NONE, OTHER, code_number
+
+        if code_num in (NONE, OTHER):
+            return []
+        edges: list[AlarmEdge] = []
+        for aid in [a for a, s in self.alarms.items()
+                    if code_number(s.condition.code) == code_num]:
+            edges.extend(self.acknowledge(t_utc, aid))
+        return edges
+
     def active(self) -> list[AlarmState]:
         return list(self.alarms.values())
 

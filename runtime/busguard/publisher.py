@@ -37,6 +37,11 @@ class Publisher:
     # True when the publisher can serve from the I/O process (``[scan] io = "process"``):
     # it then implements :meth:`start_remote` and :meth:`frame_payload`.
     io_process_ok: ClassVar[bool] = False
+    # a block type (registered like any other) built with each table of this publisher, named
+    # after the section, when the site declares no [[block]] of that type: the PLC pattern for
+    # a publisher's own health (it writes input points, the block raises the alarms). The block
+    # class makes it with ``for_publisher(config, site)``.
+    companion_block: ClassVar[str] = ""
 
     def __init__(self, config: PublisherConfig, site: SiteConfig) -> None:
         self.config = config

@@ -38,6 +38,7 @@ from busguard.publisher import Publisher
 from busguard.record import Recorder
 from busguard.registry import TypeRegistry
 from busguard.scan import (
+    ACK_CODE_POINT,
     ACK_POINT,
     RESET_FAULTS_POINT,
     CycleResult,
@@ -68,6 +69,17 @@ def core_points() -> list[PointSpec]:
     return pts
 
 
+def appended_core_points() -> list[PointSpec]:
+    """Core points added after map v2's first release: laid out after every other point, so
+    on a site without a map.lock too they take the next free records of their area and no
+    existing address moves (docs/northbound.md, "Stable slots")."""
+    return [PointSpec(ACK_CODE_POINT, source="command", command=True, minval=0,
+                      maxval=0xFFFFFFFF,
+                      doc="acknowledge the alarms of one code: write (n << 16) | the code's "
+                          "number (code table), n one more than the high word read, through "
+                          "the uint32 pair")]
+
+
 def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
     """Instantiate the site's blocks in file order; construction problems become ConfigErrors."""
     blocks = []
@@ -77,6 +89,15 @@ def build_blocks(site: SiteConfig, registry: TypeRegistry) -> list[Block]:
             blocks.append(registry.blocks[bc.type].from_config(bc, site))
         except ConfigError as exc:
             problems.extend(exc.problems)
+    declared = {bc.type for bc in site.blocks}
+    for section, pcfg in site.publishers.items():  # a publisher's health block
+        kind = registry.publishers[section].companion_block
+        make = getattr(registry.blocks.get(kind), "for_publisher", None) if kind else None
+        if make is not None and kind not in declared:
+            try:
+                blocks.append(make(pcfg, site))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
     paths = {bc.name: bc.path for bc in site.blocks}
     owners, clashes = output_owners(blocks)
     for out, first, block in clashes:
@@ -127,6 +148,9 @@ def _layout(site: SiteConfig, blocks: list[Block]) -> list[PointSpec]:
                                               f"or block declares"))
     if problems:
         raise ConfigError(problems)
+    for spec in appended_core_points():
+        if spec.name not in seen:
+            specs.append(spec)
     return specs
 
 

@@ -27,6 +27,9 @@ from busguard.stats import LatenessRecorder
 log = logging.getLogger("busguard.scan")
 
 ACK_POINT = "cmd.ack_alarms"
+# acknowledge one code: low word the code's number (busguard.alarmcodes), high word a count
+# the writer bumps, so the same code can be acknowledged again (docs/northbound.md)
+ACK_CODE_POINT = "cmd.ack_code"
 RESET_FAULTS_POINT = "cmd.reset_faults"
 
 
@@ -91,6 +94,12 @@ class ScanEngine:
         edges = result.edges
         if self._command_edge(snap, ACK_POINT):
             edges.extend(self.alarms.acknowledge(t_utc))
+        if self._command_edge(snap, ACK_CODE_POINT):
+            code_num = int(snap.values[snap.index[ACK_CODE_POINT]]) & 0xFFFF
+            acked = self.alarms.acknowledge_code(t_utc, code_num)
+            edges.extend(acked)
+            log.info("cmd.ack_code: acknowledged the alarms of code number 0x%04X (%d "
+                     "cleared)", code_num, len(acked))
         if self._command_edge(snap, RESET_FAULTS_POINT) and self.faulted:
             log.warning("fault reset requested: re-enabling %s", ", ".join(self.faulted))
             self.faulted.clear()

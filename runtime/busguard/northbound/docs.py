@@ -154,7 +154,16 @@ def markdown(m: md.RegisterMap, site_name: str, site_file: str, port: int = 502)
               f"either pair whole with function 16, or word {md.COMMAND_LOW_WORD} alone with "
               "function 6 (values up "
               "to 65535). Counters fire once per change: read the value, write value + 1. "
-              "A value reads back after the next scan.", ""]
+              "A value reads back after the next scan.", "",
+              "Acknowledging: a change of `cmd.ack_alarms` acknowledges every alarm; "
+              "`cmd.ack_code` acknowledges the alarms of one code, on every device, and no "
+              "other: write its uint32 pair with (n << 16) | the code's number (the code "
+              "table below), n one more than the high word read, so the value always "
+              "changes and the same code can be acknowledged again (function 6 on the low "
+              "word alone writes the number with n = 0: fine when the value held differs). "
+              "Number 0 and 65535 (\"other\": a plugin's own code) acknowledge nothing. "
+              "`cmd.ack_code` was added to map v2 as the next free command record: no other "
+              "register moved, the fingerprint changed (it hashes every record).", ""]
     lines += [events.markdown_section()]  # trip causes, alarm table, event ring, codes
     lines += ["## Block layouts", "",
               "Word offsets inside one device block (stride per kind in the area table):", ""]

@@ -326,7 +326,8 @@ ALARM_ROW = Record("alarm row", (
     F(1, "uint16", "severity", "0 empty record, 1 info, 2 warning, 3 minor, 4 major, "
       "5 critical"),
     F(2, "uint16", "state", "0 empty, 1 active (the condition holds), 2 latched (holds, and "
-      "stays until acknowledged once gone), 3 cleared-unacked (gone, waits for cmd.ack_alarms)"),
+      "stays until acknowledged once gone), 3 cleared-unacked (gone, waits for "
+      "cmd.ack_alarms or cmd.ack_code)"),
     F(3, "uint16", "acked", "1 acknowledged, 0 not"),
     F(4, "uint16", "device_kind", "kind of the device the alarm names: 0 none (a block or "
       "the runtime), 1 meter, 2 probe, 3 breaker"),

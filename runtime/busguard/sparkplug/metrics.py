@@ -83,17 +83,31 @@ def node_values(snap: Mapping[str, Any], extra: Mapping[str, tuple[int, Any]]) -
     return out
 
 
+# a point the map has a record for but that was never read: null, OPC quality bad
+NEVER_READ = "not-connected"
+
+
 def device_values(dev: Mapping[str, Any]) -> list[Value]:
-    """One device's metrics: every point it declares, then its status, alarms and flags (and
-    a breaker's trip cause, a meter's exact energy counters)."""
+    """One device's metrics: every point of its kind's record in the map layout (in layout
+    order; a point never read, or not measured by this device, is null with quality
+    ``not-connected`` until it is), then its status, alarms and flags (and a breaker's trip
+    cause, a meter's exact energy counters). Every metric a later DDATA can carry is so
+    declared in the DBIRTH, whatever had been read when the device was born."""
     kind, slot = dev["kind"], int(dev["slot"])
     out: list[Value] = []
 
     def add(name: str, dt: int, value: Any, quality: str = "good", age: int = 0) -> None:
         out.append(Value(name, alias_of(kind, slot, name), dt, value, quality, age))
 
-    for name, rec in dev["points"].items():
-        add(name, FLOAT, rec["value"], rec["quality"], rec["age_ms"])
+    points = dev["points"]
+    standard = md.STANDARD.get(kind, ())
+    names = [*standard, *(n for n in points if n not in standard)]
+    for name in names:
+        rec = points.get(name)
+        if rec is None:
+            add(name, FLOAT, None, NEVER_READ, md.AGE_MAX_MS)
+        else:
+            add(name, FLOAT, rec["value"], rec["quality"], rec["age_ms"])
     add("status", STRING, dev["status"])
     add("alarms", STRING, _flag_text(dev["alarms"]))
     add("flags", STRING, _flag_text(dev["flags"]))
@@ -101,8 +115,14 @@ def device_values(dev: Mapping[str, Any]) -> list[Value]:
         add("trip_cause", UINT32, dev.get("trip_cause", 0))
         add("trip_cause_name", STRING, dev.get("trip_cause_name") or "")
         add("trip_utc", STRING, dev.get("trip_utc") or "")
-    for name, v in (dev.get("counters") or {}).items():
-        add(f"counter/{name}", UINT64, v)
+    counters = dev.get("counters") or {}
+    if kind == "meter":
+        for name in md.ENERGY_COUNTERS:
+            v = counters.get(name)
+            add(f"counter/{name}", UINT64, v, "good" if v is not None else NEVER_READ)
+    else:
+        for name, v in counters.items():
+            add(f"counter/{name}", UINT64, v)
     return out
 
 

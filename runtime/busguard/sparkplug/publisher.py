@@ -6,6 +6,11 @@ its own NDEATH will with the next bdSeq), the snapshot polling, report by except
 store-and-forward queue. The scan thread only ever reads an attribute here (``on_scan`` does
 nothing): a dead broker, a slow TLS handshake or a full disk cannot delay a scan.
 
+With ``[scan] io = "process"`` (``io_process_ok``) that thread runs in the I/O process, like
+``[web]`` and ``[snmp]``: it reads the snapshot of the I/O process's Modbus server, so the
+scan process does not even share its interpreter lock with the encoding, the MQTT socket or
+the queue's SQLite writes (docs/benchmarks.md, "sparkplug", measured both ways).
+
 Online means: connected, and the primary host (when ``primary_host`` is set) has said it is
 online in its STATE message. Then each new image's changes go out as DDATA (NDATA for the
 node's own metrics). Otherwise they go to the on-disk queue, and the next birth is followed by
@@ -27,7 +32,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.atomicfile import atomic_write
 from busguard.config.params import Param
+from busguard.errors import BusguardError
+from busguard.image import ImageWriter, Quality
 from busguard.publisher import Publisher
+from busguard.sparkplug import health
 from busguard.sparkplug import metrics as mx
 from busguard.sparkplug.node import EdgeNode, rebirth_requested, topic
 from busguard.sparkplug.sparkplug_b_pb2 import Payload
@@ -35,6 +43,7 @@ from busguard.sparkplug.store import Store
 
 if TYPE_CHECKING:
     from busguard.config.site import PublisherConfig, SiteConfig
+    from busguard.ioproc.process import RemoteContext
     from busguard.northbound.snapshot import MapSnapshot
     from busguard.runtime import Runtime
 
@@ -47,6 +56,10 @@ class SparkplugPublisher(Publisher):
 
     section = "sparkplug"
     doc = "Sparkplug B edge node on an MQTT broker (read-only: NCMD rebirth only)"
+    # with [scan] io = "process" the edge node runs in the I/O process (start_remote)
+    io_process_ok = True
+    # its health alarms: the block judging the sparkplug.* points this publisher writes
+    companion_block = "sparkplug_health"
     params: ClassVar[Mapping[str, Param]] = {
         "host": Param(str, default="127.0.0.1", doc="the MQTT broker's address"),
         "port": Param(int, default=1883, minval=1, maxval=65535, doc="1883 plain, 8883 TLS"),
@@ -136,6 +149,7 @@ class SparkplugPublisher(Publisher):
         self.bdseq_path = Path(self.state_dir) / "sparkplug.bdseq"
         self.store: Store | None = None
         self.snap: MapSnapshot | None = None
+        self.runtime: Runtime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -155,6 +169,15 @@ class SparkplugPublisher(Publisher):
                                        "ddata": 0, "ddata_bytes": 0, "queued": 0,
                                        "historical_sent": 0}
         self.queue_alarm = False
+        self.refused = False  # the broker's last answer was a refusal
+        self.refused_code = 0
+        self._offline_since = time.monotonic()
+        # the health points (busguard.sparkplug.health) and who takes them: the image, or
+        # with io = "process" the I/O process's writer to it
+        self._health: ImageWriter | None = None
+        self._health_names: tuple[str, ...] = ()
+        self._health_last: tuple[float, ...] = ()
+        self._health_at = -1e9
 
     # -- helpers ----------------------------------------------------------------------------
     def topic(self, kind: str, device: str = "") -> str:
@@ -186,9 +209,21 @@ class SparkplugPublisher(Publisher):
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        if runtime.io is not None:  # the I/O process runs the edge node
+            return
+        self._begin(runtime.publishers, runtime.image)
+
+    def start_remote(self, ctx: RemoteContext) -> None:
+        """In the I/O process: publish its Modbus server's snapshot."""
+        self._begin(ctx.publishers, ctx.image)
+
+    def _begin(self, publishers: Any, image: ImageWriter) -> None:
         from busguard.northbound.snapshot import map_snapshot
 
-        self.snap = map_snapshot(runtime.publishers)
+        self.snap = map_snapshot(publishers)
+        self._health = image
+        self._health_names = tuple(n for n in health.names() if n in image)
         p = self.config.params
         self.store = Store(Path(self.state_dir) / p["queue_file"], int(p["queue_max_changes"]))
         if self.store.held:
@@ -206,6 +241,9 @@ class SparkplugPublisher(Publisher):
             self.store.close()
 
     def status(self) -> dict[str, Any]:
+        rt = self.runtime
+        if self._thread is None and rt is not None and rt.io is not None:
+            return rt.io.publisher_status(self.section)
         out: dict[str, Any] = {"broker": f"{self.config.params['host']}:"
                                f"{self.config.params['port']}",
                                "connected": self.connected, "primary_host_online":
@@ -243,7 +281,32 @@ class SparkplugPublisher(Publisher):
                     self._tick()
                 except Exception:  # never let one bad image end the thread
                     log.exception("sparkplug: publishing failed")
+            self._write_health()
         self._shutdown()
+
+    def health_values(self) -> tuple[float, ...]:
+        """The health points' values, in :data:`busguard.sparkplug.health.POINTS` order."""
+        st = self.store
+        offline = 0.0 if self.connected else time.monotonic() - self._offline_since
+        return (float(self.connected), float(self.refused), float(self.refused_code),
+                float(int(offline)), float(st.held if st else 0),
+                float(st.max_changes if st else 0), float(st.dropped if st else 0),
+                float(self.queue_alarm))
+
+    def _write_health(self) -> None:
+        """Into the image: at once when something changed, else once a second (so the
+        points go stale only when this thread, or the I/O process, stops)."""
+        if self._health is None or not self._health_names:
+            return
+        vals = self.health_values()
+        now = time.monotonic()
+        if vals == self._health_last and now - self._health_at < health.WRITE_EVERY_S:
+            return
+        self._health_last, self._health_at = vals, now
+        want = set(self._health_names)
+        self._health.write_many([(n, v, Quality.GOOD) for n, v in zip(health.names(), vals,
+                                                                      strict=True)
+                                 if n in want])
 
     def _ssl_context(self) -> ssl.SSLContext:
         p = self.config.params
@@ -278,6 +341,8 @@ class SparkplugPublisher(Publisher):
             c.connect(p["host"], int(p["port"]), int(p["keepalive_s"]))
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._refused(f"cannot connect to the broker at {where}: {exc}")
+            if isinstance(exc, ssl.SSLError):  # a certificate refused, either way
+                self.refused, self.refused_code = True, 0
             return False
         self._client = c
         return True
@@ -296,9 +361,13 @@ class SparkplugPublisher(Publisher):
         if self.connected:
             log.warning("sparkplug: %s; queueing changes until it is back", why)
             self.error = why
-        else:  # never got as far as a session (a TLS refusal after the handshake...)
+        elif not self.refused:  # no session yet (a TLS refusal after the handshake...)
             self._refused(f"{why} before the session began (at "
                           f"{self.config.params['host']}:{self.config.params['port']})")
+            if self.config.params["tls"]:  # the broker closed it: our certificate
+                self.refused, self.refused_code = True, 0
+        if self.connected:
+            self._offline_since = time.monotonic()
         self.connected = False
         self.born = False
         self.host_online = not self.primary
@@ -311,10 +380,12 @@ class SparkplugPublisher(Publisher):
             self._refused(f"the broker at {where} refused the connection: {reason} (check "
                           f"username, password_file and the client certificate)")
             self.counts["refused"] += 1
+            self.refused, self.refused_code = True, int(getattr(reason, "value", 128))
             self._client = None
             client.disconnect()
             return
         self.connected = True
+        self.refused, self.refused_code = False, 0
         self.counts["connects"] += 1
         if self.error:
             log.info("sparkplug: connected to %s again", where)
@@ -399,7 +470,10 @@ class SparkplugPublisher(Publisher):
         snap = self.snap
         if snap is None or self.store is None:
             return
-        data = snap.latest()
+        try:
+            data = snap.latest()
+        except BusguardError:  # no image (yet, or the server stopped first): nothing to say
+            return
         if not data:
             return
         now_ms = int(time.time() * 1000)
