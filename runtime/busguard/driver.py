@@ -72,8 +72,6 @@ class Driver:
         self.config = config
         self.site = site
         self.name = config.name
-        #: the validated options (every declared default applied), as a block's ``self.p``
-        self.p: Mapping[str, Any] = config.params
 
     @classmethod
     def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:

@@ -212,7 +212,8 @@ class ModbusMeter(Driver):
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
-        p = self.p
+        p = config.params
+        self.p = p
         self.profile = load_profile(p["profile"], site.base_dir)
         self.points = self.selected(self.profile, p)
         self.plan: list[ReadBlock] = plan_reads(

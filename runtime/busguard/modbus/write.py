@@ -86,6 +86,7 @@ class ModbusWrite(Driver):
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
+        self.p = config.params
         self.address = self.p["address"] - self.p["address_base"]
         self.comm = CommStats()
         self.writes = 0

@@ -206,6 +206,7 @@ class PeerDriver(Driver):
     # -- running ---------------------------------------------------------------------------
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
+        self.p = config.params
         self.comm = CommStats()
         self.ctx: DriverContext | None = None
         self.layout: ly.PeerLayout | None = None
