@@ -60,11 +60,14 @@ CORE_TABLES = ("site", "scan", "paths", "plugins", "block", *DEVICE_KINDS)
 
 @dataclass(frozen=True)
 class ScanConfig:
-    period_ms: float = 10.0
-    stale_after_polls: float = 3.0
-    stats_window: int = 6000
-    io: str = "thread"
-    spin_ms: float = 1.0
+    """The ``[scan]`` table's values, read from :data:`SCAN_PARAMS` (their defaults are
+    declared there, once)."""
+
+    period_ms: float
+    stale_after_polls: float
+    stats_window: int
+    io: str
+    spin_ms: float
 
     @property
     def period_s(self) -> float:
