@@ -10,11 +10,11 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from busguard.config.params import Param, Section
+from busguard.config.params import Param
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.firewall import Listener
 from busguard.northbound import access
-from busguard.publisher import Publisher
+from busguard.publisher import Publisher, listener_allow, listener_params
 from busguard.snmp import tree
 
 if TYPE_CHECKING:
@@ -39,12 +39,9 @@ class SnmpPublisher(Publisher):
     doc = "a read-only SNMPv3 agent (USM authPriv) serving BUSGUARD-MIB"
     io_process_ok = True
     params: ClassVar[Mapping[str, Param]] = {
-        "host": Param(str, default="127.0.0.1", doc="address to listen on (UDP); any "
-                      "address other than loopback needs `allow`"),
-        "port": Param(int, default=161, minval=0, maxval=65535, doc="UDP port; 0: any free "
-                      "port (161 needs CAP_NET_BIND_SERVICE, which the unit has)"),
-        "allow": Param(list, item=str, default=(), doc="CIDRs of the managers that may "
-                       "query; empty: loopback only"),
+        **listener_params(port=161, host_note=" (UDP)", allow_who="of the managers that may "
+                          "query", port_doc="UDP port; 0: any free port (161 needs "
+                          "CAP_NET_BIND_SERVICE, which the unit has)"),
         "users": Param(str, default="snmp.users", doc="USM users file (mode 0600) that "
                        "`busguard snmp user-add` writes, relative to the site file"),
         "enterprise_oid": Param(str, default=tree.DEFAULT_OID, doc="the MIB module's OID; "
@@ -72,28 +69,15 @@ class SnmpPublisher(Publisher):
         from busguard.snmp.agent import parse_oid
 
         p = config.params
-        problems: list[ConfigProblem] = []
-        sec = Section(config.file, self.section, p, problems)
-        try:
-            self.allow = access.parse_networks(p["allow"] or ())
-        except ValueError as exc:
-            sec.problem("allow", f"{exc}; expected CIDRs such as '10.0.5.0/24'")
-            self.allow = ()
+        sec = self.reader()
+        self.allow = listener_allow(sec, "the managers' networks")
         self.host = p["host"]
-        if not self.allow and not access.contains(access.LOOPBACK, self.host) \
-                and self.host != "localhost":
-            sec.problem("host", f"{self.host!r} is not loopback but `allow` is empty; list the "
-                        f"managers' networks (allow = [\"10.0.5.0/24\"]) or use host = "
-                        f"\"127.0.0.1\"")
         try:
             self.prefix = parse_oid(p["enterprise_oid"])
         except ValueError as exc:
             sec.problem("enterprise_oid", str(exc))
             self.prefix = parse_oid(tree.DEFAULT_OID)
-        if "modbus_server" not in site.publishers:
-            problems.append(ConfigProblem(config.file, "snmp", "serves the register map's "
-                                          "snapshot: the site needs a [modbus_server] table "
-                                          "(it may listen on loopback only)"))
+        self.needs_map(sec, "serves")
         self.users_path = site.resolve(p["users"])
         self.receivers: list[tuple[str, int]] = []
         for item in p["receivers"] or ():
@@ -106,8 +90,7 @@ class SnmpPublisher(Publisher):
         if self.receivers and not p["notify_user"]:
             sec.problem("notify_user", "missing: `receivers` are set; name the USM user "
                         "(added with `busguard snmp user-add`) notifications are sent as")
-        if problems:
-            raise ConfigError(problems)
+        sec.raise_problems()
         self.agent: Agent | None = None
         self.runtime: Runtime | None = None
 
