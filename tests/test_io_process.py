@@ -332,6 +332,38 @@ def test_an_undeliverable_frame_is_reported_once_not_per_scan(caplog):
         theirs.close()
 
 
+def test_an_alarm_edge_pushes_a_frame_without_waiting_for_a_demand(monkeypatch):
+    """A scan with alarm edges sends its frame at once (the event ring reaches the map, SNMP
+    traps and Sparkplug without waiting up to refresh_ms for the next demand); a scan
+    without edges still waits for one, and pushes are rate-limited."""
+    from busguard.ioproc import link, supervisor
+    from busguard.ioproc.supervisor import IoSupervisor
+
+    class Small:
+        def frame_payload(self) -> bytes:
+            return b"frame"
+
+    ours, theirs = link.socket_pair()
+    try:
+        sup = IoSupervisor(None)  # type: ignore[arg-type]  # only the link is used here
+        sup._sock, sup.frame_source = ours, Small()
+        sup.after_scan()  # no demand, no edge: nothing
+        assert sup.frames_sent == 0
+        monkeypatch.setattr(supervisor, "EDGE_PUSH_MIN_S", 3600.0)
+        sup.after_scan(edges=True)
+        assert (sup.frames_sent, sup.frames_pushed) == (1, 1)
+        sup.after_scan(edges=True)  # within EDGE_PUSH_MIN_S of the last push: not again
+        assert sup.frames_sent == 1
+        sup._demand = True  # a demand is always answered
+        sup.after_scan()
+        assert (sup.frames_sent, sup.frames_pushed) == (2, 1)
+        theirs.settimeout(5.0)
+        assert theirs.recv(65536)  # the frames did go over the link
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_stepped_encodings_interleaved_give_whole_images(make_runtime, run_scans, tmp_path):
     """The I/O process encodes a frame a few devices at a time between requests; two frames
     encoded step by step, interleaved, must each give exactly their whole encoding (no state
