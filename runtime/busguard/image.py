@@ -224,6 +224,22 @@ class ProcessImage:
             self.quality[i] = Quality.STALE
             self.t_utc[i] = t_utc
 
+    def held(self) -> tuple[array, array, array, array]:
+        """Copies of (values, quality, t_mono, t_utc) as held now, for a state export
+        (:mod:`busguard.statedoc`); unlike :meth:`snapshot` the min/max window goes on."""
+        with self._lock:
+            return self.values[:], self.quality[:], self.t_mono[:], self.t_utc[:]
+
+    def adopt(self, items: Iterable[tuple[int, float, int, float, float]]) -> None:
+        """Take over points as another image of this process held them (a reload): (index,
+        value, quality code, t_utc, t_mono), the value kept whatever its quality."""
+        with self._lock:
+            for i, v, q, tu, tm in items:
+                self.values[i] = v
+                self.quality[i] = q
+                self.t_utc[i] = tu
+                self.t_mono[i] = tm
+
     def snapshot(self, now: float | None = None) -> Snapshot:
         """A consistent copy for one scan; starts a new min/max window."""
         now = self._clock.monotonic() if now is None else now

@@ -9,13 +9,13 @@ The signal handler only sets a flag. A worker thread validates the file on disk 
   logrotate's ``postrotate`` asks for);
 - a good, changed file: the new runtime is built (no I/O yet) beside the running one, then the
   scan thread ends the old one's loop, stops its I/O *without* forcing outputs to fail-safe
-  (output drivers hold what the last scan set), and starts the new one. The new runtime's
-  ``busguard_startup`` ends with :class:`CarryOver` (``trylast``, after retained state is
-  restored) which copies, by name, the live input values with their qualities and ages, the
-  state of every block whose name and type are unchanged (latched trips, via
-  ``Block.state()``/``restore()``), their alarms (latched, unacknowledged ones stay), the
-  command counters and the cycle counters. If the new runtime fails to start, the old site
-  is started again the same way.
+  (output drivers hold what the last scan set), and starts the new one. The new runtime
+  takes the old one's state over before its startup observers run (``Runtime.handover_from``):
+  the one state export and import of :mod:`busguard.statedoc`, in memory, ``live`` (input
+  values keep their qualities and ages; the state of every block whose name and type are
+  unchanged, latched trips included; their alarms as they were; the outputs; the command and
+  cycle counters); the retained file is not read. If the new runtime fails to start, the
+  old site is started again the same way.
 
 A reload counts (``last_reload.ok`` in the status file, what ``busguard apply`` waits for)
 only once every listener of the new site serves. In one process the publishers bind in
@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from busguard import faultlog, hookimpl
+from busguard import faultlog
 from busguard.atomicfile import atomic_write
 from busguard.calibration import calibration_path
 from busguard.config.precheck import MAX_PROBLEMS, precheck
@@ -51,72 +51,6 @@ from busguard.service import clear_realtime
 
 log = logging.getLogger("busguard.reload")
 IO_READY_S = 15.0  # how long a new site's I/O process has to report its listeners
-
-
-def carry_over(old: Runtime, new: Runtime) -> dict[str, int]:
-    """Copy what must survive a reload from ``old`` into ``new`` (not yet scanning)."""
-    copied = {"points": 0, "blocks": 0, "alarms": 0}
-    oi, ni = old.image, new.image
-    with oi._lock, ni._lock:
-        for name, j in ni.index.items():
-            i = oi.index.get(name)
-            if i is None or oi.t_mono[i] == float("-inf"):
-                continue
-            ni.values[j] = oi.values[i]
-            ni.quality[j] = oi.quality[i]
-            ni.t_mono[j] = oi.t_mono[i]
-            ni.t_utc[j] = oi.t_utc[i]
-            copied["points"] += 1
-    old_blocks = {b.name: b for b in old.blocks}
-    old_cfg = {b.name: b.params for b in old.site.blocks}
-    new_cfg = {b.name: b.params for b in new.site.blocks}
-    # every block the runtime scans: the site's, then those it adds (annunciators)
-    for block in new.blocks:
-        prev = old_blocks.get(block.name)
-        if prev is None or type(prev) is not type(block):
-            continue
-        try:
-            block.restore(prev.state())
-        except Exception:
-            log.exception("block %s: could not carry its state over the reload", block.name)
-            continue
-        copied["blocks"] += 1
-        for out in block.outputs():
-            if out in old.engine.outputs:
-                new.engine.outputs[out] = old.engine.outputs[out]
-        unchanged = old_cfg.get(block.name, prev.p) == new_cfg.get(block.name, block.p)
-        if unchanged and block.name in old.engine.faulted:
-            new.engine.faulted[block.name] = old.engine.faulted[block.name]
-    names = {b.name for b in new.blocks}
-    for state in old.alarms.alarms.values():
-        if state.block in names:
-            new.alarms.adopt(state)
-            copied["alarms"] += 1
-    if old.alarms.events.seq:  # the event ring goes on: its numbers never go back
-        new.alarms.events = old.alarms.events
-    new.engine._last_cmd.update(old.engine._last_cmd)
-    new.engine.cycle = old.engine.cycle
-    new.stats.cycles = old.stats.cycles
-    new.stats.overruns = old.stats.overruns
-    new.restored = old.restored
-    return copied
-
-
-class CarryOver:
-    """Observer plugin given to the new runtime: carries state over once it has started,
-    from each of ``sources`` in order (a later one wins where both hold a name)."""
-
-    def __init__(self, old: Runtime, *more: Runtime) -> None:
-        self.old = old
-        self.sources = (old, *more)
-        self.copied: dict[str, int] = {}
-
-    @hookimpl(trylast=True)
-    def busguard_startup(self, runtime: Runtime) -> None:
-        for src in self.sources:
-            self.copied = carry_over(src, runtime)
-        log.info("reload: carried over %(points)d point values, %(blocks)d block states, "
-                 "%(alarms)d alarms", self.copied)
 
 
 def fingerprint(site: SiteConfig) -> tuple[str, str, str]:
@@ -351,10 +285,10 @@ class Reloader:
     def _rebuild(self, old: Runtime, also: Runtime | None = None) -> Runtime:
         """``old``'s site built again; its state from ``old`` and then from ``also`` (a
         runtime that scanned after it: what it latched meanwhile stays latched)."""
-        carry = CarryOver(old) if also is None else CarryOver(old, also)
-        pm, registry = load_types(disabled=old.site.disabled_plugins,
-                                  extra=[*self.extra, carry])
-        return Runtime(old.site, pm, registry, old.clock)
+        pm, registry = load_types(disabled=old.site.disabled_plugins, extra=self.extra)
+        rt = Runtime(old.site, pm, registry, old.clock)
+        rt.handover_from = (old,) if also is None else (old, also)
+        return rt
 
     # -- the worker: validation and building, beside the running scan -------------------------
     def _work(self) -> None:
@@ -419,17 +353,16 @@ class Reloader:
             if self.service is not None:
                 self.service.reload_finished(True, "unchanged", fp[1])
             return False
-        carry = CarryOver(cur)
         try:
             with collector_paused():
-                new = Runtime.from_file(doc or self.path, clock=cur.clock,
-                                        extra=[*self.extra, carry])
+                new = Runtime.from_file(doc or self.path, clock=cur.clock, extra=self.extra)
         except Exception as exc:
             self.refused += 1
             log.error("reload refused: building %s failed: %s", self.path, exc)
             if self.service is not None:
                 self.service.reload_finished(False, f"build failed: {exc}")
             return False
+        new.handover_from = (cur,)  # its state is taken over when new starts
         if self.terminating:
             return False
         fp = fingerprint(new.site)  # what was built (the file may have changed meanwhile)

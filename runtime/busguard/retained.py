@@ -3,7 +3,9 @@ first scan.
 
 A built-in observer plugin. ``busguard_startup`` (before publishers and drivers start) loads
 the newest valid generation of ``{state_dir}/retained.json`` and ``retained.json.b`` (see
-:mod:`busguard.statefile` for the format, the two slots and the durable writes) and restores:
+:mod:`busguard.statefile` for the format, the two slots and the durable writes) and restores
+it with the one state import of :mod:`busguard.statedoc` (``live=False``; a reload imports
+the old runtime's state in memory instead and does not read the file):
 
 - last known values with their UTC stamps, into the image as *stale* (``ProcessImage.restore``)
   so the DCIM sees them at once, marked as not current, until drivers read fresh ones;
@@ -50,11 +52,18 @@ from typing import TYPE_CHECKING, Any
 
 from busguard import hookimpl
 from busguard.alarms import AlarmCondition, Severity
-from busguard.block import Block
 from busguard.config.params import Param
 from busguard.image import Snapshot
-from busguard.restoreplan import RestorePlan, build_plan
 from busguard.service import follow_scan_priority
+from busguard.statedoc import (
+    RETAINED_ALARM_SOURCE,
+    Capture,
+    StatePlan,
+    block_states,
+    capture,
+    document,
+    import_state,
+)
 from busguard.statefile import (  # noqa: F401  (re-exported: the file API lives there)
     CHUNK_ITEMS,
     FORMAT,
@@ -64,6 +73,7 @@ from busguard.statefile import (  # noqa: F401  (re-exported: the file API lives
     encode_state,
     json_pieces,
     load_newest,
+    newest_valid,
     read_state,
     slot_paths,
     write_atomic,
@@ -87,41 +97,26 @@ PARAMS: Mapping[str, Param] = {
     "interval_s": Param(float, default=None, minval=0.01, maxval=86400.0, unit="s",  # type: ignore[arg-type]
                         doc="former name of values_every_s (used when set)"),
 }
-ALARM_BLOCK = "retained-state"
+ALARM_BLOCK = RETAINED_ALARM_SOURCE
 MIN_GAP_S = 0.1  # shortest time between two saves caused by changes
-HOLD_MARGIN_S = 1.0  # restored alarms are held this long past their inputs' max age
-HOLD_MAX_S = 120.0
 
 
 @dataclass
 class _Job:
-    snapshot: Snapshot
-    t_utc: float
-    cycle: int
-    states: dict[str, Any]
-    alarms: list[dict[str, Any]]
+    """A save: the state captured by the scan (:func:`busguard.statedoc.capture`), and why."""
+
+    capture: Capture
     reason: str
-    events: dict[str, Any] | None = None  # the alarm event ring (AlarmTable.events.state)
 
+    @property
+    def snapshot(self) -> Snapshot:
+        snap = self.capture.snapshot
+        assert snap is not None  # the retained state captures the scan's snapshot
+        return snap
 
-def _stateful(block: Block) -> bool:
-    return type(block).state is not Block.state
-
-
-def block_states(blocks: list[Block], failed: set[str]) -> dict[str, Any]:
-    """``state()`` of every block that has one; a block whose state() raises is left out
-    (logged once), never the whole save."""
-    out = {}
-    for b in blocks:
-        if not _stateful(b):
-            continue
-        try:
-            out[b.name] = b.state()
-        except Exception:
-            if b.name not in failed:
-                failed.add(b.name)
-                log.exception("block %s: state() failed; its state is not retained", b.name)
-    return out
+    @property
+    def t_utc(self) -> float:
+        return self.capture.t_utc
 
 
 def set_aside(path: Path, now_utc: float) -> Path:
@@ -147,7 +142,6 @@ class RetainedState:
         self.path = runtime.site.state_dir / cfg["file"]
         self.slots = Slots(self.path)
         self.status = "disabled" if not self.enabled else "none"
-        self.starts = 1
         self.generation = 0
         self.saves = 0
         self.queued = 0
@@ -156,7 +150,6 @@ class RetainedState:
         self.reasons: dict[str, int] = {"change": 0, "values": 0, "shutdown": 0}
         self.set_aside_as: Path | None = None
         self.restored_from: Path | None = None
-        self._cycles_before = 0
         self._last_states: dict[str, Any] = {}
         self._cmd_idx: list[int] = []
         self._val_idx: list[int] = []
@@ -176,15 +169,31 @@ class RetainedState:
         # Modbus server writes its restart image (busguard.northbound.restartimage) here
         self.on_saved: list[Callable[[Snapshot, float, int], None]] = []
 
+    @property
+    def starts(self) -> int:
+        """Runtime starts recorded in the retained state (the map header's ``starts``)."""
+        return self.runtime.starts if self.enabled else 1
+
     # -- startup ---------------------------------------------------------------------------
     def restore(self) -> None:
         rt = self.runtime
         specs = rt.image.specs
         self._cmd_idx = [i for i, s in enumerate(specs) if s.command]
         self._val_idx = [i for i, s in enumerate(specs) if s.retained and not s.command]
-        if self.enabled:
+        if self.enabled and rt.took_over:
+            self._follow_file()
+        elif self.enabled:
             self._restore_newest()
         self._last_states = block_states(rt.blocks, self._state_failed)
+
+    def _follow_file(self) -> None:
+        """A reload: the state came from the runtime this one replaces (imported live before
+        this observer ran); the file only says which generation and slot come next."""
+        newest = newest_valid(self.path)
+        if newest is not None:
+            self.generation, self.restored_from = newest
+            self.status = "loaded"
+        self.slots.after_load(self.restored_from)
 
     def _restore_newest(self) -> None:
         rt = self.runtime
@@ -197,8 +206,7 @@ class RetainedState:
         restored_gen: int | None = None
         for generation, source, body in loaded.found:
             try:
-                plan = build_plan(rt, body, ALARM_BLOCK)
-                plan.apply_blocks(rt)
+                plan = import_state(rt, body, live=False)  # whole, or nothing of it
             except Exception as exc:  # any content error: this generation is unusable
                 why = f"{type(exc).__name__}: {exc}"
                 log.error("BG-RETAINED-CORRUPT retained state %s (generation %d) cannot be "
@@ -226,33 +234,15 @@ class RetainedState:
                        "no good generation left; started without retained state")
             self._report(problems, bad_paths, outcome)
 
-    def _finish(self, plan: RestorePlan, source: Path, generation: int) -> None:
+    def _finish(self, plan: StatePlan, source: Path, generation: int) -> None:
         rt = self.runtime
-        hold = {b.name: self._hold_s(b) for b in rt.blocks}
-        now = rt.clock.wall()
-        plan.apply_rest(rt, {k: now + v for k, v in hold.items()})
         self.generation = generation
         self.restored_from = source
         self.status = "loaded"
-        rt.restored = True
-        self.starts = plan.starts + 1
-        self._cycles_before = plan.cycles_total
-        age = now - plan.saved_utc
+        age = rt.clock.wall() - plan.saved_utc
         log.info("retained state restored from %s (generation %d, saved %.1f s ago): %d values "
                  "(stale until read), %d block states, %d alarms", source, generation, age,
                  plan.restored_points, len(plan.blocks), len(plan.alarms))
-
-    def _hold_s(self, block: Block) -> float:
-        """How long a restored alarm of ``block`` is kept without its block reporting it: until
-        every input of the block has been read again or has gone stale."""
-        image = self.runtime.image
-        try:
-            names = tuple(block.inputs())
-        except Exception:  # a block's inputs() is its business: fall back to the default
-            names = ()
-        ages = [image.specs[image.index[n]].max_age_s for n in names if n in image.index]
-        finite = [a for a in ages if math.isfinite(a)]
-        return min(HOLD_MAX_S, (max(finite) if finite else 10.0) + HOLD_MARGIN_S)
 
     def _report(self, problems: list[str], bad_paths: list[Path], outcome: str) -> None:
         """A damaged or unusable generation that mattered: set it aside, log, latch an alarm
@@ -288,35 +278,12 @@ class RetainedState:
 
     def _job(self, snap: Snapshot, t_utc: float, cycle: int, reason: str,
              states: dict[str, Any] | None = None) -> _Job:
-        rt = self.runtime
-        if states is None:
-            states = block_states(rt.blocks, self._state_failed)
-        return _Job(snap, t_utc, cycle, states, [a.as_dict() for a in rt.alarms.active()],
-                    reason, rt.alarms.events.state(clean=reason == "shutdown"))
+        return _Job(capture(self.runtime, snap, t_utc, cycle, states,
+                            clean=reason == "shutdown", failed=self._state_failed), reason)
 
     def body(self, job: _Job) -> dict[str, Any]:
-        rt = self.runtime
-        snap = job.snapshot
-        names, values, quality, stamps = [], [], [], []
-        for i, spec in enumerate(snap.specs):
-            v = snap.values[i]
-            if not spec.retained or math.isnan(v) or math.isinf(v):
-                continue
-            names.append(spec.name)
-            values.append(v)
-            quality.append(int(snap.quality[i]))
-            stamps.append(snap.t_utc[i])
-        types = {b.name: b.type_name for b in rt.blocks}
-        return {
-            "saved_utc": job.t_utc, "site": rt.site.name, "config_hash": rt.site.config_hash,
-            "cycle": job.cycle,
-            "points": {"names": names, "values": values, "quality": quality, "t_utc": stamps},
-            "blocks": {n: {"type": types.get(n, ""), "state": _jsonable(s)}
-                       for n, s in job.states.items()},
-            "alarms": [_jsonable(a) for a in job.alarms],
-            "events": _jsonable(job.events or {}),
-            "counters": {"starts": self.starts, "cycles_total": self._cycles_before + job.cycle},
-        }
+        """The state document saved (:func:`busguard.statedoc.document`)."""
+        return document(self.runtime, job.capture)
 
     def save(self, job: _Job) -> bool:
         try:
@@ -438,14 +405,3 @@ class RetainedState:
                 "bytes_written": self.bytes_written, "reasons": dict(self.reasons),
                 "save_errors": self.save_errors, "values_every_s": self.values_every_s}
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    return str(obj)

@@ -2,7 +2,8 @@
 
 Order of a start (OpenPLC's cycle order, with retained state first):
 1. types from plugins, site.toml validated, blocks and drivers built, the image laid out;
-2. ``busguard_startup`` observers run (retained state is restored here, before anything serves);
+2. a reload's new runtime takes the old one's state over (busguard.statedoc); then
+   ``busguard_startup`` observers run (retained state is restored here, before anything serves);
 3. publishers start (the DCIM sees last known values at once, marked stale), then drivers;
 4. the scan loop: snapshot, blocks in site.toml order, output image applied, observers told.
 A stop forces every output to its fail-safe value, applies it, tells observers, then stops
@@ -183,6 +184,14 @@ class Runtime:
         self.started_utc = self.clock.wall()
         self.last_result: CycleResult | None = None
         self.restored = False
+        # from the state imported at start (busguard.statedoc): runtime starts so far (this
+        # one included) and the scan cycles of the runs before this one
+        self.starts = 1
+        self.cycles_before = 0
+        #: runtimes this one replaces (a reload): their state is exported and imported, live,
+        #: at start, before the startup observers run (the retained file is then not read)
+        self.handover_from: tuple[Runtime, ...] = ()
+        self.took_over = False  # True once it did (the retained state then follows the file)
         self._consumers = [(d, d.consumes()) for d in self.drivers if d.consumes()]
         self._stats_every = max(1, round(STATS_EVERY_S / site.scan.period_s))
         self._io_loop = IoLoop()
@@ -216,6 +225,7 @@ class Runtime:
         if io is not None:
             io.close()
         loop = self._io_loop.start()
+        self._take_over()
         self.pm.hook.busguard_startup(runtime=self)
         for pub in self.publishers:
             pub.start(self)
@@ -229,6 +239,19 @@ class Runtime:
         log.info("started site %s (%d devices, %d blocks, %d points, period %g ms)",
                  self.site.name, len(self.drivers), len(self.blocks), len(self.image),
                  self.site.scan.period_ms)
+
+    def _take_over(self) -> None:
+        """A reload: the state of the runtimes this one replaces, in order (a later one wins
+        where both hold a name), exported and imported live (:mod:`busguard.statedoc`)."""
+        from busguard.statedoc import export_state, import_state
+
+        for src in self.handover_from:
+            plan = import_state(self, export_state(src, live=True), live=True)
+            log.info("reload: carried over %d point values, %d block states, %d alarms",
+                     plan.restored_points, len(plan.blocks) - len(plan.refused),
+                     len(plan.alarms))
+            self.took_over = True
+        self.handover_from = ()  # no chain of every runtime a long life of reloads built
 
     def run(self, max_cycles: int | None = None) -> int:
         """Run the scan loop in the calling thread until :meth:`request_stop`."""

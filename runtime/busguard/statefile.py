@@ -257,3 +257,19 @@ def load_newest(path: Path) -> Loaded:
         out.found.append((gen, cand, body))
     out.found.sort(key=lambda f: -f[0])  # stable: slot A first on a tie
     return out
+
+
+def newest_valid(path: Path) -> tuple[int, Path] | None:
+    """(generation, slot) of the newest slot whose header and checksum are valid, or None;
+    the body is not decoded (a reload only needs to know where the next save goes)."""
+    best: tuple[int, Path] | None = None
+    for cand in slot_paths(path):
+        try:
+            h, _raw = decode_header(cand.read_bytes())
+        except (OSError, CorruptState):
+            continue
+        gen = h.get("generation", 0)
+        gen = gen if isinstance(gen, int) else 0
+        if best is None or gen > best[0]:
+            best = (gen, cand)
+    return best
