@@ -88,9 +88,10 @@ delay_s = 0.0
 
 @pytest.mark.parametrize("live", [False, True], ids=["restart", "reload"])
 def test_the_same_partial_restore_rules_for_restart_and_reload(field_unit, make_runtime,
-                                                                live):
+                                                                live, caplog):
     """A block whose params changed keeps its latched trip; a removed device's points and a
-    removed block's state are dropped without an error, in both uses."""
+    removed block's state are dropped without an error, in both uses; a latched trip whose
+    block is gone is said loudly, naming its breaker."""
     old = make_runtime(field_unit, start=True, retained=True)
     old.image.write_many(NORMAL)
     old.image.write("m2.current_l1_a", 1800.0)  # st2 trips too
@@ -106,6 +107,9 @@ def test_the_same_partial_restore_rules_for_restart_and_reload(field_unit, make_
     new = make_runtime(edited)
     plan = import_state(new, doc, live=live)
     assert [b.name for b, _ in plan.blocks] == ["st1"]
+    assert plan.lost_latches == ["cb2"]
+    assert any(r.levelname == "ERROR" and "latched trip of breaker cb2 (block st2)" in
+               r.getMessage() for r in caplog.records)
     assert new.blocks[0].p["pickup_a"] == 2000.0 and new.blocks[0].state()["latched"] is True
     assert [a.id for a in new.alarms.active()] == ["st1:trip"]
     assert "m3.current_l1_a" in new.image and not new.image.snapshot()["m3.current_l1_a"].good
@@ -165,3 +169,18 @@ def test_a_reload_takes_the_state_from_memory_and_counts_cycles_once(field_unit,
     # 11 cycles of the first run (make_state.py), 7 of the restarted one, 5 after the reload
     assert body["counters"] == {"starts": 3, "cycles_total": 11 + 7 + 5}
     assert body["cycle"] == 12
+
+
+def test_a_block_moved_to_another_breaker_says_which_latch_it_left(field_unit, make_runtime,
+                                                                  caplog):
+    old = make_runtime(field_unit, start=True, retained=True)  # st1 latched on cb1
+    doc = export_state(old, live=False)
+    assert doc["blocks"]["st1"]["latched"] == ["cb1"] and "latched" not in doc["blocks"]["st2"]
+    moved = field_unit.with_name("moved.toml")
+    moved.write_text(field_unit.read_text().replace('breaker = "cb1"', 'breaker = "cbx"')
+                     .replace('name = "cb1"', 'name = "cbx"'))
+    new = make_runtime(moved)
+    plan = import_state(new, doc)
+    assert plan.lost_latches == ["cb1"] and new.blocks[0].state()["latched"] is True
+    assert any("breaker cb1 (block st1)" in r.getMessage() and "no longer protects it" in
+               r.getMessage() for r in caplog.records)

@@ -15,7 +15,8 @@ layout) is JSON-able: dicts with string keys, lists, str, int, bool, None, finit
 
     version, saved_utc, site, config_hash, cycle (the exporting runtime's scan cycle)
     points:   names, values, quality, t_utc (and age_s, live)
-    blocks:   name -> {type, state} (and params, faulted, live)
+    blocks:   name -> {type, state, latched (breakers it held tripped, when any)}
+              (and params, faulted, live)
     alarms:   the alarm table, AlarmState.as_dict() (and hold_until_utc while held)
     events:   the event ring, EventRing.state()
     counters: starts (runtime starts so far), cycles_total (scan cycles of every run so far)
@@ -24,7 +25,9 @@ layout) is JSON-able: dicts with string keys, lists, str, int, bool, None, finit
 Partial restore, the same rules for both uses: a block's state goes to the block of the same
 name and type (a block removed, renamed or of another type now starts without it: logged); a
 block whose params changed still gets its state (its latched trip stays latched: a latch is
-released only by an authorised reset, never by an edit of site.toml); alarms go with their
+released only by an authorised reset, never by an edit of site.toml); a latched trip that
+cannot follow its breaker (the block is gone, or no longer protects that breaker) is logged
+as an error naming the breaker, never dropped silently; alarms go with their
 block (or the retained state's own alarm source); points go by name (a removed device's
 points are dropped); a document newer than this code reads is refused whole.
 
@@ -110,6 +113,7 @@ class Capture:
     starts: int
     cycles_total: int
     live: dict[str, Any] | None = None  # live-only parts (points with their ages, engine)
+    latched: dict[str, list[str]] = field(default_factory=dict)  # block -> breakers latched
 
 
 def alarm_entry(a: AlarmState) -> dict[str, Any]:
@@ -138,7 +142,23 @@ def capture(rt: Runtime, snap: Snapshot | None, t_utc: float, cycle: int,
                  "params": {b.name: params_digest(b) for b in rt.blocks}}
     return Capture(snap, t_utc, cycle, states, [alarm_entry(a) for a in rt.alarms.active()],
                    rt.alarms.events.state(clean=clean), rt.starts,
-                   rt.cycles_before + cycle, extra)
+                   rt.cycles_before + cycle, extra, latched_breakers(rt.blocks, states))
+
+
+def latched_breakers(blocks: list[Block], states: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Block -> the breakers it holds tripped (``Block.breakers``, the declared view), for
+    the blocks whose state is exported: what an import must not lose without saying so."""
+    out = {}
+    for b in blocks:
+        if b.name not in states:
+            continue
+        try:
+            held = [name for name, st in b.breakers().items() if st.latched]
+        except Exception:  # the block's view is its business; its state still goes
+            continue
+        if held:
+            out[b.name] = held
+    return out
 
 
 def document(rt: Runtime, cap: Capture) -> dict[str, Any]:
@@ -148,6 +168,8 @@ def document(rt: Runtime, cap: Capture) -> dict[str, Any]:
     live = cap.live
     blocks: dict[str, Any] = {n: {"type": types.get(n, ""), "state": jsonable(s)}
                               for n, s in cap.states.items()}
+    for name, held in cap.latched.items():
+        blocks[name]["latched"] = list(held)
     doc: dict[str, Any] = {
         "version": VERSION, "saved_utc": cap.t_utc, "site": rt.site.name,
         "config_hash": rt.site.config_hash, "cycle": cap.cycle,
@@ -259,6 +281,7 @@ class StatePlan:
     overruns: int = 0
     restored: bool = False
     refused: list[str] = field(default_factory=list)  # blocks that refused (live)
+    lost_latches: list[str] = field(default_factory=list)  # breakers no block holds now
 
     def apply_blocks(self, rt: Runtime) -> None:
         """Restart: every block state or none: a block that raises puts back the states of
@@ -374,10 +397,19 @@ def build_plan(rt: Runtime, doc: Mapping[str, Any], live: bool = False) -> State
         if not isinstance(entry, Mapping):
             raise TypeError(f"blocks.{name} is not a table")
         b = by_name.get(name)
+        held = [str(x) for x in entry.get("latched") or ()]
         if b is None or entry.get("type") != b.type_name:
             log.warning("retained state for block %s (%s) not restored: no such block of "
                         "that type in the site now", name, entry.get("type"))
+            _lost(plan, name, held, "is not in the site now")
             continue
+        try:
+            now_protects = {v.breaker for v in b.map_breakers()}
+        except Exception:
+            now_protects = set(held)
+        _lost(plan, name, [x for x in held if x not in now_protects],
+              "no longer protects it (its options changed); the block's latch is restored "
+              "for the breakers it protects now")
         state = entry.get("state") or {}
         if not isinstance(state, Mapping):
             raise TypeError(f"blocks.{name}.state is not a table")
@@ -405,6 +437,15 @@ def build_plan(rt: Runtime, doc: Mapping[str, Any], live: bool = False) -> State
         plan.restored = bool(extra.get("restored", False))
         plan.cycles_total = max(plan.cycles_total, plan.cycle)
     return plan
+
+
+def _lost(plan: StatePlan, block: str, breakers: list[str], why: str) -> None:
+    """A latched trip that cannot follow its breaker: said loudly (journal and log), once."""
+    for br in breakers:
+        log.error("BG-TRIP latched trip of breaker %s (block %s) is not carried over: the "
+                  "block %s; busguard no longer holds %s tripped: check it before closing it",
+                  br, block, why, br)
+        plan.lost_latches.append(br)
 
 
 def _plan_points(plan: StatePlan, rt: Runtime, pts: Mapping[str, Any], extra: Any) -> None:
