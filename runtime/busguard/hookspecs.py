@@ -59,7 +59,8 @@ def busguard_register_types(registry: TypeRegistry) -> None:
 @hookspec
 def busguard_startup(runtime: Runtime) -> None:
     """Called once the site is built, before publishers and drivers start and before the
-    first scan. Retained state is restored here, so the DCIM sees last known values at once.
+    first scan. Retained state is restored here, so the DCIM sees last known values at once
+    (after a reload the old runtime's state was already taken over: ``Runtime.handover_from``).
 
     :param runtime: the running :class:`busguard.runtime.Runtime` (site, image, alarms).
     """
