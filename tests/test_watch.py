@@ -72,8 +72,8 @@ def test_no_answer_yet_draws_an_empty_view_not_a_traceback():
 SOCKET = f"busguard-test-{os.getpid()}"  # a private tmux server: no other session's size
 
 
-def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", "-L", SOCKET, *args], capture_output=True, text=True, timeout=20,
+def tmux(*args: str, sock: str = SOCKET) -> str:
+    return subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, timeout=20,
                           check=True).stdout
 
 
@@ -86,22 +86,24 @@ def status_json(site: Path) -> dict | None:
 
 def capture(site: Path, width: int, height: int, name: str) -> str:
     exe = Path(sys.executable).with_name("busguard")
+    # a server per capture: killing one capture's last session makes its server exit, and a
+    # new session started on that socket meanwhile fails ("server exited unexpectedly")
+    sock = f"{SOCKET}-{name}"
     tmux("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),
          f"env -u COLUMNS -u LINES {exe} status --watch --interval 0.5 --site {site}; "
-         "sleep 60")  # rich would take a COLUMNS the test runner exported over the pane
+         "sleep 60", sock=sock)  # rich would take a COLUMNS the test runner exported over the pane
     try:
         screen = ""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            screen = tmux("capture-pane", "-p", "-t", name)
+            screen = tmux("capture-pane", "-p", "-t", name, sock=sock)
             if "pqm-b4" in screen and "0xCF" in screen:
                 time.sleep(1.0)  # one more frame: a whole one
-                return tmux("capture-pane", "-p", "-t", name)
+                return tmux("capture-pane", "-p", "-t", name, sock=sock)
         raise AssertionError(f"the view never showed every tap-off and the alarm:\n{screen}")
     finally:
-        subprocess.run(["tmux", "-L", SOCKET, "kill-session", "-t", name], capture_output=True,
-                       timeout=20)
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True, timeout=20)
 
 
 @pytest.mark.integration
