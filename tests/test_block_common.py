@@ -9,7 +9,8 @@ import pytest
 from busguard.clock import FakeClock
 from busguard.errors import ConfigError
 from busguard.image import PointSpec, ProcessImage, Quality
-from busguard_blocks._common import HighLimit, InputWatch, OnDelay, iso_utc, wall_utc
+from busguard.inputwatch import InputWatch, OnDelay
+from busguard_blocks._common import HighLimit, iso_utc, wall_utc
 
 
 def test_input_alarm_grace_and_debounce():

@@ -383,6 +383,14 @@ def test_sparkplug_births_data_a_broker_outage_and_rebirth(fleet):
     wait_for(lambda: any(abs(v - before - 100.0) < 1.0
                          for v, _t, _h in host.values("c101", "m1", "power_kw")), 60,
              "c101/m1 power_kw +100 kW in a DDATA")
+    # every DDATA names a metric its device's DBIRTH declared (births before the first
+    # meter read declare every point of the layout, null until read)
+    declared: dict[tuple[str, str], set[int]] = {}
+    for kind, n, d, p in host.all():
+        if kind == "DBIRTH":
+            declared[(n, d)] = {m.alias for m in p.metrics}
+        elif kind == "DDATA":
+            assert {m.alias for m in p.metrics} <= declared.get((n, d), set()), (n, d)
 
     # the broker away for 30 s: three changes of c102's m1 meanwhile, none lost
     wait_for(lambda: host.values("c102", "m1", "power_kw"), 60, "c102/m1 power_kw read")
@@ -485,3 +493,7 @@ def test_the_fleet_bench_reports_requests_latency_and_lateness(tmp_path):
     assert full["value"] > 0 and full["baseline"] > 0
     assert rows["meter change -> hall aggregator's map, p50"]["value"] > 0
     assert m["details"]["to_hall_s"]  # the step was seen at the hall
+    if shutil.which("mosquitto") is not None:  # the controllers on Sparkplug beside it
+        assert rows["broker messages"]["value"] > 0 and rows["broker bytes"]["value"] > 0
+        assert m["details"]["to_sparkplug_s"]  # the step was seen by the subscriber
+        assert rows["meter change -> Sparkplug subscriber, p50"]["value"] > 0

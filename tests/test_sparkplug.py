@@ -285,9 +285,11 @@ def test_a_broker_refusing_auth_is_a_clear_error_and_changes_wait_in_the_queue(
     rt.image.write("m1.power_kw", 77.0)
     run_scans(rt, 1)
     Host.wait_for(lambda: pub.store.held >= 1)  # kept for later, not dropped
-    lines = [r for r in caplog.records if "refused the connection" in r.getMessage()]
+    def lines():  # the publisher's own (the BG-SPB-REFUSED alarm has its journal line too)
+        return [r for r in caplog.records if "refused the connection" in r.getMessage()
+                and r.name == "busguard.sparkplug"]
     Host.wait_for(lambda: pub.counts["refused"] >= 2)
-    assert len(lines) == 1  # logged once per streak, not per retry
+    assert len(lines()) == 1  # logged once per streak, not per retry
 
 
 @pytest.mark.integration
@@ -304,8 +306,11 @@ def test_a_full_queue_raises_the_alarm_with_its_numbers_and_keeps_what_it_holds(
         run_scans(rt, 1)
         Host.wait_for(lambda kw=kw: pub.node.last["m1"]["power_kw"].value == kw)
     st = pub.status()
-    assert (st["queue_held"], st["queue_dropped"], st["queue_full"]) == (5, 3, True)
-    full = [r for r in caplog.records if "queue full" in r.getMessage()]
+    # at least the 3 power changes past the bound; the queue-full alarm's own raise changes
+    # the node's alarm metrics, which are refused too
+    assert (st["queue_held"], st["queue_full"]) == (5, True) and st["queue_dropped"] >= 3
+    full = [r for r in caplog.records if "queue full" in r.getMessage()
+            and r.name == "busguard.sparkplug"]  # the publisher's line (the alarm has its own)
     assert len(full) == 1 and "5 changes held" in full[0].getMessage()
     assert "3 change(s) dropped" in full[0].getMessage() or "dropped" in full[0].getMessage()
     b.start()

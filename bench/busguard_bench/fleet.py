@@ -13,8 +13,12 @@ one in-process simulator serves every meter. Measured:
   power_kw by +/-100 kW and a client polls the hall's record of that controller's power every
   20 ms until it shows; the baseline is the same change seen in the controller's own map;
 - the aggregators' scan lateness p99 with their N peers, from their map headers;
-- broker messages and bytes/s and the latency to a Sparkplug subscriber: skipped until the
-  Sparkplug publisher (issue 18's other part) is on main.
+- Sparkplug: every controller also publishes to one Mosquitto broker on loopback (Debian
+  ``mosquitto``; QoS 1, deadband 0) and a subscriber in this process (paho-mqtt) decodes
+  everything: the same meter steps' latency to the subscriber (the stepped meter's power_kw
+  DDATA, by the alias its DBIRTH declared), and the broker's messages and bytes per second
+  over the latency phase (Sparkplug payloads; MQTT framing not counted). Skipped, with the
+  reason, without mosquitto or paho-mqtt.
 """
 
 from __future__ import annotations
@@ -111,6 +115,65 @@ def _value(c: ModbusTcpClient, address: int) -> float:
     return math.nan if v is None else v
 
 
+class _SpbWatch:
+    """A Sparkplug host for the fleet: counts every message and follows one metric."""
+
+    def __init__(self, port: int, node: str, device: str, metric: str) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self.lock = threading.Lock()
+        self.node, self.device, self.metric = node, device, metric
+        self.messages = self.bytes = 0
+        self.counting = False
+        self.alias: int | None = None
+        self.value = math.nan
+        self.ready = threading.Event()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-fleet-host")
+        self.c.on_message = self._on_message
+        self.c.on_subscribe = lambda *a: self.ready.set()
+        self.c.on_connect = lambda c, *a: c.subscribe("spBv1.0/#", qos=0)
+        self.c.connect("127.0.0.1", port, 30)
+        self.c.loop_start()
+        if not self.ready.wait(10):
+            raise RuntimeError("the fleet's Sparkplug subscriber could not subscribe")
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        from busguard.sparkplug.sparkplug_b_pb2 import Payload
+
+        parts = msg.topic.split("/")
+        with self.lock:
+            if self.counting:
+                self.messages += 1
+                self.bytes += len(msg.payload)
+            if len(parts) < 5 or parts[3] != self.node or parts[4] != self.device:
+                return
+            p = Payload.FromString(msg.payload)
+            for m in p.metrics:
+                if parts[2] == "DBIRTH" and m.name == self.metric:
+                    self.alias = m.alias
+                if m.alias == self.alias and self.alias is not None and not m.is_null and \
+                        not m.is_historical:
+                    self.value = m.float_value
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def _spb_missing() -> str:
+    import shutil
+
+    if shutil.which("mosquitto") is None:
+        return "needs mosquitto (Debian package)"
+    try:
+        import paho.mqtt.client  # noqa: F401
+    except ImportError:
+        return "needs paho-mqtt"
+    return ""
+
+
 def run(b: Bench) -> list[Measurement]:
     from busguard.sim.hall import write_hall
     from busguard.sim.runner import Simulator, load_site_for_sim
@@ -126,8 +189,16 @@ def run(b: Bench) -> list[Measurement]:
     def a_addr(r: int) -> tuple[str, int]:
         return "127.0.0.1", ports.setdefault(f"a{r}", free_port())
 
+    no_spb = _spb_missing()
+    broker = None
+    watch: _SpbWatch | None = None
+    if not no_spb:
+        from busguard_bench.sparkplug import start_mosquitto
+
+        broker, mqtt_port = start_mosquitto(b)
     plan = write_hall(b.workdir / "fleet", rows_n, units, 2, meter_base_port=free_port() + 100,
-                      controller_addr=c_addr, agg_addr=a_addr)
+                      controller_addr=c_addr, agg_addr=a_addr,
+                      sparkplug=None if broker is None else ("127.0.0.1", mqtt_port))
     sim = Simulator(load_site_for_sim(plan.sim_site), speed=1e-6)
     offsets: dict[int, float] = {}
     model_meter = sim.model.meter
@@ -140,8 +211,12 @@ def run(b: Bench) -> list[Measurement]:
     sim.model.meter = stepped  # type: ignore[method-assign]
     procs: list[subprocess.Popen] = []
     log = open(b.workdir / "fleet.log", "w", encoding="utf-8")  # noqa: SIM115
+    spb_lat: list[float] = []
+    spb_span = 0.0
     try:
         sim.start()
+        if broker is not None:  # subscribed before the controllers birth
+            watch = _SpbWatch(mqtt_port, plan.controllers[0].name, "m1", "power_kw")
         for n in (*plan.controllers, *plan.row_aggs, plan.hall):
             assert n is not None
             procs.append(subprocess.Popen([_busguard(), "run", str(n.site)], stdout=log,
@@ -171,28 +246,42 @@ def run(b: Bench) -> list[Measurement]:
         cc = ModbusTcpClient(first.host, first.port, 3.0)
         to_hall: list[float] = []
         to_home: list[float] = []
+        if watch is not None:
+            _wait(lambda: watch.alias is not None and not math.isnan(watch.value), 30)
+            watch.counting = True
+        span_t0 = time.monotonic()
         try:
             for k in range(steps):
                 before_h, before_c = _value(hc, hall_addr), _value(cc, home_addr)
+                before_s = watch.value if watch is not None else math.nan
                 delta = STEP_KW if k % 2 == 0 else -STEP_KW
                 offsets[meter_index] = offsets.get(meter_index, 0.0) + delta
                 sim._cache.clear()
                 t0 = time.monotonic()
-                seen_home = math.nan
+                seen_home = seen_spb = math.nan
                 deadline = t0 + 30.0
                 while time.monotonic() < deadline:
                     now = time.monotonic()
                     if math.isnan(seen_home) and \
                             abs(_value(cc, home_addr) - before_c - delta) < abs(delta) / 2:
                         seen_home = now - t0
-                    if abs(_value(hc, hall_addr) - before_h - delta) < abs(delta) / 2:
+                    if watch is not None and math.isnan(seen_spb) and \
+                            abs(watch.value - before_s - delta) < abs(delta) / 2:
+                        seen_spb = now - t0
+                    if abs(_value(hc, hall_addr) - before_h - delta) < abs(delta) / 2 and \
+                            (watch is None or not math.isnan(seen_spb)):
                         to_hall.append(now - t0)
                         break
                     time.sleep(POLL_S)
                 if not math.isnan(seen_home):
                     to_home.append(seen_home)
+                if not math.isnan(seen_spb):
+                    spb_lat.append(seen_spb)
                 time.sleep(0.5)
         finally:
+            spb_span = time.monotonic() - span_t0
+            if watch is not None:
+                watch.counting = False
             hc.close()
             cc.close()
         late = {}
@@ -210,6 +299,11 @@ def run(b: Bench) -> list[Measurement]:
                 p.wait()
         sim.stop()
         log.close()
+        if watch is not None:
+            watch.close()
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
     n_ctl = len(plan.controllers)
     rows = [
         Row("core DCIM requests per full hall read, via the hall aggregator", hall_full,
@@ -226,12 +320,34 @@ def run(b: Bench) -> list[Measurement]:
             pct(to_home, 99) * 1e3, "-> the controller's own map", status=INFO),
         *[Row(f"{name} scan lateness p99 ({units if name != 'hall' else rows_n} peers)",
               v, "ms", status=INFO) for name, v in late.items()],
-        Row("broker messages/s, bytes/s and latency to a Sparkplug subscriber", None,
-            status=SKIP, note="the Sparkplug publisher (issue 18's other part) is not on "
-                              "main yet"),
+        *_spb_rows(no_spb, watch, spb_lat, spb_span, to_home, steps, n_ctl),
     ]
     return [Measurement(KEYS[0][0], KEYS[0][1], rows, details={
         "controllers": n_ctl, "rows": rows_n, "requests_flat": flat,
         "requests_hall_full": hall_full, "requests_hall_light": light,
         "to_hall_s": to_hall, "to_home_s": to_home, "lateness_p99_ms": late,
+        "to_sparkplug_s": spb_lat, "broker_messages": watch.messages if watch else None,
+        "broker_bytes": watch.bytes if watch else None, "broker_span_s": spb_span,
         "scan_ms": 100, "meter_poll_ms": 500, "peer_poll_ms": 1000})]
+
+
+def _spb_rows(missing: str, watch: _SpbWatch | None, lat: list[float], span: float,
+              to_home: list[float], steps: int, n_ctl: int) -> list[Row]:
+    """The Sparkplug rows, next to the Modbus ones."""
+    if missing or watch is None:
+        return [Row("Sparkplug: latency, broker messages and bytes", None, status=SKIP,
+                    note=f"skipped: {missing or 'no subscriber'}")]
+    return [
+        Row("meter change -> Sparkplug subscriber, p50", pct(lat, 50) * 1e3 if lat else None,
+            "ms", pct(to_home, 50) * 1e3, "-> the controller's own map",
+            status=INFO if lat else SKIP, note=f"{len(lat)}/{steps} steps seen as DDATA "
+                                               f"(deadband 0, QoS 1, poll_ms 100)"),
+        Row("meter change -> Sparkplug subscriber, p99", pct(lat, 99) * 1e3 if lat else None,
+            "ms", pct(to_home, 99) * 1e3, "-> the controller's own map",
+            status=INFO if lat else SKIP),
+        Row("broker messages", watch.messages / span if span else 0.0, "/s", status=INFO,
+            note=f"{watch.messages} in {span:.1f} s from {n_ctl} edge nodes, all kinds, as "
+                 f"the subscriber got them"),
+        Row("broker bytes", watch.bytes / span if span else 0.0, "B/s", status=INFO,
+            note="Sparkplug payloads (protobuf); MQTT framing not counted"),
+    ]

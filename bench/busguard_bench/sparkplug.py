@@ -79,7 +79,7 @@ class Subscriber:
         self.c.disconnect()
 
 
-def _broker(b: Bench) -> tuple[subprocess.Popen[bytes], int]:
+def start_mosquitto(b: Bench) -> tuple[subprocess.Popen[bytes], int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -110,7 +110,7 @@ def run(b: Bench) -> list[Measurement]:
     dur = b.seconds(30.0, 5.0)
     warm = b.seconds(3.0, 2.0)
     n = b.count(METERS, 8)
-    broker, port = _broker(b)
+    broker, port = start_mosquitto(b)
     sub = None
     runs: dict[str, dict[str, Any]] = {}
     span = 0.0

@@ -19,7 +19,7 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Quality, Snapshot
-from busguard_blocks._common import HighLimit, InputWatch, rnd
+from busguard_blocks._common import HighLimit, rnd
 
 if TYPE_CHECKING:
     from busguard.config.site import BlockConfig, SiteConfig
@@ -76,7 +76,6 @@ class CommHealth(Block):
         Ethernet jack's)."""
         super().__init__(name, params)
         self.rtu = rtu
-        self.input_watch = InputWatch()
         p = self.p
         # meter -> its data points (judged for 0x02)
         self.meters: dict[str, tuple[str, ...]] = dict(meters) if meters is not None else {
@@ -115,8 +114,7 @@ class CommHealth(Block):
 
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
-        self.input_watch.tick(now)
-        res = BlockResult()
+        res = self.begin_scan(now)
         snap = inputs
         lost_all: dict[str, str] = {}
         for m, data in self.meters.items():
@@ -160,25 +158,28 @@ class CommHealth(Block):
         return res
 
     def _alarm(self, kind: str, m: str, values: dict[str, Any]) -> AlarmCondition:
+        """The alarm of one limit (``kind``) of meter ``m``: its id, severity, code and text."""
         p = self.p
         lat = p["latency_stat"]
+        latency = values.get(f"comm_latency_{lat}_ms")
         if kind == "loss":
-            return AlarmCondition(
-                f"loss:{m}", Severity.MINOR, "BG-COMM-LOSS",
-                f"{m}: packet-loss {values.get('comm_loss_pct')}% above "
-                f"{p['loss_limit_pct']:g}%", device=m, values=values)
-        if kind == "latency":
-            return AlarmCondition(
-                f"latency:{m}", Severity.MINOR, "BG-COMM-LATENCY",
-                f"{m}: latency {lat} {values.get(f'comm_latency_{lat}_ms')} ms above "
-                f"{p['latency_limit_ms']:g} ms", device=m, values=values)
-        if kind == "errors":
-            return AlarmCondition(
-                f"errors:{m}", Severity.MAJOR, "BG-RS485-ERRORS",
-                f"{m}: RS-485 error rate {values.get('comm_error_pct')}% above "
+            sev, code, text = Severity.MINOR, "BG-COMM-LOSS", (
+                f"packet-loss {values.get('comm_loss_pct')}% above {p['loss_limit_pct']:g}%")
+        elif kind == "latency":
+            sev, code, text = Severity.MINOR, "BG-COMM-LATENCY", (
+                f"latency {lat} {latency} ms above {p['latency_limit_ms']:g} ms")
+        elif kind == "errors":
+            sev, code, text = Severity.MAJOR, "BG-RS485-ERRORS", (
+                f"RS-485 error rate {values.get('comm_error_pct')}% above "
                 f"{p['error_limit_pct']:g}%: noise on the data lines (signal-attenuation); "
-                f"increase the shield grounding or install a signal repeater",
-                device=m, values=values)
+                f"increase the shield grounding or install a signal repeater")
+        else:
+            sev, code, text = Severity.WARNING, "BG-POLL-RATIO", (
+                f"poll period {values.get('comm_poll_ms')} ms is under "
+                f"{p['poll_latency_ratio']:g}x the measured latency ({latency} ms); requests "
+                f"will back up")
+        return AlarmCondition(f"{kind}:{m}", sev, code, f"{m}: {text}", device=m,
+                              values=values)
         return AlarmCondition(
             f"poll:{m}", Severity.WARNING, "BG-POLL-RATIO",
             f"{m}: poll period {values.get('comm_poll_ms')} ms is under "

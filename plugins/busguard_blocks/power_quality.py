@@ -23,7 +23,8 @@ from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import Snapshot
-from busguard_blocks._common import HighLimit, InputWatch, LowLimit, check_order, lost_inputs, rnd
+from busguard.inputwatch import lost_inputs
+from busguard_blocks._common import HighLimit, LowLimit, check_order, rnd
 
 if TYPE_CHECKING:
     from busguard.config.site import BlockConfig, SiteConfig
@@ -147,7 +148,6 @@ class PowerQuality(Block):
                  nominal_hz: float = 0.0) -> None:
         """``nominal_v`` / ``nominal_hz``: the site's [site] nominals (0: that check off)."""
         super().__init__(name, params)
-        self.input_watch = InputWatch()
         self.nominal_v = nominal_v
         self.nominal_hz = nominal_hz
         p = self.p
@@ -241,8 +241,7 @@ class PowerQuality(Block):
         return max(got.values()), {"values": {k: rnd(v, 2) for k, v in got.items()}}
 
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
-        self.input_watch.tick(now)
-        res = BlockResult()
+        res = self.begin_scan(now)
         meter = self.p["meter"]
         lost = lost_inputs(inputs, self._inputs)
         vals = {x: inputs.values[inputs.index[x]] for x in self._inputs if x not in lost}

@@ -20,15 +20,8 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import PointSpec, Snapshot
-from busguard_blocks._common import (
-    InputWatch,
-    OnDelay,
-    check_order,
-    iso_utc,
-    lost_inputs,
-    rnd,
-    wall_utc,
-)
+from busguard.inputwatch import OnDelay, lost_inputs
+from busguard_blocks._common import check_order, iso_utc, rnd, wall_utc
 
 if TYPE_CHECKING:
     from busguard.config.site import BlockConfig, SiteConfig
@@ -83,7 +76,6 @@ class PredictiveCooling(Block):
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
-        self.input_watch = InputWatch()
         pre = self.p["prefix"]
         self.start_point = f"{pre}.cmd_job_start_utc"
         self.load_point = f"{pre}.cmd_job_load_kw"
@@ -115,8 +107,7 @@ class PredictiveCooling(Block):
 
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
-        self.input_watch.tick(now)
-        res = BlockResult()
+        res = self.begin_scan(now)
         bad = {k: v for k, v in lost_inputs(inputs, (self.start_point, self.load_point)).items()
                if v != "not-connected"}
         if inputs.is_good(self.start_point):

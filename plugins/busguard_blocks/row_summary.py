@@ -179,9 +179,9 @@ class RowSummary(Block):
                         f"no [[meter]] entry with driver = \"{PEER_DRIVER}\" named {n!r}; "
                         f"known: {', '.join(entries) or 'none'}"))
         if not problems and not (found["peers"] or found["rows"]):
-            problems.append(ConfigProblem(config.file, f"{config.path}.peers",
-                                          "expected at least one busguard_peer entry in peers "
-                                          "or rows"))
+            problems.append(config.problem("peers",
+                                           "expected at least one busguard_peer entry in peers "
+                                           "or rows"))
         for i, d in enumerate(found["rows"]):
             if not d.params["records"]:
                 problems.append(ConfigProblem(

@@ -28,18 +28,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult, BreakerStatus, BreakerView
 from busguard.config.params import Param
-from busguard.errors import ConfigError, ConfigProblem
+from busguard.errors import ConfigError
 from busguard.image import PointSpec, Snapshot
-from busguard_blocks._common import (
-    CommandCounter,
-    InputWatch,
-    OnDelay,
-    check_order,
-    iso_utc,
-    lost_inputs,
-    rnd,
-    wall_utc,
-)
+from busguard.inputwatch import OnDelay, lost_inputs
+from busguard_blocks._common import CommandCounter, check_order, iso_utc, rnd, wall_utc
 from busguard_blocks.idmt import (
     CURVES,
     RESETS,
@@ -179,18 +171,17 @@ class ShuntTrip(Block):
         for key, what in (("pickup_a", "an overcurrent pickup"),
                           ("thermal_ib_a", "a thermal overload element")):
             if p[key] > 0 and not (p["meter"] or p["currents"]):
-                problems.append(ConfigProblem(config.file, f"{config.path}.{key}",
-                                              f"{what} needs `meter` or `currents`"))
+                problems.append(config.problem(f"{key}",
+                                               f"{what} needs `meter` or `currents`"))
         if p["residual_pickup_ma"] > 0 and not (p["meter"] or p["residual_point"]):
-            problems.append(ConfigProblem(config.file, f"{config.path}.residual_pickup_ma",
-                                          "a residual pickup needs `meter` or `residual_point`"))
+            problems.append(config.problem("residual_pickup_ma",
+                                           "a residual pickup needs `meter` or `residual_point`"))
         if problems:
             raise ConfigError(problems)
         return super().from_config(config, site)
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
-        self.input_watch = InputWatch()
         p = self.p
         br, meter = p["breaker"], p["meter"]
         self.out = f"{br}.shunt_trip"
@@ -260,8 +251,7 @@ class ShuntTrip(Block):
         snap = inputs
         dt = 0.0 if self.last_now is None else max(0.0, now - self.last_now)
         self.last_now = now
-        self.input_watch.tick(now)
-        res = BlockResult()
+        res = self.begin_scan(now)
         lost = lost_inputs(snap, self.inputs())
         good = {x: snap.values[snap.index[x]] for x in self.protect if x not in lost}
 

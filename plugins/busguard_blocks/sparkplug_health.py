@@ -19,8 +19,8 @@ from busguard.block import Block, BlockResult
 from busguard.config.params import Param, defaults
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality, Snapshot
+from busguard.inputwatch import InputWatch
 from busguard.sparkplug import health
-from busguard_blocks._common import InputWatch
 
 if TYPE_CHECKING:
     from busguard.config.site import BlockConfig, PublisherConfig, SiteConfig

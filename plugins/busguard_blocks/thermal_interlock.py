@@ -22,7 +22,8 @@ from busguard.block import Block, BlockResult, BreakerStatus, BreakerView
 from busguard.config.params import Param
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import Snapshot
-from busguard_blocks._common import InputWatch, check_order, lost_inputs, rnd, wall_utc
+from busguard.inputwatch import lost_inputs
+from busguard_blocks._common import check_order, rnd, wall_utc
 
 if TYPE_CHECKING:
     from busguard.config.site import BlockConfig, SiteConfig
@@ -128,7 +129,6 @@ class ThermalInterlock(Block):
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
-        self.input_watch = InputWatch()
         p = self.p
         self.temps = tuple(f"{pr}.temp_c" for pr in p["probes"])
         self.ttt_out = f"{name}.time_to_trip_s"
@@ -172,8 +172,7 @@ class ThermalInterlock(Block):
 
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
-        self.input_watch.tick(now)
-        res = BlockResult()
+        res = self.begin_scan(now)
         lost = lost_inputs(inputs, self.temps)
         good = {x: inputs.values[inputs.index[x]] for x in self.temps if x not in lost}
         ttt = NO_ESTIMATE

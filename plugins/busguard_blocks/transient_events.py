@@ -20,7 +20,8 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Snapshot
-from busguard_blocks._common import SEVERITIES, InputWatch, iso_utc, lost_inputs, rnd, wall_utc
+from busguard.inputwatch import lost_inputs
+from busguard_blocks._common import SEVERITIES, iso_utc, rnd, wall_utc
 
 
 class TransientEvents(Block):
@@ -56,7 +57,6 @@ class TransientEvents(Block):
 
     def __init__(self, name: str, params: Mapping[str, Any]) -> None:
         super().__init__(name, params)
-        self.input_watch = InputWatch()
         p = self.p
         self.watch = tuple(p["points"]) or tuple(f"{p['meter']}.current_l{n}_a"
                                                  for n in (1, 2, 3))
@@ -71,8 +71,7 @@ class TransientEvents(Block):
 
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         p = self.p
-        self.input_watch.tick(now)
-        res = BlockResult()
+        res = self.begin_scan(now)
         lost = lost_inputs(inputs, self.watch)
         sample: list[float | None] = []
         trigger: dict[str, Any] | None = None

@@ -25,18 +25,17 @@ ERRNO_BASE = 0x0100
 
 # The breaker-trip causes (busguard_blocks.shunt_trip.CAUSES; 0xCF Thermal-Critical is a seed
 # code and keeps its own number), then busguard's other alarm codes. Append only.
+_TRIP_CAUSES: dict[str, tuple[int, str]] = {  # each described as "breaker-trip: ..."
+    "BG-TRIP-OC": (0x0201, "overcurrent (above pickup longer than the delay or curve)"),
+    "BG-TRIP-OC-LED": (0x0202, "overcurrent trip shown by the breaker LED (solid red)"),
+    "BG-TRIP-GF": (0x0203, "ground fault (breaker LED 2-blink)"),
+    "BG-TRIP-RCM": (0x0204, "ground fault (residual current above pickup)"),
+    "BG-TRIP-THERMAL": (0x0205, "thermal overload (I^2t thermal replica at 100 %)"),
+    "BG-TRIP-INPUT-LOSS": (0x0206, "protection inputs lost (trip_on_input_loss)"),
+}
 BG_CODES: dict[str, tuple[int, str]] = {
     "BG-TRIP": (0x0200, "breaker-trip restored from a state file that did not say the cause"),
-    "BG-TRIP-OC": (0x0201, "breaker-trip: overcurrent (above pickup longer than the delay or "
-                           "curve)"),
-    "BG-TRIP-OC-LED": (0x0202, "breaker-trip: overcurrent trip shown by the breaker LED "
-                               "(solid red)"),
-    "BG-TRIP-GF": (0x0203, "breaker-trip: ground fault (breaker LED 2-blink)"),
-    "BG-TRIP-RCM": (0x0204, "breaker-trip: ground fault (residual current above pickup)"),
-    "BG-TRIP-THERMAL": (0x0205, "breaker-trip: thermal overload (I^2t thermal replica at "
-                                "100 %)"),
-    "BG-TRIP-INPUT-LOSS": (0x0206, "breaker-trip: protection inputs lost "
-                                   "(trip_on_input_loss)"),
+    **{code: (num, f"breaker-trip: {what}") for code, (num, what) in _TRIP_CAUSES.items()},
     "BG-INPUT": (0x0300, "an input is stale, bad or not connected"),
     "BG-BLOCK-FAULT": (0x0301, "a block faulted; its outputs are forced to fail-safe"),
     "BG-RETAINED-CORRUPT": (0x0302, "the retained state file was damaged and set aside"),

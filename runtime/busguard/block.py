@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from busguard.alarms import AlarmCondition, AlarmTable
 from busguard.config.params import Param
 from busguard.image import PointSpec, Snapshot
+from busguard.inputwatch import InputWatch
 
 if TYPE_CHECKING:
     from busguard.config.site import BlockConfig, SiteConfig
@@ -93,6 +94,9 @@ class Block:
         #: the validated options (frozen :class:`busguard.config.params.Values` from
         #: site.toml, every declared default applied): read as ``self.p["name"]``
         self.p: Mapping[str, Any] = params
+        #: the block's debounced ``BG-INPUT`` alarm (:mod:`busguard.inputwatch`): a scan
+        #: reports what it lost with ``res.add(self.input_watch.alarm(lost, now, what))``
+        self.input_watch = InputWatch()
 
     @classmethod
     def from_config(cls, config: BlockConfig, site: SiteConfig) -> Block:
@@ -116,6 +120,12 @@ class Block:
 
     def scan(self, inputs: Snapshot, now: float) -> BlockResult:
         raise NotImplementedError
+
+    def begin_scan(self, now: float) -> BlockResult:
+        """The start of a :meth:`scan`: starts the input watch's clock (its start-up grace
+        counts from the first scan) and returns this scan's empty result."""
+        self.input_watch.tick(now)
+        return BlockResult()
 
     def map_breakers(self) -> tuple[BreakerView, ...]:
         """The breakers this block protects, as the register map shows them (trip output,

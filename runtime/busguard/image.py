@@ -99,11 +99,42 @@ class ImageWriter(Protocol):
                     t_mono: float | None = None) -> None: ...
 
 
+class PointWriter:
+    """What both image writers share, :class:`ProcessImage` (the scan process's image) and
+    :class:`busguard.ioproc.link.LinkImageWriter` (the I/O process's, over the link): the
+    layout (``specs`` and ``index``), membership, the one-point :meth:`write` and the time
+    stamps a write taken "now" gets. A subclass implements :meth:`write_many`."""
+
+    specs: tuple[PointSpec, ...]
+    index: dict[str, int]
+    _clock: Clock
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.index
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def write(self, name: str, value: float, quality: Quality = Quality.GOOD,
+              t_mono: float | None = None, t_utc: float | None = None) -> None:
+        """Store one reading (value with its quality and the time it was taken)."""
+        self.write_many(((name, value, quality),), t_mono, t_utc)
+
+    def write_many(self, items: Iterable[tuple[str, float, Quality]],
+                   t_mono: float | None = None, t_utc: float | None = None) -> None:
+        raise NotImplementedError
+
+    def stamps(self, t_mono: float | None, t_utc: float | None) -> tuple[float, float]:
+        """A write's monotonic and UTC times: the given ones, else the clock's now."""
+        return (self._clock.monotonic() if t_mono is None else t_mono,
+                self._clock.wall() if t_utc is None else t_utc)
+
+
 # quality code -> code after ageing a point past its max age: GOOD becomes STALE, others stay
 _AGE_GOOD = bytes([Quality.STALE, *range(1, 256)])
 
 
-class ProcessImage:
+class ProcessImage(PointWriter):
     """The live input image. Thread-safe for writers; snapshots are consistent."""
 
     def __init__(self, specs: Iterable[PointSpec], clock: Clock) -> None:
@@ -136,22 +167,10 @@ class ProcessImage:
             else:
                 self._age_runs.append((i, i + 1, age))
 
-    def __contains__(self, name: object) -> bool:
-        return name in self.index
-
-    def __len__(self) -> int:
-        return len(self.specs)
-
-    def write(self, name: str, value: float, quality: Quality = Quality.GOOD,
-              t_mono: float | None = None, t_utc: float | None = None) -> None:
-        """Store one reading (value with its quality and the time it was taken)."""
-        self.write_many(((name, value, quality),), t_mono, t_utc)
-
     def write_many(self, items: Iterable[tuple[str, float, Quality]],
                    t_mono: float | None = None, t_utc: float | None = None) -> None:
         """Store several readings taken at the same instant, atomically for the scan."""
-        tm = self._clock.monotonic() if t_mono is None else t_mono
-        tw = self._clock.wall() if t_utc is None else t_utc
+        tm, tw = self.stamps(t_mono, t_utc)
         idx = self.index
         good = Quality.GOOD
         with self._lock:

@@ -31,6 +31,27 @@ def folder_section(default: str, what: str, sim_dir: str) -> dict[str, Param]:
                                   f"uses {sim_dir})")}
 
 
+class ProbeState:
+    """The state word a probe reader keeps ("unread", "good", "bad (...)", "not-connected")
+    and logs once per change, never once per read: the base of the 1-Wire and IIO readers.
+    A subclass sets ``name``, ``log`` (its driver's logger) and :meth:`where`."""
+
+    name: str
+    state = "unread"
+    log = log
+
+    def where(self) -> str:
+        """The probe's hardware, as the log line names it (e.g. "28-0000071cbb3e")."""
+        return ""
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state != self.state:
+            lvl = logging.INFO if state == "good" else logging.WARNING
+            self.log.log(lvl, "probe %s (%s): %s%s", self.name, self.where(), state,
+                         f": {detail}" if detail else "")
+            self.state = state
+
+
 class ProbeBus:
     """Subclass this; implement :meth:`poll_once` (read the due readers, return the next
     deadline on ``time.monotonic``). ``label`` names the bus in logs and its thread."""

@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from busguard.config.params import Param
+from busguard.config.params import Param, Section
+from busguard.errors import ConfigProblem
+from busguard.northbound import access
 
 if TYPE_CHECKING:
     from busguard.config.site import PublisherConfig, SiteConfig
@@ -44,6 +46,19 @@ class Publisher:
     def __init__(self, config: PublisherConfig, site: SiteConfig) -> None:
         self.config = config
         self.site = site
+
+    def reader(self) -> Section:
+        """A reader over this publisher's table that collects every problem found (raise them
+        together with ``Section.raise_problems``), so `busguard check` shows them all."""
+        return Section(self.config.file, self.section, self.config.params, [])
+
+    def needs_map(self, sec: Section, verb: str) -> None:
+        """Note a problem unless the site has the ``[modbus_server]`` table whose snapshot this
+        publisher ``verb`` (serves, records, publishes): every outward interface reads it."""
+        if "modbus_server" not in self.site.publishers:
+            sec.problems.append(ConfigProblem(
+                self.config.file, self.section, f"{verb} the register map's snapshot: the site "
+                "needs a [modbus_server] table (it may listen on loopback only)"))
 
     def start(self, runtime: Runtime) -> None:
         """Begin serving. Must return promptly."""
@@ -74,3 +89,41 @@ class Publisher:
         """The ports this publisher listens on, with who may connect, from configuration
         alone (no socket is opened): ``busguard firewall`` writes kernel rules from them."""
         return []
+
+
+def listener_params(*, port: int, port_doc: str, host_note: str = "", needs: str = "",
+                    allow_who: str = "that may connect") -> dict[str, Param]:
+    """``host``, ``port`` and ``allow`` as every listening publisher declares them (design.md:
+    every listener has an ``allow`` list, empty: loopback only); a section spreads this into
+    its ``params`` and adds its own options. The words differ by protocol only:
+    ``host_note`` (" (UDP)"), what a non-loopback host needs besides ``allow`` (" and TLS"),
+    the port's doc and who the allowed clients are."""
+    return {
+        "host": Param(str, default="127.0.0.1", doc=f"address to listen on{host_note}; any "
+                      f"address other than loopback needs `allow`{needs}"),
+        "port": Param(int, default=port, minval=0, maxval=65535, doc=port_doc),
+        "allow": Param(list, item=str, default=(), doc=f"CIDRs {allow_who}; empty: "
+                       "loopback only"),
+    }
+
+
+def cidrs(sec: Section, key: str = "allow",
+          example: str = "10.0.5.0/24") -> tuple[access.Network, ...]:
+    """A listener's list of CIDRs (``allow``, ``write_allow``...); a bad one is a problem
+    naming the key, with an ``example`` of what is valid."""
+    try:
+        return access.parse_networks(sec.data[key] or ())
+    except ValueError as exc:
+        sec.problem(key, f"{exc}; expected CIDRs such as '{example}'")
+        return ()
+
+
+def listener_allow(sec: Section, who: str) -> tuple[access.Network, ...]:
+    """The ``allow`` networks of a listener's table; a host other than loopback with an empty
+    ``allow`` is a problem that says to list ``who`` (e.g. "the managers' networks")."""
+    allow = cidrs(sec)
+    host = sec.data["host"]
+    if not allow and not access.is_loopback(host):
+        sec.problem("host", f"{host!r} is not loopback but `allow` is empty; list {who} "
+                    f"(allow = [\"10.0.5.0/24\"]) or use host = \"127.0.0.1\"")
+    return allow

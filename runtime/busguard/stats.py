@@ -11,6 +11,16 @@ from array import array
 from dataclasses import asdict, dataclass
 
 
+@dataclass
+class Counts:
+    """Event counters (int fields, each 0 at first) reported as one dict: the base of the
+    northbound server's :class:`~busguard.northbound.access.Counters` and the simulator's
+    per-unit :class:`~busguard.sim.serve.UnitStats`."""
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
 @dataclass(frozen=True)
 class ScanStats:
     cycles: int

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 from busguard.errors import BusguardError, UsageError
+
+
+def add_site_argument(p: argparse.ArgumentParser) -> None:
+    """The optional SITE argument of the commands that work on one site file."""
+    p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
 
 
 def default_site(given: str | None) -> Path:

@@ -24,6 +24,7 @@ ReadFn = Callable[[int, int], list[int]]
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
+    """How a command reaches a running unit's [modbus_server] (status, alarms, ack, reset)."""
     p.add_argument("--host", default="127.0.0.1", help="the unit's address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="its [modbus_server] port (default: from --site or "
                    "./site.toml, else 502)")
@@ -45,9 +46,9 @@ class Unit:
     """A connection to a unit's map: reads, the decoded map, command writes."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from busguard.commands.status import _port_from_site, connect
+        from busguard.commands.status import connect, unit_port
 
-        self.port = args.port if args.port is not None else _port_from_site(args.site, False)
+        self.port = unit_port(args)
         self.where = f"{args.host}:{self.port}"
         self.client: ModbusTcpClient = connect(args.host, self.port, args.timeout)
         self.client.unit = 1

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from busguard.commands import default_site
+from busguard.commands import add_site_argument, default_site
 from busguard.commands.map import lock_diff, refusal
 from busguard.errors import ConfigError
 from busguard.northbound import mapdef, slots
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Validate SITE (default: ./site.toml) against every loaded plugin's types. Prints "
         "'ok' and a summary, or every problem with file, key path and what would be valid "
         "(exit 2)."))
-    p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
+    add_site_argument(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--accept-map-change", action="store_true",
                    help="accept a register map change that moves an existing point "

@@ -24,7 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from busguard.commands import default_site, require_simulator, simulator_scenarios
+from busguard.commands import (
+    add_site_argument,
+    default_site,
+    require_simulator,
+    simulator_scenarios,
+)
 from busguard.commands._stop import StopOnSignal
 from busguard.errors import BusguardError
 from busguard.runtime import Runtime, check_site
@@ -42,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Start `busguard simulate` on SITE (default ./site.toml) in a child process, wait "
         "until its meters answer, then run the scan on the same site with a live terminal "
         "view (plain periodic lines when stdout is not a terminal). Ctrl-C stops both."))
-    p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
+    add_site_argument(p)
     p.add_argument("--scenario", default="normal", choices=list(simulator_scenarios()) or None,
                    help="simulator scenario (see `busguard simulate --help`)")
     p.add_argument("--speed", type=float, default=1.0, metavar="X",

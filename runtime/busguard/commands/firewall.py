@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from busguard.commands import default_site
+from busguard.commands import add_site_argument, default_site
 from busguard.firewall import FORMATS, render
 from busguard.runtime import check_site, load_types
 
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "busguard's own allowlist. nft: a table 'inet busguard' of its own (nft -f FILE; "
         "undo: nft delete table inet busguard); iptables/ip6tables: a chain BUSGUARD-INPUT "
         "for iptables-restore --noflush. See docs/operations.md for enabling them at boot."))
-    p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
+    add_site_argument(p)
     p.add_argument("--format", choices=FORMATS, default="nft", help="rule format (default nft)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(func=run)

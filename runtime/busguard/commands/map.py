@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from busguard.commands import default_site
+from busguard.commands import add_site_argument, default_site
 from busguard.errors import BusguardError
 from busguard.northbound import docs, mapdef, slots
 from busguard.runtime import Runtime
@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "docs/register-map.md is this command's md output for the bundled site. With --diff "
         "OLD.json (an earlier `busguard map --format json`): the points that moved, were "
         "added or removed; exit 1 when one moved."))
-    p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
+    add_site_argument(p)
     p.add_argument("--format", choices=("md", "csv", "json"), default="md",
                    help="output format (default md)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")

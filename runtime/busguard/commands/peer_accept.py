@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from busguard.commands import default_site
+from busguard.commands import add_site_argument, default_site
 from busguard.errors import BusguardError, UsageError
 
 
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("peer-accept", help="accept a peer busguard's changed map layout",
                        description="Read a busguard_peer entry's peer header and record its "
                                    "layout fingerprint as the accepted one.")
-    p.add_argument("site", nargs="?", help="site file (default: ./site.toml)")
+    add_site_argument(p)
     p.add_argument("peer", help="name of the [[meter]] entry with driver busguard_peer")
     p.add_argument("--fingerprint", help="accept this fingerprint (hex) without reading it")
     p.set_defaults(func=run)

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import TYPE_CHECKING
 
-from busguard.commands import default_site
+from busguard.commands import add_site_argument, default_site
 
 if TYPE_CHECKING:  # the rest is imported once the early server answers (see run())
     from pathlib import Path
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "reloads SITE: a file that fails `busguard check` is refused and the running site "
         "goes on; a good one takes over without a trip through fail-safe. Under systemd "
         "(Type=notify) it reports READY=1, STATUS= and watchdog pings."))
-    p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
+    add_site_argument(p)
     p.add_argument("--record", metavar="FILE", help="record every scanned input snapshot "
                    "and the outputs to FILE (JSON Lines) for `busguard replay`")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")

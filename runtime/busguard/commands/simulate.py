@@ -12,7 +12,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from busguard.commands import default_site, require_simulator, simulator_scenarios
+from busguard.commands import (
+    add_site_argument,
+    default_site,
+    require_simulator,
+    simulator_scenarios,
+)
 from busguard.commands._stop import StopOnSignal
 
 if TYPE_CHECKING:
@@ -32,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "[gpio] mock_dir, with values from a deterministic physical model. Runs until Ctrl-C / "
         "SIGTERM (or --duration). Scenarios: " + "; ".join(
             f"{s.name}: {s.description}" for s in scenarios.values())))
-    p.add_argument("site", nargs="?", help="site file (default ./site.toml)")
+    add_site_argument(p)
     p.add_argument("--scenario", default="normal", choices=list(scenarios) or None,
                    help="what happens to the site (default normal)")
     p.add_argument("--speed", type=float, default=1.0, metavar="X",

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from busguard.commands.alarms import add_connection_args
 from busguard.errors import BusguardError
 from busguard.modbus.tcpclient import CommError, ExceptionReply, ModbusTcpClient
 from busguard.northbound.reader import read_all
@@ -21,12 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Connect to a running busguard's [modbus_server] as a DCIM would (a plain Modbus TCP "
         "client, the documented registers only) and show the header, every device, output, alarm "
         "word and command value. Exit 1 when the server cannot be read."))
-    p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="server port (default: [modbus_server] port of "
-                   "--site or ./site.toml, else 502)")
-    p.add_argument("--site", help="site file to take the port from (default ./site.toml)")
+    add_connection_args(p)
     p.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
     p.add_argument("--tls-ca", help="Modbus/TCP Security: CA that signed the server's "
                    "certificate")
     p.add_argument("--tls-cert", help="client certificate (PEM)")
@@ -43,6 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 BRIEF = ("voltage_l1_n_v", "current_l1_a", "current_l2_a", "current_l3_a", "power_kw",
          "thd_v_l1_pct", "temp_c", "comm_ok", "led")
+
+
+def unit_port(args: argparse.Namespace, tls: bool = False) -> int:
+    """The port a command reaches the unit on: ``--port``, else the site's (see
+    :func:`add_connection_args`)."""
+    return args.port if args.port is not None else _port_from_site(args.site, tls)
 
 
 def _port_from_site(site: str | None, tls: bool) -> int:
@@ -93,7 +96,7 @@ def reader(client: ModbusTcpClient, unit: int) -> Callable[[int, int], list[int]
 
 def run(args: argparse.Namespace) -> int:
     tls = bool(args.tls_ca or args.tls_cert)
-    port = args.port if args.port is not None else _port_from_site(args.site, tls)
+    port = unit_port(args, tls)
     if args.watch:
         from busguard.commands.watch import watch
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from busguard.clock import SPIN_TARGET_S
 from busguard.config.params import Param
+from busguard.errors import ConfigProblem
 from busguard.image import PointSpec
 from busguard.registry import DEVICE_KINDS
 
@@ -59,19 +60,34 @@ CORE_TABLES = ("site", "scan", "paths", "plugins", "block", *DEVICE_KINDS)
 
 @dataclass(frozen=True)
 class ScanConfig:
-    period_ms: float = 10.0
-    stale_after_polls: float = 3.0
-    stats_window: int = 6000
-    io: str = "thread"
-    spin_ms: float = 1.0
+    """The ``[scan]`` table's values, read from :data:`SCAN_PARAMS` (their defaults are
+    declared there, once)."""
+
+    period_ms: float
+    stale_after_polls: float
+    stats_window: int
+    io: str
+    spin_ms: float
 
     @property
     def period_s(self) -> float:
         return self.period_ms / 1000.0
 
 
+class Entry:
+    """What a table entry of the site (a device, a block) says about itself: its ``path``
+    (e.g. ``meter[2]``) in ``file``, so a problem with one of its options names both."""
+
+    path: str
+    file: str
+
+    def problem(self, option: str, message: str) -> ConfigProblem:
+        """A problem with ``option`` of this entry (``meter[2].backoff_max_ms: ...``)."""
+        return ConfigProblem(self.file, f"{self.path}.{option}", message)
+
+
 @dataclass(frozen=True)
-class DeviceConfig:
+class DeviceConfig(Entry):
     """One [[meter]], [[probe]], [[breaker]] or [[output]] entry."""
 
     kind: str
@@ -91,7 +107,7 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
-class BlockConfig:
+class BlockConfig(Entry):
     """One [[block]] entry."""
 
     index: int

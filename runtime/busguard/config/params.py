@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from busguard.errors import ConfigProblem
+from busguard.errors import ConfigError, ConfigProblem
 
 
 class _Required:
@@ -176,6 +176,11 @@ class Section:
 
     def has(self, name: str) -> bool:
         return name in self.data
+
+    def raise_problems(self) -> None:
+        """Raise every problem noted so far as one :class:`ConfigError` (none: return)."""
+        if self.problems:
+            raise ConfigError(self.problems)
 
     def get(self, name: str, param: Param) -> Any:
         """Read one option; on a problem, record it and return the default (or None)."""

@@ -51,9 +51,7 @@ class GpiodLine(Line):
     def read(self) -> int:
         return 1 if self._req.get_value(self.offset) == self._value.ACTIVE else 0
 
-    def write(self, value: int) -> None:
-        if not self.output:
-            super().write(value)
+    def _drive(self, value: int) -> None:
         self._req.set_value(self.offset, self._value.ACTIVE if value else self._value.INACTIVE)
 
     def close(self) -> None:
@@ -155,10 +153,8 @@ class RpiGpioLine(Line):
     def read(self) -> int:
         return (1 if self._gpio.input(self.offset) else 0) ^ self._invert
 
-    def write(self, value: int) -> None:
-        if not self.output:
-            super().write(value)
-        self._gpio.output(self.offset, ((1 if value else 0) ^ self._invert))
+    def _drive(self, value: int) -> None:
+        self._gpio.output(self.offset, value ^ self._invert)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

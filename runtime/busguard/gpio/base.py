@@ -27,8 +27,14 @@ class Line(ABC):
         """The logical value (0/1). For an output: what the line reads back."""
 
     def write(self, value: int) -> None:
-        """Drive an output line to a logical value (0/1)."""
-        raise TypeError(f"line {self.offset} was requested as an input")
+        """Drive an output line to a logical value (0/1); an input line refuses."""
+        if not self.output:
+            raise TypeError(f"line {self.offset} was requested as an input")
+        self._drive(1 if value else 0)
+
+    def _drive(self, value: int) -> None:
+        """Set the output to ``value`` (logical 0/1): what a backend's line implements."""
+        raise NotImplementedError
 
     def close(self) -> None:  # noqa: B027 - optional for backends with nothing to release
         """Release the line."""

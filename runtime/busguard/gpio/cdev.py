@@ -98,10 +98,8 @@ class CdevLine(Line):
         self._ioctl(self._fd, GPIO_V2_LINE_GET_VALUES_IOCTL, buf)
         return LINE_VALUES.unpack(buf)[0] & 1
 
-    def write(self, value: int) -> None:
-        if not self.output:
-            super().write(value)
-        buf = bytearray(LINE_VALUES.pack(1 if value else 0, 1))
+    def _drive(self, value: int) -> None:
+        buf = bytearray(LINE_VALUES.pack(value, 1))
         self._ioctl(self._fd, GPIO_V2_LINE_SET_VALUES_IOCTL, buf)
 
     def close(self) -> None:

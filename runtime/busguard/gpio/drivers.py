@@ -16,9 +16,9 @@ from busguard.annunciator import ANNUNCIATOR_PARAMS
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
-from busguard.errors import ConfigError, ConfigProblem, DriverError
+from busguard.errors import ConfigError, DriverError
 from busguard.gpio.backends import make_backend
-from busguard.gpio.led import LedDecoder, LedReading, LedTiming
+from busguard.gpio.led import TIMING_PARAMS, LedDecoder, LedReading, LedTiming
 from busguard.gpio.service import GpioService, OutputChannel
 from busguard.image import ImageWriter, PointSpec, Quality
 
@@ -114,33 +114,13 @@ class GpioBreaker(_GpioDevice):
                                   unit="ms", doc="rewrite and read back the shunt-trip line"),
         "rating_a": Param(float, default=None, above=0.0, unit="A",
                           doc="rated ampacity of the breaker / busway run (load alarms)"),
-        "glitch_ms": Param(float, default=30.0, minval=0.0, unit="ms"),
-        "pulse_max_ms": Param(float, default=700.0, above=0.0, unit="ms",
-                              doc="longest lit time of one blink"),
-        "gap_max_ms": Param(float, default=700.0, above=0.0, unit="ms",
-                            doc="longest dark time between blinks of a group"),
-        "group_gap_ms": Param(float, default=1000.0, above=0.0, unit="ms",
-                              doc="shortest dark time between blink groups"),
-        "solid_ms": Param(float, default=1500.0, above=0.0, unit="ms",
-                          doc="lit this long without a break: solid"),
-        "off_ms": Param(float, default=3000.0, above=0.0, unit="ms",
-                        doc="dark this long: off"),
-        "confirm_groups": Param(int, default=2, minval=1, maxval=5,
-                                doc="equal blink groups in a row before N-blink is reported"),
-        "max_blinks": Param(int, default=9, minval=2, maxval=20),
+        **TIMING_PARAMS,
     }
-
-    @staticmethod
-    def timing(p: Mapping[str, Any]) -> LedTiming:
-        return LedTiming(glitch_s=p["glitch_ms"] / 1000, pulse_max_s=p["pulse_max_ms"] / 1000,
-                         gap_max_s=p["gap_max_ms"] / 1000, group_gap_s=p["group_gap_ms"] / 1000,
-                         solid_s=p["solid_ms"] / 1000, off_s=p["off_ms"] / 1000,
-                         confirm_groups=p["confirm_groups"], max_blinks=p["max_blinks"])
 
     @classmethod
     def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
         p = config.params
-        problems = [ConfigProblem(config.file, f"{config.path}.{key}", msg) for key, msg in
+        problems = [config.problem(key, msg) for key, msg in
                     cls._check(p)]
         if problems:
             raise ConfigError(problems)
@@ -166,7 +146,7 @@ class GpioBreaker(_GpioDevice):
                             f"({p['max_blinks']}); a single blink has no code ('1' is solid)"))
             if not isinstance(meaning, str):
                 out.append((f"patterns.{key}", f"got {meaning!r}; expected a string meaning"))
-        out += [("led_timing", msg) for msg in cls.timing(p).problems()]
+        out += [("led_timing", msg) for msg in LedTiming.from_params(p).problems()]
         if p["shunt_trip_line"] is not None and p["shunt_trip_line"] == p["led_line"]:
             out.append(("shunt_trip_line", f"got {p['shunt_trip_line']}; it is also the "
                         f"led_line"))
@@ -176,7 +156,7 @@ class GpioBreaker(_GpioDevice):
         super().__init__(config, site)
         p = config.params
         self.patterns = {str(k): str(v) for k, v in dict(p["patterns"]).items()}
-        self.decoder = LedDecoder(self.timing(p))
+        self.decoder = LedDecoder(LedTiming.from_params(p))
         self.led_point = f"{self.name}.led"
         self.shunt_output = self.out_name = f"{self.name}.shunt_trip"
         self.state_point = f"{self.name}.shunt_trip_state"
@@ -271,8 +251,8 @@ class GpioRelay(_GpioDevice):
     def declare_points(cls, config: DeviceConfig, site: SiteConfig) -> list[PointSpec]:
         p = config.params
         if p["feedback_line"] is not None and p["feedback_line"] == p["line"]:
-            raise ConfigError([ConfigProblem(config.file, f"{config.path}.feedback_line",
-                                             f"got {p['feedback_line']}; it is also the line")])
+            raise ConfigError([config.problem("feedback_line",
+                                              f"got {p['feedback_line']}; it is also the line")])
         return [PointSpec(f"{config.name}.state", source=config.name, retained=False,
                           max_age_s=3 * p["refresh_ms"] / 1000,
                           doc="relay as read back (line or feedback contact); BAD when it "

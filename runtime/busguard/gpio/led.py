@@ -22,11 +22,18 @@ Nothing here reads a clock: callers pass times (seconds, any monotonic origin).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from busguard.config.params import Param
 
 
 @dataclass(frozen=True)
 class LedTiming:
+    """The decoder's bands in seconds; a [[breaker]] sets them in ms (:data:`TIMING_PARAMS`,
+    whose defaults are these)."""
+
     glitch_s: float = 0.03
     pulse_max_s: float = 0.7
     gap_max_s: float = 0.7
@@ -46,6 +53,32 @@ class LedTiming:
         if self.confirm_groups < 1 or self.max_blinks < 2:
             out.append("expected confirm_groups >= 1 and max_blinks >= 2")
         return out
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> LedTiming:
+        """From a [[breaker]]'s validated options (``glitch_ms``... in ms)."""
+        return cls(**{f.name: p[f"{f.name[:-2]}_ms"] / 1000 if f.name.endswith("_s")
+                      else p[f.name] for f in fields(cls)})
+
+
+_DEFAULT = LedTiming()
+# a [[breaker]]'s LED timing options: the bands above, in ms, defaults from LedTiming
+TIMING_PARAMS: dict[str, Param] = {
+    "glitch_ms": Param(float, default=_DEFAULT.glitch_s * 1000, minval=0.0, unit="ms"),
+    "pulse_max_ms": Param(float, default=_DEFAULT.pulse_max_s * 1000, above=0.0, unit="ms",
+                          doc="longest lit time of one blink"),
+    "gap_max_ms": Param(float, default=_DEFAULT.gap_max_s * 1000, above=0.0, unit="ms",
+                        doc="longest dark time between blinks of a group"),
+    "group_gap_ms": Param(float, default=_DEFAULT.group_gap_s * 1000, above=0.0, unit="ms",
+                          doc="shortest dark time between blink groups"),
+    "solid_ms": Param(float, default=_DEFAULT.solid_s * 1000, above=0.0, unit="ms",
+                      doc="lit this long without a break: solid"),
+    "off_ms": Param(float, default=_DEFAULT.off_s * 1000, above=0.0, unit="ms",
+                    doc="dark this long: off"),
+    "confirm_groups": Param(int, default=_DEFAULT.confirm_groups, minval=1, maxval=5,
+                            doc="equal blink groups in a row before N-blink is reported"),
+    "max_blinks": Param(int, default=_DEFAULT.max_blinks, minval=2, maxval=20),
+}
 
 
 @dataclass(frozen=True)

@@ -122,11 +122,9 @@ class MockLine(Line):
         self._note(value)
         return value
 
-    def write(self, value: int) -> None:
-        if not self.output:
-            super().write(value)
+    def _drive(self, value: int) -> None:
         write_line(self.backend.dir, self.offset, level_for(value, self.active_low))
-        self._note(1 if value else 0)
+        self._note(value)
 
     # -- gpiozero MockPin-style helpers --------------------------------------------------
     def drive_high(self) -> None:

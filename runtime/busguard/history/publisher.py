@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.config.params import Param
-from busguard.errors import ConfigError, ConfigProblem
 from busguard.northbound import mapdef as md
 from busguard.publisher import Publisher
 
@@ -78,20 +77,16 @@ class HistoryPublisher(Publisher):
     def __init__(self, config: PublisherConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
         p = config.params
-        problems: list[ConfigProblem] = []
+        sec = self.reader()
         if int(p["batch_minutes"]) * 60 > int(p["seconds_keep_s"]):
-            problems.append(ConfigProblem(
-                config.file, "history.batch_minutes",
-                f"{p['batch_minutes']} minutes is longer than seconds_keep_s = "
-                f"{p['seconds_keep_s']}: a batch must fit in the 1 s ring so that one lost "
-                f"before reaching flash can be rebuilt; expected <= "
-                f"{int(p['seconds_keep_s']) // 60}"))
-        if p["enable"] and "modbus_server" not in site.publishers:
-            problems.append(ConfigProblem(config.file, "history", "records the register "
-                                          "map's snapshot: the site needs a [modbus_server] "
-                                          "table (it may listen on loopback only)"))
-        if problems:
-            raise ConfigError(problems)
+            sec.problem("batch_minutes",
+                        f"{p['batch_minutes']} minutes is longer than seconds_keep_s = "
+                        f"{p['seconds_keep_s']}: a batch must fit in the 1 s ring so that one "
+                        f"lost before reaching flash can be rebuilt; expected <= "
+                        f"{int(p['seconds_keep_s']) // 60}")
+        if p["enable"]:
+            self.needs_map(sec, "records")
+        sec.raise_problems()
         self.enabled = bool(p["enable"])
         self.seconds_dir = site.resolve(p["seconds_dir"]) if p["seconds_dir"] else \
             seconds_default(site)

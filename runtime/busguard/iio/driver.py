@@ -32,7 +32,7 @@ from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.iio.rtd import FULL_SCALE, temperature_of_code
 from busguard.iio.tree import find_device, read_attr
 from busguard.image import ImageWriter, Quality
-from busguard.probebus import BusProbe, ProbeBus, folder_section
+from busguard.probebus import BusProbe, ProbeBus, ProbeState, folder_section
 
 log = logging.getLogger("busguard.iio")
 
@@ -41,8 +41,10 @@ IIO_SECTION_PARAMS = folder_section(DEFAULT_BASE_DIR, "IIO devices", "var/sim/ii
 CONVERSION_S = 0.1  # a MAX31865 one-shot conversion with the 50 Hz filter: 75 ms
 
 
-class IioReader:
+class IioReader(ProbeState):
     """One probe: where its device is, how to convert, and what it read last."""
+
+    log = log
 
     def __init__(self, name: str, point: str, params: Mapping[str, Any], poll_s: float,
                  base_dir: Path) -> None:
@@ -60,18 +62,13 @@ class IioReader:
         self.base_dir = base_dir
         self.folder: Path | None = None
         self.next_due = -math.inf
-        self.state = "unread"
         self._raw: str | None = None
         self._raw_since = 0.0
         self.counts = {"reads": 0, "good": 0, "faults": 0, "not_connected": 0,
                        "out_of_range": 0, "stuck": 0}
 
-    def _set_state(self, state: str, detail: str = "") -> None:
-        if state != self.state:
-            lvl = logging.INFO if state == "good" else logging.WARNING
-            log.log(lvl, "probe %s (IIO %s): %s%s", self.name, self.device, state,
-                    f": {detail}" if detail else "")
-            self.state = state
+    def where(self) -> str:
+        return f"IIO {self.device}"
 
     def _bad(self, image: ImageWriter, kind: str, detail: str) -> None:
         self.counts[kind] += 1

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from busguard.clock import Clock
-from busguard.image import PointSpec, ProcessImage, Quality
+from busguard.image import PointSpec, PointWriter, ProcessImage, Quality
 
 # I/O process -> scan process
 WRITE, QUALITY, DEMAND, STATS, READY = b"W", b"Q", b"D", b"S", b"R"
@@ -58,7 +58,7 @@ def send_obj(sock: socket.socket, kind: bytes, obj: Any) -> bool:
     return send(sock, kind, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-class LinkImageWriter:
+class LinkImageWriter(PointWriter):
     """The image the I/O process's drivers write to: an :class:`~busguard.image.ImageWriter`
     (the writer half of :class:`~busguard.image.ProcessImage`, same names, same arguments),
     each call one message to the scan process. Drivers cannot tell the difference; they never
@@ -73,24 +73,15 @@ class LinkImageWriter:
         self.sent = 0
         self.dropped = 0
 
-    def __contains__(self, name: object) -> bool:
-        return name in self.index
-
-    def __len__(self) -> int:
-        return len(self.specs)
-
     def _send(self, body: bytes) -> None:
         if send(self._sock, b"", body):
             self.sent += 1
         else:
             self.dropped += 1
 
-    write = ProcessImage.write  # the same one-point form of write_many
-
     def write_many(self, items: Iterable[tuple[str, float, Quality]],
                    t_mono: float | None = None, t_utc: float | None = None) -> None:
-        tm = self._clock.monotonic() if t_mono is None else t_mono
-        tw = self._clock.wall() if t_utc is None else t_utc
+        tm, tw = self.stamps(t_mono, t_utc)
         idx = self.index
         pack = _WITEM.pack
         body = b"".join(pack(idx[name], float(value), int(q)) for name, value, q in items)

@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from busguard.config.params import Param
+
 OK = "ok"
 TIMEOUT = "timeout"          # no answer in time: packet loss (errno 110)
 DISCONNECT = "disconnect"    # connection refused/reset: packet loss too
@@ -25,6 +27,10 @@ CRC = "crc"                  # bytes came back but no valid frame (CRC/framing/g
 EXCEPTION = "exception"      # the device answered with a Modbus exception
 
 LOSS_KINDS = (TIMEOUT, DISCONNECT)
+# the option of every polled device (a meter, a peer busguard) that turns lost requests in a
+# row (CommStats.consecutive_lost) into not-connected points
+LOSS_LIMIT = Param(int, default=3, minval=1, maxval=1000,
+                   doc="lost requests in a row before the points go not-connected")
 _ANSWERED = frozenset((OK, EXCEPTION))
 
 

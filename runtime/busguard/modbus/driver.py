@@ -37,7 +37,7 @@ from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
 from busguard.modbus.codec import BlockDecoder, decode_pf_4q
-from busguard.modbus.commstats import EXCEPTION, OK, TIMEOUT, CommStats
+from busguard.modbus.commstats import EXCEPTION, LOSS_LIMIT, OK, TIMEOUT, CommStats
 from busguard.modbus.demand import DemandWindow
 from busguard.modbus.planner import MAX_REGISTERS, ReadBlock, plan_reads, split_refused
 from busguard.modbus.profiles import Profile, load_profile
@@ -82,8 +82,7 @@ COMMON_PARAMS: dict[str, Param] = {
                         doc="first backoff of a dead device or a failing block"),
     "backoff_max_ms": Param(float, default=30000.0, minval=10.0, unit="ms",
                             doc="longest backoff (doubles from backoff_ms)"),
-    "loss_limit": Param(int, default=3, minval=1, maxval=1000,
-                        doc="lost requests in a row before the points go not-connected"),
+    "loss_limit": LOSS_LIMIT,
     "max_gap": Param(int, default=8, minval=0, maxval=MAX_REGISTERS - 1,
                      doc="unused registers a merged read may span"),
     "max_registers": Param(int, default=MAX_REGISTERS, minval=2, maxval=MAX_REGISTERS,
@@ -142,8 +141,8 @@ def _load(config: DeviceConfig, site: SiteConfig) -> Profile:
         return load_profile(name, site.base_dir)
     except ConfigError as exc:
         if exc.problems and exc.problems[0].key == "(profile)":
-            raise ConfigError([ConfigProblem(config.file, f"{config.path}.profile",
-                                             exc.problems[0].message)]) from exc
+            raise ConfigError([config.problem("profile",
+                                              exc.problems[0].message)]) from exc
         raise
 
 
@@ -198,18 +197,17 @@ class ModbusMeter(Driver):
               ) -> list[ConfigProblem]:
         p = config.params
         out = []
-        key = config.path
         for i, n in enumerate(p["points"] or ()):
             if n not in profile:
-                out.append(ConfigProblem(config.file, f"{key}.points[{i}]",
-                                         f"no point {n!r} in profile {profile.name!r}; known: "
-                                         f"{', '.join(profile.names)}"))
+                out.append(config.problem(f"points[{i}]",
+                                          f"no point {n!r} in profile {profile.name!r}; known: "
+                                          f"{', '.join(profile.names)}"))
         for k, msg in calib.check_entries(p["calibration"] or {}, set(profile.names)):
-            out.append(ConfigProblem(config.file, f"{key}.calibration.{k}", msg))
+            out.append(config.problem(f"calibration.{k}", msg))
         if p["backoff_max_ms"] < p["backoff_ms"]:
-            out.append(ConfigProblem(config.file, f"{key}.backoff_max_ms",
-                                     f"got {p['backoff_max_ms']:g}; expected >= backoff_ms "
-                                     f"({p['backoff_ms']:g})"))
+            out.append(config.problem("backoff_max_ms",
+                                      f"got {p['backoff_max_ms']:g}; expected >= backoff_ms "
+                                      f"({p['backoff_ms']:g})"))
         return out
 
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
@@ -605,10 +603,10 @@ class ModbusRtuMeter(ModbusMeter):
         out = super().check(config, site, profile)
         if line_config(site, config.params["line"]) is None:
             names = [str(e["name"]) for e in site.sections["rs485"]]
-            out.append(ConfigProblem(config.file, f"{config.path}.line",
-                                     f"no [[rs485]] line named {config.params['line']!r}; "
-                                     + (f"known: {', '.join(names)}" if names else
-                                        "the site declares no [[rs485]] lines")))
+            out.append(config.problem("line",
+                                      f"no [[rs485]] line named {config.params['line']!r}; "
+                                      + (f"known: {', '.join(names)}" if names else
+                                         "the site declares no [[rs485]] lines")))
         return out
 
     @property

@@ -79,10 +79,10 @@ class ModbusRtdProbe(ModbusRtuMeter):
         ch = config.params["channel"]
         if f"ch{ch}_temp_c" not in profile:
             chans = [n for n in profile.names if n.startswith("ch") and n.endswith("_temp_c")]
-            out.append(ConfigProblem(config.file, f"{config.path}.channel",
-                                     f"got {ch}; profile {profile.name!r} has "
-                                     + (f"channels {chans[0][2:-7]}..{chans[-1][2:-7]}"
-                                        if chans else "no ch<N>_temp_c points")))
+            out.append(config.problem("channel",
+                                      f"got {ch}; profile {profile.name!r} has "
+                                      + (f"channels {chans[0][2:-7]}..{chans[-1][2:-7]}"
+                                         if chans else "no ch<N>_temp_c points")))
         return out
 
     @classmethod

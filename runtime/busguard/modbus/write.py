@@ -26,7 +26,7 @@ from busguard.annunciator import ANNUNCIATOR_PARAMS
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
-from busguard.errors import ConfigError, ConfigProblem
+from busguard.errors import ConfigError
 from busguard.image import PointSpec, Quality
 from busguard.modbus import codec, shared
 from busguard.modbus.commstats import OK, CommStats
@@ -64,18 +64,18 @@ class ModbusWrite(Driver):
         p = config.params
         problems = []
         if bool(p["host"]) == bool(p["line"]):
-            problems.append(ConfigProblem(config.file, f"{config.path}.host",
-                                          "set exactly one of host (Modbus TCP) or line "
-                                          "(an [[rs485]] name)"))
+            problems.append(config.problem("host",
+                                           "set exactly one of host (Modbus TCP) or line "
+                                           "(an [[rs485]] name)"))
         elif p["line"] and shared.line_config(site, p["line"]) is None:
-            problems.append(ConfigProblem(config.file, f"{config.path}.line",
-                                          f"no [[rs485]] line named {p['line']!r}"))
+            problems.append(config.problem("line",
+                                           f"no [[rs485]] line named {p['line']!r}"))
         if p["scale"] == 0:
-            problems.append(ConfigProblem(config.file, f"{config.path}.scale",
-                                          "got 0.0; expected a non-zero number"))
+            problems.append(config.problem("scale",
+                                           "got 0.0; expected a non-zero number"))
         if p["address"] is not None and p["address"] - p["address_base"] < 0:
-            problems.append(ConfigProblem(config.file, f"{config.path}.address",
-                                          "got 0; expected >= 1 with address_base = 1"))
+            problems.append(config.problem("address",
+                                           "got 0; expected >= 1 with address_base = 1"))
         if problems:
             raise ConfigError(problems)
         age = (p["refresh_ms"] / 1e3) * 3 + 60.0

@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from busguard.stats import Counts
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
                                  ipaddress.ip_network("::1/128"))
@@ -48,6 +50,11 @@ def _addr(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def contains(nets: Iterable[Network], host: str) -> bool:
     a = _addr(host)
     return a is not None and any(a.version == n.version and a in n for n in nets)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address reaches this host only ("localhost", 127/8, ::1)."""
+    return host == "localhost" or contains(LOOPBACK, host)
 
 
 def inside(inner: Network, outer: Iterable[Network]) -> bool:
@@ -119,7 +126,9 @@ class Policy:
 
 
 @dataclass
-class Counters:
+class Counters(Counts):
+    """What the northbound server counts (``busguard status --json``'s ``northbound``)."""
+
     accepted: int = 0
     refused_allowlist: int = 0
     refused_cap: int = 0
@@ -133,9 +142,6 @@ class Counters:
     throttled: int = 0
     evicted: int = 0
     dropped_frames: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 @dataclass

@@ -253,12 +253,20 @@ DEVICE_HEADER = Record("device header", (
     F(4, "uint16", "points", "points the device declares in this block"),
     F(5, "uint16", "reset_command", "address of the {reset} command record ({address})"),
 ))
+QUALITY_DOC = "0 good, 1 stale, 2 bad, 3 not connected"
+
+
+def _quality_age(quality_doc: str = QUALITY_DOC) -> tuple[FieldDef, FieldDef]:
+    """The two words after a value (words 2 and 3 of a point or counter record): its quality
+    code and its age at the image's scan."""
+    return (FieldDef(2, "uint16", "quality", quality_doc),
+            FieldDef(3, "uint16", "age_ms", "age at the image's scan, saturates at 65535",
+                     "ms"))
+
+
 # a point record (devices' standard quantities, outputs, extra points): "value" is the point
-POINT = Record("point", (
-    F(0, "float32", "value", "{note}"),
-    F(2, "uint16", "quality", "0 good, 1 stale, 2 bad, 3 not connected, 4 vacant slot"),
-    F(3, "uint16", "age_ms", "age at the image's scan, saturates at 65535", "ms"),
-))
+POINT = Record("point", (F(0, "float32", "value", "{note}"),
+                         *_quality_age(f"{QUALITY_DOC}, 4 vacant slot")))
 # a command record: the same value twice; FC6 writes the u32's low word alone
 COMMAND = Record("command", (
     F(0, "float32", "value", "{doc}; valid {range}"),
@@ -274,9 +282,7 @@ ALARM = Record("alarm", (
 # to 2^24: scan.cycles at 10 ms for 46.6 h). Quality and age as in a point record.
 COUNTER = Record("counter", (
     F(0, "uint32", "value", "{note}; a uint32 counter (exact to 4294967295, then saturates)"),
-    F(2, "uint16", "quality", "0 good, 1 stale, 2 bad, 3 not connected"),
-    F(3, "uint16", "age_ms", "age at the image's scan, saturates at 65535", "ms"),
-))
+    *_quality_age()))
 COUNTER_POINTS = frozenset({"scan.cycles", "scan.overruns"})
 # A meter's energy counters exact, after its point records (words 208..223 of its block):
 # uint64 Wh / varh (4 words each, high word first), beside the float32 records of the same

@@ -11,7 +11,6 @@ frames over (:meth:`ModbusServerPublisher.frame_payload`).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import struct
@@ -20,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.config.params import Param, Section, Values
-from busguard.errors import ConfigError, ConfigProblem
 from busguard.firewall import Listener
 from busguard.image import ImageWriter, Quality
 from busguard.northbound import access, mapdef
@@ -28,7 +26,7 @@ from busguard.northbound.encode import AlarmInfo, Encoder, Frame
 from busguard.northbound.events import AlarmRow, rows_of
 from busguard.northbound.server import Endpoint, NorthboundServer
 from busguard.northbound.units import Identity, UnitTable
-from busguard.publisher import Publisher
+from busguard.publisher import Publisher, cidrs, listener_params
 
 if TYPE_CHECKING:
     from busguard.config.site import PublisherConfig, SiteConfig
@@ -53,15 +51,6 @@ ILLEGAL_ADDRESS, ILLEGAL_VALUE = 0x02, 0x03  # the Modbus exception codes a writ
 _EMPTY: frozenset[str] = frozenset()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class ModbusServerPublisher(Publisher):
     """Serves the register map over Modbus/TCP (and Modbus/TCP Security)."""
 
@@ -69,12 +58,7 @@ class ModbusServerPublisher(Publisher):
     doc = "the DCIM's Modbus TCP server (register map, allowlists, TLS)"
     io_process_ok = True
     params: ClassVar[Mapping[str, Param]] = {
-        "host": Param(str, default="127.0.0.1", doc="address to listen on; any address other "
-                      "than loopback needs `allow`"),
-        "port": Param(int, default=502, minval=0, maxval=65535, doc="Modbus/TCP port (0: any "
-                      "free port)"),
-        "allow": Param(list, item=str, default=(), doc="CIDRs that may connect; empty: "
-                       "loopback only"),
+        **listener_params(port=502, port_doc="Modbus/TCP port (0: any free port)"),
         "write_allow": Param(list, item=str, default=(), doc="CIDRs that may write the "
                              "command area (inside `allow`); empty: nobody"),
         "priority": Param(list, item=str, default=(), doc="CIDRs of DCIMs that may always "
@@ -99,18 +83,9 @@ class ModbusServerPublisher(Publisher):
         super().__init__(config, site)
         self.snapshot: MapSnapshot | None = None  # the decoded map, made on first use
         p = config.params
-        problems: list[ConfigProblem] = []
-        sec = Section(config.file, self.section, p, problems)
-
-        def nets(name: str) -> tuple[access.Network, ...]:
-            try:
-                return access.parse_networks(p[name] or ())
-            except ValueError as exc:
-                sec.problem(name, f"{exc}; expected CIDRs such as '10.0.5.10/32'")
-                return ()
-
-        allow, write_allow = nets("allow"), nets("write_allow")
-        priority = nets("priority")
+        sec = self.reader()
+        allow, write_allow, priority = (cidrs(sec, key, "10.0.5.10/32")
+                                        for key in ("allow", "write_allow", "priority"))
         for key, inner in (("write_allow", write_allow), ("priority", priority)):
             for n in inner:
                 if not access.inside(n, allow or access.LOOPBACK):
@@ -123,13 +98,13 @@ class ModbusServerPublisher(Publisher):
                                     p["max_requests_per_s"], priority,
                                     p["reserved_connections"])
         self.host = p["host"]
-        if not allow and not _is_loopback(self.host):
+        if not allow and not access.is_loopback(self.host):
             log.warning("modbus_server: host %s but no `allow` list: serving 127.0.0.1 only "
                         "until the allowlist is set", self.host)
             self.host = "127.0.0.1"
         self.tls: Values | None = None  # the validated [modbus_server.tls] table
         if p["tls"]:
-            ts = Section(config.file, f"{self.section}.tls", p["tls"], problems)
+            ts = Section(config.file, f"{self.section}.tls", p["tls"], sec.problems)
             tv = ts.values(TLS_PARAMS)
             ts.finish()
             if tv["require_client_cert"] and not tv["ca"]:
@@ -139,8 +114,7 @@ class ModbusServerPublisher(Publisher):
                 if tv[key] and not site.resolve(tv[key]).is_file():
                     ts.problem(key, f"no such file: {site.resolve(tv[key])}")
             self.tls = tv
-        if problems:
-            raise ConfigError(problems)
+        sec.raise_problems()
         self.runtime: Runtime | None = None
         self.server: NorthboundServer | None = None
         self.map: mapdef.RegisterMap | None = None

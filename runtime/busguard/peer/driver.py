@@ -39,7 +39,7 @@ from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
-from busguard.modbus.commstats import DISCONNECT, EXCEPTION, OK, CommStats
+from busguard.modbus.commstats import DISCONNECT, EXCEPTION, LOSS_LIMIT, OK, CommStats
 from busguard.modbus.tcpclient import CommError, ExceptionReply, ModbusTcpClient
 from busguard.northbound import mapdef as md
 from busguard.northbound import reader as rd
@@ -98,8 +98,7 @@ class PeerDriver(Driver):
                       doc="unit id of the peer's whole-site map (1, 0 or 255)"),
         "timeout_ms": Param(float, default=1000.0, minval=1.0, maxval=60000.0, unit="ms",
                             doc="answer timeout of one request"),
-        "loss_limit": Param(int, default=3, minval=1, maxval=1000,
-                            doc="lost requests in a row before the points go not-connected"),
+        "loss_limit": LOSS_LIMIT,
         "meters": Param(list, item=str, default=(), doc="the peer's meters to bring in"),
         "probes": Param(list, item=str, default=(), doc="the peer's probes"),
         "breakers": Param(list, item=str, default=(),
@@ -170,39 +169,38 @@ class PeerDriver(Driver):
     def check(cls, config: DeviceConfig) -> list[ConfigProblem]:
         p = config.params
         out = []
-        key = config.path
         for i, q in enumerate(p["points"]):
             if q not in md.METER_QUANTITIES:
-                out.append(ConfigProblem(config.file, f"{key}.points[{i}]",
-                                         f"{q!r} is not a map v2 meter quantity; known: "
-                                         f"{', '.join(md.METER_QUANTITIES)}"))
+                out.append(config.problem(f"points[{i}]",
+                                          f"{q!r} is not a map v2 meter quantity; known: "
+                                          f"{', '.join(md.METER_QUANTITIES)}"))
         seen: set[str] = set()
         for opt in ("meters", "probes", "breakers", "records"):
             for i, d in enumerate(p[opt]):
                 if not d or d in seen:
-                    out.append(ConfigProblem(config.file, f"{key}.{opt}[{i}]",
-                                             f"got {d!r}; expected a non-empty name listed "
-                                             f"once in meters, probes, breakers and records"))
+                    out.append(config.problem(f"{opt}[{i}]",
+                                              f"got {d!r}; expected a non-empty name listed "
+                                              f"once in meters, probes, breakers and records"))
                 seen.add(d)
                 if len(d) > md.NAME_WORDS * 2:
-                    out.append(ConfigProblem(config.file, f"{key}.{opt}[{i}]",
-                                             f"{d!r} is {len(d)} characters; a busguard map's "
-                                             f"name table holds {md.NAME_WORDS * 2}, so no "
-                                             f"peer serves that name"))
+                    out.append(config.problem(f"{opt}[{i}]",
+                                              f"{d!r} is {len(d)} characters; a busguard map's "
+                                              f"name table holds {md.NAME_WORDS * 2}, so no "
+                                              f"peer serves that name"))
         if not seen:
-            out.append(ConfigProblem(config.file, f"{key}.meters",
-                                     "the peer entry brings in nothing; expected at least one "
-                                     "name in meters, probes, breakers or records"))
+            out.append(config.problem("meters",
+                                      "the peer entry brings in nothing; expected at least one "
+                                      "name in meters, probes, breakers or records"))
         if (p["tls_cert"] or p["tls_key"]) and not (p["tls_ca"] and p["tls_cert"]
                                                     and p["tls_key"]):
-            out.append(ConfigProblem(config.file, f"{key}.tls_cert",
-                                     "a client certificate needs tls_ca, tls_cert and tls_key "
-                                     "together"))
+            out.append(config.problem("tls_cert",
+                                      "a client certificate needs tls_ca, tls_cert and tls_key "
+                                      "together"))
         fp = p["accept_fingerprint"]
         if fp and parse_fingerprint(fp) is None:
-            out.append(ConfigProblem(config.file, f"{key}.accept_fingerprint",
-                                     f"got {fp!r}; expected a 32-bit hex number such as "
-                                     f"0x1a2b3c4d (busguard status shows the fingerprint)"))
+            out.append(config.problem("accept_fingerprint",
+                                      f"got {fp!r}; expected a 32-bit hex number such as "
+                                      f"0x1a2b3c4d (busguard status shows the fingerprint)"))
         return out
 
     # -- running ---------------------------------------------------------------------------

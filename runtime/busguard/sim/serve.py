@@ -47,6 +47,7 @@ with hidden("aiohttp"):  # pymodbus.server without its simulator's web page: see
 from busguard.modbus.codec import quadrant_of
 from busguard.modbus.profiles import Profile
 from busguard.sim.scenarios import NO_FAULTS, CommFaults
+from busguard.stats import Counts
 
 log = logging.getLogger("busguard.sim.serve")
 
@@ -55,15 +56,14 @@ ValuesSource = Callable[[], tuple[Mapping[str, float], CommFaults]]
 
 
 @dataclass
-class UnitStats:
+class UnitStats(Counts):
+    """What one simulated meter did with the requests it got."""
+
     requests: int = 0
     answered: int = 0
     dropped: int = 0
     exceptions: int = 0
     garbage: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 def pf_quadrant(name: str, values: Mapping[str, float]) -> int:

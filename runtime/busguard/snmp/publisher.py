@@ -10,11 +10,11 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from busguard.config.params import Param, Section
+from busguard.config.params import Param
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.firewall import Listener
 from busguard.northbound import access
-from busguard.publisher import Publisher
+from busguard.publisher import Publisher, listener_allow, listener_params
 from busguard.snmp import tree
 
 if TYPE_CHECKING:
@@ -39,12 +39,9 @@ class SnmpPublisher(Publisher):
     doc = "a read-only SNMPv3 agent (USM authPriv) serving BUSGUARD-MIB"
     io_process_ok = True
     params: ClassVar[Mapping[str, Param]] = {
-        "host": Param(str, default="127.0.0.1", doc="address to listen on (UDP); any "
-                      "address other than loopback needs `allow`"),
-        "port": Param(int, default=161, minval=0, maxval=65535, doc="UDP port; 0: any free "
-                      "port (161 needs CAP_NET_BIND_SERVICE, which the unit has)"),
-        "allow": Param(list, item=str, default=(), doc="CIDRs of the managers that may "
-                       "query; empty: loopback only"),
+        **listener_params(port=161, host_note=" (UDP)", allow_who="of the managers that may "
+                          "query", port_doc="UDP port; 0: any free port (161 needs "
+                          "CAP_NET_BIND_SERVICE, which the unit has)"),
         "users": Param(str, default="snmp.users", doc="USM users file (mode 0600) that "
                        "`busguard snmp user-add` writes, relative to the site file"),
         "enterprise_oid": Param(str, default=tree.DEFAULT_OID, doc="the MIB module's OID; "
@@ -53,6 +50,17 @@ class SnmpPublisher(Publisher):
         "max_requests_per_s": Param(float, default=100.0, minval=1.0, maxval=100000.0,
                                     doc="per manager address (burst: twice this); more "
                                         "are dropped unparsed (the manager retries)"),
+        "refresh_ms": Param(float, default=1000.0, minval=0.0, maxval=60000.0, unit="ms",
+                            doc="the agent's table is rebuilt from the newest snapshot at "
+                                "most this often (walks answer from it meanwhile; the age "
+                                "columns are as of that snapshot); 0: every new image"),
+        "nice": Param(int, default=10, minval=0, maxval=19, doc="with [scan] io = "
+                      "\"process\": the agent thread's nice increment, so the scan process "
+                      "keeps the CPU on a busy machine (0: none; not applied beside the scan, "
+                      "where a low-priority thread holding the GIL would delay it)"),
+        "entity_mib": Param(bool, default=True, doc="also serve ENTITY-MIB's "
+                            "entPhysicalTable and ENTITY-SENSOR-MIB's entPhySensorTable "
+                            "(devices and their points as sensors, indexed by slot)"),
         "receivers": Param(list, item=str, default=(), doc="notification receivers, "
                            "\"host:port\" (port 162 usually): a trap or inform per alarm "
                            "raise and clear, per trip, and a cold start"),
@@ -72,28 +80,15 @@ class SnmpPublisher(Publisher):
         from busguard.snmp.agent import parse_oid
 
         p = config.params
-        problems: list[ConfigProblem] = []
-        sec = Section(config.file, self.section, p, problems)
-        try:
-            self.allow = access.parse_networks(p["allow"] or ())
-        except ValueError as exc:
-            sec.problem("allow", f"{exc}; expected CIDRs such as '10.0.5.0/24'")
-            self.allow = ()
+        sec = self.reader()
+        self.allow = listener_allow(sec, "the managers' networks")
         self.host = p["host"]
-        if not self.allow and not access.contains(access.LOOPBACK, self.host) \
-                and self.host != "localhost":
-            sec.problem("host", f"{self.host!r} is not loopback but `allow` is empty; list the "
-                        f"managers' networks (allow = [\"10.0.5.0/24\"]) or use host = "
-                        f"\"127.0.0.1\"")
         try:
             self.prefix = parse_oid(p["enterprise_oid"])
         except ValueError as exc:
             sec.problem("enterprise_oid", str(exc))
             self.prefix = parse_oid(tree.DEFAULT_OID)
-        if "modbus_server" not in site.publishers:
-            problems.append(ConfigProblem(config.file, "snmp", "serves the register map's "
-                                          "snapshot: the site needs a [modbus_server] table "
-                                          "(it may listen on loopback only)"))
+        self.needs_map(sec, "serves")
         self.users_path = site.resolve(p["users"])
         self.receivers: list[tuple[str, int]] = []
         for item in p["receivers"] or ():
@@ -106,8 +101,7 @@ class SnmpPublisher(Publisher):
         if self.receivers and not p["notify_user"]:
             sec.problem("notify_user", "missing: `receivers` are set; name the USM user "
                         "(added with `busguard snmp user-add`) notifications are sent as")
-        if problems:
-            raise ConfigError(problems)
+        sec.raise_problems()
         self.agent: Agent | None = None
         self.runtime: Runtime | None = None
 
@@ -119,12 +113,12 @@ class SnmpPublisher(Publisher):
         self.runtime = runtime
         if runtime.io is not None:  # the I/O process serves
             return
-        self._serve_from(runtime.publishers)
+        self._serve_from(runtime.publishers, nice=0)
 
     def start_remote(self, ctx: RemoteContext) -> None:
-        self._serve_from(ctx.publishers)
+        self._serve_from(ctx.publishers, nice=int(self.config.params["nice"]))
 
-    def _serve_from(self, publishers: Any) -> None:
+    def _serve_from(self, publishers: Any, nice: int) -> None:
         from busguard.northbound.snapshot import map_snapshot
         from busguard.snmp.agent import Agent, NotifyConfig, Table
         from busguard.snmp.users import UsersError, read_users
@@ -140,7 +134,18 @@ class SnmpPublisher(Publisher):
             log.warning("snmp: LAB MODE: SNMPv2c is answered (community in clear, no "
                         "authentication, no privacy); never on a production network")
         snap = map_snapshot(publishers)
-        table = Table(self.prefix, snap.latest, lambda: snap.generation)
+        extra, subtrees = None, ()
+        if p["entity_mib"]:
+            from busguard.snmp import entity
+
+            site = self.site.name
+
+            def extra(data: Mapping[str, Any]) -> dict[tuple[int, ...], tree.Value]:
+                return entity.rows(data, site)
+
+            subtrees = entity.SUBTREES
+        table = Table(self.prefix, snap.latest, lambda: snap.generation,
+                      float(p["refresh_ms"]) / 1000.0, extra=extra)
         notify = None
         if self.receivers:
             if p["notify_user"] not in users:
@@ -153,7 +158,7 @@ class SnmpPublisher(Publisher):
                                   0.02)
         self.agent = Agent(self.host, int(p["port"]), self.prefix, table, users, self.allow,
                            float(p["max_requests_per_s"]), engine_id(self.site.name),
-                           p["lab_v2c_community"], notify)
+                           p["lab_v2c_community"], notify, nice, subtrees)
         if notify is not None:
             from busguard.snmp.notify import Notifier
 

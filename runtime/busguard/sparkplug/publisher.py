@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from busguard.atomicfile import atomic_write
-from busguard.config.params import Param, Section
-from busguard.errors import BusguardError, ConfigError, ConfigProblem
+from busguard.config.params import Param
+from busguard.errors import BusguardError
 from busguard.image import ImageWriter, Quality
 from busguard.publisher import Publisher
 from busguard.sparkplug import health
@@ -102,8 +102,7 @@ class SparkplugPublisher(Publisher):
     def __init__(self, config: PublisherConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
         p = config.params
-        problems: list[ConfigProblem] = []
-        sec = Section(config.file, self.section, p, problems)
+        sec = self.reader()
         self.group = p["group_id"]
         self.node_id = p["edge_node_id"] or site.name
         for key, val in (("group_id", self.group), ("edge_node_id", self.node_id),
@@ -140,12 +139,8 @@ class SparkplugPublisher(Publisher):
                 sec.problem("deadbands", f"{k} = {v!r}: expected a number >= 0")
             else:
                 bands[str(k)] = float(v)
-        if "modbus_server" not in site.publishers:
-            problems.append(ConfigProblem(config.file, "sparkplug", "publishes the register "
-                                          "map's snapshot: the site needs a [modbus_server] "
-                                          "table (it may listen on loopback only)"))
-        if problems:
-            raise ConfigError(problems)
+        self.needs_map(sec, "publishes")
+        sec.raise_problems()
         self.node = EdgeNode(self.group, self.node_id, float(p["deadband"]), bands)
         self.primary = p["primary_host"]
         self.qos = int(p["qos"])

@@ -39,9 +39,9 @@ from typing import Any, ClassVar
 from busguard.clock import Clock
 from busguard.config.params import Param
 from busguard.config.site import DeviceConfig, SiteConfig
-from busguard.errors import ConfigError, ConfigProblem, DriverError
+from busguard.errors import ConfigError, DriverError
 from busguard.image import ImageWriter, PointSpec, Quality
-from busguard.probebus import BusProbe, ProbeBus, folder_section
+from busguard.probebus import BusProbe, ProbeBus, ProbeState, folder_section
 from busguard.w1.tree import FAMILIES, POWER_ON_C, split_sensor_id
 
 log = logging.getLogger("busguard.w1")
@@ -129,8 +129,10 @@ def kernel_sensor_id(sensor_id: str, sensor_type: str | None = None) -> str:
     return f"{family:02x}-{serial}"
 
 
-class ProbeReader:
+class ProbeReader(ProbeState):
     """One probe on a bus: its schedule, library object, history and counters."""
+
+    log = log
 
     def __init__(self, name: str, point: str, family: int, serial: str, poll_s: float,
                  max_rise_c_per_s: float, resolution: int | None) -> None:
@@ -146,18 +148,13 @@ class ProbeReader:
         self.next_due = -math.inf
         self.sensor: Any = None
         self.last_good: tuple[float, float] | None = None
-        self.state = "unread"
         self.counts = {"reads": 0, "good": 0, "crc_errors": 0, "not_connected": 0,
                        "reset_rejected": 0, "reset_accepted": 0, "errors": 0}
         self.read_ms_last = 0.0
         self.read_ms_max = 0.0
 
-    def _set_state(self, state: str, detail: str = "") -> None:
-        if state != self.state:
-            lvl = logging.INFO if state == "good" else logging.WARNING
-            log.log(lvl, "probe %s (%s): %s%s", self.name, self.sensor_id, state,
-                    f": {detail}" if detail else "")
-            self.state = state
+    def where(self) -> str:
+        return self.sensor_id
 
     def read(self, cls: type, w1: ModuleType, image: ImageWriter, clock: Clock,
              allow_resolution_write: bool) -> None:
@@ -325,7 +322,7 @@ class W1Probe(BusProbe):
         p = config.params
         _fam, _serial, problems = parse_sensor(p["sensor_id"] or "", p["sensor_type"])
         if problems:
-            raise ConfigError([ConfigProblem(config.file, f"{config.path}.sensor_id", m)
+            raise ConfigError([config.problem("sensor_id", m)
                                for m in problems])
         return super().declare_points(config, site)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
 import logging
 import os
 import socket
@@ -22,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from busguard.config.params import Param, Section
-from busguard.errors import ConfigError, ConfigProblem
+from busguard.config.params import Param
 from busguard.firewall import Listener
 from busguard.northbound import access
-from busguard.publisher import Publisher
+from busguard.publisher import Publisher, listener_allow, listener_params
 from busguard.web import view
 from busguard.web.lateness import LatenessHistogram, SharedLateness
 from busguard.web.passwd import Verifier
@@ -40,15 +38,6 @@ if TYPE_CHECKING:
     from busguard.web.guard import Gate
 
 log = logging.getLogger("busguard.web")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def lateness_path(scan_pid: int) -> Path:
@@ -206,11 +195,7 @@ class WebPublisher(Publisher):
     # only counts lateness (shared with it through a small file in /dev/shm)
     io_process_ok = True
     params: ClassVar[Mapping[str, Param]] = {
-        "host": Param(str, default="127.0.0.1", doc="address to listen on; any address other "
-                      "than loopback needs `allow` and TLS"),
-        "port": Param(int, default=8443, minval=0, maxval=65535, doc="0: any free port"),
-        "allow": Param(list, item=str, default=(), doc="CIDRs that may connect; empty: "
-                       "loopback only"),
+        **listener_params(port=8443, needs=" and TLS", port_doc="0: any free port"),
         "tls": Param(bool, default=True, doc="HTTPS (with `cert` and `key`); false (plain "
                      "HTTP) only on a loopback `host`"),
         "cert": Param(str, default="", doc="server certificate chain (PEM), relative to the "
@@ -236,19 +221,10 @@ class WebPublisher(Publisher):
     def __init__(self, config: PublisherConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
         p = config.params
-        problems: list[ConfigProblem] = []
-        sec = Section(config.file, self.section, p, problems)
-        try:
-            allow = access.parse_networks(p["allow"] or ())
-        except ValueError as exc:
-            sec.problem("allow", f"{exc}; expected CIDRs such as '10.0.5.0/24'")
-            allow = ()
+        sec = self.reader()
+        allow = listener_allow(sec, "the networks that may connect")
         self.host = p["host"]
-        loop_only = _loopback(self.host)
-        if not allow and not loop_only:
-            sec.problem("host", f"{self.host!r} is not loopback but `allow` is empty; list "
-                        f"the networks that may connect (allow = [\"10.0.5.0/24\"]) or use "
-                        f"host = \"127.0.0.1\"")
+        loop_only = access.is_loopback(self.host)
         self.tls = bool(p["tls"])
         if not self.tls and not loop_only:
             sec.problem("tls", f"false (plain HTTP) is only allowed on a loopback host, not "
@@ -263,12 +239,8 @@ class WebPublisher(Publisher):
                                 "loopback")
                 elif not site.resolve(p[key]).is_file():
                     sec.problem(key, f"no such file: {site.resolve(p[key])}")
-        if "modbus_server" not in site.publishers:
-            problems.append(ConfigProblem(config.file, "web", "serves the register map's "
-                                          "snapshot: the site needs a [modbus_server] table "
-                                          "(it may listen on loopback only)"))
-        if problems:
-            raise ConfigError(problems)
+        self.needs_map(sec, "serves")
+        sec.raise_problems()
         self.policy = access.Policy(allow, (), p["max_connections"],
                                     p["max_connections_per_client"], p["idle_timeout_s"],
                                     p["max_requests_per_s"], (), 0)
