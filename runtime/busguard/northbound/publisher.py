@@ -24,13 +24,13 @@ from busguard.image import ImageWriter, Quality
 from busguard.northbound import access, mapdef
 from busguard.northbound.encode import AlarmInfo, Encoder, Frame
 from busguard.northbound.events import AlarmRow, rows_of
-from busguard.northbound.server import Endpoint, NorthboundServer
 from busguard.northbound.units import Identity, UnitTable
 from busguard.publisher import Publisher, cidrs, listener_params
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the server (and pymodbus.server) loads where it serves, not at registration
     from busguard.config.site import PublisherConfig, SiteConfig
     from busguard.ioproc.process import RemoteContext
+    from busguard.northbound.server import Endpoint, NorthboundServer
     from busguard.northbound.snapshot import MapSnapshot
     from busguard.runtime import Runtime
     from busguard.scan import CycleResult
@@ -153,6 +153,8 @@ class ModbusServerPublisher(Publisher):
 
     # -- lifecycle -------------------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
+        from busguard.northbound.server import Endpoint
+
         eps = []
         if not (self.tls and self.tls["only"]):
             eps.append(Endpoint(self.host, int(self.config.params["port"])))
@@ -186,6 +188,8 @@ class ModbusServerPublisher(Publisher):
             log.info("modbus_server: the register map (map v%d, %d registers) is served by "
                      "the I/O process", mapdef.MAP_VERSION, self.map.size)
             return
+        from busguard.northbound.server import NorthboundServer
+
         self.server = NorthboundServer(self, self.policy, self.endpoints(),
                                        handshake_timeout_s=10.0, units=self.unit_table())
         self.server.start()
@@ -276,6 +280,8 @@ class ModbusServerPublisher(Publisher):
         ctx.frames.refresh_s = max(ctx.frames.refresh_s,
                                    float(self.config.params["refresh_ms"]) / 1000.0)
         source = RemoteRegisterImage(self, self.encoder, ctx.frames, lay)
+        from busguard.northbound.server import NorthboundServer
+
         self.server = NorthboundServer(source, self.policy, self.endpoints(),
                                        handshake_timeout_s=10.0, units=self.unit_table())
         source.server = self.server

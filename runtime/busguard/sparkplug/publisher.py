@@ -37,15 +37,14 @@ from busguard.image import ImageWriter, Quality
 from busguard.publisher import Publisher
 from busguard.sparkplug import health
 from busguard.sparkplug import metrics as mx
-from busguard.sparkplug.node import EdgeNode, rebirth_requested, topic
-from busguard.sparkplug.sparkplug_b_pb2 import Payload
-from busguard.sparkplug.store import Store
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: registering [sparkplug] loads no protobuf or sqlite3
     from busguard.config.site import PublisherConfig, SiteConfig
     from busguard.ioproc.process import RemoteContext
     from busguard.northbound.snapshot import MapSnapshot
     from busguard.runtime import Runtime
+    from busguard.sparkplug.sparkplug_b_pb2 import Payload
+    from busguard.sparkplug.store import Store
 
 log = logging.getLogger("busguard.sparkplug")
 _BAD_ID = set("/+#")
@@ -100,6 +99,7 @@ class SparkplugPublisher(Publisher):
     }
 
     def __init__(self, config: PublisherConfig, site: SiteConfig) -> None:
+        from busguard.sparkplug.node import EdgeNode
         super().__init__(config, site)
         p = config.params
         sec = self.reader()
@@ -181,6 +181,7 @@ class SparkplugPublisher(Publisher):
 
     # -- helpers ----------------------------------------------------------------------------
     def topic(self, kind: str, device: str = "") -> str:
+        from busguard.sparkplug.node import topic
         return topic(self.group, kind, self.node_id, device)
 
     def _next_bdseq(self) -> int:
@@ -220,6 +221,7 @@ class SparkplugPublisher(Publisher):
 
     def _begin(self, publishers: Any, image: ImageWriter) -> None:
         from busguard.northbound.snapshot import map_snapshot
+        from busguard.sparkplug.store import Store
 
         self.snap = map_snapshot(publishers)
         self._health = image
@@ -320,6 +322,8 @@ class SparkplugPublisher(Publisher):
     def _connect(self) -> bool:
         import paho.mqtt.client as mqtt
 
+        from busguard.sparkplug.node import EdgeNode
+
         p = self.config.params
         self.bdseq = self._next_bdseq()
         log.debug('sparkplug: connecting (bdSeq %d)', self.bdseq)
@@ -404,6 +408,7 @@ class SparkplugPublisher(Publisher):
             self._lost(f"disconnected from the broker ({reason})")
 
     def _on_message(self, _client: Any, _ud: Any, msg: Any) -> None:
+        from busguard.sparkplug.node import rebirth_requested
         if msg.topic == self.topic("NCMD"):
             if rebirth_requested(msg.payload):
                 log.info("sparkplug: rebirth requested (NCMD)")
@@ -467,6 +472,8 @@ class SparkplugPublisher(Publisher):
         return self._client is not None and self.connected and self.host_online
 
     def _tick(self) -> None:
+        from busguard.sparkplug.node import EdgeNode
+        from busguard.sparkplug.sparkplug_b_pb2 import Payload
         snap = self.snap
         if snap is None or self.store is None:
             return
@@ -540,6 +547,7 @@ class SparkplugPublisher(Publisher):
         self._flush(set(current))
 
     def _flush(self, devices: set[str]) -> None:
+        from busguard.sparkplug.sparkplug_b_pb2 import Payload
         st = self.store
         assert st is not None
         while st.held and self._online():
@@ -570,6 +578,7 @@ class SparkplugPublisher(Publisher):
             self.queue_alarm = False
 
     def _shutdown(self) -> None:
+        from busguard.sparkplug.node import EdgeNode
         c, self._client = self._client, None
         if c is not None and self.connected:
             try:
