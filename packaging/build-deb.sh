@@ -53,6 +53,11 @@ lib="$stage/usr/lib/busguard/lib"
 rm -rf "$lib/bin"
 find "$lib" -name '__pycache__' -type d -prune -exec rm -rf {} +
 find "$lib" -name 'direct_url.json' -delete
+# macOS Finder litter some wheels ship (pysnmp 7.1: pysnmp/.DS_Store; lintian macos-ds-store-file)
+find "$lib" -name '.DS_Store' -type f -delete
+# files some wheels ship with the executable bit (protobuf 7): modules, data, licences are
+# read, never run (lintian executable-not-elf-or-script)
+find "$lib" -type f -perm /111 -exec chmod a-x {} +
 # pymodbus's own simulator web pages: busguard's simulator does not use them
 rm -rf "$lib/pymodbus/server/simulator/web"
 # the simulator and the bench go to busguard-tools: the same tree, files of another package

@@ -177,6 +177,10 @@ def test_deb_contents() -> None:
     assert any(p.startswith("/usr/lib/busguard/lib/busguard-") and
                p.endswith(".dist-info/entry_points.txt") for p in paths)
     assert not [p for p in paths if "__pycache__" in p or p.endswith((".so", ".pyc"))]
+    assert not [p for p in paths if p.endswith("/.DS_Store")]  # lintian macos-ds-store-file
+    # vendored modules are imported, never run (lintian executable-not-elf-or-script)
+    assert not [ln for ln in listing if ln.startswith("-") and "x" in ln.split()[0]
+                and ln.split()[-1].startswith("./usr/lib/busguard/lib/")]
     assert not [p for p in paths if p.startswith("/usr/lib/busguard/lib/bin")]
     # the bench is a development tool: the runtime package has neither it nor its C client
     assert not [p for p in paths if "busguard_bench" in p or p.endswith(".c")]

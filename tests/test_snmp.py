@@ -305,3 +305,133 @@ def test_lab_v2c_answers_and_warns_at_start(served, caplog):
                         f"127.0.0.1:{port}", PREFIX + ".1.1.1.0"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and re.search(r"1\.1\.1\.0 = Gauge32: \d+", r.stdout), r.stderr
+
+
+def test_the_table_is_rebuilt_per_new_image_at_most_every_refresh_s():
+    """Many requests on a fast-changing image cost one rebuild per ``refresh_s``, and a
+    rebuild only when the image changed; the varbind objects are made once per rebuild."""
+    from busguard.snmp.agent import Table
+
+    now = [100.0]
+    gen = [1]
+    data = {"header": {"fingerprint": 7, "runtime_state": "running", "data_origin": "LIVE",
+                       "highest_severity": 0}, "devices": [], "alarm_table": []}
+    decodes = []
+
+    def latest():
+        decodes.append(gen[0])
+        return data
+
+    t = Table((1, 3, 6, 1, 4, 1, 32473), latest, lambda: gen[0], 1.0, clock=lambda: now[0])
+    t.refresh()
+    assert t.rebuilds == 1 and t.get((1, 3, 6, 1, 4, 1, 32473, 1, 1, 1, 0)) == ("u", 7)
+    first = t.varbind((1, 3, 6, 1, 4, 1, 32473, 1, 1, 1, 0))
+    assert t.varbind((1, 3, 6, 1, 4, 1, 32473, 1, 1, 1, 0)) is first
+    for _ in range(50):  # a new image every "scan", requests within the second
+        gen[0] += 1
+        now[0] += 0.01
+        t.refresh()
+    assert t.rebuilds == 1 and len(decodes) == 1
+    now[0] += 0.6
+    t.refresh()
+    assert t.rebuilds == 2 and len(decodes) == 2
+    assert t.varbind((1, 3, 6, 1, 4, 1, 32473, 1, 1, 1, 0)) is not first
+    now[0] += 5.0  # due, but the same image: nothing rebuilt
+    t.refresh()
+    assert t.rebuilds == 2
+    assert t.next_varbind((1, 3, 6, 1, 4, 1, 32473, 1, 1, 11, 0)) is None  # past the end
+
+
+@needs_snmp
+@pytest.mark.integration
+def test_a_bulkwalk_counts_requests_not_varbinds(served):
+    rt, port = served()
+    pub = next(p for p in rt.publishers if p.section == "snmp")
+    before = pub.status()["requests"]
+    bulk = v3(port, cmd="snmpbulkwalk", extra=("-Cr25",))
+    assert bulk.returncode == 0, bulk.stderr
+    varbinds = len(bulk.stdout.splitlines())
+    requests = pub.status()["requests"] - before
+    assert varbinds > 50
+    assert varbinds / 25 <= requests <= varbinds / 25 + 2  # one GETBULK per 25 varbinds
+
+
+ENT_PHYS = "1.3.6.1.2.1.47.1.1.1.1"
+ENT_SENSOR = "1.3.6.1.2.1.99.1.1.1"
+
+
+@needs_snmp
+@pytest.mark.integration
+def test_entity_and_entity_sensor_tables_match_busguard_status_json(served):
+    """entPhysicalTable: the unit, one entry per device (index from its slot), one sensor
+    entry per point contained in its meter; entPhySensorTable: type, scale, precision,
+    value, status and units as RFC 3433 has them, the values those of `busguard status`."""
+    from busguard.snmp import entity
+
+    rt, port = served()
+    bulk = {"cmd": "snmpbulkwalk", "extra": ("-Cr25",)}  # (a walk's GETNEXTs: > 100/s)
+    phys, sens = v3(port, ENT_PHYS, **bulk), v3(port, ENT_SENSOR, **bulk)
+    assert phys.returncode == 0 and sens.returncode == 0, phys.stderr + sens.stderr
+    ep = tuple(int(x) for x in ENT_PHYS.split("."))
+    es = tuple(int(x) for x in ENT_SENSOR.split("."))
+    got_p, got_s = parse(phys.stdout), parse(sens.stdout)
+    data = status_json(rt)
+    devs = {d["name"]: d for d in data["devices"]}
+    assert got_p[(*ep, 5, 1)] == "3" and got_p[(*ep, 4, 1)] == "0"  # the unit: chassis
+    assert got_p[(*ep, 7, 1)] == "snmptest"
+    m1 = entity.KIND_BASE["meter"] + 100 * devs["m1"]["slot"]
+    p1 = entity.KIND_BASE["probe"] + 100 * devs["p1"]["slot"]
+    b1 = entity.KIND_BASE["breaker"] + 100 * devs["b1"]["slot"]
+    for idx, name, cls in ((m1, "m1", "9"), (p1, "p1", "8"), (b1, "b1", "1")):
+        assert got_p[(*ep, 7, idx)] == name and got_p[(*ep, 5, idx)] == cls
+        assert got_p[(*ep, 4, idx)] == "1"  # contained in the unit
+    # every declared point of m1 is a sensor contained in m1, named device.point
+    j = {q: i for i, q in enumerate(md.STANDARD["meter"])}
+    for q in devs["m1"]["points"]:
+        s = m1 + 1 + j[q]
+        assert got_p[(*ep, 7, s)] == f"m1.{q}" and got_p[(*ep, 4, s)] == str(m1)
+        assert got_p[(*ep, 5, s)] == "8"
+    cur = m1 + 1 + j["current_l1_a"]
+    assert [got_s[(*es, c, cur)] for c in (1, 2, 3, 4, 5, 6)] == \
+        ["5", "9", "3", "150000", "1", "A"]  # amperes, units, 3 decimals, 150.000, ok
+    kw = m1 + 1 + j["power_kw"]
+    assert [got_s[(*es, c, kw)] for c in (1, 2, 3, 4, 6)] == ["6", "10", "3", "88500", "kW"]
+    wh = m1 + 1 + j["energy_import_wh"]
+    assert [got_s[(*es, c, wh)] for c in (1, 3, 4, 6)] == ["1", "0", "123456", "Wh"]
+    assert [got_s[(*es, c, p1)] for c in (1, 2, 3, 4, 5)] == ["8", "9", "3", "41250", "1"]
+    # the breaker's trip state sensor: truthvalue, false
+    assert [got_s[(*es, c, b1 + 1)] for c in (1, 4)] == ["12", "2"]
+    # one value per sensor entry, and no sensor row without its physical entry
+    sensors = {k[-1] for k in got_s}
+    assert sensors <= {k[-1] for k in got_p if got_p[(*ep, 5, k[-1])] == "8"}
+    assert len(sensors) == len(devs["m1"]["points"]) + len(devs["m2"]["points"]) + 1 + 1
+
+
+def test_entity_sensor_status_says_what_the_quality_and_range_allow():
+    """No value, stale, bad and a value past ENTITY-SENSOR-MIB's +-10^9 each have their
+    entPhySensorOperStatus; the value is clamped, never wrapped."""
+    from busguard.snmp import entity
+
+    def dev(points):
+        return {"header": {"uptime_s": 10}, "devices": [{
+            "kind": "meter", "name": "m", "slot": 3, "status": "good",
+            "points": {q: {"value": v, "quality": qual, "age_ms": 500}
+                       for q, (v, qual) in points.items()}}]}
+
+    rows = entity.rows(dev({"current_l1_a": (None, "good"), "current_l2_a": (5.0, "stale"),
+                            "current_l3_a": (5.0, "bad"), "energy_kwh": (2e6, "good"),
+                            "power_kw": (-12.5, "good")}))
+    j = {q: i for i, q in enumerate(md.STANDARD["meter"])}
+    base = entity.KIND_BASE["meter"] + 300
+
+    def col(q, c):
+        return rows[(*entity.ENT_SENSOR, c, base + 1 + j[q])][1]
+
+    assert (col("current_l1_a", 4), col("current_l1_a", 5)) == (0, entity.UNAVAILABLE)
+    assert (col("current_l2_a", 4), col("current_l2_a", 5)) == (5000, entity.UNAVAILABLE)
+    assert col("current_l3_a", 5) == entity.NONOPERATIONAL
+    assert (col("energy_kwh", 4), col("energy_kwh", 5)) == (entity.LIMIT, entity.UNAVAILABLE)
+    assert (col("power_kw", 4), col("power_kw", 5), col("power_kw", 2)) == \
+        (-12500, entity.OK, entity.KILO)
+    assert col("power_kw", 7) == 1000 - 50  # valueTimeStamp: uptime 10 s less the 500 ms age
+    assert rows[(*entity.ENT_PHYSICAL, 4, base + 1 + j["power_kw"])] == ("i", base)

@@ -157,3 +157,69 @@ def test_an_inform_nobody_acknowledges_is_retried_and_counted(make_runtime, run_
     wait_until(lambda: pub.status()["informs_failed"] >= 1, 20.0, "the cold start inform to "
                "give up")
     assert pub.status()["informs_acked"] == 0
+
+
+RESTART_SITE = """
+[site]
+name = "coldstart"
+
+[scan]
+period_ms = 10
+
+[retained]
+interval_s = 3600
+
+[[meter]]
+name = "pqm-a1"
+driver = "memory"
+poll_ms = 100
+points = ["current_l1_a", "voltage_l1_n_v"]
+
+[modbus_server]
+port = 0
+
+[snmp]
+port = 0
+receivers = ["127.0.0.1:{port}"]
+notify = "trap"
+notify_user = "{user}"
+"""
+
+
+def cold_starts(text: str) -> list[str]:
+    """snmptrapd's log split into notifications, keeping the bgColdStart ones."""
+    return [chunk for chunk in text.split(f"{tree.DEFAULT_OID}.0.")
+            if chunk.startswith("4")]
+
+
+def test_the_cold_start_after_a_restart_carries_restored(make_runtime, run_scans, tmp_path,
+                                                         receiver):
+    """First run: live values, a clean stop saves them. Second run on the same state, the
+    meter silent: its values are the retained ones, and the cold start says RESTORED (1),
+    with the map fingerprint; the first run's said LIVE (0)."""
+    rcv = receiver("coldstart")
+    write_users(tmp_path / "snmp.users", {USER: make_user(USER, AUTH_PASS, PRIV_PASS)})
+    site = tmp_path / "site.toml"
+    site.write_text(RESTART_SITE.format(port=rcv.port, user=USER), encoding="utf-8")
+    origin = f"{tree.DEFAULT_OID}.1.1.4.0 = INTEGER:"
+    fingerprint = f"{tree.DEFAULT_OID}.1.1.1.0 = Gauge32:"
+
+    rt1 = make_runtime(site, start=True, retained=True)
+    rt1.image.write_many([("pqm-a1.current_l1_a", 400.0, 0),
+                          ("pqm-a1.voltage_l1_n_v", 230.0, 0)])
+    run_scans(rt1, 3)
+    wait_until(lambda: len(cold_starts(rcv.text())) == 1, 15.0, "the first cold start")
+    (first,) = cold_starts(rcv.text())
+    assert f"{origin} 0" in first, first  # LIVE: a fresh state
+    rt1.stop()
+
+    rt2 = make_runtime(site, start=True, retained=True)
+    assert rt2.restored
+    run_scans(rt2, 3)  # nothing written: the meter's values are the retained ones
+    wait_until(lambda: len(cold_starts(rcv.text())) == 2, 15.0, "the cold start after the "
+               "restart")
+    second = cold_starts(rcv.text())[1]
+    assert f"{origin} 1" in second, second  # RESTORED
+    assert fingerprint in second, second
+    pub = next(p for p in rt2.publishers if p.section == "snmp")
+    assert pub.status()["traps_sent"] >= 1

@@ -184,3 +184,19 @@ def test_a_block_moved_to_another_breaker_says_which_latch_it_left(field_unit, m
     assert plan.lost_latches == ["cb1"] and new.blocks[0].state()["latched"] is True
     assert any("breaker cb1 (block st1)" in r.getMessage() and "no longer protects it" in
                r.getMessage() for r in caplog.records)
+
+
+def test_a_reload_leaves_out_what_one_block_or_output_cannot_take(field_unit, make_runtime):
+    old = make_runtime(field_unit, start=True, retained=True)
+    old.image.write_many(NORMAL)
+    run_scans(old, 1)
+    doc = export_state(old, live=True)
+    doc["blocks"]["st2"]["state"] = ["not", "a", "table"]
+    doc["live"]["outputs"]["cb2.shunt_trip"] = None  # (an exported inf)
+    new = make_runtime(field_unit)
+    plan = import_state(new, doc, live=True)
+    assert plan.refused == ["st2"] and new.blocks[0].state()["latched"] is True
+    assert new.engine.outputs["cb1.shunt_trip"] == 1.0
+    assert new.engine.outputs["cb2.shunt_trip"] == new.engine.failsafe["cb2.shunt_trip"]
+    with pytest.raises(TypeError, match="st2"):  # a restart refuses that document
+        import_state(make_runtime(field_unit), doc, live=False)

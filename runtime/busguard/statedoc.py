@@ -412,6 +412,10 @@ def build_plan(rt: Runtime, doc: Mapping[str, Any], live: bool = False) -> State
               "for the breakers it protects now")
         state = entry.get("state") or {}
         if not isinstance(state, Mapping):
+            if live:  # as a block that refuses its state: it starts without it
+                log.error("block %s: its state is not a table; it starts without it", name)
+                plan.refused.append(name)
+                continue
             raise TypeError(f"blocks.{name}.state is not a table")
         plan.blocks.append((b, state))
         if live and "faulted" in entry and entry.get("params") == params_digest(b):
@@ -428,8 +432,9 @@ def build_plan(rt: Runtime, doc: Mapping[str, Any], live: bool = False) -> State
     plan.saved_utc = _finite(doc.get("saved_utc", 0.0), "saved_utc")
     if live:
         extra = _table(doc, "live")
-        plan.outputs = {str(k): _finite(v, f"live.outputs.{k}")
-                        for k, v in _table(extra, "outputs").items()}
+        # an output that was not a finite number starts at its fail-safe value
+        plan.outputs = {str(k): float(v) for k, v in _table(extra, "outputs").items()
+                        if isinstance(v, (int, float)) and math.isfinite(v)}
         plan.last_cmd = {str(k): float(v) for k, v in _table(extra, "last_cmd").items()
                          if v is not None}
         plan.stats_cycles = int(extra.get("stats_cycles", 0))
@@ -520,7 +525,9 @@ def hold_s(rt: Runtime, block: Block) -> float:
 def import_state(rt: Runtime, doc: Mapping[str, Any], live: bool = False) -> StatePlan:
     """Restore ``doc`` into ``rt`` (built, not scanning yet) and return what was restored.
     Checked whole first; raises (touching nothing, block states rolled back) when ``doc``
-    cannot be taken (with ``live``, only a malformed document raises)."""
+    cannot be taken. With ``live`` only a document no export writes raises (a wrong
+    version, lists of unequal length): what one block or output cannot take is left out,
+    logged, because a reload has no older copy to fall back to."""
     plan = build_plan(rt, doc, live)
     plan.apply_blocks(rt)
     now = rt.clock.wall()

@@ -16,6 +16,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -60,19 +61,39 @@ class NotifyConfig:
 
 
 class Table:
-    """The served OIDs of the newest snapshot, sorted (rebuilt once per new image)."""
+    """The served OIDs of one snapshot, sorted, with their pyasn1 objects made once.
+
+    Rebuilt at most once per new image *and* at most every ``refresh_s``: under a walk the
+    Modbus side hands over a new image every ``[modbus_server] refresh_ms`` (50 ms), and
+    decoding a whole image (tens of ms for 32 meters) per image would make the agent's CPU
+    grow with the scan rate instead of staying flat. The varbind objects (pysnmp's
+    ObjectName and value) are made on first use and kept until the next rebuild, so a
+    second manager walking the same snapshot costs a dict lookup per varbind.
+    """
 
     def __init__(self, prefix: OID, latest: Callable[[], Mapping[str, Any]],
-                 generation: Callable[[], int]) -> None:
+                 generation: Callable[[], int], refresh_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 extra: Callable[[Mapping[str, Any]], dict[OID, tree.Value]] | None = None
+                 ) -> None:
         self.prefix = prefix
+        self._extra = extra  # rows at absolute OIDs (the standard MIBs: snmp.entity)
         self._latest = latest
         self._generation = generation
+        self.refresh_s = refresh_s
+        self._clock = clock
+        self._at = -1e18
         self._gen = -1
         self.keys: list[OID] = []
         self.values: dict[OID, tree.Value] = {}
+        self._asn1: dict[OID, tuple[Any, Any]] = {}
         self.rebuilds = 0
 
     def refresh(self) -> None:
+        now = self._clock()
+        if self._gen >= 0 and now - self._at < self.refresh_s:
+            return
+        self._at = now
         data = self._latest()  # decodes at most once per image (MapSnapshot)
         gen = self._generation()
         if gen == self._gen:
@@ -80,7 +101,10 @@ class Table:
         rel = tree.rows(data)
         p = self.prefix
         self.values = {p + k: v for k, v in rel.items()}
+        if self._extra is not None:
+            self.values.update(self._extra(data))
         self.keys = sorted(self.values)
+        self._asn1 = {}
         self._gen = gen
         self.rebuilds += 1
 
@@ -94,13 +118,29 @@ class Table:
         k = self.keys[i]
         return k, self.values[k]
 
+    def varbind(self, oid: OID) -> tuple[Any, Any]:
+        """(ObjectName, value) of a served ``oid``, made once per rebuild."""
+        vb = self._asn1.get(oid)
+        if vb is None:
+            from pysnmp.proto import rfc1902
+
+            vb = self._asn1[oid] = (rfc1902.ObjectName(oid), _asn1(self.values[oid]))
+        return vb
+
+    def next_varbind(self, oid: OID) -> tuple[Any, Any] | None:
+        i = bisect.bisect_right(self.keys, oid)
+        if i >= len(self.keys):
+            return None
+        return self.varbind(self.keys[i])
+
 
 def _asn1(v: tree.Value) -> Any:
     from pysnmp.proto import rfc1902
 
     kind, x = v
     return {"i": rfc1902.Integer32, "u": rfc1902.Unsigned32, "g": rfc1902.Gauge32,
-            "c": rfc1902.Counter32, "s": rfc1902.OctetString}[kind](x)
+            "c": rfc1902.Counter32, "s": rfc1902.OctetString, "o": rfc1902.ObjectIdentifier,
+            "t": rfc1902.TimeTicks}[kind](x)
 
 
 def ensure_aes() -> None:
@@ -129,8 +169,12 @@ class Instrum:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        self._ctx: Any = None  # the request being answered (pysnmp's execution context)
 
     def _check(self, context: Mapping[str, Any]) -> None:
+        """Per call (pysnmp calls once per GETBULK repetition): the security level; per
+        request (a new execution context): the table's refresh and the request count, so
+        one response never mixes two snapshots."""
         from pysnmp.smi import error as smi_error
 
         ctx = context["snmpEngine"].observer.get_execution_context(
@@ -140,20 +184,22 @@ class Instrum:
             self.agent.refusals.note(f"snmp: refused user {ctx['securityName']!s}: security "
                                      f"level {ctx['securityLevel']} (authPriv only)", "-")
             raise smi_error.AuthorizationError(idx=0)
-        self.agent.table.refresh()
-        self.agent.count("requests")
+        if ctx is not self._ctx:
+            self._ctx = ctx
+            self.agent.table.refresh()
+            self.agent.count("requests")
 
     def read_variables(self, *var_binds: Any, **context: Any) -> list[Any]:
         from pysnmp.proto import rfc1902, rfc1905
 
         self._check(context)
         out = []
+        table = self.agent.table
         for name, _val in var_binds:
             oid = tuple(name)
-            v = self.agent.table.get(oid)
-            if v is not None:
-                out.append((rfc1902.ObjectName(oid), _asn1(v)))
-            elif oid[:len(self.agent.prefix)] == self.agent.prefix:
+            if oid in table.values:
+                out.append(table.varbind(oid))
+            elif any(oid[:len(t)] == t for t in self.agent.subtrees):
                 out.append((rfc1902.ObjectName(oid), rfc1905.noSuchInstance))
             else:
                 out.append((rfc1902.ObjectName(oid), rfc1905.noSuchObject))
@@ -164,12 +210,11 @@ class Instrum:
 
         self._check(context)
         out = []
+        table = self.agent.table
         for name, _val in var_binds:
-            nxt = self.agent.table.next(tuple(name))
-            if nxt is None:
-                out.append((rfc1902.ObjectName(tuple(name)), rfc1905.endOfMibView))
-            else:
-                out.append((rfc1902.ObjectName(nxt[0]), _asn1(nxt[1])))
+            vb = table.next_varbind(tuple(name))
+            out.append(vb if vb is not None
+                       else (rfc1902.ObjectName(tuple(name)), rfc1905.endOfMibView))
         return out
 
     def write_variables(self, *var_binds: Any, **context: Any) -> list[Any]:
@@ -184,8 +229,11 @@ class Agent:
     def __init__(self, host: str, port: int, prefix: OID, table: Table,
                  users: Mapping[str, User], allow: tuple[access.Network, ...],
                  rate: float, engine_id: bytes, v2c_community: str = "",
-                 notify: NotifyConfig | None = None) -> None:
+                 notify: NotifyConfig | None = None, nice: int = 0,
+                 subtrees: tuple[OID, ...] = ()) -> None:
         self.host, self.port, self.prefix = host, port, prefix
+        self.subtrees = (prefix, *subtrees)  # what the agent serves (noSuchInstance there)
+        self.nice = nice
         self.table = table
         self.users = dict(users)
         self.allow = allow or access.LOOPBACK
@@ -256,6 +304,8 @@ class Agent:
             raise OSError(self.error)
 
     def _run(self, started: threading.Event) -> None:
+        if self.nice:
+            self._lower_priority()
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         try:
@@ -273,6 +323,19 @@ class Agent:
                 self.engine.transport_dispatcher.close_dispatcher()
                 self.loop.run_until_complete(asyncio.sleep(0.01))  # let cancellations run
             self.loop.close()
+
+    def _lower_priority(self) -> None:
+        """Linux nice values are per thread: raise this thread's (and so its children's) by
+        ``nice``, so that on a busy machine the scan process (nice 0) gets the CPU first and
+        the agent what is left. Only in the I/O process: beside the scan, a low-priority
+        thread holding the GIL would make the scan wait for it (the publisher decides)."""
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid)
+                           + self.nice)
+        except (OSError, AttributeError) as exc:
+            log.warning("snmp: cannot lower the agent thread's priority (nice +%d): %s",
+                        self.nice, exc)
 
     def _setup(self) -> None:
         from pysnmp.carrier.asyncio.dgram import udp

@@ -50,6 +50,17 @@ class SnmpPublisher(Publisher):
         "max_requests_per_s": Param(float, default=100.0, minval=1.0, maxval=100000.0,
                                     doc="per manager address (burst: twice this); more "
                                         "are dropped unparsed (the manager retries)"),
+        "refresh_ms": Param(float, default=1000.0, minval=0.0, maxval=60000.0, unit="ms",
+                            doc="the agent's table is rebuilt from the newest snapshot at "
+                                "most this often (walks answer from it meanwhile; the age "
+                                "columns are as of that snapshot); 0: every new image"),
+        "nice": Param(int, default=10, minval=0, maxval=19, doc="with [scan] io = "
+                      "\"process\": the agent thread's nice increment, so the scan process "
+                      "keeps the CPU on a busy machine (0: none; not applied beside the scan, "
+                      "where a low-priority thread holding the GIL would delay it)"),
+        "entity_mib": Param(bool, default=True, doc="also serve ENTITY-MIB's "
+                            "entPhysicalTable and ENTITY-SENSOR-MIB's entPhySensorTable "
+                            "(devices and their points as sensors, indexed by slot)"),
         "receivers": Param(list, item=str, default=(), doc="notification receivers, "
                            "\"host:port\" (port 162 usually): a trap or inform per alarm "
                            "raise and clear, per trip, and a cold start"),
@@ -102,12 +113,12 @@ class SnmpPublisher(Publisher):
         self.runtime = runtime
         if runtime.io is not None:  # the I/O process serves
             return
-        self._serve_from(runtime.publishers)
+        self._serve_from(runtime.publishers, nice=0)
 
     def start_remote(self, ctx: RemoteContext) -> None:
-        self._serve_from(ctx.publishers)
+        self._serve_from(ctx.publishers, nice=int(self.config.params["nice"]))
 
-    def _serve_from(self, publishers: Any) -> None:
+    def _serve_from(self, publishers: Any, nice: int) -> None:
         from busguard.northbound.snapshot import map_snapshot
         from busguard.snmp.agent import Agent, NotifyConfig, Table
         from busguard.snmp.users import UsersError, read_users
@@ -123,7 +134,18 @@ class SnmpPublisher(Publisher):
             log.warning("snmp: LAB MODE: SNMPv2c is answered (community in clear, no "
                         "authentication, no privacy); never on a production network")
         snap = map_snapshot(publishers)
-        table = Table(self.prefix, snap.latest, lambda: snap.generation)
+        extra, subtrees = None, ()
+        if p["entity_mib"]:
+            from busguard.snmp import entity
+
+            site = self.site.name
+
+            def extra(data: Mapping[str, Any]) -> dict[tuple[int, ...], tree.Value]:
+                return entity.rows(data, site)
+
+            subtrees = entity.SUBTREES
+        table = Table(self.prefix, snap.latest, lambda: snap.generation,
+                      float(p["refresh_ms"]) / 1000.0, extra=extra)
         notify = None
         if self.receivers:
             if p["notify_user"] not in users:
@@ -136,7 +158,7 @@ class SnmpPublisher(Publisher):
                                   0.02)
         self.agent = Agent(self.host, int(p["port"]), self.prefix, table, users, self.allow,
                            float(p["max_requests_per_s"]), engine_id(self.site.name),
-                           p["lab_v2c_community"], notify)
+                           p["lab_v2c_community"], notify, nice, subtrees)
         if notify is not None:
             from busguard.snmp.notify import Notifier
 
