@@ -370,6 +370,7 @@ def test_tls_with_a_test_ca_and_a_client_certificate(make_runtime, tmp_path, hos
         pub2 = spb_of(rt2)
         Host.wait_for(lambda: pub2.error)
         assert not pub2.connected and "127.0.0.1" in pub2.error
+        Host.wait_for(lambda: pub2.refused)  # sparkplug.refused = 1: BG-SPB-REFUSED
     finally:
         b.stop()
 

@@ -361,7 +361,7 @@ class SparkplugPublisher(Publisher):
         if self.connected:
             log.warning("sparkplug: %s; queueing changes until it is back", why)
             self.error = why
-        elif not self.refused:  # no session yet (a TLS refusal after the handshake...)
+        else:  # never got as far as a session (a TLS refusal after the handshake...)
             self._refused(f"{why} before the session began (at "
                           f"{self.config.params['host']}:{self.config.params['port']})")
             if self.config.params["tls"]:  # the broker closed it: our certificate
