@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -116,6 +117,7 @@ def _run(b: Bench, io: str, judged: bool) -> Measurement:
             base_a = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
             stop = threading.Event()
             managers = [Manager(port, stop, f"127.0.0.{2 + i}") for i in range(MANAGERS)]
+            ru0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
             for m in managers:
                 m.start()
             try:
@@ -125,8 +127,18 @@ def _run(b: Bench, io: str, judged: bool) -> Measurement:
                 stop.set()
                 for m in managers:
                     m.join(130)
+            # the walks' processes are the only children that ended meanwhile (the meters and
+            # the target run on): their CPU is what 16 managers on this box took
+            ru1, t1 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+            busy["managers_cpu_share"] = ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime
+                                          - ru0.ru_stime)) / max(t1 - t0, 1e-9)
             base_b = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
     return _rows(base_a, busy, base_b, managers, dur + warm, n, io, judged)
+
+
+def _io_share(m: dict[str, Any]) -> float:
+    io = m.get("io_process")
+    return float(io["cpu_share"]) if io else 0.0
 
 
 def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], managers: list[Manager],
@@ -152,6 +164,12 @@ def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], managers: 
         Row("CPU share, runtime process", 100.0 * busy["cpu_share"], "%",
             50.0 * (a["cpu_share"] + b["cpu_share"]), "no walks",
             note="of one core, user+system (scan, drivers, Modbus server, SNMP agent)"),
+        Row("CPU share, I/O process", 100.0 * _io_share(busy), "%",
+            50.0 * (_io_share(a) + _io_share(b)), "no walks",
+            note="of one core: the SNMP agent, the Modbus server and the pollers"
+            if busy.get("io_process") else "no I/O process (io = \"thread\")"),
+        Row("CPU share, 16 managers", 100.0 * busy.get("managers_cpu_share", 0.0), "%",
+            status=INFO, note="the snmpbulkwalk processes, at nice 19 (remote NMSes)"),
         Row("walks", walks / dur if dur else 0.0, "/s", status=INFO,
             note=f"{len(managers)} managers, whole subtree ({vbs} varbinds) each walk, "
                  f"GETBULK max-repetitions 25"),
