@@ -59,7 +59,8 @@ def test_ack_code_acknowledges_that_code_on_every_device_and_nothing_else(make_r
             {"cmd.ack_code": (2 << 16) | OTHER},      # "other" names no one code: nothing
             {"cmd.ack_code": 0x0304},                 # the low word alone (FC6): BG-LIMIT
             NORMAL, HIGH,                             # raised again, unacknowledged
-            {"cmd.ack_code": (3 << 16) | n}]          # the same code again, next count
+            {"cmd.ack_code": (3 << 16) | n},          # the same code again, next count
+            {"cmd.ack_code": float("nan")}]           # not a number: nothing, no fault
     _rt, views = run_trace(make_runtime, tmp_path, site(BLOCKS, DEVICES), rows)
     assert acked(views[1]) == {"hi:0x2A": False, "hi2:0x2A": False, "lim:BG-LIMIT": False,
                                "own:SITE-OWN": False}
@@ -71,6 +72,7 @@ def test_ack_code_acknowledges_that_code_on_every_device_and_nothing_else(make_r
     assert acked(views[7]) == {k: False for k in acked(views[1])}
     assert acked(views[8]) == {"hi:0x2A": True, "hi2:0x2A": True, "lim:BG-LIMIT": False,
                                "own:SITE-OWN": False}
+    assert acked(views[9]) == acked(views[8])
 
 
 def test_ack_code_is_appended_to_the_command_area_and_moves_nothing(make_runtime, tmp_path):

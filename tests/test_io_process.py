@@ -332,6 +332,38 @@ def test_an_undeliverable_frame_is_reported_once_not_per_scan(caplog):
         theirs.close()
 
 
+def test_an_alarm_edge_pushes_a_frame_without_waiting_for_a_demand(monkeypatch):
+    """A scan with alarm edges sends its frame at once (the event ring reaches the map, SNMP
+    traps and Sparkplug without waiting up to refresh_ms for the next demand); a scan
+    without edges still waits for one, and pushes are rate-limited."""
+    from busguard.ioproc import link, supervisor
+    from busguard.ioproc.supervisor import IoSupervisor
+
+    class Small:
+        def frame_payload(self) -> bytes:
+            return b"frame"
+
+    ours, theirs = link.socket_pair()
+    try:
+        sup = IoSupervisor(None)  # type: ignore[arg-type]  # only the link is used here
+        sup._sock, sup.frame_source = ours, Small()
+        sup.after_scan()  # no demand, no edge: nothing
+        assert sup.frames_sent == 0
+        monkeypatch.setattr(supervisor, "EDGE_PUSH_MIN_S", 3600.0)
+        sup.after_scan(edges=True)
+        assert (sup.frames_sent, sup.frames_pushed) == (1, 1)
+        sup.after_scan(edges=True)  # within EDGE_PUSH_MIN_S of the last push: not again
+        assert sup.frames_sent == 1
+        sup._demand = True  # a demand is always answered
+        sup.after_scan()
+        assert (sup.frames_sent, sup.frames_pushed) == (2, 1)
+        theirs.settimeout(5.0)
+        assert theirs.recv(65536)  # the frames did go over the link
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_stepped_encodings_interleaved_give_whole_images(make_runtime, run_scans, tmp_path):
     """The I/O process encodes a frame a few devices at a time between requests; two frames
     encoded step by step, interleaved, must each give exactly their whole encoding (no state
@@ -430,3 +462,59 @@ def test_a_restarted_io_process_refuses_a_site_file_the_scan_does_not_run(meter,
     wait_until(lambda: "io-process:down" in rt.alarms.alarms, what="the BG-IO-PROCESS alarm")
     assert "changed since" in rt.alarms.alarms["io-process:down"].condition.message
     assert rt.state == "running"
+
+
+# -- [history] with io = "process" ------------------------------------------------------------
+HIST_POINT = "m1.current_l1_a"
+
+
+def test_history_records_with_the_io_process_and_busguard_history_reads_it(meter, running,
+                                                                           tmp_path):
+    """The recorder records what the DCIM reads every second while the I/O process polls
+    the meter and serves the map, and `busguard history` (a subprocess, as an operator runs
+    it) reads the 1 s samples back after the runtime stopped. (Minutes need a whole minute
+    recorded: tests/test_history_cli.py reads them from the bundled demo.)"""
+    import csv
+    import io
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from busguard.history import open_reader
+    from busguard.history.ring import HistoryFileError
+
+    state, ram = tmp_path / "state", tmp_path / "ram"
+    text = site_text(meter.port, str(state)) + f'[history]\nseconds_dir = "{ram}"\n'
+    r = running(text)
+    assert r.rt.site.scan.io == "process"
+    assert r.rt.io is not None  # the I/O process polls the meter and serves the map
+    want = VALUES[HIST_POINT.split(".", 1)[1]]
+    got = []
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        try:
+            got = [s for s in open_reader(state).query(HIST_POINT, time.time() - 120)
+                   if s.quality == 0]
+        except HistoryFileError:
+            continue
+        if len(got) >= 3:
+            break
+    assert len(got) >= 3, f"fewer than 3 good 1 s samples of {HIST_POINT} within 30 s: {got}"
+    assert abs(got[-1].avg - want) <= abs(want) * 1e-6  # float32 in the ring
+    r.stop()
+
+    def history(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "busguard.cli", "history", HIST_POINT, *args,
+                               "--site", str(tmp_path / "site.toml")], capture_output=True,
+                              text=True, timeout=60)
+
+    out = history("--since", "5m", "--csv")
+    assert out.returncode == 0, out.stderr
+    rows = [x for x in csv.DictReader(io.StringIO(out.stdout)) if x["quality"] == "good"]
+    assert len(rows) >= 3 and abs(float(rows[-1]["avg"]) - want) <= abs(want) * 1e-6
+    out = history("--since", "5m", "--json")
+    assert out.returncode == 0, out.stderr
+    samples = [x for x in json.loads(out.stdout) if x["quality"] == "good"]
+    assert len(samples) == len(rows) and samples[-1]["avg"] == float(rows[-1]["avg"])

@@ -146,3 +146,32 @@ def test_watch_at_80x24_and_160x50_in_tmux(tmp_path):
     DOCS_IMG.mkdir(exist_ok=True)
     (DOCS_IMG / "watch-80x24.txt").write_text(small, encoding="utf-8")
     (DOCS_IMG / "watch-160x50.txt").write_text(big, encoding="utf-8")
+    embed_captures(DOCS_IMG.parent / "operations-cli.md",
+                   {"watch-80x24.txt": small, "watch-160x50.txt": big})
+
+
+def embed_captures(doc: Path, captures: dict[str, str]) -> None:
+    """Put each capture into the fenced block after its ``<!-- capture: NAME -->`` marker in
+    ``doc``, so the screens the docs show are the last run's, not a hand-copied old one."""
+    text = doc.read_text(encoding="utf-8")
+    for name, screen in captures.items():
+        marker = f"<!-- capture: {name} -->\n```\n"
+        start = text.index(marker) + len(marker)
+        end = text.index("\n```\n", start)
+        text = text[:start] + "\n".join(ln.rstrip() for ln in screen.rstrip("\n")
+                                         .splitlines()) + text[end:]
+    doc.write_text(text, encoding="utf-8")
+
+
+def test_the_docs_show_the_saved_captures():
+    """The two screens in docs/operations-cli.md are the ones the tmux test saved, and they
+    group each tap-off's meter, probe and breaker on one row, with no quality word glued to
+    a unit ("not-c C") and no bare "T C" column."""
+    doc = (DOCS_IMG.parent / "operations-cli.md").read_text(encoding="utf-8")
+    for name in ("watch-80x24.txt", "watch-160x50.txt"):
+        saved = "\n".join(ln.rstrip() for ln in (DOCS_IMG / name).read_text(
+            encoding="utf-8").rstrip("\n").splitlines())
+        assert f"<!-- capture: {name} -->\n```\n{saved}\n```\n" in doc, name
+        assert "joint °C" in saved and "not-c" not in saved and " T C " not in saved
+        for m in METERS:
+            assert sum(ln.startswith(m + " ") for ln in saved.splitlines()) == 1, name

@@ -165,9 +165,15 @@ def test_plain_http_to_the_tls_port_is_told_to_use_https(served):
     assert serving(port)
 
 
-def test_a_ten_megabyte_header_is_refused_with_400(served, caplog):
-    rt, port = served(tls=False)
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_ten_megabyte_header_is_refused_with_400(served, caplog, tls):
+    rt, port = served(tls=tls)
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s)
     got = b""
     try:
         s.sendall(b"GET /api/view HTTP/1.1\r\nHost: x\r\nX-Big: ")
@@ -175,7 +181,7 @@ def test_a_ten_megabyte_header_is_refused_with_400(served, caplog):
         try:
             for _ in range(160):  # 10 MB
                 s.sendall(chunk)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass
         try:
             while True:
@@ -183,27 +189,28 @@ def test_a_ten_megabyte_header_is_refused_with_400(served, caplog):
                 if not b:
                     break
                 got += b
-        except (ConnectionResetError, TimeoutError):
+        except (ConnectionResetError, TimeoutError, ssl.SSLError):
             pass
     finally:
         s.close()
     assert got.startswith((b"HTTP/1.1 400", b"HTTP/1.0 400")), got[:200]
     assert b"8190" in got or b"too long" in got.lower()
-    assert serving(port, tls=False)
+    assert serving(port, tls=tls)
     assert web_of(rt).connection_counts()["refused_bad_request"] == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_five_hundred_idle_connections_neither_hold_the_server_nor_the_scan(served,
-                                                                            run_scans):
-    rt, port = served("max_connections_per_client = 8\nfirst_byte_s = 1.0", tls=False)
+                                                                            run_scans, tls):
+    """500 connections that send nothing (on the HTTPS port: never start their handshake)."""
+    rt, port = served("max_connections_per_client = 8\nfirst_byte_s = 1.0", tls=tls)
     idle = []
     try:
         for _ in range(500):
             idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
         # another client address is served meanwhile: the flood holds 8 slots, not 500
-        assert serving(port, tls=False, source="127.0.0.2")
-        before = rt.stats.cycles if hasattr(rt.stats, "cycles") else None
+        assert serving(port, tls=tls, source="127.0.0.2")
         run_scans(rt, 5)
         assert rt.state == "running"
         counts = web_of(rt).connection_counts()
@@ -212,11 +219,10 @@ def test_five_hundred_idle_connections_neither_hold_the_server_nor_the_scan(serv
         while web_of(rt).connection_counts()["closed_silent"] < 8:
             assert time.monotonic() < deadline, web_of(rt).connection_counts()
             time.sleep(0.1)
-        del before
     finally:
         for s in idle:
             s.close()
-    assert serving(port, tls=False)  # the silent ones were closed: the address is back
+    assert serving(port, tls=tls)  # the silent ones were closed: the address is back
 
 
 def test_over_the_request_rate_gets_429(served):

@@ -26,3 +26,7 @@ def test_web_bench_measures_busy_beside_idle_and_the_clients_got_answers(tmp_pat
     d = m["details"]
     assert d["errors"] == 0 and d["statuses"].get("200", 0) >= 5  # pages and scrapes served
     assert d["busy"]["stats"]["cycles"] > 0 and d["baseline_a"]["stats"]["cycles"] > 0
+    assert "503" not in d["statuses"] and "404" not in d["statuses"]  # trends served
+    scrapes = rows["/metrics scrapes"]
+    assert scrapes["value"] > 0 and d["scrapes"][0] > 0, (scrapes, d["scraper"])
+    assert len(d["load_avg"]) == 2

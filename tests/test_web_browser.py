@@ -91,6 +91,11 @@ def test_the_page_shows_the_simulators_tap_offs_alarms_and_a_trend(tmp_path, bro
             "const n = performance.getEntriesByType('navigation')[0];"
             "return {load: n.loadEventEnd, dcl: n.domContentLoadedEventEnd,"
             " rendered: window.busguardFirstRender};")
+        # works without internet: every file the page loaded came from the unit itself
+        urls = browser.execute_script(
+            "return [location.href].concat(performance.getEntriesByType('resource')"
+            ".map(e => e.name));")
+        assert len(urls) >= 3 and all(u.startswith(base + "/") for u in urls), urls
         rows = browser.find_elements(By.CSS_SELECTOR, "#taps tbody tr")
         names = [r.get_attribute("data-tap") for r in rows]
         assert names[:2] == ["pqm-a1", "pqm-a2"] and len(names) == 10

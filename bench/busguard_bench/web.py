@@ -8,7 +8,11 @@ the remembered login). The same process is measured three times, back to back: w
 gap between A and B instead of hiding in the comparison. "Busy" is what four operators and a
 Prometheus server cost: four page clients (threads of this bench process, each on its own
 keep-alive connection) load the page and its files once, then poll ``/api/view`` every second
-as app.js does and ``/api/history`` every 10 s; one scraper GETs ``/metrics`` every second.
+as app.js does and ``/api/history`` every 10 s (the site records ``[history]``, so the trend
+is served, not refused); a real Prometheus server (Debian's ``prometheus``, when installed;
+else a scraper thread) scrapes ``/metrics`` every second with basic auth. Prometheus runs on
+the same cores here (on a site it runs elsewhere): its own CPU counts against the busy figure.
+The load average of the machine is recorded at the start and end of each run.
 Target: scan lateness p99 busy no worse than 1.2x the baseline; overruns no more. Run with
 each ``[scan] io`` mode of the bench (judged: the first, ``"process"``, where the web server
 runs in the I/O process; with ``"thread"`` it shares the scan's process and GIL and waits for
@@ -19,8 +23,15 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
+import os
+import shutil
+import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from busguard_bench import northbound_map
@@ -79,6 +90,64 @@ class Client(threading.Thread):
             self.conn.close()
 
 
+class Prometheus:
+    """A real Prometheus server scraping ``/metrics`` every second (or None: not installed)."""
+
+    def __init__(self, folder: Path, web_port: int) -> None:
+        self.port = northbound_map.free_port()
+        (folder / "scrape.pw").write_text(PASSWORD, encoding="utf-8")
+        cfg = folder / "prometheus.yml"
+        cfg.write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+            "scrape_configs:\n  - job_name: busguard\n    basic_auth:\n"
+            f"      username: {USER}\n      password_file: {folder / 'scrape.pw'}\n"
+            f"    static_configs:\n      - targets: [\"127.0.0.1:{web_port}\"]\n",
+            encoding="utf-8")
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={folder / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        url = (f"http://127.0.0.1:{self.port}/api/v1/query?"
+               + urllib.parse.urlencode({"query": expr}))
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return list(json.loads(r.read())["data"]["result"])
+
+    def scraping(self, timeout_s: float = 30.0) -> bool:
+        """True once Prometheus has scraped busguard successfully (bounded wait)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                up = self.query('up{job="busguard"}')
+                if up and up[0]["value"][1] == "1":
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.5)
+        return False
+
+    def scrapes(self, window_s: float) -> tuple[int, int]:
+        """(scrapes, failed scrapes) in the last ``window_s`` seconds, from its own ``up``."""
+        w = f"{max(1, int(window_s))}s"
+        try:
+            n = self.query(f'count_over_time(up{{job="busguard"}}[{w}])')
+            ok = self.query(f'sum_over_time(up{{job="busguard"}}[{w}])')
+        except OSError:
+            return 0, 0
+        total = int(float(n[0]["value"][1])) if n else 0
+        good = int(float(ok[0]["value"][1])) if ok else 0
+        return total, total - good
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
 def run(b: Bench) -> list[Measurement]:
     return [_run(b, io, judged=k == 0) for k, io in enumerate(b.io_modes)]
 
@@ -102,6 +171,9 @@ def _run(b: Bench, io: str, judged: bool) -> Measurement:
         write_users(folder / "web.passwd", {USER: hash_password(PASSWORD)})
         spec.tables["web"] = {"host": "127.0.0.1", "port": port, "tls": False, "auth": True,
                               "passwd": str(folder / "web.passwd")}
+        spec.tables["history"] = {"seconds_dir": str(folder / "history-ram"),
+                                  "retention_days": 1}
+        load = [os.getloadavg()[0]]
         with b.target(spec, f"web-{io}") as tgt:
             base_a = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
             stop = threading.Event()
@@ -109,22 +181,36 @@ def _run(b: Bench, io: str, judged: bool) -> Measurement:
             clients = [Client(port, [("/api/view", 1.0), (
                 f"/api/history?point={names[0]}.power_kw&range=1h", 10.0)], page, stop)
                 for _ in range(b.count(PAGES, PAGES))]
-            clients.append(Client(port, [("/metrics", 1.0)], [], stop))
+            prom = Prometheus(folder, port) if shutil.which("prometheus") else None
+            scraper = "a Prometheus server" if prom is not None else "a scraper thread"
+            if prom is None or not prom.scraping():
+                clients.append(Client(port, [("/metrics", 1.0)], [], stop))
+                if prom is not None:
+                    prom.stop()
+                    prom, scraper = None, "a scraper thread (Prometheus never scraped)"
             for c in clients:
                 c.start()
+            scrapes = (0, 0)
             try:
                 busy = tgt.request("measure", warmup_s=warm, duration_s=dur,
                                    timeout_s=dur + 60)
+                if prom is not None:
+                    scrapes = prom.scrapes(dur)
             finally:
                 stop.set()
                 for c in clients:
                     c.join(15)
+                if prom is not None:
+                    prom.stop()
             base_b = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
-    return _rows(base_a, busy, base_b, clients, dur, n, io, judged)
+        load.append(os.getloadavg()[0])
+    return _rows(base_a, busy, base_b, clients, dur, n, io, judged,
+                 {"scraper": scraper, "scrapes": scrapes, "load_avg": load})
 
 
 def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], clients: list[Client],
-          dur: float, meters: int, io: str, judged: bool) -> Measurement:
+          dur: float, meters: int, io: str, judged: bool,
+          extra: dict[str, Any]) -> Measurement:
     sa, s, sb = a["stats"], busy["stats"], b["stats"]
     base_p99 = (sa["lateness_p99_ms"] + sb["lateness_p99_ms"]) / 2.0
     ratio = s["lateness_p99_ms"] / base_p99 if base_p99 > 0 else float("nan")
@@ -134,6 +220,8 @@ def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], clients: l
         for k, v in c.statuses.items():
             statuses[k] = statuses.get(k, 0) + v
     errors = sum(c.errors for c in clients)
+    if not extra["scrapes"][0] and len(clients) > PAGES:  # the scraper thread's own count
+        extra = {**extra, "scrapes": (len(clients[-1].lat), clients[-1].errors)}
     rows = [
         Row("lateness p99", s["lateness_p99_ms"], "ms", base_p99, "web idle (mean of A, B)",
             f"<= {RATIO:g}x baseline", (PASS if ratio <= RATIO else MISS) if judged else INFO,
@@ -153,8 +241,14 @@ def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], clients: l
             50.0 * (a["cpu_share"] + b["cpu_share"]), "web idle",
             note="of one core, user+system (scan, drivers, Modbus server, web server)"),
         Row("web requests", len(lat) / dur if dur else 0.0, "/s", status=INFO,
-            note=f"{len(clients) - 1} pages + 1 scraper; statuses {statuses}, "
-                 f"{errors} errors"),
+            note=f"{PAGES} pages" + (" + 1 scraper thread" if len(clients) > PAGES else "")
+                 + f"; statuses {statuses}, {errors} errors"),
+        Row("/metrics scrapes", extra["scrapes"][0] / dur if dur else 0.0, "/s", status=INFO,
+            note=f"by {extra['scraper']}" + (
+                f": {extra['scrapes'][0]} in the busy run, {extra['scrapes'][1]} failed"
+                if extra["scrapes"][0] else "")),
+        Row("load average (1 min)", extra["load_avg"][-1], "", extra["load_avg"][0],
+            "at the start", status=INFO, note="of the machine, at the start and the end"),
         Row("web response p99", pct(lat, 99) * 1e3, "ms", status=INFO,
             note=f"p50 {pct(lat, 50) * 1e3:.2f} ms, client side, keep-alive"),
     ]
@@ -162,4 +256,4 @@ def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], clients: l
     return Measurement(key, f"{KEYS[0][1]}, [scan] io = \"{io}\"", rows, details={
         "io": io, "duration_s": dur, "meters": meters, "baseline_a": a, "busy": busy,
         "baseline_b": b,
-        "statuses": statuses, "errors": errors, "requests": len(lat)})
+        "statuses": statuses, "errors": errors, "requests": len(lat), **extra})

@@ -310,7 +310,7 @@ class Runtime:
         for pub in self.publishers:
             pub.on_scan(result)
         if io is not None:
-            io.after_scan()
+            io.after_scan(bool(result.edges))
         hook = self.pm.hook
         for name, exc in result.faults:
             self._observe(hook.busguard_fault, runtime=self, source=name, error=exc,

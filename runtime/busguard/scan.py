@@ -95,7 +95,8 @@ class ScanEngine:
         if self._command_edge(snap, ACK_POINT):
             edges.extend(self.alarms.acknowledge(t_utc))
         if self._command_edge(snap, ACK_CODE_POINT):
-            code_num = int(snap.values[snap.index[ACK_CODE_POINT]]) & 0xFFFF
+            raw = snap.values[snap.index[ACK_CODE_POINT]]
+            code_num = int(raw) & 0xFFFF if math.isfinite(raw) else 0  # 0: acknowledges none
             acked = self.alarms.acknowledge_code(t_utc, code_num)
             edges.extend(acked)
             log.info("cmd.ack_code: acknowledged the alarms of code number 0x%04X (%d "

@@ -39,6 +39,10 @@ log = logging.getLogger("busguard.io")
 BACKOFF_S = (1.0, 30.0)
 IO_ALARM_SOURCE = "io-process"  # the alarm table's owner name for the I/O process alarm
 STOP_WAIT_S = 3.0
+# An alarm edge pushes a frame without waiting for the I/O process to ask (at most this often):
+# the event ring and the alarm table reach the DCIM's map, SNMP traps and Sparkplug within a
+# scan or two of the edge, not after the next demand (up to [modbus_server] refresh_ms later).
+EDGE_PUSH_MIN_S = 0.010
 
 
 class FrameSource(Protocol):
@@ -163,6 +167,8 @@ class IoSupervisor:
         self._sock: Any = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._demand = False
+        self._pushed_at = -1e9
+        self.frames_pushed = 0
         self._frame_failed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -281,10 +287,17 @@ class IoSupervisor:
             elif kind == link.STATS and isinstance(obj, dict):
                 self.stats = obj
 
-    def after_scan(self) -> None:
-        """Send a fresh register image when a client read the last one."""
-        if not self._demand or self.frame_source is None or self._sock is None:
+    def after_scan(self, edges: bool = False) -> None:
+        """Send a fresh register image when a client read the last one, or at once when this
+        scan raised or cleared an alarm (``edges``; at most every ``EDGE_PUSH_MIN_S``)."""
+        if self.frame_source is None or self._sock is None:
             return
+        if not self._demand:
+            now = time.monotonic()
+            if not edges or now - self._pushed_at < EDGE_PUSH_MIN_S:
+                return
+            self._pushed_at = now
+            self.frames_pushed += 1
         self._demand = False
         payload = self.frame_source.frame_payload()
         if link.send(self._sock, link.FRAME, payload):
