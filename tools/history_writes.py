@@ -18,7 +18,6 @@ state included; the difference is the history's), and with --ext4-dev (STATE_DIR
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import socket
 import subprocess
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from flash_writes import fs_kbytes  # tools/ is the script's folder: the same ext4 counter
 
 WROTE = re.compile(r"history: (\d+) samples this run; (\d+) batches, (\d+) bytes written")
 
@@ -45,13 +46,6 @@ def write_bytes(pid: int) -> int:
         if line.startswith("write_bytes:"):
             return int(line.split()[1])
     return 0
-
-
-def fs_kbytes(dev: str | None) -> int | None:
-    if dev is None:
-        return None
-    os.sync()
-    return int(Path(f"/sys/fs/ext4/{dev}/lifetime_write_kbytes").read_text())
 
 
 def main() -> int:
