@@ -168,10 +168,7 @@ class Fleet:
 
     def step(self, meter: str, delta: float) -> None:
         """Move simulated meter ``meter``'s power_kw by ``delta`` kW from now on."""
-        i = next(k for k, m in enumerate(self.sim.layout.meters) if m.name == meter)
-        offs = self.sim.offsets  # type: ignore[attr-defined]
-        offs[i] = offs.get(i, 0.0) + delta
-        self.sim._cache.clear()
+        self.sim.step_power(meter, delta)
 
 
 @pytest.fixture(scope="module")
@@ -200,16 +197,6 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
         # model time nearly frozen: the values a controller serves stay put while the test
         # compares them level by level; step() moves one meter's power_kw on purpose
         sim = Simulator(load_site_for_sim(plan.sim_site), speed=1e-6)
-        offsets: dict[int, float] = {}
-        model_meter = sim.model.meter
-
-        def stepped(m: int, t: float) -> dict[str, float]:
-            out = model_meter(m, t)
-            if m in offsets:
-                out["power_kw"] = out["power_kw"] + offsets[m]
-            return out
-        sim.model.meter = stepped  # type: ignore[method-assign]
-        sim.offsets = offsets  # type: ignore[attr-defined]
         sim.start()
         for n in plan.controllers:
             procs.start(n.name, n.site, net.spaces[n.name])

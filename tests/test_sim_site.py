@@ -292,3 +292,16 @@ type = "float32"
     wait_for(lambda: sim.model.cooling_pct(sim.model_time()) == 60.0, 5.0, "model cooled")
     wait_for(lambda: good(rt, "bms.readback"), 10.0, "the driver read its write back")
     assert rt.image.snapshot().values[rt.image.index["bms.readback"]] == 60.0
+
+
+def test_a_power_step_moves_one_meters_served_power_from_now_on(make_site) -> None:
+    """step_power (the fleet test's and bench's timed change) adds to the model's power_kw
+    of that meter only, at once (the value cache is not waited out), and steps add up."""
+    sim = Simulator(load_site_for_sim(make_site()), "normal", speed=1e-6, seed=3)
+    name = sim.layout.meters[0].name
+    before = [sim.meter_state(i)[0]["power_kw"] for i in range(len(sim.layout.meters))]
+    sim.step_power(name, 25.0)
+    sim.step_power(0, 5.0)
+    after = [sim.meter_state(i)[0]["power_kw"] for i in range(len(sim.layout.meters))]
+    assert after[0] == pytest.approx(before[0] + 30.0, abs=0.01)
+    assert after[1:] == pytest.approx(before[1:], abs=0.01)

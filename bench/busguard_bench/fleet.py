@@ -200,15 +200,6 @@ def run(b: Bench) -> list[Measurement]:
                       controller_addr=c_addr, agg_addr=a_addr,
                       sparkplug=None if broker is None else ("127.0.0.1", mqtt_port))
     sim = Simulator(load_site_for_sim(plan.sim_site), speed=1e-6)
-    offsets: dict[int, float] = {}
-    model_meter = sim.model.meter
-
-    def stepped(m: int, t: float) -> dict[str, float]:
-        out = model_meter(m, t)
-        if m in offsets:
-            out["power_kw"] = out["power_kw"] + offsets[m]
-        return out
-    sim.model.meter = stepped  # type: ignore[method-assign]
     procs: list[subprocess.Popen] = []
     log = open(b.workdir / "fleet.log", "w", encoding="utf-8")  # noqa: SIM115
     spb_lat: list[float] = []
@@ -255,8 +246,7 @@ def run(b: Bench) -> list[Measurement]:
                 before_h, before_c = _value(hc, hall_addr), _value(cc, home_addr)
                 before_s = watch.value if watch is not None else math.nan
                 delta = STEP_KW if k % 2 == 0 else -STEP_KW
-                offsets[meter_index] = offsets.get(meter_index, 0.0) + delta
-                sim._cache.clear()
+                sim.step_power(meter_index, delta)
                 t0 = time.monotonic()
                 seen_home = seen_spb = math.nan
                 deadline = t0 + 30.0

@@ -81,6 +81,7 @@ class Simulator:
         self.profiles = self._load_profiles()
         self.t0 = monotonic()
         self._cache: dict[int, tuple[float, Mapping[str, float], CommFaults]] = {}
+        self.power_steps: dict[int, float] = {}  # meter index -> kW added to its power_kw
         self.units: dict[str, Any] = {}
         self.tcp: list[Any] = []
         self.rtu: list[Any] = []
@@ -124,8 +125,18 @@ class Simulator:
             return hit[1], hit[2]
         t = (now - self.t0) * self.speed
         values, faults = self.model.meter(i, t), self.model.comm_faults(i, t)
+        if i in self.power_steps:
+            values = {**values, "power_kw": values["power_kw"] + self.power_steps[i]}
         self._cache[i] = (now, values, faults)
         return values, faults
+
+    def step_power(self, meter: int | str, delta_kw: float) -> None:
+        """Move one meter's served power_kw by ``delta_kw`` from now on (on top of the model):
+        a change whose arrival the fleet test and bench time level by level."""
+        i = meter if isinstance(meter, int) else next(
+            k for k, m in enumerate(self.layout.meters) if m.name == meter)
+        self.power_steps[i] = self.power_steps.get(i, 0.0) + delta_kw
+        self._cache.pop(i, None)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
