@@ -586,3 +586,45 @@ def test_values_every_s_saves_only_changed_values(make_runtime, plugin, tmp_path
     run_scans(rt, 300)
     assert obs.saves == 2
     rt.stop()
+
+
+def test_the_restart_image_of_a_save_shows_that_saves_acknowledgement(make_runtime, tmp_path,
+                                                                     fake_clock):
+    """The acknowledgement of a latched trip is saved at once, and the restart image written
+    with that save (what the next start serves before it builds anything) shows it too.
+    Before, the map's alarm view was refreshed only on edges or every 10 scans: an ack (no
+    edge) saved within those scans left an image with the alarm unacknowledged, which a
+    restart then served (CI: test_retained_kill9, round 0)."""
+    from busguard.northbound import restartimage as ri
+    from busguard.retained import PLUGIN_NAME
+
+    site = tmp_path / "shunt.toml"
+    site.write_text(SHUNT_SITE, encoding="utf-8")
+    rt = make_runtime(site, start=True, retained=True)
+    obs = rt.pm.get_plugin(PLUGIN_NAME)
+    normal = [("m1.current_l1_a", 500.0, Quality.GOOD), ("m1.current_l2_a", 510.0, Quality.GOOD),
+              ("m1.current_l3_a", 490.0, Quality.GOOD),
+              ("m1.residual_current_ma", 20.0, Quality.GOOD), ("cb1.led", 0.0, Quality.GOOD)]
+    rt.image.write_many(normal)
+    run_scans(rt, 1)
+    rt.image.write("m1.current_l2_a", 1500.0)
+    run_scans(rt, 1)  # the trip: an edge, the alarm view refreshed at this scan
+    rt.image.write_many(normal)
+    run_scans(rt, 12)  # the view refreshed 10 scans after the trip; the last save 120 ms ago
+    path = ri.path_in(rt.site.state_dir)
+
+    def header() -> list[int]:
+        img = ri.read(path).image
+        return [int.from_bytes(img[2 * i:2 * i + 2], "big") for i in range(32)]
+
+    wait_for(lambda: path.exists() and header()[17] == 1, what="the trip unacknowledged")
+    for n in (1, 2):  # the first write is the baseline, the change acknowledges
+        rt.image.write("cmd.ack_alarms", float(n))
+        gen = obs.generation
+        fake_clock.advance(0.5)  # past the 100 ms between change saves: saved at this scan
+        run_scans(rt, 1)  # 2-3 scans after the view's last refresh
+    assert not rt.alarms.alarms or all(a.acked for a in rt.alarms.alarms.values())
+    wait_for(lambda: obs.generation > gen and ri.read(path).generation == obs.generation,
+             what="the acknowledgement saved with its restart image")
+    h = header()
+    assert h[16] >= 1 and h[17] == 0, f"image: alarms {h[16]}, unacknowledged {h[17]}"

@@ -318,7 +318,12 @@ class ModbusServerPublisher(Publisher):
                  state: str, edges: bool = True) -> Frame:
         rt = self.runtime
         assert rt is not None
-        if edges or cycle - self._alarm_cycle >= ALARM_REFRESH_CYCLES:
+        moved = rt.alarms.changes != self._rows_at  # raised, cleared or acknowledged
+        if edges or moved or cycle - self._alarm_cycle >= ALARM_REFRESH_CYCLES:
+            # the alarms' and breakers' view is refreshed with every change to the table
+            # (an acknowledgement is no edge but must be in this cycle's frame: the retained
+            # save of this cycle writes its restart image from it) and every 10 scans for
+            # what a block's breakers() may change without an alarm
             self._alarm_cycle = cycle
             self._alarms = tuple(
                 AlarmInfo(a.block, a.condition.device, int(a.condition.severity), a.active,
@@ -338,7 +343,7 @@ class ModbusServerPublisher(Publisher):
                     log.debug("breakers() of block %s failed", b.name, exc_info=True)
             self._latched = frozenset(latched)
             self._trips = trips
-        if rt.alarms.changes != self._rows_at:  # the table moved: rebuild its rows
+        if moved:  # the table moved: rebuild its rows
             self._rows_at = rt.alarms.changes
             self._rows = rows_of(rt.alarms.by_priority())
         if rt.alarms.events.seq != self._events[0]:
