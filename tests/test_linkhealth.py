@@ -25,7 +25,7 @@ def _link(limit: int = 3, **kw: object) -> tuple[lh.LinkHealth, ProcessImage]:
     image = ProcessImage(lh.comm_specs("dev", 60.0, "link health")
                          + [PointSpec(n, source="dev") for n in DATA], MonotonicClock())
     image.write_many([(n, 1.0, Quality.GOOD) for n in DATA])
-    link = lh.LinkHealth("dev", limit, WORDING, LOG, DATA, lambda: "10.0.0.9:502",
+    link = lh.LinkHealth("dev", limit, WORDING, LOG, lambda: DATA, lambda: "10.0.0.9:502",
                          context={"extra": "ctx"}, **kw)  # type: ignore[arg-type]
     return link, image
 
@@ -99,7 +99,7 @@ def test_a_subset_of_points_writes_only_those():
     assert [(n, v) for n, v, _q in link.items(True, 100.0)] == [
         ("dev.comm_ok", 1.0), ("dev.comm_loss_pct", 100.0), ("dev.comm_poll_ms", 100.0)]
     with pytest.raises(ValueError, match="no link health point comm_bogus"):
-        lh.LinkHealth("dev", 3, WORDING, LOG, [], str, points=("comm_bogus",))
+        lh.LinkHealth("dev", 3, WORDING, LOG, list, str, points=("comm_bogus",))
 
 
 def test_specs_carry_the_map_units_and_the_callers_age_and_doc():

@@ -78,14 +78,16 @@ class LinkHealth:
     """
 
     def __init__(self, device: str, loss_limit: int, wording: Wording, log: logging.Logger,
-                 data_names: Iterable[str], where: Callable[[], str], *,
+                 data_names: Callable[[], Iterable[str]], where: Callable[[], str], *,
                  points: Iterable[str] = COMM_POINTS, context: Mapping[str, Any] | None = None
                  ) -> None:
         self.device = device
         self.loss_limit = loss_limit
         self.wording = wording
         self.log = log
-        self.data_names = list(data_names)  # NOT_CONNECTED when the link goes down
+        # the device's points, NOT_CONNECTED when the link goes down; asked then, not now:
+        # a driver may rename its points after this (the RTD probe's temp_c)
+        self.data_names = data_names
         self.where = where
         self.context = dict(context or {})
         self.comm = CommStats()
@@ -117,7 +119,7 @@ class LinkHealth:
         elif lost and not answered and not self.down and \
                 self.comm.consecutive_lost >= self.loss_limit:
             self.down = True
-            image.set_quality(self.data_names, Quality.NOT_CONNECTED)
+            image.set_quality(self.data_names(), Quality.NOT_CONNECTED)
             self._say(logging.WARNING, self.wording.down)
             change = DOWN
         if answered and not lost:

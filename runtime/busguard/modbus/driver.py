@@ -249,7 +249,7 @@ class ModbusMeter(Driver):
             self._neutral = (f"{self.name}.neutral_measured",
                              1.0 if self.profile.neutral_measured else 0.0)
         self.health = LinkHealth(self.name, p["loss_limit"], WORDING, log,
-                                 list(self.full.values()) + self.derived_names, self.where,
+                                 lambda: [*self.full.values(), *self.derived_names], self.where,
                                  context={"unit": self.unit, "profile": self.profile.name,
                                           "backoff_ms": p["backoff_ms"]})
         self.comm = self.health.comm

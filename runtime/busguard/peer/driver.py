@@ -226,7 +226,7 @@ class PeerDriver(Driver):
             [f"{self.name}.{r}" for r in self.p["records"]] + [f"{self.name}.restored"] + \
             ([f"{self.name}.{a}" for a in ALARM_POINTS] if self.p["alarms"] else [])
         self.health = LinkHealth(self.name, self.p["loss_limit"], WORDING, log,
-                                 self._data_names, self.where, points=COMM_POINTS)
+                                 lambda: self._data_names, self.where, points=COMM_POINTS)
         self.comm = self.health.comm
 
     def start(self, ctx: DriverContext) -> None:
