@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from busguard_bench import northbound_map
+from busguard_bench import beside, northbound_map
 from busguard_bench.context import Bench
 from busguard_bench.result import INFO, MISS, PASS, Measurement, Row, at_most, pct
 from busguard_bench.sites import SiteSpec, add_limit_blocks, add_tcp_meters
@@ -38,7 +38,7 @@ KEYS = (("snmp", "scan lateness with 16 concurrent SNMPv3 bulkwalk managers"),
         ("snmp-trap", "alarm edge: the scan that raised or cleared it -> the trap at "
                       "snmptrapd"))
 NEEDS = ("modbus_server", "modbus_tcp", "threshold_alarm")
-METERS, MANAGERS, PERIOD_MS, POLL_MS, RATIO = 32, 16, 10.0, 100.0, 1.2
+METERS, MANAGERS, PERIOD_MS, POLL_MS = 32, 16, beside.PERIOD_MS, beside.POLL_MS
 USER, AUTH, PRIV = "bench", "bench auth passphrase", "bench priv passphrase"
 OID = "1.3.6.1.4.1.32473"
 # trap latency: a threshold crossing on meter 0 up and down, each edge a notification
@@ -93,82 +93,64 @@ def _udp_port() -> int:
     return port
 
 
+class Managers:
+    """The busy run's load (a :class:`beside.Load`): ``MANAGERS`` NMSes walking at once, each
+    from its own loopback address, so the default per-manager rate cap applies."""
+
+    def __init__(self, port: int) -> None:
+        self.stop_ev = threading.Event()
+        self.all = [Manager(port, self.stop_ev, f"127.0.0.{2 + i}") for i in range(MANAGERS)]
+        self.started: list[Manager] = []
+        self.ru0, self.t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+
+    def start(self) -> None:
+        self.ru0, self.t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+        for m in self.all:
+            m.start()
+            self.started.append(m)
+
+    def stop(self, busy: dict[str, Any] | None) -> None:
+        self.stop_ev.set()
+        for m in self.started:
+            m.join(130)
+        if busy is None:
+            return
+        # the walks' processes are the only children that ended meanwhile (the meters and
+        # the target run on): their CPU is what 16 managers on this box took
+        ru1, t1 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+        busy["managers_cpu_share"] = ((ru1.ru_utime - self.ru0.ru_utime) + (
+            ru1.ru_stime - self.ru0.ru_stime)) / max(t1 - self.t0, 1e-9)
+
+
 def _run(b: Bench, io: str, judged: bool) -> Measurement:
     from busguard.snmp.users import make_user, write_users
 
     dur = b.seconds(60.0, 8.0)
     warm = b.seconds(2.0, 1.0)
-    n = b.count(METERS, 8)
-    with b.child("meters", ["--count", n, "--backend", b.meters_backend],
-                 f"snmp-meters-{io}") as mt:
-        spec = SiteSpec(name="bench-snmp", period_ms=PERIOD_MS,
-                        stats_window=int(dur * 1000 / PERIOD_MS) + 1000, io=io)
-        names = add_tcp_meters(spec, mt.ready["ports"], POLL_MS)
-        add_limit_blocks(spec, names, "current_l1_a", high=600.0)
-        northbound_map.configure(spec)
+    with beside.site(b, "snmp", io, dur, warm, METERS) as s:
         port = _udp_port()
-        folder = b.workdir / f"snmp-{io}"
-        folder.mkdir(parents=True, exist_ok=True)
-        write_users(folder / "snmp.users", {USER: make_user(USER, AUTH, PRIV)})
+        write_users(s.folder / "snmp.users", {USER: make_user(USER, AUTH, PRIV)})
         # each manager its own address, so the default per-manager rate cap applies
-        spec.tables["snmp"] = {"host": "127.0.0.1", "port": port, "allow": ["127.0.0.0/8"],
-                               "users": str(folder / "snmp.users")}
-        with b.target(spec, f"snmp-{io}") as tgt:
-            base_a = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
-            stop = threading.Event()
-            managers = [Manager(port, stop, f"127.0.0.{2 + i}") for i in range(MANAGERS)]
-            ru0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-            for m in managers:
-                m.start()
-            try:
-                busy = tgt.request("measure", warmup_s=warm, duration_s=dur,
-                                   timeout_s=dur + 60)
-            finally:
-                stop.set()
-                for m in managers:
-                    m.join(130)
-            # the walks' processes are the only children that ended meanwhile (the meters and
-            # the target run on): their CPU is what 16 managers on this box took
-            ru1, t1 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-            busy["managers_cpu_share"] = ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime
-                                          - ru0.ru_stime)) / max(t1 - t0, 1e-9)
-            base_b = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
-    return _rows(base_a, busy, base_b, managers, dur + warm, n, io, judged)
+        s.spec.tables["snmp"] = {"host": "127.0.0.1", "port": port,
+                                 "allow": ["127.0.0.0/8"], "users": str(s.folder / "snmp.users")}
+        load = Managers(port)
+        runs = beside.measure(b, s, load)
+    return _rows(s, runs, load.all, dur + warm, judged)
 
 
-def _io_share(m: dict[str, Any]) -> float:
-    io = m.get("io_process")
-    return float(io["cpu_share"]) if io else 0.0
-
-
-def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], managers: list[Manager],
-          dur: float, meters: int, io: str, judged: bool) -> Measurement:
-    sa, s, sb = a["stats"], busy["stats"], b["stats"]
-    base_p99 = (sa["lateness_p99_ms"] + sb["lateness_p99_ms"]) / 2.0
-    ratio = s["lateness_p99_ms"] / base_p99 if base_p99 > 0 else float("nan")
+def _rows(s: beside.Site, r: beside.Runs, managers: list[Manager], dur: float,
+          judged: bool) -> Measurement:
     walks = sum(m.walks for m in managers)
     timeouts = sum(m.timeouts for m in managers)
     errors = sum(m.errors for m in managers)
     lat = [x for m in managers for x in m.lat]
     vbs = max((m.varbinds for m in managers), default=0)
     rows = [
-        Row("lateness p99", s["lateness_p99_ms"], "ms", base_p99, "no walks (mean of A, B)",
-            f"<= {RATIO:g}x baseline", (PASS if ratio <= RATIO else MISS) if judged else INFO,
-            f"ratio {ratio:.2f}; baselines A {sa['lateness_p99_ms']:.3f} ms, "
-            f"B {sb['lateness_p99_ms']:.3f} ms" + ("" if judged else
-                                                    "; for comparison (not judged)")),
-        Row("overruns", s["overruns"], "", sa["overruns"] + sb["overruns"], "no walks (A + B)",
-            "no more than baseline",
-            (PASS if s["overruns"] <= max(sa["overruns"], sb["overruns"]) else MISS)
-            if judged else INFO, f"{s['cycles']} scans measured per run"),
-        Row("CPU share, runtime process", 100.0 * busy["cpu_share"], "%",
-            50.0 * (a["cpu_share"] + b["cpu_share"]), "no walks",
-            note="of one core, user+system (scan, drivers, Modbus server, SNMP agent)"),
-        Row("CPU share, I/O process", 100.0 * _io_share(busy), "%",
-            50.0 * (_io_share(a) + _io_share(b)), "no walks",
-            note="of one core: the SNMP agent, the Modbus server and the pollers"
-            if busy.get("io_process") else "no I/O process (io = \"thread\")"),
-        Row("CPU share, 16 managers", 100.0 * busy.get("managers_cpu_share", 0.0), "%",
+        *beside.scan_rows(r, "no walks", judged,
+                          "scan, drivers, Modbus server, SNMP agent",
+                          io_note="of one core: the SNMP agent, the Modbus server and the "
+                                  "pollers"),
+        Row("CPU share, 16 managers", 100.0 * r.busy.get("managers_cpu_share", 0.0), "%",
             status=INFO, note="the snmpbulkwalk processes, at nice 19 (remote NMSes)"),
         Row("walks", walks / dur if dur else 0.0, "/s", status=INFO,
             note=f"{len(managers)} managers, whole subtree ({vbs} varbinds) each walk, "
@@ -179,10 +161,8 @@ def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], managers: 
         Row("walk duration p99", pct(lat, 99), "s", status=INFO,
             note=f"p50 {pct(lat, 50):.2f} s, manager side (includes snmpbulkwalk's start)"),
     ]
-    key = "snmp" if judged else f"snmp-{io}"
-    return Measurement(key, f"{KEYS[0][1]}, [scan] io = \"{io}\"", rows, details={
-        "io": io, "duration_s": dur, "meters": meters, "baseline_a": a, "busy": busy,
-        "baseline_b": b, "walks": walks, "timeouts": timeouts, "errors": errors})
+    return beside.measurement("snmp", KEYS[0][1], s, judged, r, rows, dur, walks=walks,
+                              timeouts=timeouts, errors=errors)
 
 
 class TrapReceiver:

@@ -34,14 +34,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from busguard_bench import northbound_map
+from busguard_bench import beside, northbound_map
 from busguard_bench.context import Bench
-from busguard_bench.result import INFO, MISS, PASS, Measurement, Row, pct
-from busguard_bench.sites import SiteSpec, add_limit_blocks, add_tcp_meters
+from busguard_bench.result import INFO, Measurement, Row, pct
 
 KEYS = (("web", "scan lateness with the web page open in 4 clients and a 1 s /metrics scrape"),)
 NEEDS = ("modbus_server", "modbus_tcp", "threshold_alarm")
-METERS, PAGES, PERIOD_MS, POLL_MS, RATIO = 32, 4, 10.0, 100.0, 1.2
+METERS, PAGES = 32, 4
 USER, PASSWORD = "bench", "bench password"
 
 
@@ -152,68 +151,68 @@ def run(b: Bench) -> list[Measurement]:
     return [_run(b, io, judged=k == 0) for k, io in enumerate(b.io_modes)]
 
 
+class Operators:
+    """The busy run's load (a :class:`beside.Load`): the page clients and the scraper
+    (Prometheus when it is installed and scrapes, else a scraper thread)."""
+
+    def __init__(self, b: Bench, s: beside.Site, port: int) -> None:
+        self.folder, self.port, self.dur = s.folder, port, s.dur
+        self.stop_ev = threading.Event()
+        page = ["/", "/static/app.js", "/static/app.css", "/api/layout"]
+        self.clients = [Client(port, [("/api/view", 1.0), (
+            f"/api/history?point={s.names[0]}.power_kw&range=1h", 10.0)], page, self.stop_ev)
+            for _ in range(b.count(PAGES, PAGES))]
+        self.started: list[Client] = []
+        self.prom: Prometheus | None = None
+        self.scraper, self.scrapes = "a scraper thread", (0, 0)
+
+    def start(self) -> None:
+        prom = Prometheus(self.folder, self.port) if shutil.which("prometheus") else None
+        self.prom = prom
+        self.scraper = "a Prometheus server" if prom is not None else "a scraper thread"
+        if prom is None or not prom.scraping():
+            self.clients.append(Client(self.port, [("/metrics", 1.0)], [], self.stop_ev))
+            if prom is not None:
+                prom.stop()
+                self.prom, self.scraper = None, "a scraper thread (Prometheus never scraped)"
+        for c in self.clients:
+            c.start()
+            self.started.append(c)
+
+    def stop(self, busy: dict[str, Any] | None) -> None:
+        try:
+            if busy is not None and self.prom is not None:
+                self.scrapes = self.prom.scrapes(self.dur)
+        finally:
+            self.stop_ev.set()
+            for c in self.started:
+                c.join(15)
+            if self.prom is not None:
+                self.prom.stop()
+
+
 def _run(b: Bench, io: str, judged: bool) -> Measurement:
     from busguard.web.passwd import hash_password, write_users
 
     dur = b.seconds(30.0, 5.0)
     warm = b.seconds(2.0, 1.0)
-    n = b.count(METERS, 8)
-    with b.child("meters", ["--count", n, "--backend", b.meters_backend],
-                 f"web-meters-{io}") as mt:
-        spec = SiteSpec(name="bench-web", period_ms=PERIOD_MS,
-                        stats_window=int(dur * 1000 / PERIOD_MS) + 1000, io=io)
-        names = add_tcp_meters(spec, mt.ready["ports"], POLL_MS)
-        add_limit_blocks(spec, names, "current_l1_a", high=600.0)
-        northbound_map.configure(spec)
+    with beside.site(b, "web", io, dur, warm, METERS) as s:
         port = northbound_map.free_port()
-        folder = b.workdir / f"web-{io}"
-        folder.mkdir(parents=True, exist_ok=True)
-        write_users(folder / "web.passwd", {USER: hash_password(PASSWORD)})
-        spec.tables["web"] = {"host": "127.0.0.1", "port": port, "tls": False, "auth": True,
-                              "passwd": str(folder / "web.passwd")}
-        spec.tables["history"] = {"seconds_dir": str(folder / "history-ram"),
-                                  "retention_days": 1}
+        write_users(s.folder / "web.passwd", {USER: hash_password(PASSWORD)})
+        s.spec.tables["web"] = {"host": "127.0.0.1", "port": port, "tls": False, "auth": True,
+                                "passwd": str(s.folder / "web.passwd")}
+        s.spec.tables["history"] = {"seconds_dir": str(s.folder / "history-ram"),
+                                    "retention_days": 1}
         load = [os.getloadavg()[0]]
-        with b.target(spec, f"web-{io}") as tgt:
-            base_a = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
-            stop = threading.Event()
-            page = ["/", "/static/app.js", "/static/app.css", "/api/layout"]
-            clients = [Client(port, [("/api/view", 1.0), (
-                f"/api/history?point={names[0]}.power_kw&range=1h", 10.0)], page, stop)
-                for _ in range(b.count(PAGES, PAGES))]
-            prom = Prometheus(folder, port) if shutil.which("prometheus") else None
-            scraper = "a Prometheus server" if prom is not None else "a scraper thread"
-            if prom is None or not prom.scraping():
-                clients.append(Client(port, [("/metrics", 1.0)], [], stop))
-                if prom is not None:
-                    prom.stop()
-                    prom, scraper = None, "a scraper thread (Prometheus never scraped)"
-            for c in clients:
-                c.start()
-            scrapes = (0, 0)
-            try:
-                busy = tgt.request("measure", warmup_s=warm, duration_s=dur,
-                                   timeout_s=dur + 60)
-                if prom is not None:
-                    scrapes = prom.scrapes(dur)
-            finally:
-                stop.set()
-                for c in clients:
-                    c.join(15)
-                if prom is not None:
-                    prom.stop()
-            base_b = tgt.request("measure", warmup_s=warm, duration_s=dur, timeout_s=dur + 60)
+        ops = Operators(b, s, port)
+        runs = beside.measure(b, s, ops)
         load.append(os.getloadavg()[0])
-    return _rows(base_a, busy, base_b, clients, dur, n, io, judged,
-                 {"scraper": scraper, "scrapes": scrapes, "load_avg": load})
+    return _rows(s, runs, ops.clients, dur, judged,
+                 {"scraper": ops.scraper, "scrapes": ops.scrapes, "load_avg": load})
 
 
-def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], clients: list[Client],
-          dur: float, meters: int, io: str, judged: bool,
+def _rows(s: beside.Site, r: beside.Runs, clients: list[Client], dur: float, judged: bool,
           extra: dict[str, Any]) -> Measurement:
-    sa, s, sb = a["stats"], busy["stats"], b["stats"]
-    base_p99 = (sa["lateness_p99_ms"] + sb["lateness_p99_ms"]) / 2.0
-    ratio = s["lateness_p99_ms"] / base_p99 if base_p99 > 0 else float("nan")
     lat = [x for c in clients for x in c.lat]
     statuses: dict[int, int] = {}
     for c in clients:
@@ -223,23 +222,8 @@ def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], clients: l
     if not extra["scrapes"][0] and len(clients) > PAGES:  # the scraper thread's own count
         extra = {**extra, "scrapes": (len(clients[-1].lat), clients[-1].errors)}
     rows = [
-        Row("lateness p99", s["lateness_p99_ms"], "ms", base_p99, "web idle (mean of A, B)",
-            f"<= {RATIO:g}x baseline", (PASS if ratio <= RATIO else MISS) if judged else INFO,
-            f"ratio {ratio:.2f}; baselines A {sa['lateness_p99_ms']:.3f} ms, "
-            f"B {sb['lateness_p99_ms']:.3f} ms" + ("" if judged else
-                                                    "; for comparison (not judged)")),
-        Row("lateness p50", s["lateness_p50_ms"], "ms",
-            (sa["lateness_p50_ms"] + sb["lateness_p50_ms"]) / 2.0, "web idle"),
-        Row("lateness max", s["lateness_max_ms"], "ms",
-            max(sa["lateness_max_ms"], sb["lateness_max_ms"]), "web idle (worse of A, B)"),
-        Row("overruns", s["overruns"], "", sa["overruns"] + sb["overruns"], "web idle (A + B)",
-            "no more than baseline",
-            (PASS if s["overruns"] <= max(sa["overruns"], sb["overruns"]) else MISS)
-            if judged else INFO,
-            f"{s['cycles']} scans measured per run"),
-        Row("CPU share, runtime process", 100.0 * busy["cpu_share"], "%",
-            50.0 * (a["cpu_share"] + b["cpu_share"]), "web idle",
-            note="of one core, user+system (scan, drivers, Modbus server, web server)"),
+        *beside.scan_rows(r, "web idle", judged, "scan, drivers, Modbus server, web server",
+                          extremes=True),
         Row("web requests", len(lat) / dur if dur else 0.0, "/s", status=INFO,
             note=f"{PAGES} pages" + (" + 1 scraper thread" if len(clients) > PAGES else "")
                  + f"; statuses {statuses}, {errors} errors"),
@@ -252,8 +236,5 @@ def _rows(a: dict[str, Any], busy: dict[str, Any], b: dict[str, Any], clients: l
         Row("web response p99", pct(lat, 99) * 1e3, "ms", status=INFO,
             note=f"p50 {pct(lat, 50) * 1e3:.2f} ms, client side, keep-alive"),
     ]
-    key = "web" if judged else f"web-{io}"
-    return Measurement(key, f"{KEYS[0][1]}, [scan] io = \"{io}\"", rows, details={
-        "io": io, "duration_s": dur, "meters": meters, "baseline_a": a, "busy": busy,
-        "baseline_b": b,
-        "statuses": statuses, "errors": errors, "requests": len(lat), **extra})
+    return beside.measurement("web", KEYS[0][1], s, judged, r, rows, dur, statuses=statuses,
+                              errors=errors, requests=len(lat), **extra)
