@@ -121,7 +121,7 @@ class _SpbWatch:
     def __init__(self, port: int, node: str, device: str, metric: str) -> None:
         import threading
 
-        import paho.mqtt.client as mqtt
+        from busguard_bench.sparkplug import host
 
         self.lock = threading.Lock()
         self.node, self.device, self.metric = node, device, metric
@@ -129,15 +129,8 @@ class _SpbWatch:
         self.counting = False
         self.alias: int | None = None
         self.value = math.nan
-        self.ready = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-fleet-host")
-        self.c.on_message = self._on_message
-        self.c.on_subscribe = lambda *a: self.ready.set()
-        self.c.on_connect = lambda c, *a: c.subscribe("spBv1.0/#", qos=0)
-        self.c.connect("127.0.0.1", port, 30)
-        self.c.loop_start()
-        if not self.ready.wait(10):
-            raise RuntimeError("the fleet's Sparkplug subscriber could not subscribe")
+        self.c = host(port, "bench-fleet-host", self._on_message,
+                      "the fleet's Sparkplug subscriber")
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         from busguard.sparkplug.sparkplug_b_pb2 import Payload
@@ -162,21 +155,10 @@ class _SpbWatch:
         self.c.disconnect()
 
 
-def _spb_missing() -> str:
-    import shutil
-
-    if shutil.which("mosquitto") is None:
-        return "needs mosquitto (Debian package)"
-    try:
-        import paho.mqtt.client  # noqa: F401
-    except ImportError:
-        return "needs paho-mqtt"
-    return ""
-
-
 def run(b: Bench) -> list[Measurement]:
     from busguard.sim.hall import write_hall
     from busguard.sim.runner import Simulator, load_site_for_sim
+    from busguard_bench.sparkplug import missing, start_mosquitto
 
     logging.getLogger("pymodbus").setLevel(logging.WARNING)  # the simulator's frame traces
     rows_n, units = 2, b.count(8, 4)
@@ -189,12 +171,10 @@ def run(b: Bench) -> list[Measurement]:
     def a_addr(r: int) -> tuple[str, int]:
         return "127.0.0.1", ports.setdefault(f"a{r}", free_port())
 
-    no_spb = _spb_missing()
+    no_spb = missing()
     broker = None
     watch: _SpbWatch | None = None
     if not no_spb:
-        from busguard_bench.sparkplug import start_mosquitto
-
         broker, mqtt_port = start_mosquitto(b)
     plan = write_hall(b.workdir / "fleet", rows_n, units, 2, meter_base_port=free_port() + 100,
                       controller_addr=c_addr, agg_addr=a_addr,

@@ -28,6 +28,17 @@ class ChildError(RuntimeError):
     pass
 
 
+def end(proc: subprocess.Popen[Any], wait_s: float = 10.0) -> None:
+    """Stop a third-party helper (snmptrapd, Prometheus...): SIGTERM, then SIGKILL when it
+    has not exited within ``wait_s``, so a stuck helper never hangs the bench."""
+    proc.terminate()
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(wait_s)
+
+
 class Child:
     """One helper process running ``python -m MODULE ARGS``."""
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from busguard_bench import beside, northbound_map
+from busguard_bench import beside, northbound_map, procs
 from busguard_bench.context import Bench
 from busguard_bench.result import INFO, MISS, PASS, Measurement, Row, at_most, pct
 from busguard_bench.sites import SiteSpec, add_limit_blocks, add_tcp_meters
@@ -213,12 +213,7 @@ class TrapReceiver:
         return out
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        procs.end(self.proc)
 
 
 def trap_latency(b: Bench) -> Measurement:

@@ -38,25 +38,45 @@ METERS, PERIOD_MS, POLL_MS, RATIO = 32, 10.0, 100.0, 1.2
 SLACK_MS = 0.01
 
 
+def missing() -> str:
+    """What a Sparkplug measurement lacks here ("" when nothing): the broker or the client."""
+    if shutil.which("mosquitto") is None:
+        return "needs mosquitto (Debian package)"
+    try:
+        import paho.mqtt.client  # noqa: F401
+    except ImportError:
+        return "needs paho-mqtt"
+    return ""
+
+
+def host(port: int, client_id: str, on_message: Any, who: str) -> Any:
+    """A Sparkplug host in this process: a paho client on the loopback broker, subscribed to
+    everything under spBv1.0/ (returns once the broker acknowledged the subscription, or
+    raises after 10 s). Stop it with ``loop_stop()`` and ``disconnect()``."""
+    import paho.mqtt.client as mqtt
+
+    ready = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    c.on_message = on_message
+    c.on_subscribe = lambda *a: ready.set()
+    c.on_connect = lambda cl, *a: cl.subscribe("spBv1.0/#", qos=0)
+    c.connect("127.0.0.1", port, 30)
+    c.loop_start()
+    if not ready.wait(10):
+        c.loop_stop()
+        raise RuntimeError(f"{who} could not subscribe")
+    return c
+
+
 class Subscriber:
     """A Sparkplug host in this process: counts and decodes everything under spBv1.0/."""
 
     def __init__(self, port: int) -> None:
-        import paho.mqtt.client as mqtt
-
         self.lock = threading.Lock()
         self.messages = self.bytes = self.ddata = self.ddata_bytes = 0
         self.lat_ms: list[float] = []
         self.counting = False
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-host")
-        self.c.on_message = self._on_message
-        self.ready = threading.Event()
-        self.c.on_subscribe = lambda *a: self.ready.set()
-        self.c.on_connect = lambda c, *a: c.subscribe("spBv1.0/#", qos=0)
-        self.c.connect("127.0.0.1", port, 30)
-        self.c.loop_start()
-        if not self.ready.wait(10):
-            raise RuntimeError("the bench subscriber could not subscribe")
+        self.c = host(port, "bench-host", self._on_message, "the bench subscriber")
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         from busguard.sparkplug.sparkplug_b_pb2 import Payload
@@ -100,13 +120,9 @@ def start_mosquitto(b: Bench) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def run(b: Bench) -> list[Measurement]:
-    if shutil.which("mosquitto") is None:
-        return [Measurement(k, t, skipped="skipped: needs mosquitto (Debian package)")
-                for k, t in KEYS]
-    try:
-        import paho.mqtt.client  # noqa: F401
-    except ImportError:
-        return [Measurement(k, t, skipped="skipped: needs paho-mqtt") for k, t in KEYS]
+    why = missing()
+    if why:
+        return [Measurement(k, t, skipped=f"skipped: {why}") for k, t in KEYS]
     dur = b.seconds(30.0, 5.0)
     warm = b.seconds(3.0, 2.0)
     n = b.count(METERS, 8)

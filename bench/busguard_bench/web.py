@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from busguard_bench import beside, northbound_map
+from busguard_bench import beside, northbound_map, procs
 from busguard_bench.context import Bench
 from busguard_bench.result import INFO, Measurement, Row, pct
 
@@ -139,12 +139,7 @@ class Prometheus:
         return total, total - good
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        procs.end(self.proc)
 
 
 def run(b: Bench) -> list[Measurement]:
