@@ -86,11 +86,11 @@ class LinkHealth:
         self.loss_limit = loss_limit
         self.wording = wording
         self.log = log
+        self.context = dict(context or {})  # the wording's own keys
+        self.where = where
         # the device's points, NOT_CONNECTED when the link goes down; asked then, not now:
         # a driver may rename its points after this (the RTD probe's temp_c)
         self.data_names = data_names
-        self.where = where
-        self.context = dict(context or {})
         self.comm = CommStats()
         self.down = False
         self.answered_once = False
