@@ -36,8 +36,9 @@ from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
+from busguard.linkhealth import UP, LinkHealth, Wording, comm_specs, nan0
 from busguard.modbus.codec import BlockDecoder, decode_pf_4q
-from busguard.modbus.commstats import EXCEPTION, LOSS_LIMIT, OK, TIMEOUT, CommStats
+from busguard.modbus.commstats import EXCEPTION, LOSS_LIMIT, OK, TIMEOUT
 from busguard.modbus.demand import DemandWindow
 from busguard.modbus.planner import MAX_REGISTERS, ReadBlock, plan_reads, split_refused
 from busguard.modbus.profiles import Profile, load_profile
@@ -53,10 +54,14 @@ from busguard.modbus.transport import CommError, ExceptionReply, RtuLine, TcpLin
 
 log = logging.getLogger("busguard.modbus")
 
-COMM_POINTS = ("comm_ok", "comm_latency_p50_ms", "comm_latency_p99_ms", "comm_loss_pct",
-               "comm_error_pct", "comm_poll_ms")
-COMM_UNITS = {"comm_latency_p50_ms": "ms", "comm_latency_p99_ms": "ms", "comm_loss_pct": "%",
-              "comm_error_pct": "%", "comm_poll_ms": "ms"}
+WORDING = Wording(
+    down="%(device)s: %(lost)d requests in a row lost at %(where)s (unit %(unit)d, profile "
+         "%(profile)s), last: %(last)s; points NOT_CONNECTED; retrying with backoff from "
+         "%(backoff_ms)g ms",
+    up="%(device)s: answering again at %(where)s (unit %(unit)d) after %(outage)d lost "
+       "requests; points GOOD",
+    first_loss="%(device)s: %(last)s (unit %(unit)d, profile %(profile)s); counted as packet "
+               "loss")
 GOOD = Quality.GOOD
 BAD = Quality.BAD
 DERIVED_DOCS = {
@@ -167,9 +172,7 @@ class ModbusMeter(Driver):
                             max_age_s=max_age, retained=False, doc=DERIVED_DOCS[n])
                   for n, unit in cls.derived(profile, p)]
         comm_age = (max(config.poll_ms, p["backoff_max_ms"]) / 1e3 + 60.0) * 3
-        specs += [PointSpec(f"{config.name}.{n}", source=config.name, unit=COMM_UNITS.get(n, ""),
-                            max_age_s=comm_age, retained=False, doc="link health") for n in
-                  COMM_POINTS]
+        specs += comm_specs(config.name, comm_age, "link health")
         return specs
 
     @staticmethod
@@ -222,11 +225,7 @@ class ModbusMeter(Driver):
         self.unit = p["unit"]
         # TCP: up to max_in_flight connections; RTU: one request at a time on the bus
         self.parallel = p.get("max_in_flight", 1)
-        self.comm = CommStats()
         self.blocks = [BlockState() for _ in self.plan]
-        self.down = False
-        self.answered_once = False
-        self.outage_lost = 0
         self.latency_warned = False
         self.link: Any = None
         self.ctx: DriverContext | None = None
@@ -237,9 +236,7 @@ class ModbusMeter(Driver):
         self._cal_file: calib.CalibrationFile | None = None
         self._gate: Gate | None = None
         self._backoff_s = 0.0
-        self.last_error = ""
         self._compiled: dict[int, CompiledBlock] = {}  # id(ReadBlock) -> its decoding
-        self._comm_names = tuple(f"{self.name}.{n}" for n in COMM_POINTS)
         derived = {n for n, _u in self.derived(self.profile, p)}
         self.derived_names = [f"{self.name}.{n}" for n in sorted(derived)]
         self._quadrant_name = f"{self.name}.power_factor_quadrant" \
@@ -251,6 +248,11 @@ class ModbusMeter(Driver):
         if "neutral_measured" in derived:
             self._neutral = (f"{self.name}.neutral_measured",
                              1.0 if self.profile.neutral_measured else 0.0)
+        self.health = LinkHealth(self.name, p["loss_limit"], WORDING, log,
+                                 lambda: [*self.full.values(), *self.derived_names], self.where,
+                                 context={"unit": self.unit, "profile": self.profile.name,
+                                          "backoff_ms": p["backoff_ms"]})
+        self.comm = self.health.comm
 
     # -- to override -------------------------------------------------------------------------
     def make_link(self, ctx: DriverContext) -> Any:
@@ -311,7 +313,7 @@ class ModbusMeter(Driver):
                 log.exception("%s: poll failed", self.name)
             self.comm.polls += 1
             end = loop.time()
-            if self.down:
+            if self.health.down:
                 self._backoff_s = min(max(self._backoff_s * 2, self.p["backoff_ms"] / 1e3),
                                       self.p["backoff_max_ms"] / 1e3)
                 next_due = end + self._backoff_s
@@ -402,15 +404,12 @@ class ModbusMeter(Driver):
         if self.demand is not None:
             self._add_demand(items, now)
         self._link_state(answered, lost)
-        if answered and not lost:
-            self.outage_lost = 0
-        self.answered_once = self.answered_once or answered
         # comm_ok follows the link state (loss_limit), not each single lost request; the
         # values and the health points go into the image in one write (one lock, one stamp).
         # Only points of blocks that answered are in ``items``, and _link_state marks only
         # others (blocks backed off, or all points when nothing answered), so writing them
         # after it changes nothing but the scan seeing them together.
-        self._write_comm(self.answered_once and not self.down, items)
+        self._write_comm(self.health.answered_once and not self.health.down, items)
         self._latency_check()
 
     def _add_demand(self, items: list[tuple[str, float, Quality]], now: float) -> None:
@@ -437,27 +436,19 @@ class ModbusMeter(Driver):
             except ExceptionReply as exc:
                 if exc.code in (0x0A, 0x0B):  # gateway: the device behind it did not answer
                     err = CommError(TIMEOUT, f"gateway answered {exc}")
-                    self._lost(err)
+                    self.health.lost(TIMEOUT, str(err))
                     continue
                 self.comm.record(EXCEPTION)
                 return exc
             except CommError as exc:
                 err = exc
-                self._lost(exc)
-                if self.comm.consecutive_lost >= self.p["loss_limit"] and self.down:
+                self.health.lost(exc.kind, str(exc))
+                if self.health.down and self.comm.consecutive_lost >= self.health.loss_limit:
                     break  # already known dead: one probe per backoff is enough
                 continue
             self.comm.record(OK, latency)
             return regs, latency
         return err
-
-    def _lost(self, exc: CommError) -> None:
-        self.comm.record(exc.kind)
-        self.outage_lost += 1
-        self.last_error = str(exc)
-        if self.comm.consecutive_lost == 1 and not self.down:
-            log.info("%s: %s (unit %d, profile %s); counted as packet loss", self.name, exc,
-                     self.unit, self.profile.name)
 
     def _block_exception(self, i: int, block: ReadBlock, exc: ExceptionReply, now: float,
                          split: bool = False) -> None:
@@ -493,44 +484,22 @@ class ModbusMeter(Driver):
                 "registers" if split else f"BAD; block backed off {st.delay_s:.3g} s")
 
     def _link_state(self, answered: bool, lost: bool) -> None:
+        """The shared up/down rule (:mod:`busguard.linkhealth`); back up, the blocks still
+        refused with an exception are BAD again, not GOOD."""
         assert self.ctx is not None
-        if answered and self.down:
-            self.down = False
-            log.warning("%s: answering again at %s (unit %d) after %d lost requests; points "
-                        "GOOD", self.name, self.where(), self.unit, self.outage_lost)
-            self.outage_lost = 0
+        if self.health.update(answered, lost, self.ctx.image) == UP:
             bad = [self.full[pd.name] for i, b in enumerate(self.plan) if self.blocks[i].code
                    for pd in b.points]
             if bad:
                 self.ctx.image.set_quality(bad, Quality.BAD)
-        elif lost and not answered and not self.down and \
-                self.comm.consecutive_lost >= self.p["loss_limit"]:
-            self.down = True
-            self.ctx.image.set_quality(list(self.full.values()) + self.derived_names,
-                                       Quality.NOT_CONNECTED)
-            log.warning("%s: %d requests in a row lost at %s (unit %d, profile %s), last: %s; "
-                        "points NOT_CONNECTED; retrying with backoff from %g ms", self.name,
-                        self.comm.consecutive_lost, self.where(), self.unit, self.profile.name,
-                        self.last_error, self.p["backoff_ms"])
 
-    def _write_comm(self, ok: bool,
-                    items: list[tuple[str, float, Quality]] | None = None) -> None:
-        """Write the ``comm_*`` health points, after ``items`` (point values) if given."""
+    def _write_comm(self, ok: bool, items: list[tuple[str, float, Quality]]) -> None:
+        """Write the ``comm_*`` health points after ``items`` (point values)."""
         assert self.ctx is not None
-        c = self.comm
-        ok_n, p50_n, p99_n, loss_n, err_n, poll_n = self._comm_names
-        out = items if items is not None else []
         if self._neutral is not None:  # the profile's declaration: true whether or not read
-            out.append((self._neutral[0], self._neutral[1], GOOD))
-        out += (
-            (ok_n, 1.0 if ok else 0.0, GOOD),
-            (p50_n, _nan0(c.latency_ms(50)), GOOD),
-            (p99_n, _nan0(c.latency_ms(99)), GOOD),
-            (loss_n, c.loss_pct(), GOOD),
-            (err_n, c.error_pct(), GOOD),
-            (poll_n, self.config.poll_ms, GOOD),
-        )
-        self.ctx.image.write_many(out)
+            items.append((self._neutral[0], self._neutral[1], GOOD))
+        items += self.health.items(ok, self.config.poll_ms)
+        self.ctx.image.write_many(items)
 
     def _latency_check(self) -> None:
         if self.latency_warned or len(self.comm.poll_s) < 10:
@@ -545,16 +514,16 @@ class ModbusMeter(Driver):
 
     def stats(self) -> dict[str, Any]:
         d = self.comm.as_dict()
-        d.update({"state": "not-connected" if self.down else "ok", "link": self.where()
+        d.update({"state": "not-connected" if self.health.down else "ok", "link": self.where()
                   if self.link is not None else "", "profile": self.profile.name,
                   "unit": self.unit, "poll_ms": self.config.poll_ms,
                   "reads_per_poll": len(self.plan), "latency_warning": self.latency_warned,
                   "bad_blocks": {b.describe(): f"0x{self.blocks[i].code:02X}"
                                  for i, b in enumerate(self.plan) if self.blocks[i].code},
-                  "last_error": self.last_error,
+                  "last_error": self.health.last_error,
                   "reconnects": getattr(self.link, "reconnects", 0),
                   "garbage_frames": getattr(self.link, "garbage", 0)})
-        d["late_p99_ms"] = _nan0(self.comm.late_ms(99))
+        d["late_p99_ms"] = nan0(self.comm.late_ms(99))
         return d
 
 
@@ -564,10 +533,6 @@ def quiet_pymodbus() -> None:
     lg = logging.getLogger("pymodbus")
     if lg.level == logging.NOTSET:
         lg.setLevel(logging.CRITICAL)
-
-
-def _nan0(x: float) -> float:
-    return 0.0 if math.isnan(x) else x
 
 
 class ModbusTcpMeter(ModbusMeter):

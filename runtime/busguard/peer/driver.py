@@ -39,7 +39,9 @@ from busguard.config.site import DeviceConfig, SiteConfig
 from busguard.driver import Driver, DriverContext
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality
-from busguard.modbus.commstats import DISCONNECT, EXCEPTION, LOSS_LIMIT, OK, CommStats
+from busguard.linkhealth import COMM_POINTS as LINK_POINTS
+from busguard.linkhealth import DOWN, LinkHealth, Wording, comm_specs
+from busguard.modbus.commstats import DISCONNECT, EXCEPTION, LOSS_LIMIT, OK
 from busguard.modbus.tcpclient import CommError, ExceptionReply, ModbusTcpClient
 from busguard.northbound import mapdef as md
 from busguard.northbound import reader as rd
@@ -51,8 +53,12 @@ log = logging.getLogger("busguard.peer")
 OK_STATE, CONNECTING, NOT_CONNECTED, FINGERPRINT_CHANGED, NOT_BUSGUARD, MISSING = range(6)
 PEER_STATES = ("ok", "connecting", "not-connected", "fingerprint-changed", "not-busguard",
                "missing-records")
-COMM_POINTS = ("comm_ok", "comm_latency_p50_ms", "comm_latency_p99_ms", "comm_loss_pct",
-               "comm_poll_ms")
+# a peer over Modbus TCP has no CRC errors: no comm_error_pct (adding it would move the map)
+COMM_POINTS = tuple(c for c in LINK_POINTS if c != "comm_error_pct")
+WORDING = Wording(
+    down="%(device)s: peer %(where)s: %(lost)d requests in a row lost, last: %(last)s; points "
+         "NOT_CONNECTED",
+    up="%(device)s: peer %(where)s answering again")
 SEVERITY_POINTS = tuple(f"alarms_{s}" for s in md.SEVERITY_WORDS[1:])
 ALARM_POINTS = (*SEVERITY_POINTS, "alarms_latched", "alarms_unacked", "alarms_total")
 BREAKER_POINTS = ("led", "trip_latched", "shunt_trip", "trip_cause")
@@ -152,8 +158,7 @@ class PeerDriver(Driver):
         specs += [PointSpec(f"{n}.{r}", source=n, max_age_s=max_age, retained=False,
                             mapped=False, doc=f"record {r} of peer {n}") for r in p["records"]]
         health = max_age * 20 + 60.0
-        specs += [PointSpec(f"{n}.{c}", source=n, unit=md.unit_of(c), max_age_s=health,
-                            retained=False, doc="link health to the peer") for c in COMM_POINTS]
+        specs += comm_specs(n, health, "link health to the peer", COMM_POINTS)
         specs.append(PointSpec(f"{n}.peer_state", source=n, max_age_s=health, retained=False,
                                doc="0 ok, 1 connecting, 2 not connected, 3 fingerprint "
                                    "changed (refused), 4 not a busguard map, 5 records "
@@ -207,13 +212,10 @@ class PeerDriver(Driver):
     def __init__(self, config: DeviceConfig, site: SiteConfig) -> None:
         super().__init__(config, site)
         self.p = config.params
-        self.comm = CommStats()
         self.ctx: DriverContext | None = None
         self.layout: ly.PeerLayout | None = None
         self.reads: list[tuple[int, int]] = []
         self.state = CONNECTING
-        self.down = False
-        self.last_error = ""
         self.seen_fingerprint: int | None = None
         self.polls = 0
         self._stop = threading.Event()
@@ -223,6 +225,9 @@ class PeerDriver(Driver):
         self._data_names = [n for n, _d, _q in self._dev_points] + \
             [f"{self.name}.{r}" for r in self.p["records"]] + [f"{self.name}.restored"] + \
             ([f"{self.name}.{a}" for a in ALARM_POINTS] if self.p["alarms"] else [])
+        self.health = LinkHealth(self.name, self.p["loss_limit"], WORDING, log,
+                                 lambda: self._data_names, self.where, points=COMM_POINTS)
+        self.comm = self.health.comm
 
     def start(self, ctx: DriverContext) -> None:
         self.ctx = ctx
@@ -250,7 +255,7 @@ class PeerDriver(Driver):
         try:
             ctx = self._tls()
         except (OSError, ssl.SSLError) as exc:
-            self.last_error = f"TLS files: {exc}"
+            self.health.last_error = f"TLS files: {exc}"
             log.error("%s: peer %s: cannot load the TLS files (tls_ca %s, tls_cert %s): %s; "
                       "not polling", self.name, self.where(), self.p["tls_ca"],
                       self.p["tls_cert"], exc)
@@ -459,34 +464,21 @@ class PeerDriver(Driver):
 
     def _write_health(self) -> None:
         assert self.ctx is not None
-        c = self.comm
-        n = self.name
-        self.ctx.image.write_many([
-            (f"{n}.comm_ok", 0.0 if self.down or self.state in (CONNECTING, NOT_CONNECTED)
-             else 1.0, Quality.GOOD),
-            (f"{n}.comm_latency_p50_ms", _nan0(c.latency_ms(50)), Quality.GOOD),
-            (f"{n}.comm_latency_p99_ms", _nan0(c.latency_ms(99)), Quality.GOOD),
-            (f"{n}.comm_loss_pct", c.loss_pct(), Quality.GOOD),
-            (f"{n}.comm_poll_ms", self.config.poll_ms, Quality.GOOD),
-            (f"{n}.peer_state", float(self.state), Quality.GOOD),
-        ])
+        ok = not self.health.down and self.state not in (CONNECTING, NOT_CONNECTED)
+        items = self.health.items(ok, self.config.poll_ms)
+        items.append((f"{self.name}.peer_state", float(self.state), Quality.GOOD))
+        self.ctx.image.write_many(items)
 
     def _answered(self) -> None:
-        if self.down:
-            log.warning("%s: peer %s answering again", self.name, self.where())
-        self.down = False
+        assert self.ctx is not None
+        self.health.update(True, False, self.ctx.image)
 
     def _lost(self, why: str) -> None:
+        """A poll stops at its first lost request: the up/down rule runs after each."""
         assert self.ctx is not None
-        self.comm.record(DISCONNECT)
-        self.last_error = why
-        if not self.down and self.comm.consecutive_lost >= self.p["loss_limit"]:
-            self.down = True
+        self.health.lost(DISCONNECT, why)
+        if self.health.update(False, True, self.ctx.image) == DOWN:
             self.state = NOT_CONNECTED
-            self.ctx.image.set_quality(self._data_names, Quality.NOT_CONNECTED)
-            log.warning("%s: peer %s: %d requests in a row lost, last: %s; points "
-                        "NOT_CONNECTED", self.name, self.where(), self.comm.consecutive_lost,
-                        why)
             self._said = None
         self._write_health()
 
@@ -497,7 +489,7 @@ class PeerDriver(Driver):
         self._answered()
         self.ctx.image.set_quality(self._data_names, Quality.BAD)
         self.state = state
-        self.last_error = message
+        self.health.last_error = message
         self._say(state, f"{self.name}: peer {self.where()}: {message}", logging.ERROR)
         self._write_health()
 
@@ -509,7 +501,7 @@ class PeerDriver(Driver):
     def stats(self) -> dict[str, Any]:
         d = self.comm.as_dict()
         d.update({"state": PEER_STATES[self.state], "link": self.where(),
-                  "last_error": self.last_error, "reads_per_poll": len(self.reads) + 1
+                  "last_error": self.health.last_error, "reads_per_poll": len(self.reads) + 1
                   + (1 if self.p["alarms"] else 0),
                   "fingerprint": f"{self.seen_fingerprint:#010x}"
                   if self.seen_fingerprint is not None else ""})
@@ -520,7 +512,3 @@ def _item(name: str, rec: Mapping[str, Any]) -> tuple[str, float, Quality, int]:
     v = rec["value"]
     q = _QUALITY.get(rec["quality"], Quality.BAD)
     return (name, math.nan if v is None else float(v), q, int(rec["age_ms"]))
-
-
-def _nan0(x: float) -> float:
-    return 0.0 if math.isnan(x) else x
