@@ -19,6 +19,7 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Quality, Snapshot
+from busguard.inputwatch import input_code
 from busguard_blocks._common import HighLimit, rnd
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class CommHealth(Block):
         "BG-RS485-ERRORS": "major: RS-485 CRC/framing error rate above error_limit_pct "
                            "(seed: 0.1%, signal integrity)",
         "BG-POLL-RATIO": "warning: poll period under poll_latency_ratio x measured latency",
-        "BG-INPUT": "warning: a comm_* point is stale, bad or not connected",
+        **input_code("a comm_* point"),
     }
     params: ClassVar[Mapping[str, Param]] = {
         "meters": Param(list, item=str, ref="meter", default=(),

@@ -23,7 +23,7 @@ from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import Snapshot
-from busguard.inputwatch import lost_inputs
+from busguard.inputwatch import input_code, lost_inputs
 from busguard_blocks._common import HighLimit, LowLimit, check_order, rnd
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class PowerQuality(Block):
         "BG-IMBALANCE-I": "minor: current unbalance above current_imbalance_pct",
         "BG-FREQUENCY": "major: frequency outside [site] nominal_hz +- "
                         "frequency_tolerance_hz",
-        "BG-INPUT": "warning: an input is stale, bad or not connected",
+        **input_code(),
     }
     params: ClassVar[Mapping[str, Param]] = {
         "meter": Param(str, ref="meter", doc="the power-quality meter (generic profile names)"),

@@ -20,7 +20,7 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import PointSpec, Snapshot
-from busguard.inputwatch import OnDelay, lost_inputs
+from busguard.inputwatch import OnDelay, input_code, lost_inputs
 from busguard_blocks._common import check_order, iso_utc, rnd, wall_utc
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class PredictiveCooling(Block):
     codes: ClassVar[Mapping[str, str]] = {
         "BG-COOL-PRE": "info: cooling demand raised for a scheduled job (values: start, "
                        "load, demand, phase)",
-        "BG-INPUT": "warning: a command or power point is bad or not connected",
+        **input_code("a command or power point", "bad or not connected"),
     }
     params: ClassVar[Mapping[str, Param]] = {
         "prefix": Param(str, default="cooling",

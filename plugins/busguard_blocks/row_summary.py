@@ -29,6 +29,7 @@ from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import Quality, Snapshot
+from busguard.inputwatch import input_code
 
 if TYPE_CHECKING:
     from busguard.config.site import BlockConfig, DeviceConfig, SiteConfig
@@ -118,8 +119,8 @@ class RowSummary(Block):
         "every output is forced to NaN (quality 2).")
     codes: ClassVar[Mapping[str, str]] = {
         **{code: f"{sev.word}: a peer {words}" for code, sev, words in PEER_ALARMS.values()},
-        "BG-INPUT": "warning: a peer entry's peer_state point is not good (its driver stopped "
-                    "reporting)",
+        **input_code("a peer entry's peer_state point", "not good (its driver stopped "
+                                                           "reporting)"),
         "BG-ROW-OVERLOAD": "critical: the row's apparent power is above the busway rating "
                            "(headroom_kva < 0)",
     }

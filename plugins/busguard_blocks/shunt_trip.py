@@ -30,7 +30,7 @@ from busguard.block import Block, BlockResult, BreakerStatus, BreakerView
 from busguard.config.params import Param
 from busguard.errors import ConfigError
 from busguard.image import PointSpec, Snapshot
-from busguard.inputwatch import OnDelay, lost_inputs
+from busguard.inputwatch import OnDelay, input_code, lost_inputs
 from busguard_blocks._common import CommandCounter, check_order, iso_utc, rnd, wall_utc
 from busguard_blocks.idmt import (
     CURVES,
@@ -87,7 +87,7 @@ class ShuntTrip(Block):
         "BG-RECLOSE-TRIAL": "warning: reset after a ground-fault trip, the breaker is on trial "
                             "for trial_s (residual current above pickup trips at once)",
         "BG-LED-PATTERN": "minor: the breaker LED shows a pattern other than off/1/2",
-        "BG-INPUT": "warning: an input is stale, bad or not connected",
+        **input_code(),
     }
     params: ClassVar[Mapping[str, Param]] = {
         "breaker": Param(str, ref="breaker", doc="breaker whose `{breaker}.shunt_trip` this "

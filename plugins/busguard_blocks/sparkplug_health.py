@@ -19,7 +19,7 @@ from busguard.block import Block, BlockResult
 from busguard.config.params import Param, defaults
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import PointSpec, Quality, Snapshot
-from busguard.inputwatch import InputWatch
+from busguard.inputwatch import InputWatch, input_code
 from busguard.sparkplug import health
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class SparkplugHealth(Block):
         "BG-SPB-QUEUE-FULL": "major: the store-and-forward queue is full and new changes are "
                              "dropped; the alarm says how many are held and dropped; clears "
                              "once the queue has drained",
-        "BG-INPUT": "warning: a sparkplug.* health point is stale, bad or not connected",
+        **input_code("a sparkplug.* health point"),
     }
     params: ClassVar[Mapping[str, Param]] = {
         "offline_delay_s": Param(float, default=10.0, minval=0.0, unit="s",

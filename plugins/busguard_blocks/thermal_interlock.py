@@ -22,7 +22,7 @@ from busguard.block import Block, BlockResult, BreakerStatus, BreakerView
 from busguard.config.params import Param
 from busguard.errors import ConfigError, ConfigProblem
 from busguard.image import Snapshot
-from busguard.inputwatch import lost_inputs
+from busguard.inputwatch import input_code, lost_inputs
 from busguard_blocks._common import check_order, rnd, wall_utc
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class ThermalInterlock(Block):
         "BG-TEMP-TTT": "major: estimated time to trip below ttt_alarm_s (values: "
                        "time_to_trip_s)",
         "BG-PROBE-DISAGREE": "minor: redundant probes differ by more than disagreement_c",
-        "BG-INPUT": "warning: a probe is stale, bad or not connected",
+        **input_code("a probe"),
     }
     params: ClassVar[Mapping[str, Param]] = {
         "probes": Param(list, item=str, ref="probe", min_items=1,

@@ -20,7 +20,7 @@ from busguard.alarms import AlarmCondition, Severity
 from busguard.block import Block, BlockResult
 from busguard.config.params import Param
 from busguard.image import Snapshot
-from busguard.inputwatch import lost_inputs
+from busguard.inputwatch import input_code, lost_inputs
 from busguard_blocks._common import SEVERITIES, iso_utc, rnd, wall_utc
 
 
@@ -34,7 +34,7 @@ class TransientEvents(Block):
     codes: ClassVar[Mapping[str, str]] = {
         "BG-TRANSIENT": "severity per config: dI/dt or peak event; values hold the trigger and "
                         "the pre/post samples [ms from trigger, peak of each point]",
-        "BG-INPUT": "warning: an input is stale, bad or not connected",
+        **input_code(),
     }
     params: ClassVar[Mapping[str, Param]] = {
         "meter": Param(str, default="", ref="meter",

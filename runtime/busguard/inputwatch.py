@@ -34,6 +34,16 @@ def input_alarm(lost: dict[str, str], what: str, device: str = "",
                           device=device, values={"lost": dict(sorted(lost.items()))})
 
 
+def input_code(what: str = "an input", lost: str = "stale, bad or not connected",
+               severity: Severity = Severity.WARNING) -> dict[str, str]:
+    """The ``BG-INPUT`` entry of a block's :attr:`busguard.block.Block.codes`, worded once:
+    ``{severity}: {what} is {lost}``, with :class:`InputWatch`'s severity unless the block
+    raises it with another one. Every block that watches its inputs declares it
+    (``codes = {..., **input_code("a probe")}``), so the code's severity and wording in
+    docs/blocks.md match what the alarm says."""
+    return {"BG-INPUT": f"{severity.word}: {what} is {lost}"}
+
+
 STARTUP_GRACE_S = 5.0
 INPUT_RAISE_S = 2.0
 INPUT_CLEAR_S = 2.0

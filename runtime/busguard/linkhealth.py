@@ -22,6 +22,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from busguard.image import ImageWriter, PointSpec, Quality
@@ -85,11 +86,11 @@ class LinkHealth:
         self.loss_limit = loss_limit
         self.wording = wording
         self.log = log
+        self.context = dict(context or {})  # the wording's own keys
+        self.where = where
         # the device's points, NOT_CONNECTED when the link goes down; asked then, not now:
         # a driver may rename its points after this (the RTD probe's temp_c)
         self.data_names = data_names
-        self.where = where
-        self.context = dict(context or {})
         self.comm = CommStats()
         self.down = False
         self.answered_once = False
@@ -98,6 +99,7 @@ class LinkHealth:
         self.points = _checked(points)
         self.names = tuple(f"{device}.{p}" for p in self.points)
         self._pick = tuple(COMM_POINTS.index(p) for p in self.points)
+        self._all = self.points == COMM_POINTS  # the meter's case, once a poll: no picking
 
     def lost(self, kind: str, why: str) -> None:
         """One request lost: ``kind`` a :mod:`commstats` outcome (timeout, disconnect, crc)."""
@@ -132,6 +134,8 @@ class LinkHealth:
         c = self.comm
         values = (1.0 if ok else 0.0, nan0(c.latency_ms(50)), nan0(c.latency_ms(99)),
                   c.loss_pct(), c.error_pct(), poll_ms)
+        if self._all:
+            return list(zip(self.names, values, repeat(_GOOD)))
         return [(n, values[i], _GOOD) for n, i in zip(self.names, self._pick, strict=True)]
 
     def _say(self, level: int, fmt: str) -> None:
