@@ -184,6 +184,9 @@ def test_deb_contents() -> None:
     assert not [p for p in paths if p.startswith("/usr/lib/busguard/lib/bin")]
     # the bench is a development tool: the runtime package has neither it nor its C client
     assert not [p for p in paths if "busguard_bench" in p or p.endswith(".c")]
+    # rich without the dependencies the live view never imports (packaging/requirements.txt)
+    for left_out in ("pygments", "markdown_it", "mdurl"):
+        assert not [p for p in paths if p.startswith(f"/usr/lib/busguard/lib/{left_out}/")]
 
 
 @needs_deb
@@ -212,6 +215,50 @@ def test_deb_tree_runs_busguard_check(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stderr
     assert "sudo apt-get install busguard-tools" in res.stderr
     assert "pip install '.[bench]'" in res.stderr
+    # `busguard status --watch` draws its live view (rich, vendored without Pygments and
+    # markdown-it) in a terminal: one frame against a port nobody serves, then exits
+    screen = _in_a_pty([python, "-I", str(local), "status", "--watch", "--count", "1",
+                        "--port", "1", "--timeout", "0.2", "--interval", "0.1"], tmp_path)
+    assert "no alarms" in screen and "cannot connect to 127.0.0.1:1" in screen, screen
+
+
+def _in_a_pty(cmd: list[str], cwd: Path, timeout: float = 60.0) -> str:
+    """What ``cmd`` writes to a terminal (a pty of 100x30), read until it exits."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=cwd,
+                            env={**env, "TERM": "xterm"}, close_fds=True)
+    os.close(slave)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _w, _x = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(timeout=10) == 0, out.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        os.close(master)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode(errors="replace"))
 
 
 def test_firewall_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
