@@ -457,6 +457,10 @@ delay_s = 0.0
 [modbus_server]
 port = 0
 """
+# SHUNT_SITE's inputs at a normal load: no trip
+SHUNT_NORMAL = [("m1.current_l1_a", 500.0, Quality.GOOD), ("m1.current_l2_a", 510.0, Quality.GOOD),
+                ("m1.current_l3_a", 490.0, Quality.GOOD),
+                ("m1.residual_current_ma", 20.0, Quality.GOOD), ("cb1.led", 0.0, Quality.GOOD)]
 
 
 def test_the_shunt_trip_blocks_latch_survives_a_restart(make_runtime, tmp_path):
@@ -466,9 +470,7 @@ def test_the_shunt_trip_blocks_latch_survives_a_restart(make_runtime, tmp_path):
         rt = make_runtime(site, start=True, retained=True)
     except Exception as exc:  # the block's options belong to its owner
         pytest.skip(f"shunt_trip options changed: {exc}")
-    normal = [("m1.current_l1_a", 500.0, Quality.GOOD), ("m1.current_l2_a", 510.0, Quality.GOOD),
-              ("m1.current_l3_a", 490.0, Quality.GOOD),
-              ("m1.residual_current_ma", 20.0, Quality.GOOD), ("cb1.led", 0.0, Quality.GOOD)]
+    normal = SHUNT_NORMAL
     rt.image.write_many(normal)
     run_scans(rt, 1)
     rt.image.write("m1.current_l2_a", 1500.0)
@@ -602,9 +604,7 @@ def test_the_restart_image_of_a_save_shows_that_saves_acknowledgement(make_runti
     site.write_text(SHUNT_SITE, encoding="utf-8")
     rt = make_runtime(site, start=True, retained=True)
     obs = rt.pm.get_plugin(PLUGIN_NAME)
-    normal = [("m1.current_l1_a", 500.0, Quality.GOOD), ("m1.current_l2_a", 510.0, Quality.GOOD),
-              ("m1.current_l3_a", 490.0, Quality.GOOD),
-              ("m1.residual_current_ma", 20.0, Quality.GOOD), ("cb1.led", 0.0, Quality.GOOD)]
+    normal = SHUNT_NORMAL
     rt.image.write_many(normal)
     run_scans(rt, 1)
     rt.image.write("m1.current_l2_a", 1500.0)
