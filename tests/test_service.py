@@ -68,8 +68,10 @@ class Notifications:
         self.sock.bind(str(path))
         self.messages: list[tuple[float, str]] = []
 
-    def wait_for(self, predicate, timeout: float = 10.0) -> str:
-        """Receive until a message satisfies ``predicate``; returns it."""
+    def wait_for(self, predicate, timeout: float = 30.0) -> str:
+        """Receive until a message satisfies ``predicate``; returns it. (The timeout is a
+        bound, not a timing claim: a reload checks the file in a child process and builds
+        the site, seconds on a loaded CI machine.)"""
         for _t, msg in self.messages:
             if predicate(msg):
                 return msg

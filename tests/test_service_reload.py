@@ -232,3 +232,62 @@ def test_a_reload_carries_an_annunciator_and_the_horn_stays_on(
         "one:trip"]
     reloader.request_stop()
     new.stop()
+
+
+def test_every_reload_is_announced_then_ended_for_systemd(tmp_path: Path, make_runtime,
+                                                          run_scans, monkeypatch) -> None:
+    """systemd's reload protocol over a real notify socket: ``RELOADING=1`` as soon as a
+    SIGHUP's reload begins (before the file is checked, which takes a child process and may
+    take seconds on a busy unit) and ``READY=1`` when it ends, whatever the outcome:
+    unchanged, refused, or swapped (after the new runtime's first scan). Before, a refused or
+    unchanged reload sent no RELOADING=1, and a good one sent it only once built."""
+    import socket
+
+    path = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    server.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))  # sdnotify reads os.environ itself
+
+    def reload_messages() -> list[str]:
+        out = []
+        while True:
+            try:
+                m = server.recv(4096).decode()
+            except BlockingIOError:
+                return out
+            if m.startswith(("RELOADING=1", "READY=1")):
+                out.append(m)
+
+    try:
+        svc = Service({"NOTIFY_SOCKET": str(path)})
+        site = _write(tmp_path / "site.toml", limit_one=5.0)
+        rt = make_runtime(site, extra=[Types(), svc], start=True)
+        run_scans(rt, 2)
+        assert [m.split("\n")[0] for m in reload_messages()] == ["READY=1"]
+        reloader = Reloader(site, rt, extra=[Types(), svc], service=svc)
+
+        assert reloader.prepare() is False  # unchanged
+        got = reload_messages()
+        assert [m.split("\n")[0] for m in got] == ["RELOADING=1", "READY=1"]
+        assert "reload: unchanged" in got[1] and svc.state == "running"
+
+        _write(site, limit_one=5.0, extra='\n[[block]]\nname = "one"\ntype = "nope"\n')
+        assert reloader.prepare() is False  # refused
+        got = reload_messages()
+        assert [m.split("\n")[0] for m in got] == ["RELOADING=1", "READY=1"]
+        assert "reload refused" in got[1] and svc.state == "running"
+
+        _write(site, limit_one=50.0)
+        assert reloader.prepare() is True  # built: the swap comes
+        got = reload_messages()
+        assert [m.split("\n")[0] for m in got] == ["RELOADING=1"] and svc.state == "reloading"
+        reloader._swap()
+        run_scans(reloader.current, 1)
+        got = reload_messages()
+        assert [m.split("\n")[0] for m in got] == ["READY=1"] and svc.state == "running"
+        assert svc.last_reload["ok"] is True
+        reloader.request_stop()
+        reloader.current.stop()
+    finally:
+        server.close()

@@ -315,6 +315,8 @@ class Reloader:
     def prepare(self) -> bool:
         """Validate and build the new runtime; True when a swap was requested."""
         cur = self.current
+        if self.service is not None:
+            self.service.reload_begun()
         reopen_logs(cur)
         log.info("SIGHUP: fault log reopened; reloading %s", self.path)
         # judged in a child process first: the size, syntax and depth always; the whole check

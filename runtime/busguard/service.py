@@ -4,8 +4,11 @@
 builds (the first one and each one a SIGHUP reload builds), so it lives as long as the process:
 
 - ``READY=1`` once the config is loaded, retained state restored (``busguard_startup``
-  observers ran) and the first scan is complete; after a reload, ``RELOADING=1`` first and
-  ``READY=1`` again after the new runtime's first scan.
+  observers ran) and the first scan is complete. A SIGHUP reload sends ``RELOADING=1`` as soon
+  as it begins (before the new file is even checked, as systemd asks: "the request to reload
+  ... has been received and is now being processed") and ``READY=1`` when it ends, whatever
+  the outcome: after the new runtime's first scan, or at once when the file is refused or
+  unchanged.
 - ``WATCHDOG=1`` from the scan thread only, and only while the scan is healthy: the last
   ``watchdog_healthy_cycles`` cycles each started within one period of their deadline with no
   overrun. sdnotify does not read ``WATCHDOG_USEC``; we do and ping at half of it, so a hung or
@@ -159,6 +162,7 @@ class Service:
         self.last_ping = -math.inf
         self.scheduling = "SCHED_OTHER"
         self.last_reload: dict[str, Any] = {}
+        self._announced = False  # RELOADING=1 sent, its READY=1 not yet
         self._overruns = 0
         self._period = 0.0
         self._stalled = False
@@ -208,6 +212,7 @@ class Service:
         if not self.ready:
             self.ready = True
             self.reloading = False
+            self._announced = False
             self.state = "running"
             self.notify("READY=1\nSTATUS=" + self.status_line(runtime))
             log.info("ready: first scan complete (cycle %d)", result.cycle)
@@ -236,20 +241,37 @@ class Service:
                 self._pid_path.unlink()
 
     # -- reload ------------------------------------------------------------------------------
+    def reload_begun(self) -> None:
+        """A SIGHUP's reload begins (the file not checked yet): ``RELOADING=1``."""
+        self.state = "reloading"
+        self._announce("checking site.toml")
+
     def reload_started(self) -> None:
+        """The swap: the running runtime stops for the new one (whose first scan sends
+        ``READY=1``); a stop meanwhile is part of the reload, not the service's stop."""
         self.reloading = True
         self.state = "reloading"
+        if not self._announced:  # the swap back after a failed start is a reload of its own
+            self._announce("reloading site.toml")
+
+    def _announce(self, what: str) -> None:
+        self._announced = True
         mono_us = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)
-        self.notify(f"RELOADING=1\nMONOTONIC_USEC={mono_us}\nSTATUS=reloading site.toml")
+        self.notify(f"RELOADING=1\nMONOTONIC_USEC={mono_us}\nSTATUS={what}")
 
     def reload_finished(self, ok: bool, message: str, config_hash: str = "") -> None:
         self.last_reload = {"ok": ok, "message": message, "utc": utc_stamp(),
                             "t": time.time(), "config_hash": config_hash}
         if not ok:
             self.reloading = False
+            self._announced = False
             self.state = "running"
             self.notify("READY=1\nSTATUS=reload refused, previous site.toml keeps running: "
                         + message.splitlines()[0][:200])
+        elif self._announced and not self.reloading:  # nothing swapped (unchanged)
+            self._announced = False
+            self.state = "running"
+            self.notify(f"READY=1\nSTATUS=reload: {message}, site.toml keeps running")
         self._wake.set()
 
     # -- status ------------------------------------------------------------------------------
