@@ -518,3 +518,22 @@ def test_history_records_with_the_io_process_and_busguard_history_reads_it(meter
     assert out.returncode == 0, out.stderr
     samples = [x for x in json.loads(out.stdout) if x["quality"] == "good"]
     assert len(samples) == len(rows) and samples[-1]["avg"] == float(rows[-1]["avg"])
+
+
+def test_the_io_process_helper_sets_the_option_in_either_form_of_site():
+    """busguard.testing.io_process: the site's [scan] table gets the option, or a site
+    without one gets the table (what the I/O-process tests of other interfaces use)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    from busguard.testing import io_process
+
+    without = '[site]\nname = "x"\n\n[[block]]\nname = "b"\ntype = "t"\n'
+    doc = tomllib.loads(io_process(without))
+    assert doc["scan"] == {"io": "process"} and doc["block"] == [{"name": "b", "type": "t"}]
+    with_scan = '[site]\nname = "x"\n[scan]\nperiod_ms = 20\n[modbus_server]\nport = 0\n'
+    doc = tomllib.loads(io_process(with_scan))
+    assert doc["scan"] == {"io": "process", "period_ms": 20}
+    assert doc["modbus_server"] == {"port": 0}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from busguard.runtime import Runtime
+from busguard.testing import running
 from test_sim_site import free_ports
 from test_web_helpers import PASSWORD, USER, site_text, web_of
 
@@ -28,25 +28,19 @@ def live(tmp_path):
     """The runtime on the real clock, scanning in a thread."""
     site = tmp_path / "site.toml"
     site.write_text(site_text(tmp_path), encoding="utf-8")
-    rt = Runtime.from_file(site)
-    rt.start()
-    t = threading.Thread(target=rt.run, daemon=True)
-    t.start()
-    done = threading.Event()
+    with running(site) as rt:
+        done = threading.Event()
 
-    def poll() -> None:  # what a meter driver does: fresh values, so they stay good
-        while not done.wait(0.2):
-            rt.image.write("m1.power_kw", 88.5)
-            rt.image.write("m1.current_l1_a", 150.0)  # over 100 A: BG-LIMIT (warning)
+        def poll() -> None:  # what a meter driver does: fresh values, so they stay good
+            while not done.wait(0.2):
+                rt.image.write("m1.power_kw", 88.5)
+                rt.image.write("m1.current_l1_a", 150.0)  # over 100 A: BG-LIMIT (warning)
 
-    w = threading.Thread(target=poll, daemon=True)
-    w.start()
-    yield rt
-    done.set()
-    w.join(5)
-    rt.request_stop()
-    t.join(10)
-    rt.stop()
+        w = threading.Thread(target=poll, daemon=True)
+        w.start()
+        yield rt
+        done.set()
+        w.join(5)
 
 
 def query(port: int, promql: str) -> list[dict]:

@@ -17,6 +17,7 @@ import pytest
 from busguard.errors import ConfigError
 from busguard.image import Quality
 from busguard.sparkplug import health
+from busguard.testing import io_process, running
 from test_sparkplug_helpers import SITE, Broker, Host, names, value
 
 
@@ -174,28 +175,20 @@ def test_a_full_queue_alarms_with_counts_and_the_broker_back_clears_and_drains_i
 
 @pytest.mark.integration
 def test_through_the_io_process_the_offline_alarm_reaches_the_scan_and_clears(tmp_path):
-    from busguard.runtime import Runtime
 
     b = Broker(tmp_path)  # down at first
     blocks = '[[block]]\nname = "spbh"\ntype = "sparkplug_health"\noffline_delay_s = 0.5\n'
-    text = site(tmp_path, b.port, "", blocks).replace(
-        "[modbus_server]", '[scan]\nio = "process"\n[modbus_server]')
+    text = io_process(site(tmp_path, b.port, "", blocks))
     path = tmp_path / "site.toml"
     path.write_text(text)
-    rt = Runtime.from_file(path)
-    rt.start()
-    t = threading.Thread(target=rt.run, daemon=True)
-    t.start()
     try:
-        off = Host.wait_for(lambda: codes(rt).get("BG-SPB-OFFLINE"), timeout=60)
-        assert f"127.0.0.1:{b.port}" in off.condition.message
-        assert not [th for th in threading.enumerate() if th.name == "busguard-sparkplug"]
-        b.start()
-        Host.wait_for(lambda: "BG-SPB-OFFLINE" not in codes(rt), timeout=30)
-        i = rt.image.index["sparkplug.connected"]
-        assert rt.image.snapshot().values[i] == 1.0
+        with running(path) as rt:
+            off = Host.wait_for(lambda: codes(rt).get("BG-SPB-OFFLINE"), timeout=60)
+            assert f"127.0.0.1:{b.port}" in off.condition.message
+            assert not [th for th in threading.enumerate() if th.name == "busguard-sparkplug"]
+            b.start()
+            Host.wait_for(lambda: "BG-SPB-OFFLINE" not in codes(rt), timeout=30)
+            i = rt.image.index["sparkplug.connected"]
+            assert rt.image.snapshot().values[i] == 1.0
     finally:
-        rt.request_stop()
-        t.join(10)
-        rt.stop()
         b.stop()

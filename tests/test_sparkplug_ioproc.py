@@ -12,6 +12,7 @@ import pytest
 
 from busguard.sparkplug import metrics as mx
 from busguard.sparkplug.node import EdgeNode
+from busguard.testing import io_process, running
 from test_sparkplug_helpers import SITE, Broker, Host, names, value
 
 NEVER_READ = {"header": {"runtime_state": "running"},
@@ -49,41 +50,33 @@ def test_a_dbirth_before_the_first_read_declares_every_point_of_the_layout_as_nu
 
 @pytest.mark.integration
 def test_with_an_io_process_the_edge_node_runs_there(tmp_path):
-    from busguard.runtime import Runtime
 
     b = Broker(tmp_path)
     b.start()
     h = Host(b.port).connect()
-    text = SITE.format(state=tmp_path / "state", port=b.port, extra="").replace(
-        "[modbus_server]", '[scan]\nio = "process"\n[modbus_server]')
+    text = io_process(SITE.format(state=tmp_path / "state", port=b.port, extra=""))
     site = tmp_path / "site.toml"
     site.write_text(text)
-    rt = Runtime.from_file(site)
-    rt.start()
-    t = threading.Thread(target=rt.run, daemon=True)
-    t.start()
     try:
-        h.wait(lambda: len(h.all("DBIRTH")) == 3, timeout=60)
-        assert not [th for th in threading.enumerate() if th.name == "busguard-sparkplug"]
-        m1 = names(next(m for m in h.all("DBIRTH") if m.device == "m1"))
-        assert m1["power_kw"].is_null  # nothing read yet, declared all the same
-        aliases = {m.alias for m in m1.values()}
-        deadline = time.monotonic() + 30
-        kw = 40.0
-        while not [m for m in h.all("DDATA") if m.device == "m1" and any(
-                value(x) == kw for x in m.payload.metrics)]:
-            assert time.monotonic() < deadline, [m.topic for m in h.all()][-10:]
-            rt.image.write("m1.power_kw", kw)
-            time.sleep(0.2)
-        assert all(x.alias in aliases for m in h.all("DDATA") if m.device == "m1"
-                   for x in m.payload.metrics)
-        spb = next(p for p in rt.publishers if p.section == "sparkplug")
-        # its status comes from the I/O process's statistics (once a second)
-        Host.wait_for(lambda: spb.status().get("connected") and spb.status()["ddata"] >= 1,
-                      timeout=10)
+        with running(site) as rt:
+            h.wait(lambda: len(h.all("DBIRTH")) == 3, timeout=60)
+            assert not [th for th in threading.enumerate() if th.name == "busguard-sparkplug"]
+            m1 = names(next(m for m in h.all("DBIRTH") if m.device == "m1"))
+            assert m1["power_kw"].is_null  # nothing read yet, declared all the same
+            aliases = {m.alias for m in m1.values()}
+            deadline = time.monotonic() + 30
+            kw = 40.0
+            while not [m for m in h.all("DDATA") if m.device == "m1" and any(
+                    value(x) == kw for x in m.payload.metrics)]:
+                assert time.monotonic() < deadline, [m.topic for m in h.all()][-10:]
+                rt.image.write("m1.power_kw", kw)
+                time.sleep(0.2)
+            assert all(x.alias in aliases for m in h.all("DDATA") if m.device == "m1"
+                       for x in m.payload.metrics)
+            spb = next(p for p in rt.publishers if p.section == "sparkplug")
+            # its status comes from the I/O process's statistics (once a second)
+            Host.wait_for(lambda: spb.status().get("connected") and spb.status()["ddata"] >= 1,
+                          timeout=10)
     finally:
-        rt.request_stop()
-        t.join(10)
-        rt.stop()
         h.close()
         b.stop()

@@ -16,6 +16,7 @@ import pytest
 from busguard.commands.status import connect, reader
 from busguard.errors import ConfigError
 from busguard.northbound.reader import read_all
+from busguard.testing import io_process, running
 from test_web_helpers import (
     PASSWORD,
     USER,
@@ -254,17 +255,10 @@ def test_with_an_io_process_the_page_is_served_from_there(tmp_path):
     histogram (shared from the scan process)."""
     import threading
 
-    from busguard.runtime import Runtime
-
-    text = site_text(tmp_path).replace("[modbus_server]", '[scan]\nio = "process"\n'
-                                       "[modbus_server]")
+    text = io_process(site_text(tmp_path))
     site = tmp_path / "site.toml"
     site.write_text(text)
-    rt = Runtime.from_file(site)
-    rt.start()
-    t = threading.Thread(target=rt.run, daemon=True)
-    t.start()
-    try:
+    with running(site) as rt:
         deadline = time.monotonic() + 30
         port = None
         while port is None:
@@ -284,10 +278,6 @@ def test_with_an_io_process_the_page_is_served_from_there(tmp_path):
         text = get(port, "/metrics").body.decode()
         count = re.search(r"^busguard_scan_lateness_seconds_count (\S+)$", text, re.MULTILINE)
         assert count and float(count.group(1)) > 10
-    finally:
-        rt.request_stop()
-        t.join(10)
-        rt.stop()
 
 
 def test_api_history_serves_the_history_stores_samples(make_runtime, tmp_path, run_scans):

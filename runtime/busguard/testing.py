@@ -18,11 +18,17 @@ point, so any project that installs busguard gets them).
   to which ``line.meter(unit_id, profile, values)`` adds units.
 - ``wait_until(pred, timeout, what)`` and ``point(rt, name)``: for tests whose drivers talk
   to real sockets or ptys (bounded waits, never a bare sleep).
+- ``running(site)``: a runtime on the real clock scanning in a thread for the ``with`` block
+  (publishers, the I/O process, real servers), stopped after it; ``io_process(text)`` puts a
+  site's text in ``[scan] io = "process"``.
 Tests never sleep to wait for the scan: they advance the fake clock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -82,6 +88,32 @@ def run_scans(rt: Runtime, n: int,
         assert rt.last_result is not None
         results.append(rt.last_result)
     return results
+
+
+def io_process(text: str) -> str:
+    """A site's text with ``[scan] io = "process"`` (added to its ``[scan]`` table, or a new
+    one at the end)."""
+    if re.search(r"^\[scan\]\s*$", text, re.MULTILINE):
+        return re.sub(r"^\[scan\]\s*$", '[scan]\nio = "process"', text, count=1,
+                      flags=re.MULTILINE)
+    return text.rstrip("\n") + '\n\n[scan]\nio = "process"\n'
+
+
+@contextlib.contextmanager
+def running(site: str | Path, extra: Iterable[object] = ()) -> Iterator[Runtime]:
+    """The runtime of ``site`` started on the real clock and scanning in a thread for the
+    ``with`` block; then stopped as ``busguard run`` stops it (the scan ends, outputs go to
+    fail-safe, publishers and the I/O process close)."""
+    rt = Runtime.from_file(Path(site), extra=extra)
+    rt.start()
+    scan = threading.Thread(target=rt.run, name="busguard-test-scan", daemon=True)
+    scan.start()
+    try:
+        yield rt
+    finally:
+        rt.request_stop()
+        scan.join(10)
+        rt.stop()
 
 
 @pytest.fixture
